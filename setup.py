@@ -1,0 +1,3 @@
+from setuptools import setup
+
+setup(cffi_modules=["workbench/feed/_feed_build.py:ffibuilder"])

@@ -1,0 +1,1 @@
+"""Multi-symbol minute-bar backtesting with numba kernels."""

@@ -1,0 +1,1 @@
+"""The optimization-phase catalogue: `python -m workbench.bench list | run | TOPIC`."""

@@ -1,0 +1,135 @@
+"""Phases: each optimization as a baseline variant and an optimized variant on the same input.
+
+A topic module (`workbench/bench/<topic>.py`, listed in `TOPIC_MODULES`) calls `register(Phase(...))`
+at import. The runner (`workbench/bench/runner.py`) prepares the input once, warms up, runs the
+two variants alternately `repeats` times, checks they agree, and computes ratios pair by pair.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from workbench.errors import UnknownPhase
+
+Metric = Literal["time", "throughput", "latency", "memory", "bytes"]
+
+# topic -> module that registers its phases on import
+TOPIC_MODULES: dict[str, str] = {
+    "ring": "workbench.bench.ring",
+    "feed": "workbench.bench.feed",
+    "dispatch": "workbench.bench.dispatch",
+    "backtest": "workbench.bench.backtest",
+    "serialization": "workbench.bench.serialization",
+    "eventloop": "workbench.bench.eventloop",
+    "memory": "workbench.bench.memory",
+    "frames": "workbench.bench.frames",
+    "spikes": "workbench.bench.spikes",
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the source claimed: text, and the claimed improvement ratio (baseline/optimized
+    for time, latency, memory and bytes; optimized/baseline for throughput) as a range."""
+
+    text: str
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+
+
+@dataclass
+class Outcome:
+    """What one call of a variant hands back to the runner.
+
+    result: compared by the phase's `check` (baseline vs optimized).
+    items: units processed in the call (messages, events, bar-steps) -> items/s.
+    latencies_ns: int64 array of per-item latencies in ns -> P50/P99/P99.9/max.
+    nbytes: a size in bytes (memory per instance, payload size) for the memory/bytes metrics.
+    extra: other figures to print and store (CPU %, spike causes, drops, ...).
+    """
+
+    result: Any = None
+    items: int | None = None
+    latencies_ns: np.ndarray | None = None
+    nbytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimization measured: `baseline(prepared)` against `optimized(prepared)`.
+
+    prepare(quick) builds the shared input once (quick=True: a run under a minute for all).
+    check(baseline_result, optimized_result) raises PhaseMismatch naming the first difference.
+    metric picks the ratio: time (wall time of the call), throughput (items/s), latency
+    (P99 of latencies_ns), memory or bytes (nbytes).
+    """
+
+    name: str
+    topic: str
+    claim: Claim
+    prepare: Callable[[bool], Any]
+    baseline: Callable[[Any], Outcome]
+    optimized: Callable[[Any], Outcome]
+    check: Callable[[Any, Any], None]
+    metric: Metric = "time"
+    repeats: int = 5
+    warmup: int = 1
+    baseline_label: str = "baseline"
+    optimized_label: str = "optimized"
+
+
+_PHASES: dict[str, Phase] = {}
+
+
+def register(phase: Phase) -> Phase:
+    """Add a phase to the catalogue; names are unique (`topic.what`). Returns the phase."""
+    if phase.name in _PHASES and _PHASES[phase.name] is not phase:
+        raise ValueError(f"phase {phase.name!r} is registered twice")
+    _PHASES[phase.name] = phase
+    return phase
+
+
+def load_topics(topics: Iterable[str] | None = None) -> None:
+    """Import the topic modules (all of them by default) so their phases register."""
+    for topic in topics if topics is not None else TOPIC_MODULES:
+        importlib.import_module(TOPIC_MODULES[topic])
+
+
+def all_phases() -> list[Phase]:
+    """Every registered phase of every topic, in topic order then registration order."""
+    load_topics()
+    order = list(TOPIC_MODULES)
+    return sorted(_PHASES.values(), key=lambda p: order.index(p.topic))
+
+
+def select(names: Iterable[str]) -> list[Phase]:
+    """Phases named by phase name or topic; all when `names` is empty.
+
+    Raises UnknownPhase listing the valid topics and phase names.
+    """
+    names = list(names)
+    if not names:
+        return all_phases()
+    chosen: list[Phase] = []
+    for name in names:
+        if name in TOPIC_MODULES:
+            load_topics([name])
+            chosen.extend(p for p in _PHASES.values() if p.topic == name)
+            continue
+        topic = name.split(".", 1)[0]
+        if topic in TOPIC_MODULES:
+            load_topics([topic])
+        if name not in _PHASES:
+            valid = [p.name for p in all_phases()]
+            raise UnknownPhase(
+                f"unknown phase or topic {name!r}; topics: {', '.join(TOPIC_MODULES)}; "
+                f"phases: {', '.join(valid)}"
+            )
+        chosen.append(_PHASES[name])
+    return list(dict.fromkeys(chosen))

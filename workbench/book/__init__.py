@@ -1,0 +1,1 @@
+"""The L2 order book and each venue's snapshot/delta sequencing."""

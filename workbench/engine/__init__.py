@@ -1,0 +1,1 @@
+"""The paper-trading engine: dispatch, strategy, broker, positions, risk, journal."""

@@ -1,0 +1,1 @@
+"""One module per venue: Normalizer (raw bytes -> events), subscribe messages, sequence rules."""

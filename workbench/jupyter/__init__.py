@@ -1,0 +1,1 @@
+"""Notebook tools: %hft magics, control panel, bokeh plots, papermill reports."""

@@ -1,0 +1,1 @@
+"""Per-stage latency accounting: stage names, HDR recorders, spike log."""
