@@ -1,0 +1,413 @@
+"""Bokeh plots of a run: latency per second and its CDF per stage, spikes by cause, PnL, ring.
+
+Two uses of the same figures:
+
+* **static** (reports, exported notebooks): build a figure from plain data (`latency_series_figure`,
+  `latency_cdf_figure`, `spikes_figure`, `pnl_figure`, `ring_figure`, `bench_trend_figure`) and
+  `show_static(fig)` it after `use_static_resources()`; BokehJS is inlined (`STATIC_RESOURCES`, the
+  core bundle only) so the exported HTML needs no CDN.
+* **live** (`LivePlots`): the same figures over `ColumnDataSource`s, wrapped in one
+  `jupyter_bokeh.BokehModel`. Only the kernel's event loop calls `LivePlots.apply(frame)` (the
+  `UiPump` of `workbench.jupyter.panel` does); nothing reaches the bokeh document before a
+  frontend view exists: until then frames are kept in plain Python buffers and the render bundle
+  is refreshed when the first view appears (patches sent to no view would be lost and leave the
+  view's patch receiver out of step, i.e. a frozen plot).
+
+Units: latency in the figures is µs (data in ns), time on the x axis is seconds since the run
+started, PnL is in quote currency.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from bokeh.io import output_notebook, show
+from bokeh.layouts import gridplot
+from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LayoutDOM, LinearAxis
+from bokeh.palettes import Category10_10
+from bokeh.plotting import figure
+from bokeh.resources import Resources
+from hdrh.histogram import HdrHistogram
+
+from workbench.latency.stages import LOCAL_STAGES, STAGES
+
+STATIC_RESOURCES = Resources(mode="inline", components=["bokeh"])
+"""BokehJS core, inlined: what static figures need, and nothing that loads from a CDN."""
+
+STAGE_COLORS: dict[str, str] = {s.value: Category10_10[i] for i, s in enumerate(STAGES)}
+SPIKE_CAUSES: tuple[str, ...] = (
+    "gc",
+    "journal_flush",
+    "snapshot_publish",
+    "book_rebuild",
+    "display_refresh",
+    "latency_fold",
+    "queue_depth",
+    "other",
+    "unexplained",
+)
+"""Stacks of the spike bars: the SpikeLog cause names, `other` for any cause not listed, and
+`unexplained` for a spike with no cause observed."""
+CAUSE_COLORS: dict[str, str] = {c: Category10_10[i] for i, c in enumerate(SPIKE_CAUSES)}
+ROLLOVER = 600  # points kept per live series (10 minutes of per-second points)
+WIDTH, HEIGHT = 560, 280
+
+
+def use_static_resources() -> None:
+    """Load inline BokehJS (core bundle) into the notebook: call once before `show_static`."""
+    output_notebook(resources=STATIC_RESOURCES, hide_banner=True)
+
+
+def show_static(layout: LayoutDOM) -> None:
+    """Display a figure (or layout) as a static plot that survives nbconvert HTML export."""
+    show(layout)
+
+
+def _figure(title: str, y_label: str, *, x_label: str = "run time (s)", **kw: Any) -> Any:
+    fig = figure(title=title, width=WIDTH, height=HEIGHT, x_axis_label=x_label,
+                 y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save", **kw)
+    fig.toolbar.logo = None
+    return fig
+
+
+# -- per-second P50/P99 per stage ---------------------------------------------------------------
+
+def _series_columns(stages: Iterable[str]) -> list[str]:
+    cols = ["t"]
+    for s in stages:
+        cols += [f"{s}_p50", f"{s}_p99"]
+    return cols
+
+
+def _latency_series_plot(source: ColumnDataSource, stages: Sequence[str], title: str) -> Any:
+    fig = _figure(title, "latency (µs)", y_axis_type="log")
+    for s in stages:
+        color = STAGE_COLORS[s]
+        fig.line("t", f"{s}_p50", source=source, color=color, line_width=2,
+                 legend_label=f"{s} P50")
+        fig.line("t", f"{s}_p99", source=source, color=color, line_dash="dashed",
+                 legend_label=f"{s} P99")
+    fig.legend.click_policy = "hide"
+    fig.legend.label_text_font_size = "8pt"
+    fig.add_tools(HoverTool(tooltips=[("t", "@t{0.0} s")]))
+    return fig
+
+
+def series_rows(series: Mapping[str, Mapping[str, Sequence[int]]], t0_s: float,
+                stages: Sequence[str]) -> dict[str, list[float]]:
+    """Align per-stage per-second series into columns `t`, `<stage>_p50`, `<stage>_p99` (µs).
+
+    series[stage] = {"t_s": int seconds (perf_counter), "p50_ns": ..., "p99_ns": ...} as
+    `LatencyRecorder.series` returns; a second missing for a stage becomes NaN. `t` is seconds
+    since `t0_s`.
+    """
+    seconds = sorted({int(t) for s in stages for t in series.get(s, {}).get("t_s", [])})
+    index = {t: i for i, t in enumerate(seconds)}
+    out: dict[str, list[float]] = {"t": [t - t0_s for t in seconds]}
+    for s in stages:
+        p50 = [float("nan")] * len(seconds)
+        p99 = [float("nan")] * len(seconds)
+        points = series.get(s, {})
+        for t, a, b in zip(points.get("t_s", []), points.get("p50_ns", []),
+                           points.get("p99_ns", []), strict=True):
+            p50[index[int(t)]] = a / 1e3
+            p99[index[int(t)]] = b / 1e3
+        out[f"{s}_p50"] = p50
+        out[f"{s}_p99"] = p99
+    return out
+
+
+def latency_series_figure(series: Mapping[str, Mapping[str, Sequence[int]]], *,
+                          t0_s: float | None = None,
+                          stages: Sequence[str] | None = None,
+                          title: str = "P50 (solid) and P99 (dashed) per second") -> Any:
+    """Per-second P50/P99 per stage (µs, log axis) from `LatencyRecorder.series` data."""
+    stages = list(stages or [s.value for s in LOCAL_STAGES if s.value in series])
+    if t0_s is None:
+        starts = [int(v["t_s"][0]) for v in series.values() if len(v.get("t_s", []))]
+        t0_s = float(min(starts)) if starts else 0.0
+    source = ColumnDataSource(series_rows(series, t0_s, stages))
+    return _latency_series_plot(source, stages, title)
+
+
+# -- latency CDF per stage -----------------------------------------------------------------------
+
+def cdf_points(histogram: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """(latency_ns, cumulative fraction) at every recorded bucket of an HdrHistogram, both
+    float64 arrays of equal length (empty when nothing was recorded)."""
+    total = histogram.get_total_count()
+    if total == 0:
+        return np.empty(0), np.empty(0)
+    values, cumulative = [], []
+    for item in histogram.get_recorded_iterator():
+        values.append(histogram.get_highest_equivalent_value(item.value_iterated_to))
+        cumulative.append(item.total_count_to_this_value)
+    return np.asarray(values, dtype=np.float64), np.asarray(cumulative, dtype=np.float64) / total
+
+
+def _cdf_data(cdfs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+              stages: Sequence[str]) -> dict[str, list[list[float]]]:
+    xs, ys, names, colors = [], [], [], []
+    for s in stages:
+        values, fractions = cdfs.get(s, ([], []))
+        if len(values) == 0:
+            continue
+        xs.append([v / 1e3 for v in values])
+        ys.append(list(map(float, fractions)))
+        names.append(s)
+        colors.append(STAGE_COLORS[s])
+    return {"xs": xs, "ys": ys, "stage": names, "color": colors}
+
+
+def _cdf_plot(source: ColumnDataSource) -> Any:
+    fig = _figure("Latency CDF per stage", "fraction of batches", x_label="latency (µs)",
+                  x_axis_type="log", y_range=(0, 1.01))
+    fig.multi_line("xs", "ys", source=source, color="color", line_width=2, legend_field="stage")
+    fig.legend.location = "bottom_right"
+    fig.legend.label_text_font_size = "8pt"
+    return fig
+
+
+def latency_cdf_figure(cdfs: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
+                       stages: Sequence[str] | None = None) -> Any:
+    """CDF per stage on a log latency axis; cdfs[stage] = (latency_ns, fraction) as
+    `cdf_points` returns."""
+    stages = list(stages or [s.value for s in LOCAL_STAGES])
+    return _cdf_plot(ColumnDataSource(_cdf_data(cdfs, stages)))
+
+
+# -- spikes by cause ---------------------------------------------------------------------------
+
+def cause_key(name: str) -> str:
+    """The stack a SpikeLog cause name falls in (`other` for names not in SPIKE_CAUSES)."""
+    return name if name in SPIKE_CAUSES else "other"
+
+
+def spike_rows(spikes: Iterable[tuple[float, Sequence[str]]], bucket_s: float = 1.0
+               ) -> dict[str, list[float]]:
+    """Count spikes per time bucket and cause: input (t seconds since start, cause names) per
+    spike; a spike with several causes counts once under each; with none, under `unexplained`.
+    Columns: `t` (bucket start, s) and one per SPIKE_CAUSES entry."""
+    buckets: dict[float, dict[str, int]] = {}
+    for t, causes in spikes:
+        row = buckets.setdefault(np.floor(t / bucket_s) * bucket_s, dict.fromkeys(SPIKE_CAUSES, 0))
+        for key in {cause_key(c) for c in causes} or {"unexplained"}:
+            row[key] += 1
+    times = sorted(buckets)
+    out: dict[str, list[float]] = {"t": times}
+    for c in SPIKE_CAUSES:
+        out[c] = [buckets[t][c] for t in times]
+    return out
+
+
+def _spikes_plot(source: ColumnDataSource, bucket_s: float) -> Any:
+    fig = _figure(f"Spikes by cause (per {bucket_s:g} s)", "spikes")
+    fig.vbar_stack(list(SPIKE_CAUSES), x="t", width=bucket_s * 0.9, source=source,
+                   color=[CAUSE_COLORS[c] for c in SPIKE_CAUSES],
+                   legend_label=list(SPIKE_CAUSES))
+    fig.legend.label_text_font_size = "8pt"
+    fig.legend.click_policy = "hide"
+    fig.y_range.start = 0
+    return fig
+
+
+def spikes_figure(spikes: Iterable[tuple[float, Sequence[str]]], bucket_s: float = 1.0) -> Any:
+    """Stacked bars: spikes per time bucket broken down by cause (see `spike_rows`)."""
+    return _spikes_plot(ColumnDataSource(spike_rows(spikes, bucket_s)), bucket_s)
+
+
+# -- PnL and position --------------------------------------------------------------------------
+
+def _pnl_plot(source: ColumnDataSource) -> Any:
+    fig = _figure("PnL and position", "PnL (quote)")
+    fig.line("t", "pnl", source=source, color="#1f77b4", line_width=2, legend_label="PnL")
+    fig.step("t", "position", source=source, color="#ff7f0e", mode="after",
+             legend_label="position", y_range_name="position")
+    fig.extra_y_ranges = {"position": DataRange1d()}
+    fig.add_layout(LinearAxis(y_range_name="position", axis_label="position (qty)"), "right")
+    fig.legend.location = "top_left"
+    return fig
+
+
+def pnl_figure(t_s: Sequence[float], pnl: Sequence[float], position: Sequence[float]) -> Any:
+    """PnL (realized + unrealized, quote currency) and position over run time (s)."""
+    return _pnl_plot(ColumnDataSource({"t": list(t_s), "pnl": list(pnl),
+                                       "position": list(position)}))
+
+
+# -- ring ------------------------------------------------------------------------------------
+
+def _ring_plot(source: ColumnDataSource) -> Any:
+    fig = _figure("Ring: events/s, drops and gaps", "count")
+    fig.line("t", "events_per_s", source=source, color="#2ca02c", line_width=2,
+             legend_label="events/s")
+    fig.line("t", "drops", source=source, color="#d62728", line_width=2, legend_label="drops")
+    fig.line("t", "gaps", source=source, color="#9467bd", line_width=2, legend_label="gaps")
+    fig.legend.location = "top_left"
+    return fig
+
+
+def ring_figure(t_s: Sequence[float], events_per_s: Sequence[float], drops: Sequence[int],
+                gaps: Sequence[int]) -> Any:
+    """Events/s with cumulative ring drops and sequence gaps over run time (s)."""
+    return _ring_plot(ColumnDataSource({"t": list(t_s), "events_per_s": list(events_per_s),
+                                        "drops": list(drops), "gaps": list(gaps)}))
+
+
+# -- benchmark trends (nightly report) --------------------------------------------------------
+
+def bench_trend_figure(nights: Sequence[str], values: Mapping[str, Sequence[float]], *,
+                       title: str, y_label: str, flagged: Mapping[str, Sequence[bool]] | None = None
+                       ) -> Any:
+    """One line per phase over nights (x = night label); flagged[phase][i] marks a regression
+    at night i with a red circle."""
+    fig = figure(title=title, width=WIDTH * 2, height=HEIGHT + 60, x_range=list(nights),
+                 y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save")
+    fig.toolbar.logo = None
+    fig.xaxis.major_label_orientation = 0.8
+    for i, (name, ys) in enumerate(values.items()):
+        color = Category10_10[i % 10]
+        source = ColumnDataSource({"night": list(nights), "y": list(ys),
+                                   "phase": [name] * len(nights)})
+        fig.line("night", "y", source=source, color=color, line_width=2, legend_label=name)
+        fig.scatter("night", "y", source=source, color=color, size=5)
+        marks = (flagged or {}).get(name)
+        if marks is not None:
+            bad = [i for i, m in enumerate(marks) if m]
+            if bad:
+                fig.scatter([nights[i] for i in bad], [ys[i] for i in bad], size=14,
+                            fill_alpha=0, line_color="red", line_width=3)
+    fig.add_tools(HoverTool(tooltips=[("phase", "@phase"), ("night", "@night"), ("value", "@y")]))
+    if fig.legend:
+        fig.legend.label_text_font_size = "7pt"
+        fig.legend.click_policy = "hide"
+    return fig
+
+
+# -- live ------------------------------------------------------------------------------------
+
+@dataclass
+class UiFrame:
+    """What the UI needs from one engine snapshot, as plain data (built on the kernel loop).
+
+    t_s: seconds since the run started. series: new per-second points per stage
+    ({"t_s", "p50_ns", "p99_ns"} arrays, perf_counter seconds). cdfs: per stage
+    (latency_ns, fraction) or None when unchanged. spikes: new spikes as (t_s, cause names).
+    """
+
+    t_s: float
+    t0_perf_s: float
+    events_per_s: float = 0.0
+    position: float = 0.0
+    pnl: float = 0.0
+    drops: int = 0
+    gaps: int = 0
+    series: dict[str, dict[str, Sequence[int]]] = field(default_factory=dict)
+    cdfs: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None
+    spikes: list[tuple[float, Sequence[str]]] = field(default_factory=list)
+
+
+class LivePlots:
+    """The live figures of one run, in one `BokehModel` widget (`.widget`).
+
+    `apply(frame)` must run on the kernel's event loop. Before the first frontend view of the
+    widget exists, frames accumulate in Python buffers (bounded by `rollover`); when a view
+    appears, the render bundle is rebuilt with all data so far, and later frames stream.
+    """
+
+    def __init__(self, stages: Sequence[str] | None = None, rollover: int = ROLLOVER,
+                 spike_bucket_s: float = 1.0) -> None:
+        from jupyter_bokeh import BokehModel
+
+        self.stages = list(stages or [s.value for s in LOCAL_STAGES])
+        self.rollover = rollover
+        self.spike_bucket_s = spike_bucket_s
+        cols = _series_columns(self.stages)
+        self._series_src = ColumnDataSource({c: [] for c in cols})
+        self._cdf_src = ColumnDataSource(_cdf_data({}, self.stages))
+        self._spike_src = ColumnDataSource({c: [] for c in ("t", *SPIKE_CAUSES)})
+        self._pnl_src = ColumnDataSource({"t": [], "pnl": [], "position": []})
+        self._ring_src = ColumnDataSource({"t": [], "events_per_s": [], "drops": [], "gaps": []})
+        self._pending: dict[ColumnDataSource, dict[str, deque]] = {}
+        self._spike_counts: dict[float, dict[str, int]] = {}
+        self._last_cdf: dict[str, list[list[float]]] | None = None
+        self.frames_applied = 0
+        self.layout = gridplot(
+            [
+                [_latency_series_plot(self._series_src, self.stages,
+                                      "P50 (solid) and P99 (dashed) per second"),
+                 _cdf_plot(self._cdf_src)],
+                [_spikes_plot(self._spike_src, spike_bucket_s), _pnl_plot(self._pnl_src)],
+                [_ring_plot(self._ring_src), None],
+            ],
+            toolbar_location="right",
+        )
+        self.widget = BokehModel(self.layout)
+        self.widget._view_count = 0  # ask the frontend to count views (ipywidgets protocol)
+        self.widget.observe(self._on_views, names="_view_count")
+
+    @property
+    def has_view(self) -> bool:
+        """True once a frontend view of the widget was rendered."""
+        return bool(self.widget._view_count)
+
+    def _on_views(self, change: dict[str, Any]) -> None:
+        if (change["new"] or 0) > (change["old"] or 0):
+            self._flush_pending()
+            self.widget.update_from_model(self.layout)
+
+    def _flush_pending(self) -> None:
+        for source, cols in self._pending.items():
+            data = {c: list(v) for c, v in cols.items()}
+            merged = {c: list(source.data[c])[-self.rollover:] + data[c] for c in data}
+            source.data = {c: v[-self.rollover:] for c, v in merged.items()}
+        self._pending.clear()
+        if self._last_cdf is not None:
+            self._cdf_src.data = self._last_cdf
+        self._spike_src.data = self._spike_data()
+
+    def _stream(self, source: ColumnDataSource, rows: dict[str, list]) -> None:
+        if not rows or not next(iter(rows.values())):
+            return
+        if self.has_view:
+            source.stream(rows, rollover=self.rollover)
+            return
+        cols = self._pending.setdefault(
+            source, {c: deque(maxlen=self.rollover) for c in source.data})
+        for c, v in rows.items():
+            cols[c].extend(v)
+
+    def apply(self, frame: UiFrame) -> None:
+        """Push one frame into the figures (kernel event loop only)."""
+        self._stream(self._series_src, series_rows(frame.series, frame.t0_perf_s, self.stages))
+        self._stream(self._pnl_src, {"t": [frame.t_s], "pnl": [frame.pnl],
+                                     "position": [frame.position]})
+        self._stream(self._ring_src, {"t": [frame.t_s], "events_per_s": [frame.events_per_s],
+                                      "drops": [frame.drops], "gaps": [frame.gaps]})
+        if frame.spikes:
+            self._apply_spikes(frame.spikes)
+        if frame.cdfs is not None:
+            self._last_cdf = _cdf_data(frame.cdfs, self.stages)
+            if self.has_view:
+                self._cdf_src.data = self._last_cdf
+        self.frames_applied += 1
+
+    def _apply_spikes(self, spikes: list[tuple[float, Sequence[str]]]) -> None:
+        rows = spike_rows(spikes, self.spike_bucket_s)
+        for i, t in enumerate(rows["t"]):
+            counts = self._spike_counts.setdefault(t, dict.fromkeys(SPIKE_CAUSES, 0))
+            for c in SPIKE_CAUSES:
+                counts[c] += rows[c][i]
+        while len(self._spike_counts) > self.rollover:
+            self._spike_counts.pop(min(self._spike_counts))
+        if self.has_view:
+            self._spike_src.data = self._spike_data()
+
+    def _spike_data(self) -> dict[str, list[float]]:
+        times = sorted(self._spike_counts)
+        return {"t": times, **{c: [self._spike_counts[t][c] for t in times]
+                               for c in SPIKE_CAUSES}}
