@@ -1,13 +1,15 @@
 """Phases: each optimization as a baseline variant and an optimized variant on the same input.
 
-A topic module (`workbench/bench/<topic>.py`, listed in `TOPIC_MODULES`) calls `register(Phase(...))`
-at import. The runner (`workbench/bench/runner.py`) prepares the input once, warms up, runs the
-two variants alternately `repeats` times, checks they agree, and computes ratios pair by pair.
+A topic module (`workbench/bench/<topic>.py`, listed in `TOPIC_MODULES`) calls
+`register(Phase(...))` at import. The runner (`workbench/bench/runner.py`) prepares the input
+once, warms up, runs the two variants alternately `repeats` times, checks they agree, and
+computes ratios pair by pair.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,7 +37,12 @@ TOPIC_MODULES: dict[str, str] = {
 @dataclass(frozen=True)
 class Claim:
     """What the source claimed: text, and the claimed improvement ratio (baseline/optimized
-    for time, latency, memory and bytes; optimized/baseline for throughput) as a range."""
+    for time, latency, memory and bytes; optimized/baseline for throughput) as a range.
+
+    ratio_high None: open-ended ("at least ratio_low"); both None: no number was claimed, the
+    runner reports the figures with the verdict "measured". A point claim (low == high) is read
+    as +-10%. A claimed cost (ratio_low < 1, e.g. "small CPU cost") is refuted below ratio_low.
+    """
 
     text: str
     ratio_low: float | None = None
@@ -95,14 +102,41 @@ def register(phase: Phase) -> Phase:
     return phase
 
 
-def load_topics(topics: Iterable[str] | None = None) -> None:
-    """Import the topic modules (all of them by default) so their phases register."""
+def load_topics(topics: Iterable[str] | None = None) -> list[str]:
+    """Import the topic modules so their phases register; returns the topics skipped.
+
+    Explicit `topics`: each must be importable (a topic whose module is not written yet raises
+    UnknownPhase saying so). None (all topics): a topic module that does not exist yet is
+    skipped and named in the returned list; an import error inside an existing module raises.
+    """
+    explicit = topics is not None
+    missing: list[str] = []
     for topic in topics if topics is not None else TOPIC_MODULES:
-        importlib.import_module(TOPIC_MODULES[topic])
+        if topic not in TOPIC_MODULES:
+            raise UnknownPhase(f"unknown topic {topic!r}; topics: {', '.join(TOPIC_MODULES)}")
+        module = TOPIC_MODULES[topic]
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            if explicit:
+                raise UnknownPhase(
+                    f"topic {topic!r} is in the catalogue but its module {module} is not "
+                    f"written yet; available topics: {', '.join(available_topics())}"
+                ) from exc
+            missing.append(topic)
+    return missing
+
+
+def available_topics() -> list[str]:
+    """Topics whose module exists (without importing them)."""
+    return [t for t, m in TOPIC_MODULES.items() if importlib.util.find_spec(m) is not None]
 
 
 def all_phases() -> list[Phase]:
-    """Every registered phase of every topic, in topic order then registration order."""
+    """Every registered phase of every topic that exists, in topic order then registration
+    order. Topic modules not written yet are skipped (see `load_topics`)."""
     load_topics()
     order = list(TOPIC_MODULES)
     return sorted(_PHASES.values(), key=lambda p: order.index(p.topic))
@@ -123,7 +157,7 @@ def select(names: Iterable[str]) -> list[Phase]:
             chosen.extend(p for p in _PHASES.values() if p.topic == name)
             continue
         topic = name.split(".", 1)[0]
-        if topic in TOPIC_MODULES:
+        if topic in TOPIC_MODULES and topic in available_topics():
             load_topics([topic])
         if name not in _PHASES:
             valid = [p.name for p in all_phases()]

@@ -1,0 +1,182 @@
+"""`python -m workbench.bench` (and `workbench bench`): list and run the optimization phases.
+
+  list                                   one phase a line: name, topic, claim
+  run [PHASE|TOPIC ...] [--quick] [--json PATH] [--no-history]
+  TOPIC|PHASE [...] [--quick] [--json PATH]      shorthand for `run TOPIC`
+
+Without names, `run` measures every phase of every topic module that exists (a topic not written
+yet is skipped with a note); an unknown or missing name lists the valid ones and exits 2. Every
+run prints the claimed-vs-measured table and appends its records to the history parquet
+(`workbench.bench.history`); `--json` also writes them to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workbench.bench import history
+from workbench.bench.registry import Phase, all_phases, load_topics, select
+from workbench.bench.runner import PhaseResult, run_phases
+from workbench.errors import UnknownPhase
+
+VERDICT_STYLE = {"confirmed": "green", "larger": "green", "smaller": "yellow", "refuted": "red",
+                 "measured": "cyan", "invalid": "bold red", "error": "bold red"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `workbench bench` / `python -m workbench.bench` (options may sit anywhere)."""
+    parser.add_argument("targets", nargs="*", metavar="list | run [PHASE|TOPIC ...] | TOPIC",
+                        help="'list', 'run' followed by phase or topic names, or names alone")
+    parser.add_argument("--quick", action="store_true", help="small inputs, fewer repeats")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the records here")
+    parser.add_argument("--no-history", action="store_true",
+                        help=f"do not append to the history parquet (${history.ENV_VAR})")
+    # `run --quick ring` mixes options and names; plain parse_args would reject it.
+    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
+
+
+def _fmt_ns(ns: float) -> str:
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.4g} B"
+
+
+def _fmt_rate(r: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if r >= scale:
+            return f"{r / scale:.3g}{unit}/s"
+    return f"{r:.3g}/s"
+
+
+def format_figure(metric: str, stats: dict) -> str:
+    """A variant's median figure for the table: time, items/s, P99 (P50), or bytes."""
+    if not stats:
+        return "-"
+    if metric == "time":
+        text = _fmt_ns(stats["median"])
+        return text + (f" ({_fmt_rate(stats['items_per_s'])})" if "items_per_s" in stats else "")
+    if metric == "throughput":
+        return _fmt_rate(stats["median"])
+    if metric == "latency":
+        return f"P99 {_fmt_ns(stats['p99_ns'])} (P50 {_fmt_ns(stats['p50_ns'])})"
+    return _fmt_bytes(stats["median"])
+
+
+def format_ratio(res: PhaseResult) -> str:
+    """Median pair ratio with its min-max (and the P50 ratio for latency phases)."""
+    if res.ratio is None:
+        return "-"
+    text = f"{res.ratio:.2f}x [{min(res.ratios):.2f}-{max(res.ratios):.2f}]"
+    if res.p50_ratio is not None and math.isfinite(res.p50_ratio):
+        text += f" P50 {res.p50_ratio:.2f}x"
+    return text
+
+
+def format_claim(phase: Phase) -> str:
+    """The claimed ratio range in the table's terms, or the claim text when no number."""
+    low, high = phase.claim.ratio_low, phase.claim.ratio_high
+    if low is None and high is None:
+        return "(no number)"
+    if high is None:
+        return f">= {low:.3g}x"
+    if low is None or low == high:
+        return f"{high:.3g}x"
+    return f"{low:.3g}-{high:.3g}x"
+
+
+def results_table(results: list[PhaseResult]) -> Table:
+    """The claimed-vs-measured table: phase, baseline, optimized, measured ratio, claimed,
+    verdict; invalid and error rows carry the first difference / the exception."""
+    table = Table(title="optimization phases: claimed vs measured (ratio > 1 = optimized better)")
+    for col in ("phase", "baseline", "optimized", "measured ratio", "claimed", "verdict"):
+        table.add_column(col, overflow="fold", no_wrap=col == "phase")
+    for res in results:
+        p = res.phase
+        style = VERDICT_STYLE.get(res.verdict, "")
+        table.add_row(
+            f"{p.name}\n[dim]{p.baseline_label} -> {p.optimized_label}[/dim]",
+            format_figure(p.metric, res.baseline), format_figure(p.metric, res.optimized),
+            format_ratio(res) if res.status == "ok" else f"[red]{res.error}[/red]",
+            format_claim(p), f"[{style}]{res.verdict.upper()}[/{style}]",
+        )
+    return table
+
+
+def _list(console: Console) -> int:
+    missing = load_topics()
+    for p in all_phases():
+        console.print(f"{p.name:<34} {p.topic:<14} {p.claim.text}", highlight=False,
+                      soft_wrap=True)
+    for topic in missing:
+        console.print(f"[dim]({topic}: topic module not written yet, skipped)[/dim]")
+    return 0
+
+
+def _run(names: list[str], args: argparse.Namespace, console: Console) -> int:
+    err = Console(stderr=True)
+    try:
+        missing = [] if names else load_topics()
+        phases = select(names)
+    except UnknownPhase as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        return 2
+    for topic in missing:
+        err.print(f"[dim]note: topic {topic!r} has no module yet; skipped[/dim]")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("bench", total=len(phases))
+
+        def progress(phase: Phase, stage: str) -> None:
+            bar.update(task, description=f"{phase.name}: {stage}")
+
+        results, records = run_phases(phases, quick=args.quick, progress=progress,
+                                      on_result=lambda _r: bar.advance(task))
+    console.print(results_table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=1, default=str), encoding="utf-8")
+        console.print(f"records: {args.json}")
+    if not args.no_history and records:
+        console.print(f"history: {history.append(records)}")
+    bad = [r for r in results if r.status != "ok"]
+    return 1 if bad else 0
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the parsed command; returns the exit code (2 for unknown names, 1 if any phase was
+    invalid or failed)."""
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    targets = list(args.targets)
+    if not targets or targets[0] == "list":
+        return _list(console)
+    if targets[0] == "run":
+        return _run(targets[1:], args, console)
+    return _run(targets, args, console)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m workbench.bench`."""
+    parser = argparse.ArgumentParser(prog="python -m workbench.bench",
+                                     description="the optimization-phase catalogue")
+    add_arguments(parser)
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
