@@ -1,0 +1,186 @@
+"""PaperBroker: market and limit (optionally post-only) orders filled against the current book.
+
+Matching rules (documented because every PnL figure depends on them):
+- An order reaches the "exchange" `latency_ns` of market time after it was submitted (market
+  time = the `ts_event_ns` of the batch being processed, so fills are deterministic for a
+  recording whatever the dispatch mode); it is matched at the first book update at or after
+  that time (immediately when the latency is 0).
+- market: walks the opposite side of the book, level by level, filling min(remaining, level
+  size) at each level's price (taker fee). What the visible depth cannot fill is cancelled:
+  a partial fill.
+- limit, not post-only: the marketable part walks the levels priced at or better than the
+  limit (taker); the rest rests at the limit price.
+- limit, post-only: rejected if it would cross the spread at arrival; otherwise it rests.
+- a resting buy at P fills when the best ask is at or below P: min(remaining, visible size on
+  asks priced <= P) at P (maker fee); sells mirror it. The book is not depleted by our fills.
+- fee = price * qty * bps / 10_000, in quote units (a negative maker bps is a rebate).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from workbench.engine.strategy import OrderRequest
+from workbench.events import Side
+
+DEPTH_LEVELS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution: order_id, symbol_id, side (Side), price, qty (> 0), fee (quote),
+    liquidity (`maker` | `taker`), ts_ns (market time, ns), seq (batch sequence number)."""
+
+    order_id: int
+    symbol_id: int
+    side: int
+    price: float
+    qty: float
+    fee: float
+    liquidity: str
+    ts_ns: int
+    seq: int
+
+    @property
+    def signed_qty(self) -> float:
+        return self.qty if self.side == Side.BUY else -self.qty
+
+
+@dataclass(slots=True)
+class Order:
+    """An order at the broker. status: pending (in flight), open (resting), filled,
+    cancelled (unfilled rest of a market order), rejected (post-only would cross)."""
+
+    order_id: int
+    request: OrderRequest
+    submit_ns: int
+    arrive_ns: int
+    filled: float = 0.0
+    status: str = "pending"
+
+    @property
+    def remaining(self) -> float:
+        return self.request.qty - self.filled
+
+
+class PaperBroker:
+    """Paper execution against an L2 book (see the module docstring for the rules).
+
+    submit(request, now_ns) -> Order (the ack; matching happens in `on_book`).
+    on_book(symbol_id, book, now_ns, seq) -> fills of that symbol's orders at this update.
+    The book must offer `best_bid`, `best_ask` (NaN when empty) and `depth(n)`.
+    """
+
+    def __init__(self, maker_fee_bps: float = 0.0, taker_fee_bps: float = 0.0,
+                 latency_ns: int = 0) -> None:
+        self.maker_rate = maker_fee_bps / 10_000.0
+        self.taker_rate = taker_fee_bps / 10_000.0
+        self.latency_ns = int(latency_ns)
+        self._ids = itertools.count(1)
+        self._active: dict[int, list[Order]] = {}  # symbol_id -> pending and open orders
+        self.orders: dict[int, Order] = {}
+        self.rejected = 0
+
+    def submit(self, request: OrderRequest, now_ns: int) -> Order:
+        """Accept an order (the ack). It is matched at the next `on_book` of its symbol at or
+        after now_ns + latency_ns."""
+        order = Order(next(self._ids), request, now_ns, now_ns + self.latency_ns)
+        self.orders[order.order_id] = order
+        self._active.setdefault(request.symbol_id, []).append(order)
+        return order
+
+    def cancel(self, order_id: int) -> bool:
+        """Cancel a pending or open order; False if it is already done."""
+        order = self.orders.get(order_id)
+        if order is None or order.status not in ("pending", "open"):
+            return False
+        order.status = "cancelled"
+        self._active[order.request.symbol_id].remove(order)
+        return True
+
+    def has_active(self, symbol_id: int) -> bool:
+        """Whether `symbol_id` has pending or resting orders."""
+        return bool(self._active.get(symbol_id))
+
+    def orders_active(self, symbol_id: int) -> list[Order]:
+        """The symbol's pending and resting orders (a copy)."""
+        return list(self._active.get(symbol_id, ()))
+
+    def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0) -> list[Fill]:
+        """Match the symbol's arrived orders against `book`; returns the fills (maybe none)."""
+        active = self._active.get(symbol_id)
+        if not active:
+            return []
+        fills: list[Fill] = []
+        levels = None
+        for order in list(active):
+            if order.arrive_ns > now_ns:
+                continue
+            if levels is None:
+                levels = _levels(book)
+            if order.status == "pending":
+                self._arrive(order, levels, now_ns, seq, fills)
+            else:
+                self._rest(order, levels, now_ns, seq, fills)
+            if order.status != "open" and order.status != "pending":
+                active.remove(order)
+        return fills
+
+    # -- matching ---------------------------------------------------------------------
+    def _arrive(self, order: Order, levels, now_ns: int, seq: int, fills: list[Fill]) -> None:
+        req = order.request
+        buy = req.side == Side.BUY
+        prices, sizes = levels[1] if buy else levels[0]
+        if req.order_type == "market":
+            self._take(order, prices, sizes, math.inf if buy else -math.inf, now_ns, seq, fills)
+            order.status = "filled" if order.remaining <= 1e-12 else "cancelled"
+            return
+        best = prices[0] if len(prices) else math.nan
+        crosses = best == best and (best <= req.price if buy else best >= req.price)
+        if crosses and req.post_only:
+            order.status = "rejected"
+            self.rejected += 1
+            return
+        if crosses:
+            self._take(order, prices, sizes, req.price, now_ns, seq, fills)
+        order.status = "filled" if order.remaining <= 1e-12 else "open"
+
+    def _take(self, order: Order, prices, sizes, limit: float, now_ns: int, seq: int,
+              fills: list[Fill]) -> None:
+        req = order.request
+        buy = req.side == Side.BUY
+        for price, size in zip(prices, sizes, strict=True):
+            if order.remaining <= 1e-12 or (price > limit if buy else price < limit):
+                break
+            qty = min(order.remaining, size)
+            self._fill(order, price, qty, self.taker_rate, "taker", now_ns, seq, fills)
+
+    def _rest(self, order: Order, levels, now_ns: int, seq: int, fills: list[Fill]) -> None:
+        req = order.request
+        buy = req.side == Side.BUY
+        prices, sizes = levels[1] if buy else levels[0]
+        visible = 0.0
+        for price, size in zip(prices, sizes, strict=True):
+            if price > req.price if buy else price < req.price:
+                break
+            visible += size
+        if visible > 0.0:
+            qty = min(order.remaining, visible)
+            self._fill(order, req.price, qty, self.maker_rate, "maker", now_ns, seq, fills)
+            if order.remaining <= 1e-12:
+                order.status = "filled"
+
+    def _fill(self, order: Order, price: float, qty: float, rate: float, liquidity: str,
+              now_ns: int, seq: int, fills: list[Fill]) -> None:
+        req = order.request
+        order.filled += qty
+        fills.append(Fill(order.order_id, req.symbol_id, int(req.side), float(price),
+                          float(qty), float(price) * float(qty) * rate, liquidity, now_ns, seq))
+
+
+def _levels(book) -> tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]:
+    """((bid prices, bid sizes), (ask prices, ask sizes)), best first, from `book.depth(n)`."""
+    depth = book.depth(DEPTH_LEVELS)
+    return ((depth[0].tolist(), depth[1].tolist()), (depth[2].tolist(), depth[3].tolist()))

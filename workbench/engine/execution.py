@@ -1,0 +1,131 @@
+"""Executor: the single place orders pass through (slicing, risk, broker, positions, journal).
+
+Every order a strategy asks for, and every flatten, goes: slice into child orders of at most
+`slice_qty` -> RiskLimits.check -> PaperBroker.submit (the ack). Fills come back through
+`on_book`, are booked in Positions and journaled. Counters: orders sent, rejected by reason,
+fills.
+"""
+
+from __future__ import annotations
+
+import math
+
+from workbench.engine.broker import Fill, PaperBroker
+from workbench.engine.journal import Journal
+from workbench.engine.positions import Positions
+from workbench.engine.risk import RiskLimits
+from workbench.engine.strategy import OrderRequest
+from workbench.events import Side
+
+
+def slice_order(request: OrderRequest, slice_qty: float) -> list[OrderRequest]:
+    """Split `request` into children of at most `slice_qty` (the last one takes the rest);
+    slice_qty <= 0 or >= qty: the order itself."""
+    if slice_qty <= 0 or request.qty <= slice_qty:
+        return [request]
+    n = math.ceil(request.qty / slice_qty - 1e-9)
+    children = [slice_qty] * (n - 1)
+    children.append(request.qty - slice_qty * (n - 1))
+    return [
+        OrderRequest(request.symbol_id, request.side, q, request.order_type, request.price,
+                     request.post_only, request.tag)
+        for q in children
+        if q > 1e-12
+    ]
+
+
+class Executor:
+    """Routes orders: submit(requests, now_ns, seq) -> number of acks;
+    on_book(symbol_id, book, now_ns, seq) -> fills booked; flatten(symbol_id, book, now_ns)."""
+
+    def __init__(self, broker: PaperBroker, risk: RiskLimits, positions: Positions,
+                 slice_qty: float = 0.0, journal: Journal | None = None) -> None:
+        self.broker = broker
+        self.risk = risk
+        self.positions = positions
+        self.slice_qty = slice_qty
+        self.journal = journal
+        self.orders_sent = 0
+        self.orders_rejected = 0
+        self.fills: list[Fill] = []
+        self._pending: dict[int, float] = {}  # symbol_id -> signed qty not yet filled
+
+    def pending_qty(self, symbol_id: int) -> float:
+        """Signed quantity of this symbol's orders still at the broker."""
+        return self._pending.get(symbol_id, 0.0)
+
+    def submit(self, requests: list[OrderRequest], now_ns: int, seq: int = 0) -> int:
+        """Slice, risk-check and send each request; returns the broker acks."""
+        acks = 0
+        for parent in requests:
+            for child in slice_order(parent, self.slice_qty):
+                sid = child.symbol_id
+                reason = self.risk.check(child, self.positions.qty(sid), self.pending_qty(sid),
+                                         now_ns)
+                signed = child.qty if child.side == Side.BUY else -child.qty
+                if reason is not None:
+                    self.orders_rejected += 1
+                    self._journal_order(0, child, now_ns, seq, f"rejected:{reason}")
+                    continue
+                order = self.broker.submit(child, now_ns)
+                self._pending[sid] = self.pending_qty(sid) + signed
+                self.orders_sent += 1
+                acks += 1
+                self._journal_order(order.order_id, child, now_ns, seq, "ack")
+        return acks
+
+    def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0) -> list[Fill]:
+        """Let the broker match this symbol's orders on the updated book; book the fills."""
+        if not self.broker.has_active(symbol_id):
+            return []
+        fills = self.broker.on_book(symbol_id, book, now_ns, seq)
+        for fill in fills:
+            self._book_fill(fill)
+        self._sync_pending(symbol_id)
+        return fills
+
+    def _book_fill(self, fill: Fill) -> None:
+        realized = self.positions.apply_fill(fill.symbol_id, fill.signed_qty, fill.price,
+                                             fill.fee)
+        self.fills.append(fill)
+        if self.journal is not None:
+            pos = self.positions.get(fill.symbol_id)
+            self.journal.append("fills", {
+                "order_id": fill.order_id, "symbol_id": fill.symbol_id, "side": fill.side,
+                "price": fill.price, "qty": fill.qty, "fee": fill.fee,
+                "liquidity": fill.liquidity, "ts_ns": fill.ts_ns, "seq": fill.seq,
+                "realized_pnl": realized,
+            })
+            self.journal.append("positions", {
+                "ts_ns": fill.ts_ns, "symbol_id": fill.symbol_id, "qty": pos.qty,
+                "avg_price": pos.avg_price, "realized_pnl": pos.realized_pnl,
+                "fees": pos.fees, "mark": pos.mark,
+            })
+
+    def _sync_pending(self, symbol_id: int) -> None:
+        total = 0.0
+        for order in self.broker.orders_active(symbol_id):
+            q = order.remaining
+            total += q if order.request.side == Side.BUY else -q
+        self._pending[symbol_id] = total
+
+    def flatten(self, symbol_id: int, now_ns: int, seq: int = 0) -> int:
+        """Cancel the symbol's active orders and send a market order back to flat."""
+        for order in list(self.broker.orders_active(symbol_id)):
+            self.broker.cancel(order.order_id)
+        self._pending[symbol_id] = 0.0
+        qty = self.positions.qty(symbol_id)
+        if abs(qty) <= 1e-12:
+            return 0
+        side = Side.SELL if qty > 0 else Side.BUY
+        return self.submit([OrderRequest(symbol_id, side, abs(qty), tag="flatten")], now_ns, seq)
+
+    def _journal_order(self, order_id: int, req: OrderRequest, now_ns: int, seq: int,
+                       status: str) -> None:
+        if self.journal is not None:
+            self.journal.append("orders", {
+                "order_id": order_id, "symbol_id": req.symbol_id, "side": int(req.side),
+                "qty": req.qty, "order_type": req.order_type, "price": req.price,
+                "post_only": req.post_only, "tag": req.tag, "ts_ns": now_ns, "seq": seq,
+                "status": status,
+            })

@@ -1,0 +1,212 @@
+"""LatencyRecorder: one HdrHistogram per stage (ns), fed from a preallocated row buffer.
+
+The hot path appends one row per batch to an `array.array` of int64 (`add`: one C-level
+extend); `fold()` moves the pending rows into the histograms in bulk: the HDR bucket index
+of every value is computed with numpy (the same arithmetic as `hdrh.histogram.HdrHistogram.
+_counts_index_for`, HdrHistogram by Gil Tene) and added to the histogram's own counts array,
+so percentiles still come from `hdrh`. A per-second P50/P99/max series per stage is kept for
+plots. `summary()` and `snapshot()` are thread-safe (the UI reads them while the engine runs).
+
+Row layout (int64, ns): column 0 is the time the row was closed (`perf_counter_ns`, buckets the
+per-second series), then one column per stage of `STAGES` in order; -1 marks a stage not
+measured for that batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from array import array
+from collections.abc import Iterable
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from workbench.latency.stages import STAGES, Stage
+
+HIGHEST_NS = 60_000_000_000  # 60 s: anything above is clamped to it
+SIGNIFICANT_FIGURES = 3
+PERCENTILES = {"p50_ns": 50.0, "p99_ns": 99.0, "p999_ns": 99.9}
+SECOND_NS = 1_000_000_000
+
+
+def _bucket_indices(h: HdrHistogram, values: np.ndarray) -> np.ndarray:
+    """HDR counts-array index of each value (int64 array >= 0), vectorized.
+
+    Same formula as HdrHistogram._counts_index_for: bucket = bit_length(v | sub_bucket_mask)
+    - unit_magnitude - (sub_bucket_half_count_magnitude + 1); sub bucket = v >> (bucket +
+    unit_magnitude); index = ((bucket + 1) << half_count_magnitude) + sub - half_count.
+    """
+    masked = values | h.sub_bucket_mask
+    bit_length = np.frexp(masked.astype(np.float64))[1].astype(np.int64)
+    bucket = bit_length - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+    sub = values >> (bucket + h.unit_magnitude)
+    return ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub - h.sub_bucket_half_count
+
+
+def _percentiles(h: HdrHistogram, counts: np.ndarray, total: int, pcts: Iterable[float]) -> list:
+    """Values at percentiles of a counts array laid out like `h` (same result as
+    `HdrHistogram.get_value_at_percentile`, without its per-bucket Python loop)."""
+    if total == 0:
+        return [0 for _ in pcts]
+    cumulative = np.cumsum(counts)
+    out = []
+    for pct in pcts:
+        target = max(int(min(pct, 100.0) * total / 100 + 0.5), 1)
+        index = int(np.searchsorted(cumulative, target, side="left"))
+        out.append(int(h.get_highest_equivalent_value(h.get_value_from_index(index))))
+    return out
+
+
+class _StageHistogram:
+    """One stage: the HdrHistogram, its counts as numpy, the exact max, this second's counts."""
+
+    def __init__(self) -> None:
+        self.h = HdrHistogram(1, HIGHEST_NS, SIGNIFICANT_FIGURES)
+        self.counts = np.frombuffer(self.h.counts, dtype=np.int64, count=self.h.counts_len)
+        self.max_ns = 0
+        self.second = np.zeros_like(self.counts)
+        self.second_total = 0
+        self.second_max = 0
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.minimum(values, HIGHEST_NS)
+        counts = np.bincount(_bucket_indices(self.h, values), minlength=self.h.counts_len)
+        self.counts += counts
+        self.second += counts
+        n = int(values.size)
+        vmin, vmax = int(values.min()), int(values.max())
+        self.h.total_count += n
+        self.h.min_value = min(self.h.min_value, vmin)
+        self.h.max_value = max(self.h.max_value, vmax)
+        self.max_ns = max(self.max_ns, vmax)
+        self.second_total += n
+        self.second_max = max(self.second_max, vmax)
+
+    def close_second(self) -> tuple[int, int, int] | None:
+        if self.second_total == 0:
+            return None
+        p50, p99 = _percentiles(self.h, self.second, self.second_total, (50.0, 99.0))
+        out = (p50, p99, self.second_max)
+        self.second[:] = 0
+        self.second_total = 0
+        self.second_max = 0
+        return out
+
+    def summary(self) -> dict[str, int]:
+        total = int(self.h.total_count)
+        values = _percentiles(self.h, self.counts, total, PERCENTILES.values())
+        out = dict(zip(PERCENTILES, values, strict=True))
+        out["max_ns"] = int(self.max_ns)
+        out["count"] = total
+        return out
+
+
+class LatencyRecorder:
+    """Per-stage latency histograms (ns) with a per-second P50/P99/max series.
+
+    add((closed_ns, *stage_values)): one row, stage values in `STAGES` order, -1 = absent.
+    record(stage, value_ns): one value of one stage (goes through the same buffer).
+    fold(): move pending rows into the histograms (call from housekeeping; `add` also folds when
+    the buffer is full). Writers are one thread at a time (the engine serializes them);
+    readers (`summary`, `snapshot`, `series`) may be any thread.
+    """
+
+    def __init__(self, buffer_rows: int = 2048) -> None:
+        if buffer_rows < 1:
+            raise ValueError(f"buffer_rows must be >= 1, got {buffer_rows}")
+        self.stages: tuple[Stage, ...] = STAGES
+        self.width = 1 + len(STAGES)
+        self._limit = buffer_rows * self.width
+        self._rows = array("q")
+        self._lock = threading.Lock()
+        self._hist = {s: _StageHistogram() for s in STAGES}
+        self._current_second: int | None = None
+        self._series: dict[Stage, list[tuple[int, int, int, int]]] = {s: [] for s in STAGES}
+        self._col = {s: i + 1 for i, s in enumerate(STAGES)}
+
+    def add(self, row: tuple[int, ...]) -> None:
+        """Record one row: (closed_ns, then one value per stage in `STAGES` order: wire, parse,
+        queue, book, strategy, order, tick_to_trade), ints in ns, -1 = absent. Folds when
+        `buffer_rows` rows are pending."""
+        rows = self._rows
+        rows.extend(row)
+        if len(rows) >= self._limit:
+            self.fold()
+
+    def record(self, stage: Stage, value_ns: int, closed_ns: int | None = None) -> None:
+        """Record one value of one stage (ns)."""
+        row = [-1] * self.width
+        row[0] = time.perf_counter_ns() if closed_ns is None else closed_ns
+        row[self._col[stage]] = value_ns
+        self.add(tuple(row))
+
+    @property
+    def pending(self) -> int:
+        """Rows written since the last fold."""
+        return len(self._rows) // self.width
+
+    def fold(self) -> int:
+        """Move pending rows into the histograms and the per-second series. Returns the rows."""
+        if not self._rows:
+            return 0
+        raw, self._rows = self._rows, array("q")
+        rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, self.width)
+        n = len(rows)
+        with self._lock:
+            seconds = rows[:, 0] // SECOND_NS
+            start = 0
+            while start < n:  # rows are in time order: split at second boundaries
+                sec = int(seconds[start])
+                end = int(np.searchsorted(seconds, sec, side="right"))
+                if self._current_second is not None and sec != self._current_second:
+                    self._close_second()
+                self._current_second = sec
+                chunk = rows[start:end]
+                for stage, col in self._col.items():
+                    values = chunk[:, col]
+                    values = values[values >= 0]
+                    if values.size:
+                        self._hist[stage].add(values)
+                start = end
+        return n
+
+    def _close_second(self) -> None:
+        for stage, hist in self._hist.items():
+            point = hist.close_second()
+            if point is not None:
+                self._series[stage].append((self._current_second, *point))
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per stage name: p50_ns, p99_ns, p999_ns, max_ns, count (folded rows only)."""
+        with self._lock:
+            return {s.value: self._hist[s].summary() for s in STAGES}
+
+    def series(self, stage: Stage | str) -> dict[str, np.ndarray]:
+        """Per-second points of one stage: `t_s` (perf_counter seconds, int64), `p50_ns`,
+        `p99_ns`, `max_ns` (int64 arrays, same length). The open second is not included."""
+        stage = Stage(stage)
+        with self._lock:
+            points = np.array(self._series[stage], dtype=np.int64).reshape(-1, 4)
+        return {
+            "t_s": points[:, 0],
+            "p50_ns": points[:, 1],
+            "p99_ns": points[:, 2],
+            "max_ns": points[:, 3],
+        }
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Thread-safe copy of the per-stage summary for the UI (same shape as `summary`)."""
+        return self.summary()
+
+    def histogram(self, stage: Stage | str) -> HdrHistogram:
+        """The stage's HdrHistogram (read it under no writer, e.g. after the run)."""
+        return self._hist[Stage(stage)].h
+
+    def close(self) -> None:
+        """Fold pending rows and close the open second of the series."""
+        self.fold()
+        with self._lock:
+            if self._current_second is not None:
+                self._close_second()
+                self._current_second = None

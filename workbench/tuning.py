@@ -1,0 +1,80 @@
+"""Process tuning for a run: gc mode, CPU affinity of the feed and engine threads, event loop.
+
+Every choice made here is returned as a plain dict and lands in the run summary, so a latency
+figure always says under which tuning it was measured.
+
+gc modes (CPython `gc` module):
+- `default`: the interpreter's generational collector as configured.
+- `freeze`: `gc.collect()` then `gc.freeze()` after start-up, so every object alive at start
+  moves to the permanent generation and later collections only scan what the run allocates.
+- `disabled`: `gc.disable()` for the run (re-enabled by `restore_gc`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+from typing import Any
+
+from workbench.errors import ConfigError
+
+GC_MODES = ("default", "freeze", "disabled")
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+
+
+def apply_gc_mode(mode: str) -> dict[str, Any]:
+    """Apply a gc mode (one of GC_MODES). Returns what was done (for the run summary).
+
+    Raises ConfigError for an unknown mode."""
+    if mode not in GC_MODES:
+        raise ConfigError(f"gc_mode: expected one of {', '.join(GC_MODES)}, got {mode!r}")
+    info: dict[str, Any] = {"gc_mode": mode, "gc_threshold": list(gc.get_threshold())}
+    if mode == "freeze":
+        gc.collect()
+        gc.freeze()
+        info["gc_frozen_objects"] = gc.get_freeze_count()
+    elif mode == "disabled":
+        gc.disable()
+    return info
+
+
+def restore_gc(mode: str) -> None:
+    """Undo `apply_gc_mode(mode)`: re-enable the collector, unfreeze."""
+    if mode == "disabled":
+        gc.enable()
+    elif mode == "freeze":
+        gc.unfreeze()
+
+
+def pin_current_thread(cpus: tuple[int, ...] | None, role: str) -> dict[str, Any]:
+    """Pin the calling thread to `cpus` (Linux: `os.sched_setaffinity` on the thread's native
+    id). None or () leaves it alone. Returns {"<role>_cpus": [...] or None, ...}.
+
+    A CPU that does not exist raises ConfigError naming the role and the CPUs available."""
+    key = f"{role}_cpus"
+    if not cpus:
+        return {key: None}
+    available = sorted(os.sched_getaffinity(0))
+    bad = [c for c in cpus if c not in available]
+    if bad:
+        raise ConfigError(f"{key}: CPUs {bad} not available; accepted: {available}")
+    os.sched_setaffinity(threading.get_native_id(), set(cpus))
+    return {key: sorted(cpus)}
+
+
+def new_event_loop(choice: str = "auto") -> tuple[asyncio.AbstractEventLoop, str]:
+    """A fresh event loop for a thread: uvloop when installed (`auto`) or asked for, else the
+    asyncio default. Returns (loop, name). Asking for uvloop without it raises ConfigError."""
+    if choice not in LOOP_CHOICES:
+        raise ConfigError(f"event_loop: expected one of {', '.join(LOOP_CHOICES)}, got {choice!r}")
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError as exc:
+            if choice == "uvloop":
+                raise ConfigError("event_loop: uvloop asked for but not installed") from exc
+        else:
+            return uvloop.new_event_loop(), "uvloop"
+    return asyncio.new_event_loop(), "asyncio"
