@@ -68,3 +68,7 @@ class UnknownPhase(WorkbenchError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class RingExists(RingError, FileExistsError):
+    """A ring of that name already exists in /dev/shm (unlink it or pick another name)."""

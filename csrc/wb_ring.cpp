@@ -1,0 +1,428 @@
+// wb_ring.cpp: the SPSC ring of wb_event records in POSIX shared memory (see wb_ring.h).
+#include "wb_ring.h"
+
+#include <atomic>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <new>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "wb_internal.h"
+
+namespace {
+
+constexpr size_t kLine = 64;
+
+// The shared header as C++ sees it: wb_ring_header with std::atomic cursors and counters.
+struct ShmHeader {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t record_size;
+    uint64_t capacity;
+    int64_t created_ns;
+    int32_t creator_pid;
+    std::atomic<int32_t> producer_pid;
+    uint64_t header_size;
+    uint64_t pad0[2];
+    alignas(kLine) std::atomic<uint64_t> head;
+    std::atomic<uint64_t> next_seq;
+    std::atomic<uint64_t> dropped;
+    uint64_t pad1[5];
+    alignas(kLine) std::atomic<uint64_t> tail;
+    std::atomic<uint64_t> last_seq;
+    std::atomic<uint64_t> gaps;
+    std::atomic<uint64_t> high_water;
+    uint64_t pad2[4];
+};
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
+static_assert(std::atomic<int32_t>::is_always_lock_free, "32-bit atomics must be lock-free");
+static_assert(sizeof(ShmHeader) == sizeof(wb_ring_header), "header size");
+static_assert(sizeof(ShmHeader) == 3 * kLine, "header is three cache lines");
+static_assert(offsetof(ShmHeader, producer_pid) == offsetof(wb_ring_header, producer_pid), "pid");
+static_assert(offsetof(ShmHeader, header_size) == offsetof(wb_ring_header, header_size), "hsz");
+static_assert(offsetof(ShmHeader, head) == offsetof(wb_ring_header, head), "head");
+static_assert(offsetof(ShmHeader, dropped) == offsetof(wb_ring_header, dropped), "dropped");
+static_assert(offsetof(ShmHeader, tail) == offsetof(wb_ring_header, tail), "tail");
+static_assert(offsetof(ShmHeader, high_water) == offsetof(wb_ring_header, high_water), "hw");
+static_assert(sizeof(wb_event) == WB_EVENT_SIZE, "wb_event is one cache line");
+
+void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (err == nullptr || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+bool valid_name(const char *name) {
+    if (name == nullptr) return false;
+    size_t n = strnlen(name, WB_RING_NAME_MAX + 1);
+    if (n == 0 || n > WB_RING_NAME_MAX) return false;
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) return false;
+    for (size_t i = 0; i < n; ++i) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+void shm_path(const char *name, char *out, size_t outlen) { snprintf(out, outlen, "/wb-%s", name); }
+
+int64_t realtime_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+bool process_alive(int32_t pid) {
+    if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == nullptr) return true;  // no procfs: trust kill()
+    char buf[256];
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    const char *close_paren = strrchr(buf, ')');  // "pid (comm) S ..."
+    return !(close_paren != nullptr && close_paren[1] == ' ' && close_paren[2] == 'Z');
+}
+
+}  // namespace
+
+// One process's view of a ring. Producer-local and consumer-local caches sit on separate lines.
+struct wb_ring {
+    ShmHeader *hdr;
+    wb_event *slots;
+    size_t map_size;
+    uint64_t mask;
+    uint64_t capacity;
+    alignas(kLine) uint64_t p_head;       // producer: next head to publish
+    uint64_t p_seq;                       // producer: last sequence number handed out
+    uint64_t p_tail_cache;                // producer: last tail seen
+    alignas(kLine) uint64_t c_tail;       // consumer: tail including held records
+    uint64_t c_held;                      // consumer: records of the last read not yet released
+    uint64_t c_last_seq;
+};
+
+static wb_ring *make_handle(void *base, size_t map_size) {
+    auto *r = new (std::nothrow) wb_ring();
+    if (r == nullptr) return nullptr;
+    r->hdr = static_cast<ShmHeader *>(base);
+    r->slots = reinterpret_cast<wb_event *>(static_cast<char *>(base) + sizeof(ShmHeader));
+    r->map_size = map_size;
+    r->capacity = r->hdr->capacity;
+    r->mask = r->capacity - 1;
+    r->p_head = r->hdr->head.load(std::memory_order_acquire);
+    r->p_seq = r->hdr->next_seq.load(std::memory_order_relaxed);
+    r->p_tail_cache = r->hdr->tail.load(std::memory_order_acquire);
+    r->c_tail = r->p_tail_cache;
+    r->c_held = 0;
+    r->c_last_seq = r->hdr->last_seq.load(std::memory_order_relaxed);
+    return r;
+}
+
+uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_rest) {
+    const uint64_t head = r->p_head;
+    uint64_t room = r->capacity - (head - r->p_tail_cache);
+    if (room < n) {
+        r->p_tail_cache = r->hdr->tail.load(std::memory_order_acquire);
+        room = r->capacity - (head - r->p_tail_cache);
+    }
+    const uint64_t k = room < n ? room : n;
+    const uint64_t seq0 = r->p_seq;
+    if (k > 0) {
+        const int64_t now = wb_monotonic_ns();
+        wb_event *slots = r->slots;
+        const uint64_t mask = r->mask;
+        for (uint64_t i = 0; i < k; ++i) {
+            wb_event *s = &slots[(head + i) & mask];
+            *s = evs[i];
+            s->seq = seq0 + 1 + i;
+            s->ts_publish_ns = now;
+        }
+        r->p_head = head + k;
+        r->hdr->head.store(head + k, std::memory_order_release);
+    }
+    const uint64_t used = drop_rest ? n : k;
+    r->p_seq = seq0 + used;
+    r->hdr->next_seq.store(seq0 + used, std::memory_order_relaxed);
+    if (used > k) {
+        r->hdr->dropped.store(r->hdr->dropped.load(std::memory_order_relaxed) + (used - k),
+                              std::memory_order_relaxed);
+    }
+    return k;
+}
+
+extern "C" {
+
+wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *err,
+                        size_t errlen) {
+    *code = WB_EINVAL;
+    if (!valid_name(name)) {
+        set_err(err, errlen, "invalid ring name: expected 1..%d characters of [A-Za-z0-9._-]",
+                WB_RING_NAME_MAX);
+        return nullptr;
+    }
+    if (capacity < WB_RING_MIN_CAPACITY || capacity > WB_RING_MAX_CAPACITY ||
+        (capacity & (capacity - 1)) != 0) {
+        set_err(err, errlen, "capacity must be a power of two in [%d, %u], got %llu",
+                WB_RING_MIN_CAPACITY, WB_RING_MAX_CAPACITY, (unsigned long long)capacity);
+        return nullptr;
+    }
+    char path[WB_RING_NAME_MAX + 8];
+    shm_path(name, path, sizeof path);
+    int fd = shm_open(path, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) {
+        *code = errno == EEXIST ? WB_EEXIST : WB_ESYS;
+        set_err(err, errlen, "%s: ring '%s' (/dev/shm%s): %s",
+                errno == EEXIST ? "exists" : "shm_open", name, path, strerror(errno));
+        return nullptr;
+    }
+    fchmod(fd, 0600);  // shm_open applies the umask
+    size_t size = sizeof(ShmHeader) + capacity * sizeof(wb_event);
+    int rc = ftruncate(fd, off_t(size));
+    // reserve the pages now: a full /dev/shm fails here instead of SIGBUS on first touch
+    if (rc == 0) rc = posix_fallocate(fd, 0, off_t(size)) == 0 ? 0 : -1;
+    void *base = rc == 0 ? mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+    int saved = errno;
+    close(fd);
+    if (base == MAP_FAILED) {
+        *code = WB_ESYS;
+        shm_unlink(path);
+        set_err(err, errlen, "cannot size ring '%s' to %zu bytes: %s", name, size, strerror(saved));
+        return nullptr;
+    }
+    auto *h = static_cast<ShmHeader *>(base);
+    h->layout_version = WB_RING_LAYOUT_VERSION;
+    h->record_size = sizeof(wb_event);
+    h->capacity = capacity;
+    h->created_ns = realtime_ns();
+    h->creator_pid = int32_t(getpid());
+    h->producer_pid.store(int32_t(getpid()), std::memory_order_relaxed);
+    h->header_size = sizeof(ShmHeader);
+    std::atomic_thread_fence(std::memory_order_release);
+    h->magic = WB_RING_MAGIC;
+    wb_ring *r = make_handle(base, size);
+    *code = WB_OK;
+    if (r == nullptr) {
+        munmap(base, size);
+        shm_unlink(path);
+        *code = WB_ESYS;
+        set_err(err, errlen, "out of memory");
+    }
+    return r;
+}
+
+wb_ring *wb_ring_attach(const char *name, int *code, char *err, size_t errlen) {
+    *code = WB_OK;
+    if (!valid_name(name)) {
+        *code = WB_EINVAL;
+        set_err(err, errlen, "invalid ring name: expected 1..%d characters of [A-Za-z0-9._-]",
+                WB_RING_NAME_MAX);
+        return nullptr;
+    }
+    char path[WB_RING_NAME_MAX + 8];
+    shm_path(name, path, sizeof path);
+    int fd = shm_open(path, O_RDWR, 0);
+    if (fd < 0) {
+        *code = errno == ENOENT ? WB_ENOTFOUND : WB_ESYS;
+        set_err(err, errlen, "no ring '%s' (/dev/shm%s): %s", name, path, strerror(errno));
+        return nullptr;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || size_t(st.st_size) < sizeof(ShmHeader)) {
+        close(fd);
+        *code = WB_ELAYOUT;
+        set_err(err, errlen, "ring '%s': %lld bytes, smaller than the %zu-byte header", name,
+                (long long)st.st_size, sizeof(ShmHeader));
+        return nullptr;
+    }
+    size_t size = size_t(st.st_size);
+    void *base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int saved = errno;
+    close(fd);
+    if (base == MAP_FAILED) {
+        *code = WB_ESYS;
+        set_err(err, errlen, "mmap of ring '%s': %s", name, strerror(saved));
+        return nullptr;
+    }
+    auto *h = static_cast<ShmHeader *>(base);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const char *bad = nullptr;
+    char detail[160];
+    if (h->magic != WB_RING_MAGIC) {
+        snprintf(detail, sizeof detail, "magic 0x%016llx, expected 0x%016llx",
+                 (unsigned long long)h->magic, (unsigned long long)WB_RING_MAGIC);
+        bad = detail;
+    } else if (h->layout_version != WB_RING_LAYOUT_VERSION) {
+        snprintf(detail, sizeof detail, "layout version %u, this build reads version %d",
+                 h->layout_version, WB_RING_LAYOUT_VERSION);
+        bad = detail;
+    } else if (h->record_size != sizeof(wb_event)) {
+        snprintf(detail, sizeof detail, "record size %u bytes, this build uses %zu bytes",
+                 h->record_size, sizeof(wb_event));
+        bad = detail;
+    } else if (h->header_size != sizeof(ShmHeader) || h->capacity < WB_RING_MIN_CAPACITY ||
+               (h->capacity & (h->capacity - 1)) != 0 ||
+               size != sizeof(ShmHeader) + h->capacity * sizeof(wb_event)) {
+        snprintf(detail, sizeof detail,
+                 "header size %llu / capacity %llu / %zu bytes, expected %zu-byte header and "
+                 "%zu bytes for that capacity",
+                 (unsigned long long)h->header_size, (unsigned long long)h->capacity, size,
+                 sizeof(ShmHeader), sizeof(ShmHeader) + size_t(h->capacity) * sizeof(wb_event));
+        bad = detail;
+    }
+    if (bad != nullptr) {
+        munmap(base, size);
+        *code = WB_ELAYOUT;
+        set_err(err, errlen, "ring '%s': %s", name, bad);
+        return nullptr;
+    }
+    wb_ring *r = make_handle(base, size);
+    if (r == nullptr) {
+        munmap(base, size);
+        *code = WB_ESYS;
+        set_err(err, errlen, "out of memory");
+    }
+    return r;
+}
+
+void wb_ring_close(wb_ring *r) {
+    if (r == nullptr) return;
+    munmap(r->hdr, r->map_size);
+    delete r;
+}
+
+int wb_ring_unlink(const char *name, char *err, size_t errlen) {
+    if (!valid_name(name)) {
+        set_err(err, errlen, "invalid ring name");
+        return WB_EINVAL;
+    }
+    char path[WB_RING_NAME_MAX + 8];
+    shm_path(name, path, sizeof path);
+    if (shm_unlink(path) != 0) {
+        set_err(err, errlen, "unlink ring '%s': %s", name, strerror(errno));
+        return errno == ENOENT ? WB_ENOTFOUND : WB_ESYS;
+    }
+    return WB_OK;
+}
+
+void wb_ring_claim_producer(wb_ring *r) {
+    r->hdr->producer_pid.store(int32_t(getpid()), std::memory_order_release);
+    r->p_head = r->hdr->head.load(std::memory_order_acquire);
+    r->p_seq = r->hdr->next_seq.load(std::memory_order_relaxed);
+    r->p_tail_cache = r->hdr->tail.load(std::memory_order_acquire);
+}
+
+int wb_ring_push(wb_ring *r, const wb_event *ev) { return int(wb_ring_publish(r, ev, 1, true)); }
+
+uint64_t wb_ring_push_batch(wb_ring *r, const wb_event *evs, uint64_t n) {
+    return wb_ring_publish(r, evs, n, true);
+}
+
+void wb_ring_release(wb_ring *r) {
+    if (r->c_held == 0) return;
+    r->c_held = 0;
+    r->hdr->tail.store(r->c_tail, std::memory_order_release);
+}
+
+// Loads head and records the high-water mark. Occupancy (head - released tail) only grows
+// between the consumer's releases, so its peak is reached just before a release: measuring it
+// here, before each release, makes the mark exact.
+static uint64_t load_head(wb_ring *r) {
+    const uint64_t head = r->hdr->head.load(std::memory_order_acquire);
+    const uint64_t occupancy = head - (r->c_tail - r->c_held);
+    if (occupancy > r->hdr->high_water.load(std::memory_order_relaxed))
+        r->hdr->high_water.store(occupancy, std::memory_order_relaxed);
+    return head;
+}
+
+// Takes up to max records below head that are contiguous in the slot array; checks their
+// sequence numbers against the last one read, counts gaps and flags the record after each gap.
+static uint64_t take(wb_ring *r, uint64_t head, uint64_t max, uint64_t *first) {
+    const uint64_t tail = r->c_tail;
+    const uint64_t avail = head - tail;
+    const uint64_t idx = tail & r->mask;
+    uint64_t n = avail < max ? avail : max;
+    if (n > r->capacity - idx) n = r->capacity - idx;
+    if (n == 0) return 0;
+    wb_event *span = r->slots + idx;
+    const uint64_t last = span[n - 1].seq;
+    if (last - r->c_last_seq != n) {  // sequence numbers only grow: this means a gap inside
+        uint64_t prev = r->c_last_seq, missing = 0;
+        for (uint64_t i = 0; i < n; ++i) {
+            if (span[i].seq != prev + 1) {
+                missing += span[i].seq - prev - 1;
+                span[i].flags |= WB_FLAG_GAP;
+            }
+            prev = span[i].seq;
+        }
+        r->hdr->gaps.store(r->hdr->gaps.load(std::memory_order_relaxed) + missing,
+                           std::memory_order_relaxed);
+    }
+    r->c_last_seq = last;
+    r->hdr->last_seq.store(last, std::memory_order_relaxed);
+    r->c_tail = tail + n;
+    *first = idx;
+    return n;
+}
+
+uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first) {
+    const uint64_t head = load_head(r);
+    wb_ring_release(r);
+    const uint64_t n = take(r, head, max, first);
+    r->c_held = n;
+    return n;
+}
+
+uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max) {
+    const uint64_t head = load_head(r);
+    wb_ring_release(r);
+    uint64_t done = 0, first = 0;
+    while (done < max) {  // at most two spans: up to the wrap, then from slot 0
+        const uint64_t n = take(r, head, max - done, &first);
+        if (n == 0) break;
+        memcpy(out + done, r->slots + first, n * sizeof(wb_event));
+        done += n;
+    }
+    if (done > 0) r->hdr->tail.store(r->c_tail, std::memory_order_release);
+    return done;
+}
+
+void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out) {
+    ShmHeader *h = r->hdr;
+    const uint64_t tail = h->tail.load(std::memory_order_acquire);
+    const uint64_t head = h->head.load(std::memory_order_acquire);
+    const uint64_t pending = head - tail;
+    const uint64_t hw = h->high_water.load(std::memory_order_relaxed);
+    out->capacity = h->capacity;
+    out->published = head;
+    out->consumed = tail;
+    out->dropped = h->dropped.load(std::memory_order_relaxed);
+    out->gaps = h->gaps.load(std::memory_order_relaxed);
+    out->high_water = pending > hw ? pending : hw;
+    out->pending = pending;
+    out->created_ns = h->created_ns;
+    out->creator_pid = h->creator_pid;
+    out->producer_pid = h->producer_pid.load(std::memory_order_acquire);
+    out->producer_alive = out->producer_pid == 0 ? -1 : int32_t(process_alive(out->producer_pid));
+    out->_pad = 0;
+}
+
+wb_event *wb_ring_slots(wb_ring *r) { return r->slots; }
+
+uint64_t wb_ring_capacity(wb_ring *r) { return r->capacity; }
+
+}  // extern "C"

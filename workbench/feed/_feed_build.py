@@ -1,0 +1,135 @@
+"""cffi build script of `workbench._feed`: the ring and feed handler of `csrc/` (C++17, -O3).
+
+Used by setup.py (`cffi_modules=["workbench/feed/_feed_build.py:ffibuilder"]`), so
+`pip install -e .` compiles it. API mode: every call releases the GIL. The declarations below
+mirror csrc/wb_event.h and csrc/wb_ring.h without `__attribute__` (which cdef cannot parse);
+cffi checks each struct's size and field offsets against the C++ compiler at build time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parents[2]
+CSRC = ROOT / "csrc"
+
+CDEF = """
+#define WB_EVENT_SIZE 64
+#define WB_FLAG_GAP 4
+#define WB_RING_LAYOUT_VERSION 1
+#define WB_RING_MIN_CAPACITY 16
+#define WB_RING_MAX_CAPACITY ...
+#define WB_RING_NAME_MAX 200
+#define WB_OK 0
+#define WB_ENOTFOUND -1
+#define WB_ELAYOUT -2
+#define WB_EINVAL -3
+#define WB_ESYS -4
+#define WB_EEXIST -5
+#define WB_FEED_FLAT 0
+#define WB_FEED_RATE 1
+#define WB_FEED_SPEED 2
+
+typedef struct wb_event {
+    int64_t ts_event_ns;
+    int64_t ts_recv_ns;
+    int64_t ts_publish_ns;
+    uint64_t seq;
+    uint64_t venue_seq;
+    uint32_t symbol_id;
+    uint8_t kind;
+    uint8_t side;
+    uint16_t flags;
+    double price;
+    double qty;
+} wb_event;
+
+typedef struct wb_ring_header {
+    uint64_t magic;
+    uint32_t layout_version;
+    uint32_t record_size;
+    uint64_t capacity;
+    int64_t created_ns;
+    int32_t creator_pid;
+    int32_t producer_pid;
+    uint64_t header_size;
+    uint64_t _pad0[2];
+    uint64_t head;
+    uint64_t next_seq;
+    uint64_t dropped;
+    uint64_t _pad1[5];
+    uint64_t tail;
+    uint64_t last_seq;
+    uint64_t gaps;
+    uint64_t high_water;
+    uint64_t _pad2[4];
+} wb_ring_header;
+
+typedef struct wb_ring_stats {
+    uint64_t capacity;
+    uint64_t published;
+    uint64_t consumed;
+    uint64_t dropped;
+    uint64_t gaps;
+    uint64_t high_water;
+    uint64_t pending;
+    int64_t created_ns;
+    int32_t creator_pid;
+    int32_t producer_pid;
+    int32_t producer_alive;
+    int32_t _pad;
+} wb_ring_stats;
+
+typedef struct wb_ring wb_ring;
+
+wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *err,
+                        size_t errlen);
+wb_ring *wb_ring_attach(const char *name, int *code, char *err, size_t errlen);
+void wb_ring_close(wb_ring *r);
+int wb_ring_unlink(const char *name, char *err, size_t errlen);
+void wb_ring_claim_producer(wb_ring *r);
+int wb_ring_push(wb_ring *r, const wb_event *ev);
+uint64_t wb_ring_push_batch(wb_ring *r, const wb_event *evs, uint64_t n);
+uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max);
+uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first);
+void wb_ring_release(wb_ring *r);
+void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);
+wb_event *wb_ring_slots(wb_ring *r);
+uint64_t wb_ring_capacity(wb_ring *r);
+
+typedef struct wb_feed_status {
+    uint64_t published;
+    uint64_t dropped;
+    int64_t started_ns;
+    int64_t finished_ns;
+    int32_t running;
+    int32_t stopped;
+} wb_feed_status;
+
+typedef struct wb_feed wb_feed;
+
+wb_feed *wb_feed_start(wb_ring *r, const wb_event *events, uint64_t n, uint64_t count, int mode,
+                       double value, int lossless, char *err, size_t errlen);
+void wb_feed_stop(wb_feed *f);
+int wb_feed_wait(wb_feed *f, int64_t timeout_ns);
+void wb_feed_status_get(wb_feed *f, wb_feed_status *out);
+void wb_feed_free(wb_feed *f);
+"""
+
+SOURCES = ["wb_ring.cpp", "wb_feed.cpp"]
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "workbench._feed",
+    '#include "wb_ring.h"\n',
+    sources=[str((CSRC / name).relative_to(ROOT)) for name in SOURCES],
+    include_dirs=[str(CSRC.relative_to(ROOT))],
+    depends=[str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.h"))],
+    source_extension=".cpp",
+    extra_compile_args=["-O3", "-std=c++17", "-Wall", "-Wextra"],
+    extra_link_args=["-pthread"],
+    libraries=["rt"],
+)
