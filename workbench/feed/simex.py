@@ -1,0 +1,748 @@
+"""SimExchange: a real websocket server on loopback speaking a venue's market-data protocol.
+
+It serves either a recording (read through `ReplayFeed`: the recorded message bytes, unchanged,
+in recorded order, paced by the recorded receive times scaled by `speed`, or flat out with
+`speed=None`) or the built-in market simulator (`workbench.feed.simulator`, the default
+source), filtered to what each connection subscribed. It runs a `websockets.asyncio.server`
+on 127.0.0.1 in its own thread with its own asyncio loop.
+
+Protocols (one per exchange; `venue` picks it):
+- binance: combined stream `/stream?streams=a/b/c` (messages `{"stream":..,"data":..}`) or raw
+  `/ws` (the `data` part only), plus the `{"method":"SUBSCRIBE"|"UNSUBSCRIBE"|
+  "LIST_SUBSCRIPTIONS","params":[..],"id":N}` requests answered `{"result":null,"id":N}`
+  (Binance Spot/Futures API docs, "Websocket Market Streams: Live Subscribing/Unsubscribing").
+  The REST depth snapshot `GET /api/v3/depth`, `/fapi/v1/depth`, `/dapi/v1/depth
+  ?symbol=X&limit=N` is served by the same server on the same port (`rest_url`), with the
+  request weight in `X-MBX-USED-WEIGHT-1M` and HTTP 429 + `Retry-After` past the weight
+  limit ("General Info: LIMITS").
+- bybit: `/v5/public/{linear,spot,inverse,option}`, `{"op":"subscribe","args":[topics],
+  "req_id":..}` answered `{"success":true,"ret_msg":"","conn_id":..,"req_id":..,
+  "op":"subscribe"}`, and `{"op":"ping"}` answered with `"ret_msg":"pong"` (Bybit v5 docs,
+  "WebSocket Connect").
+- coinbase: Advanced Trade, one `{"type":"subscribe","product_ids":[..],"channel":C}` per
+  channel, answered by a `subscriptions` message; `sequence_num` is per connection, so the
+  server numbers its own frames and rewrites that field (Coinbase Advanced Trade docs,
+  "WebSocket Overview" and "Channels").
+
+Subscriptions match a message by (channel, symbol), ignoring the update speed or depth
+(`btcusdt@depth@0ms` and `btcusdt@depth@100ms` are one stream; `orderbook.50.X` and
+`orderbook.200.X` are one topic), because a recording carries one of them.
+
+The REST snapshot is consistent with the stream: for a recording, the recorded snapshot line
+until the stream passes it, then the book the exchange has at the stream position (the
+recorded snapshot plus every recorded delta up to there, by the Binance sync rules), with
+`lastUpdateId` the `u` of the last delta streamed; for the simulator, its current book.
+
+Connections: each connection streams from the start of the source, except that with
+`resume=True` (the default) a connection opened after one closed continues where that one
+stopped (the exchange's market went on; nothing is replayed twice). The REST endpoint answers
+for the most recent stream. Faults (`Faults`) fire on the first connection only unless
+`every_connection=True`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import http
+import itertools
+import logging
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from workbench.errors import ConfigError, FeedError, RecordingError
+from workbench.feed.simulator import MarketSimulator, SimConfig
+
+log = logging.getLogger("workbench.feed.simex")
+
+VENUES = ("binance", "bybit", "coinbase")
+HOST = "127.0.0.1"
+REST_PATHS = ("/api/v3/depth", "/fapi/v1/depth", "/dapi/v1/depth")
+FUTURES_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+WEIGHT_LIMIT_1M = 2400
+MALFORMED_FRAME = b'{"stream":"malformed","data":{"e":"depthUpdate","b":[["1.0",'
+_SPEED_SUFFIX = re.compile(rb"@\d+ms$")
+_CB_SEQ = re.compile(rb'"sequence_num":\d+')
+_CB_CHANNELS = {"level2": "l2_data", "market_trades": "market_trades", "ticker": "ticker",
+                "ticker_batch": "ticker_batch", "heartbeats": "heartbeats",
+                "candles": "candles", "status": "status"}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults to inject. Message counts are data messages sent on one connection.
+
+    disconnect_after: close the connection (code 1001) after N messages.
+    gap_after: drop the first book delta after N messages (a sequence gap for the client).
+    malformed_after: send one truncated JSON frame after N messages (extra, nothing dropped).
+    stall_after / stall_s: after N messages send nothing for S seconds (pings still answered).
+    rest_errors / rest_status / retry_after_s: the first K REST depth requests answer
+    `rest_status` (429 or 418) with `Retry-After: retry_after_s`.
+    every_connection: fire the websocket faults on every connection, not only the first.
+    """
+
+    disconnect_after: int | None = None
+    gap_after: int | None = None
+    malformed_after: int | None = None
+    stall_after: int | None = None
+    stall_s: float = 0.0
+    rest_errors: int = 0
+    rest_status: int = 429
+    retry_after_s: int = 1
+    every_connection: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("disconnect_after", "gap_after", "malformed_after", "stall_after"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"Faults.{name} must be None or >= 0, got {value!r}")
+        if self.stall_s < 0 or self.retry_after_s < 0 or self.rest_errors < 0:
+            raise ConfigError("Faults.stall_s, retry_after_s and rest_errors must be >= 0, got "
+                              f"{self.stall_s!r}, {self.retry_after_s!r}, {self.rest_errors!r}")
+        if self.rest_status not in (418, 429):
+            raise ConfigError(f"Faults.rest_status must be 418 or 429, got {self.rest_status!r}")
+
+
+@dataclass
+class SimExchangeStats:
+    """Counts since start: connections accepted, data messages and bytes sent, REST requests
+    answered (by status), client frames that were not a valid request, faults fired."""
+
+    connections: int = 0
+    messages: int = 0
+    bytes: int = 0
+    rest_requests: dict[int, int] = field(default_factory=dict)
+    bad_requests: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+
+
+# ---- what a message is: its subscription key and whether it is a book delta ------------------
+
+def _between(message: bytes, marker: bytes) -> bytes:
+    """The string value after `marker` (e.g. b'"stream":"') up to the closing quote."""
+    start = message.find(marker)
+    if start < 0:
+        return b""
+    start += len(marker)
+    return message[start:message.find(b'"', start)]
+
+
+def binance_key(stream: bytes) -> bytes:
+    """Subscription key of a Binance stream name: lower-case, update speed removed."""
+    return _SPEED_SUFFIX.sub(b"", stream.lower())
+
+
+def bybit_key(topic: bytes) -> bytes:
+    """Subscription key of a Bybit v5 topic: the depth of `orderbook.N.SYMBOL` removed."""
+    parts = topic.split(b".")
+    if parts[0] == b"orderbook" and len(parts) == 3:
+        return b"orderbook." + parts[2]
+    return topic
+
+
+def _message_key(venue: str, message: bytes) -> bytes:
+    if venue == "binance":
+        return binance_key(_between(message[:64], b'"stream":"'))
+    if venue == "bybit":
+        return bybit_key(_between(message[:96], b'"topic":"'))
+    channel = _between(message[:64], b'"channel":"')
+    return channel + b"|" + _between(message, b'"product_id":"') if channel else b""
+
+
+def _is_delta(venue: str, message: bytes) -> bool:
+    head = message[:160]
+    if venue == "binance":
+        return b'"depthUpdate"' in head
+    if venue == "bybit":
+        return head.startswith(b'{"topic":"orderbook') and b'"type":"delta"' in head
+    return b'"l2_data"' in head and b'"type":"update"' in message[:400]
+
+
+# ---- sources --------------------------------------------------------------------------------
+
+@dataclass
+class _DepthBook:
+    """The exchange-side truth of one Binance symbol for REST snapshots: dict levels
+    (price string -> qty string) built from a snapshot plus the deltas that follow it."""
+
+    last_update_id: int = -1
+    bids: dict[str, str] = field(default_factory=dict)
+    asks: dict[str, str] = field(default_factory=dict)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    event_ms: int = 0
+
+    def snapshot(self, data: dict[str, Any]) -> None:
+        self.last_update_id = int(data["lastUpdateId"])
+        self.bids = {p: q for p, q in data["bids"]}
+        self.asks = {p: q for p, q in data["asks"]}
+        pending, self.pending = self.pending, []
+        for delta in pending:
+            self.delta(delta)
+
+    def delta(self, data: dict[str, Any]) -> None:
+        if self.last_update_id < 0:
+            self.pending.append(data)
+            return
+        if data["u"] < self.last_update_id:  # already in the snapshot
+            return
+        for levels, book in ((data["b"], self.bids), (data["a"], self.asks)):
+            for price, qty in levels:
+                if float(qty) == 0.0:
+                    book.pop(price, None)
+                else:
+                    book[price] = qty
+        self.last_update_id = data["u"]
+        self.event_ms = data.get("E", self.event_ms)
+
+    def render(self, limit: int) -> bytes:
+        bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))[:limit]
+        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
+        return orjson.dumps({"lastUpdateId": self.last_update_id, "E": self.event_ms,
+                             "T": self.event_ms, "bids": bids, "asks": asks})
+
+
+class _Recording:
+    """A recording loaded once through ReplayFeed: stream messages (recv_ns, key, bytes) and,
+    for Binance, the REST snapshot lines by position."""
+
+    def __init__(self, path: Path, venue: str) -> None:
+        from workbench.feed.replay import ReplayFeed
+
+        self.path = path
+        self.venue = venue
+        self.times: list[int] = []
+        self.keys: list[bytes] = []
+        self.messages: list[bytes] = []
+        self.snapshots: list[tuple[int, bytes]] = []  # (position, REST body)
+        for recv_ns, message in ReplayFeed(path, speed=None):
+            key = _message_key(venue, message)
+            if key:
+                self.times.append(recv_ns)
+                self.keys.append(key)
+                self.messages.append(message)
+            elif venue == "binance" and b'"lastUpdateId"' in message[:64]:
+                self.snapshots.append((len(self.messages), message))
+        if not self.messages:
+            raise RecordingError(f"{path}: no {venue} stream messages in this recording")
+        depth_symbols = {k.split(b"@")[0] for k in self.keys if k.endswith(b"@depth")}
+        # a REST snapshot line carries no symbol: it belongs to the recording's only symbol
+        self.snapshot_symbol = depth_symbols.pop().upper() if len(depth_symbols) == 1 else b""
+
+
+class _RecordingMarket:
+    """One pass over a recording: the stream position and the REST book at that position."""
+
+    def __init__(self, recording: _Recording) -> None:
+        self.rec = recording
+        self.pos = 0
+        self._book = _DepthBook()
+        self._book_pos = 0
+        self._snap_i = 0
+
+    def next(self) -> tuple[int, bytes, bytes] | None:
+        if self.pos >= len(self.rec.messages):
+            return None
+        i = self.pos
+        self.pos += 1
+        return self.rec.times[i], self.rec.keys[i], self.rec.messages[i]
+
+    def snapshot(self, symbol: str, limit: int) -> bytes | None:
+        rec = self.rec
+        if not rec.snapshots or symbol.encode() != rec.snapshot_symbol:
+            return None
+        self._catch_up()
+        if self._book.last_update_id < 0:  # stream before the recorded snapshot: serve it
+            body = rec.snapshots[0][1]
+            data = orjson.loads(body)
+            if len(data["bids"]) <= limit and len(data["asks"]) <= limit:
+                return body
+            book = _DepthBook()
+            book.snapshot(data)
+            book.event_ms = data.get("E", 0)
+            return book.render(limit)
+        return self._book.render(limit)
+
+    def _catch_up(self) -> None:
+        """Apply recorded snapshots and deltas between the last call and the stream position."""
+        rec = self.rec
+        while self._book_pos < self.pos:
+            while self._snap_i < len(rec.snapshots) and rec.snapshots[self._snap_i][0] <= (
+                    self._book_pos):
+                self._book.snapshot(orjson.loads(rec.snapshots[self._snap_i][1]))
+                self._snap_i += 1
+            message = rec.messages[self._book_pos]
+            if _is_delta("binance", message):
+                self._book.delta(orjson.loads(message)["data"])
+            self._book_pos += 1
+
+
+class _SimMarket:
+    """The simulator: one MarketSimulator per symbol, merged in simulated time."""
+
+    def __init__(self, configs: tuple[SimConfig, ...]) -> None:
+        self.sims = {c.symbol: MarketSimulator(c) for c in configs}
+        self._pending: list[tuple[int, int, bytes, bytes]] = []
+        self._order = itertools.count()
+        self._heap = [(sim.time_ns, i, sim) for i, sim in enumerate(self.sims.values())]
+        heapq.heapify(self._heap)
+
+    def next(self) -> tuple[int, bytes, bytes] | None:
+        while not self._pending:
+            _, i, sim = self._heap[0]
+            for ts, stream, message in sim.step():
+                self._pending.append((ts, next(self._order), binance_key(stream.encode()),
+                                      message))
+            heapq.heapreplace(self._heap, (sim.time_ns, i, sim))
+            self._pending.reverse()
+        ts, _, key, message = self._pending.pop()
+        return ts, key, message
+
+    def snapshot(self, symbol: str, limit: int) -> bytes | None:
+        sim = self.sims.get(symbol)
+        return None if sim is None else sim.snapshot(limit)
+
+
+# ---- the server -----------------------------------------------------------------------------
+
+class _Session:
+    """One websocket connection: its subscriptions and fault counters."""
+
+    def __init__(self, exchange: SimExchange, ws: ServerConnection, faults: Faults | None):
+        self.ex = exchange
+        self.ws = ws
+        self.faults = faults
+        self.subs: set[bytes] = set()
+        self.sub_names: list[str] = []
+        self.sent = 0
+        self.seq = 0  # coinbase sequence_num of this connection
+        self.raw = False  # binance /ws: send the `data` part only
+        self.subscribed = asyncio.Event()
+        self.fired: set[str] = set()
+
+    def add(self, names: list[str]) -> None:
+        for name in names:
+            key = self.ex.key_of_subscription(name)
+            self.subs.add(key)
+            if name not in self.sub_names:
+                self.sub_names.append(name)
+        if self.subs:
+            self.subscribed.set()
+
+    def remove(self, names: list[str]) -> None:
+        for name in names:
+            self.subs.discard(self.ex.key_of_subscription(name))
+            if name in self.sub_names:
+                self.sub_names.remove(name)
+
+    def armed(self, name: str, after: int | None) -> bool:
+        """Fault `name` applies to this connection, has not fired, and its count is reached."""
+        return (self.faults is not None and after is not None and name not in self.fired
+                and self.sent >= after)
+
+    def fire(self, name: str) -> None:
+        self.fired.add(name)
+        self.ex.stats.faults[name] = self.ex.stats.faults.get(name, 0) + 1
+
+    def due(self, name: str, after: int | None) -> bool:
+        """True once, when fault `name` is armed (and then it has fired)."""
+        if not self.armed(name, after):
+            return False
+        self.fire(name)
+        return True
+
+
+class SimExchange:
+    """A simulated exchange on 127.0.0.1: websocket market data plus the Binance REST depth.
+
+    source: a recording path (any format ReplayFeed reads) or None for the simulator.
+    venue: 'binance' | 'bybit' | 'coinbase' (the simulator speaks binance).
+    speed: replay speed (1.0 = recorded or simulated real time, N = N times faster),
+    None = flat out. sim: SimConfig(s) of the simulated symbols (default one BTCUSDT).
+    port: 0 picks a free port. chunk: messages written per socket write when flat out.
+    Use as a context manager or call start() / stop(); `url` and `rest_url` are valid after
+    start(). Raises ConfigError for bad arguments, RecordingError for a bad recording and
+    FeedError if the server cannot start within `start_timeout_s`.
+    """
+
+    def __init__(self, source: str | Path | None = None, *, venue: str = "binance",
+                 speed: float | None = 1.0, sim: SimConfig | tuple[SimConfig, ...] | None = None,
+                 port: int = 0, faults: Faults | None = None, resume: bool = True,
+                 chunk: int = 64, start_timeout_s: float = 30.0) -> None:
+        if venue not in VENUES:
+            raise ConfigError(f"venue must be one of {VENUES}, got {venue!r}")
+        if speed is not None and not speed > 0:
+            raise ConfigError(f"speed must be > 0 or None (flat out), got {speed!r}")
+        if source is None and venue != "binance":
+            raise ConfigError(f"the built-in simulator speaks binance only, got venue {venue!r}")
+        if not 0 <= port < 65536:
+            raise ConfigError(f"port must be in 0..65535, got {port!r}")
+        if chunk < 1:
+            raise ConfigError(f"chunk must be >= 1, got {chunk!r}")
+        self.venue = venue
+        self.speed = speed
+        self.faults = faults or Faults()
+        self.resume = resume
+        self.chunk = chunk
+        self.stats = SimExchangeStats()
+        self._port = port
+        self._start_timeout_s = start_timeout_s
+        self._source = Path(source) if source is not None else None
+        if isinstance(sim, SimConfig):
+            sim = (sim,)
+        self._sim_configs = sim or (SimConfig(),)
+        self._recording: _Recording | None = None
+        self._market: _RecordingMarket | _SimMarket | None = None
+        self._retired: _RecordingMarket | _SimMarket | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._bound_port = 0
+        self._weight = 0
+        self._weight_minute = 0
+        self._conn_ids = itertools.count(1)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._bound_port
+
+    @property
+    def url(self) -> str:
+        """Websocket base URL, e.g. ws://127.0.0.1:PORT (append /stream?streams=..., /v5/...)."""
+        self._need_started()
+        return f"ws://{HOST}:{self._bound_port}"
+
+    @property
+    def rest_url(self) -> str:
+        """HTTP base URL of the REST depth endpoint (same port)."""
+        self._need_started()
+        return f"http://{HOST}:{self._bound_port}"
+
+    def _need_started(self) -> None:
+        if not self._bound_port:
+            raise FeedError("SimExchange is not started: call start() or use it as a context "
+                            "manager first")
+
+    def start(self) -> SimExchange:
+        """Load the source, start the server thread and wait until it listens."""
+        if self._thread is not None:
+            raise FeedError("SimExchange already started")
+        if self._source is not None:
+            self._recording = _Recording(self._source, self.venue)
+        self._thread = threading.Thread(target=self._run, name="simex", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self._start_timeout_s):
+            raise FeedError(f"SimExchange did not start within {self._start_timeout_s} s")
+        if self._error is not None:
+            self._thread.join(5)
+            self._thread = None
+            raise FeedError(f"SimExchange failed to start on {HOST}:{self._port}: "
+                            f"{self._error}") from self._error
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Close every connection and the server, join the thread (at most `timeout_s`)."""
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise FeedError(f"SimExchange thread did not stop within {timeout_s} s")
+        self._thread = None
+
+    def __enter__(self) -> SimExchange:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with serve(self._handle, HOST, self._port, process_request=self._http,
+                         compression=None, max_size=2**20, ping_interval=None) as server:
+            self._bound_port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+            server.close(close_connections=True)
+            await asyncio.wait_for(server.wait_closed(), 5)
+
+    # ---- subscriptions ---------------------------------------------------------------------
+    def key_of_subscription(self, name: str) -> bytes:
+        """The message key a subscription name selects (see the module docstring)."""
+        raw = name.encode()
+        if self.venue == "binance":
+            return binance_key(raw)
+        if self.venue == "bybit":
+            return bybit_key(raw)
+        channel, _, product = name.partition("|")
+        return _CB_CHANNELS.get(channel, channel).encode() + b"|" + product.encode()
+
+    def _take_market(self) -> _RecordingMarket | _SimMarket:
+        if self.resume and self._retired is not None:
+            market, self._retired = self._retired, None
+        else:
+            market = self._new_market()
+        self._market = market
+        return market
+
+    def _new_market(self) -> _RecordingMarket | _SimMarket:
+        if self._recording is not None:
+            return _RecordingMarket(self._recording)
+        return _SimMarket(self._sim_configs)
+
+    # ---- websocket -------------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.stats.connections += 1
+        first = self.stats.connections == 1
+        session = _Session(self, ws, self.faults if first or self.faults.every_connection
+                           else None)
+        path = urlsplit(ws.request.path if ws.request else "/")
+        if self.venue == "binance":
+            if path.path not in ("/stream", "/ws") and not path.path.startswith("/ws/"):
+                await ws.close(1008, f"unknown path {path.path}")
+                return
+            session.raw = path.path != "/stream"
+            streams = parse_qs(path.query).get("streams", [""])[0]
+            initial = [s for s in streams.split("/") if s]
+            if path.path.startswith("/ws/"):
+                initial.append(path.path[4:])
+            session.add(initial)
+        reader = asyncio.create_task(self._read_requests(session))
+        market = self._take_market()
+        try:
+            await self._stream(session, market)
+        except ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await reader
+            if self._market is market:
+                self._retired = market
+
+    async def _read_requests(self, session: _Session) -> None:
+        async for frame in session.ws:
+            try:
+                request = orjson.loads(frame)
+                replies = self._answer(session, request)
+            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError):
+                self.stats.bad_requests += 1
+                log.warning("simex: bad client request %.200r", frame)
+                replies = [self._bad_request_reply()]
+            for reply in replies:
+                await session.ws.send(reply, text=True)
+
+    def _bad_request_reply(self) -> bytes:
+        if self.venue == "binance":
+            return b'{"error":{"code":2,"msg":"Invalid request"},"id":null}'
+        if self.venue == "bybit":
+            return b'{"success":false,"ret_msg":"invalid request","op":""}'
+        return b'{"type":"error","message":"invalid request"}'
+
+    def _answer(self, session: _Session, req: dict[str, Any]) -> list[bytes]:
+        if self.venue == "binance":
+            method, rid = req["method"], req.get("id")
+            if method == "SUBSCRIBE":
+                session.add(list(req["params"]))
+            elif method == "UNSUBSCRIBE":
+                session.remove(list(req["params"]))
+            elif method == "LIST_SUBSCRIPTIONS":
+                return [orjson.dumps({"result": session.sub_names, "id": rid})]
+            else:
+                raise ValueError(method)
+            return [orjson.dumps({"result": None, "id": rid})]
+        if self.venue == "bybit":
+            op, conn_id = req["op"], f"simex-{id(session.ws):x}"
+            reply = {"success": True, "ret_msg": "", "conn_id": conn_id, "op": op}
+            if "req_id" in req:
+                reply["req_id"] = req["req_id"]
+            if op == "subscribe":
+                session.add(list(req["args"]))
+            elif op == "unsubscribe":
+                session.remove(list(req["args"]))
+            elif op == "ping":
+                reply["ret_msg"] = "pong"
+            else:
+                raise ValueError(op)
+            return [orjson.dumps(reply)]
+        kind, channel = req["type"], req["channel"]
+        names = [f"{channel}|{p}" for p in req.get("product_ids") or [""]]
+        if kind == "subscribe":
+            session.add(names)
+        elif kind == "unsubscribe":
+            session.remove(names)
+        else:
+            raise ValueError(kind)
+        subs: dict[str, list[str]] = {}
+        for name in session.sub_names:
+            ch, _, product = name.partition("|")
+            subs.setdefault(ch, []).append(product)
+        session.seq += 1
+        return [orjson.dumps({"channel": "subscriptions", "client_id": "",
+                              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "sequence_num": session.seq - 1,
+                              "events": [{"subscriptions": subs}]})]
+
+    async def _stream(self, session: _Session, market: _RecordingMarket | _SimMarket) -> None:
+        await session.subscribed.wait()
+        faults = self.faults
+        speed = self.speed
+        t0_wall = t0_src = None
+        out: list[bytes] = []
+        while True:
+            item = market.next()
+            if item is None:  # recording finished: keep the connection open, send nothing
+                await self._flush(session, out)
+                await session.ws.wait_closed()
+                return
+            ts, key, message = item
+            if key not in session.subs:
+                continue
+            if speed is not None:
+                if t0_src is None:
+                    t0_wall, t0_src = time.perf_counter_ns(), ts
+                delay = (t0_wall + (ts - t0_src) / speed - time.perf_counter_ns()) / 1e9
+                if delay > 0.0005:
+                    await self._flush(session, out)
+                    await asyncio.sleep(delay)
+            if session.armed("gap", faults.gap_after) and _is_delta(self.venue, message):
+                session.fire("gap")  # the first book delta after N messages is never sent
+                continue
+            if session.raw:
+                message = message[message.index(b'"data":') + 7:-1]
+            elif self.venue == "coinbase":
+                message = _CB_SEQ.sub(b'"sequence_num":%d' % session.seq, message, count=1)
+                session.seq += 1
+            out.append(message)
+            session.sent += 1
+            if session.due("malformed", faults.malformed_after):
+                out.append(MALFORMED_FRAME)
+            if session.due("stall", faults.stall_after):
+                await self._flush(session, out)
+                await asyncio.sleep(faults.stall_s)
+            if session.due("disconnect", faults.disconnect_after):
+                await self._flush(session, out)
+                await session.ws.close(1001, "simex: injected disconnect")
+                return
+            if len(out) >= self.chunk or speed is not None:
+                await self._flush(session, out)
+
+    async def _flush(self, session: _Session, out: list[bytes]) -> None:
+        """Write the buffered frames with one socket write and flow control."""
+        if not out:
+            return
+        ws = session.ws
+        async with ws.send_context():
+            for message in out:
+                ws.protocol.send_text(message)
+        self.stats.messages += len(out)
+        self.stats.bytes += sum(map(len, out))
+        out.clear()
+
+    # ---- REST ------------------------------------------------------------------------------
+    def _http(self, ws: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        url = urlsplit(request.path)
+        if url.path not in REST_PATHS:
+            return self._json(404, {"code": -1, "msg": f"unknown path {url.path}"})
+        total = sum(self.stats.rest_requests.values())
+        if total < self.faults.rest_errors:
+            self.stats.faults["rest"] = self.stats.faults.get("rest", 0) + 1
+            return self._json(self.faults.rest_status,
+                              {"code": -1003, "msg": "simex: injected rate limit"},
+                              retry_after=self.faults.retry_after_s)
+        query = parse_qs(url.query)
+        symbol = query.get("symbol", [""])[0].upper()
+        if not symbol:
+            return self._json(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was "
+                                    "not sent, was empty/null, or malformed."})
+        limit_s = query.get("limit", ["500" if url.path == "/fapi/v1/depth" else "100"])[0]
+        limit = int(limit_s) if limit_s.isdigit() else -1
+        legal = FUTURES_LIMITS if url.path != "/api/v3/depth" else range(1, 5001)
+        if limit not in legal:
+            return self._json(400, {"code": -1100, "msg": "Illegal characters found in "
+                                    f"parameter 'limit'; legal values: {legal}."})
+        weight = self._charge(limit)
+        if self._weight > WEIGHT_LIMIT_1M:
+            return self._json(429, {"code": -1003, "msg": "Too many requests"},
+                              retry_after=60 - int(time.time()) % 60)
+        market = self._market or self._new_market()  # before any connection: the start
+        body = market.snapshot(symbol, limit)
+        if body is None:
+            return self._json(400, {"code": -1121, "msg": f"Invalid symbol {symbol} "
+                                    "(or no snapshot recorded for it)."})
+        return self._response(200, body, weight)
+
+    def _charge(self, limit: int) -> int:
+        """Request weight of a depth call (USD-M futures table) added to the 1-minute window."""
+        minute = int(time.time()) // 60
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight = minute, 0
+        weight = 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+        self._weight += weight
+        return weight
+
+    def _json(self, status: int, payload: dict[str, Any], retry_after: int | None = None
+              ) -> Response:
+        return self._response(status, orjson.dumps(payload), retry_after=retry_after)
+
+    def _response(self, status: int, body: bytes, weight: int = 0,
+                  retry_after: int | None = None) -> Response:
+        self.stats.rest_requests[status] = self.stats.rest_requests.get(status, 0) + 1
+        headers = Headers([("Content-Type", "application/json"),
+                           ("Content-Length", str(len(body))), ("Connection", "close"),
+                           ("X-MBX-USED-WEIGHT-1M", str(self._weight))])
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]`: serve
+    until stdin closes; prints `READY <url>` on stdout once listening (used by benchmarks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m workbench.feed.simex")
+    parser.add_argument("--source", default=None, help="recording path (default: simulator)")
+    parser.add_argument("--venue", default="binance", choices=VENUES)
+    parser.add_argument("--speed", default="1", help="replay speed, or 'flat' for flat out")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    speed = None if args.speed == "flat" else float(args.speed)
+    with SimExchange(args.source, venue=args.venue, speed=speed, port=args.port) as ex:
+        print(f"READY {ex.url}", flush=True)
+        sys.stdin.read()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
