@@ -411,3 +411,64 @@ class LivePlots:
         times = sorted(self._spike_counts)
         return {"t": times, **{c: [self._spike_counts[t][c] for t in times]
                                for c in SPIKE_CAUSES}}
+
+
+@dataclass
+class NightlyTrends:
+    """Trend figures of the bench history: `figures` (bokeh), `nights` (runs shown)."""
+
+    figures: list[Any]
+    nights: int
+
+
+TREND_FIGURES = (
+    ("ratio", "improvement ratio (optimized vs baseline, >1 better)", None),
+    ("optimized_p99_ns", "optimized P99 (ns), latency phases", "p99_ns"),
+    ("optimized_items_per_s", "optimized throughput (items/s)", "items_per_s"),
+)
+
+
+def nightly_trends(history: Any, *, window: int = 7, threshold: float = 0.10,
+                   last: int = 30) -> NightlyTrends:
+    """Per-phase trends over the last `last` runs of a bench history frame (polars, as
+    `workbench.bench.history.load` returns): the improvement ratio, the optimized P99 and the
+    optimized throughput. A night is flagged on the P99 / throughput figure when
+    `history.regressions` (computed on the history up to that night) flags that phase."""
+    import polars as pl
+
+    from workbench.bench.history import regressions
+
+    if history.is_empty():
+        return NightlyTrends([], 0)
+    ok = history.filter(pl.col("status") == "ok")
+    runs = (ok.group_by("run_id").agg(pl.col("time_utc").min()).sort("time_utc")
+            .tail(last))
+    run_ids = runs["run_id"].to_list()
+    labels = [f"{t[5:16].replace('T', ' ')} {r[:4]}"
+              for r, t in zip(run_ids, runs["time_utc"].to_list(), strict=True)]
+    flags: dict[tuple[str, str], list[bool]] = {}
+    for i, (run_id, t) in enumerate(zip(run_ids, runs["time_utc"].to_list(), strict=True)):
+        upto = ok.filter(pl.col("time_utc") <= t)
+        upto = upto.filter((pl.col("time_utc") < t) | (pl.col("run_id") == run_id))
+        for row in regressions(upto, window=window, threshold=threshold).iter_rows(named=True):
+            if row["variant"] == "optimized":
+                flags.setdefault((row["phase"], row["figure"]), [False] * len(run_ids))[i] = True
+    figures = []
+    for column, title, figure_name in TREND_FIGURES:
+        if column not in ok.columns:
+            continue
+        table = ok.filter(pl.col("run_id").is_in(run_ids)).select("run_id", "phase", column)
+        values: dict[str, list[float]] = {}
+        marks: dict[str, list[bool]] = {}
+        for (phase,), group in table.group_by(["phase"], maintain_order=True):
+            by_run = dict(zip(group["run_id"].to_list(), group[column].to_list(), strict=True))
+            ys = [by_run.get(r) for r in run_ids]
+            if all(y is None for y in ys):
+                continue
+            values[phase] = [float("nan") if y is None else float(y) for y in ys]
+            if figure_name is not None:
+                marks[phase] = flags.get((phase, figure_name), [False] * len(run_ids))
+        if values:
+            figures.append(bench_trend_figure(labels, values, title=title, y_label=column,
+                                              flagged=marks))
+    return NightlyTrends(figures, len(run_ids))
