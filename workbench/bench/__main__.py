@@ -118,6 +118,21 @@ def results_table(results: list[PhaseResult]) -> Table:
     return table
 
 
+def cause_notes(results: list[PhaseResult]) -> list[str]:
+    """One line per phase whose variants reported spikes and their causes (SpikeLog counts)."""
+    lines = []
+    for res in results:
+        base, opt = res.baseline.get("extra", {}), res.optimized.get("extra", {})
+        if "causes" not in base or "causes" not in opt:
+            continue
+        def fmt(extra: dict) -> str:
+            causes = ", ".join(f"{k} {v}" for k, v in sorted(extra["causes"].items()))
+            return f"{extra.get('spikes', '?')} spikes ({causes or 'no causes'})"
+        lines.append(f"{res.phase.name}: {res.phase.baseline_label}: {fmt(base)}; "
+                     f"{res.phase.optimized_label}: {fmt(opt)}")
+    return lines
+
+
 def _list(console: Console) -> int:
     missing = load_topics()
     for p in all_phases():
@@ -148,6 +163,8 @@ def _run(names: list[str], args: argparse.Namespace, console: Console) -> int:
         results, records = run_phases(phases, quick=args.quick, progress=progress,
                                       on_result=lambda _r: bar.advance(task))
     console.print(results_table(results))
+    for line in cause_notes(results):
+        console.print(line, highlight=False)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=1, default=str), encoding="utf-8")

@@ -1,8 +1,9 @@
 """Run phases: prepare once, warm up, alternate the two variants, check they agree, compare.
 
 For each phase the runner calls `prepare(quick)` once, runs `warmup` unmeasured pairs, then
-`repeats` measured pairs (fewer with quick), alternating which variant goes first so that drift
-(thermal, other processes on the 2 shared cores) hits both. The improvement ratio is computed
+`repeats` measured pairs (at most 3 with quick; more, up to 10x, for phases whose pair takes
+less than the repeat budget), alternating which variant goes first so that drift (thermal,
+other processes on the 2 shared cores) hits both. The improvement ratio is computed
 pair by pair within the run (baseline/optimized for time, latency, memory, bytes;
 optimized/baseline for throughput) and summarized as median, min and max. The first pair's
 results go through the phase's `check`: a `PhaseMismatch` marks the phase INVALID with the first
@@ -40,6 +41,9 @@ Clock = Callable[[], int]
 Progress = Callable[[Phase, str], None]
 
 QUICK_REPEATS = 3
+# Fast phases get more repeats (up to 10x) until a phase's measured pairs fill this many seconds.
+REPEAT_BUDGET_S = {True: 0.3, False: 1.5}
+MAX_REPEAT_FACTOR = 10
 POINT_TOLERANCE = 0.10
 PACKAGES = (
     "hft-workbench", "numpy", "orjson", "msgpack", "lz4", "polars", "pandas", "websockets",
@@ -200,7 +204,7 @@ def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counte
     """Measure one phase (see the module docstring). Never raises for the phase's own faults:
     a mismatch gives status 'invalid', any other exception status 'error'."""
     started = time.perf_counter()
-    repeats = min(phase.repeats, QUICK_REPEATS) if quick else phase.repeats
+    repeats = max(1, min(phase.repeats, QUICK_REPEATS) if quick else phase.repeats)
     warmup = min(phase.warmup, 1) if quick else phase.warmup
     note = progress or (lambda _p, _s: None)
     result = PhaseResult(phase, "ok", "measured", quick, repeats)
@@ -210,7 +214,8 @@ def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counte
         base_samples: list[Sample] = []
         opt_samples: list[Sample] = []
         checked = False
-        for i in range(warmup + max(repeats, 1)):
+        i = 0
+        while i < warmup + repeats:
             note(phase, f"{'warmup' if i < warmup else 'repeat'} {i + 1}/{warmup + repeats}")
             if i % 2 == 0:
                 b = _call(phase.baseline, prepared, clock)
@@ -222,9 +227,13 @@ def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counte
                 note(phase, "check")
                 phase.check(b.outcome.result, o.outcome.result)
                 checked = True
+            if i == 0 and phase.metric in ("time", "throughput", "latency"):
+                repeats = extended_repeats(repeats, b.wall_ns + o.wall_ns, quick)
+                result.repeats = repeats
             if i >= warmup:
                 base_samples.append(b)
                 opt_samples.append(o)
+            i += 1
         result.baseline = summarize(phase.metric, base_samples)
         result.optimized = summarize(phase.metric, opt_samples)
         result.ratios = [
@@ -248,6 +257,13 @@ def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counte
         result.ratios = []
     result.seconds = time.perf_counter() - started
     return result
+
+
+def extended_repeats(repeats: int, pair_ns: int, quick: bool) -> int:
+    """Repeats for a phase whose first pair took pair_ns: enough to fill the repeat budget,
+    never fewer than `repeats` nor more than MAX_REPEAT_FACTOR times it."""
+    wanted = int(REPEAT_BUDGET_S[quick] * 1e9 // max(pair_ns, 1))
+    return max(repeats, min(wanted, repeats * MAX_REPEAT_FACTOR))
 
 
 def _cpu_model() -> str:
