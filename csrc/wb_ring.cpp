@@ -108,7 +108,8 @@ struct wb_ring {
     size_t map_size;
     uint64_t mask;
     uint64_t capacity;
-    alignas(kLine) uint64_t p_head;       // producer: next head to publish
+    alignas(kLine) bool producer;         // this handle has claimed the producer role
+    uint64_t p_head;                      // producer: next head to publish
     uint64_t p_seq;                       // producer: last sequence number handed out
     uint64_t p_tail_cache;                // producer: last tail seen
     alignas(kLine) uint64_t c_tail;       // consumer: tail including held records
@@ -134,6 +135,7 @@ static wb_ring *make_handle(void *base, size_t map_size) {
 }
 
 uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_rest) {
+    if (!r->producer) wb_ring_claim_producer(r);
     const uint64_t head = r->p_head;
     uint64_t room = r->capacity - (head - r->p_tail_cache);
     if (room < n) {
@@ -210,7 +212,6 @@ wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *er
     h->capacity = capacity;
     h->created_ns = realtime_ns();
     h->creator_pid = int32_t(getpid());
-    h->producer_pid.store(int32_t(getpid()), std::memory_order_relaxed);
     h->header_size = sizeof(ShmHeader);
     std::atomic_thread_fence(std::memory_order_release);
     h->magic = WB_RING_MAGIC;
@@ -320,6 +321,7 @@ int wb_ring_unlink(const char *name, char *err, size_t errlen) {
 }
 
 void wb_ring_claim_producer(wb_ring *r) {
+    r->producer = true;
     r->hdr->producer_pid.store(int32_t(getpid()), std::memory_order_release);
     r->p_head = r->hdr->head.load(std::memory_order_acquire);
     r->p_seq = r->hdr->next_seq.load(std::memory_order_relaxed);

@@ -91,7 +91,8 @@ wb_ring *wb_ring_attach(const char *name, int *code, char *err, size_t errlen);
 void wb_ring_close(wb_ring *r);                   /* unmaps; does not unlink */
 int wb_ring_unlink(const char *name, char *err, size_t errlen);
 
-void wb_ring_claim_producer(wb_ring *r);          /* producer_pid = getpid() */
+/* producer_pid = getpid(); the first push through a handle claims the role too. */
+void wb_ring_claim_producer(wb_ring *r);
 /* push stamps seq and ts_publish_ns (CLOCK_MONOTONIC); returns 1 published, 0 dropped. */
 int wb_ring_push(wb_ring *r, const wb_event *ev);
 /* pushes n records with one publish stamp; returns how many were published (rest dropped). */

@@ -42,8 +42,9 @@ SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "wb-"
 MIN_CAPACITY: int = lib.WB_RING_MIN_CAPACITY
 MAX_CAPACITY: int = lib.WB_RING_MAX_CAPACITY
-_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,%d}" % lib.WB_RING_NAME_MAX)
+_NAME_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{lib.WB_RING_NAME_MAX}}}")
 _ERRLEN = 512
+_read = lib.wb_ring_read
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class ShmRing:
                               dtype=EVENT_DTYPE)
         slots.flags.writeable = False
         self._slots: np.ndarray | None = slots
+        self._empty = slots[:0]
         self._first = ffi.new("uint64_t *")
         self._stats = ffi.new("wb_ring_stats *")
         self._finalizer = (
@@ -238,9 +240,15 @@ class ShmRing:
         """Up to `max_n` waiting records as a read-only EVENT_DTYPE view of the slots, shape
         (n,), n = 0 when the ring is empty. Hands back the slots of the previous read first.
         Never spans the wrap (the next read returns the rest). Never blocks."""
-        if max_n < 1:
-            raise ValueError(f"max_n must be at least 1, got {max_n}")
-        n = lib.wb_ring_read(self._handle(), max_n, self._first)
+        h = self._h
+        if h is None:
+            raise RingClosed(f"ring {self.name!r} is closed")
+        try:
+            n = _read(h, max_n, self._first)
+        except OverflowError:
+            raise ValueError(f"max_n must be a count >= 1, got {max_n}") from None
+        if not n:
+            return self._empty
         first = self._first[0]
         return self._slots[first:first + n]  # type: ignore[index]
 
@@ -284,7 +292,7 @@ class ShmRing:
         if self._finalizer is not None:
             self._finalizer()
         self._h = None
-        self._slots = None
+        self._slots = self._empty = None
         self._owner = None  # unmapped now unless a view or a feed handler still holds it
 
     def __enter__(self) -> ShmRing:
