@@ -261,12 +261,14 @@ def ring_figure(t_s: Sequence[float], events_per_s: Sequence[float], drops: Sequ
 # -- benchmark trends (nightly report) --------------------------------------------------------
 
 def bench_trend_figure(nights: Sequence[str], values: Mapping[str, Sequence[float]], *,
-                       title: str, y_label: str, flagged: Mapping[str, Sequence[bool]] | None = None
-                       ) -> Any:
+                       title: str, y_label: str,
+                       flagged: Mapping[str, Sequence[bool]] | None = None,
+                       y_axis_type: str = "linear") -> Any:
     """One line per phase over nights (x = night label); flagged[phase][i] marks a regression
     at night i with a red circle."""
     fig = figure(title=title, width=WIDTH * 2, height=HEIGHT + 60, x_range=list(nights),
-                 y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save")
+                 y_axis_label=y_label, y_axis_type=y_axis_type,
+                 tools="pan,wheel_zoom,box_zoom,reset,save")
     fig.toolbar.logo = None
     fig.xaxis.major_label_orientation = 0.8
     for i, (name, ys) in enumerate(values.items()):
@@ -469,6 +471,7 @@ def nightly_trends(history: Any, *, window: int = 7, threshold: float = 0.10,
             if figure_name is not None:
                 marks[phase] = flags.get((phase, figure_name), [False] * len(run_ids))
         if values:
-            figures.append(bench_trend_figure(labels, values, title=title, y_label=column,
-                                              flagged=marks))
+            figures.append(bench_trend_figure(
+                labels, values, title=title, y_label=column, flagged=marks,
+                y_axis_type="linear" if figure_name is None else "log"))
     return NightlyTrends(figures, len(run_ids))
