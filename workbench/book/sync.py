@@ -1,0 +1,304 @@
+"""BookSync: each venue's snapshot/delta sequencing in front of the L2 books.
+
+Feed it every normalized message: `sync.process(events, normalizer.last)` (the events view and
+the `MessageInfo` of `workbench.feed.venues.base`). It owns one `L2Book` per symbol, applies
+deltas that follow in sequence, buffers deltas while a book waits for its snapshot, drops
+stale ones, and on a gap marks the book invalid, calls `on_resync(symbol_id)` once (the owner
+fetches a new REST snapshot or resubscribes) and keeps buffering, so nothing is lost while the
+snapshot arrives. Rules per venue:
+
+- Binance ("How to manage a local order book correctly", spot and USDⓈ-M/COIN-M futures docs):
+  buffer deltas; on the snapshot (lastUpdateId L) drop buffered deltas with u <= L (spot) or
+  u < L (futures); the first applied delta must straddle L: U <= L+1 <= u (spot) or
+  U <= L <= u (futures); afterwards each delta must follow the previous one: U == previous u + 1
+  (spot) or pu == previous u (futures). A first delta with U beyond the straddle means the
+  snapshot is too old: resync again.
+- Bybit v5 (orderbook docs): a snapshot (or a message with u == 1, marked SNAPSHOT by the
+  normalizer) replaces the book; each delta's u must be previous u + 1; buffered deltas with
+  u <= the snapshot's u are stale.
+- Coinbase Advanced Trade: `sequence_num` counts every message of a connection (all
+  channels), so BookSync checks it on every message (`info.seq`); a jump invalidates every book
+  and requests resync for each (resubscribe: Coinbase sends fresh snapshots). Buffered deltas
+  are older than the next snapshot on the same connection and are dropped as stale.
+- Tardis CSV replays: snapshots reset, deltas apply in order (no sequence ids in the data).
+
+After a reconnect call `connection_reset()`: every book becomes invalid and waits for a
+snapshot (the Coinbase sequence restarts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from workbench.book.l2 import L2Book
+from workbench.errors import BookError
+from workbench.feed.venues.base import M_DELTA, M_MALFORMED, M_SNAPSHOT, MessageInfo
+
+log = logging.getLogger("workbench.book.sync")
+
+RULES = ("binance-spot", "binance-futures", "bybit", "coinbase", "tardis")
+
+
+def rule_for(venue: str) -> str:
+    """The sequencing rule of a normalizer venue key ('binance' -> 'binance-spot', ...)."""
+    if venue == "binance":
+        return "binance-spot"
+    if venue in ("binance-usdm", "binance-coinm"):
+        return "binance-futures"
+    if venue.startswith("bybit"):
+        return "bybit"
+    if venue in ("coinbase", "tardis"):
+        return venue
+    raise BookError(f"no sequencing rule for venue {venue!r}: expected a normalizer venue key")
+
+
+@dataclass
+class SyncStats:
+    """Counts since construction (all symbols)."""
+
+    messages: int = 0  # messages seen by process()
+    applied: int = 0  # deltas applied to a book
+    snapshots: int = 0  # snapshots applied
+    buffered: int = 0  # deltas buffered while a book waited for its snapshot
+    gaps: int = 0  # sequence gaps detected
+    resyncs: int = 0  # resyncs requested after a gap (on_resync calls, gap-caused)
+    snapshot_requests: int = 0  # every on_resync call, including the first snapshot
+    dropped_stale: int = 0  # buffered or live deltas older than the book
+    buffer_overflow: int = 0  # buffered deltas dropped because the buffer was full
+    crossed: int = 0  # messages after which the book was crossed
+
+
+class _Symbol:
+    __slots__ = ("book", "buffer", "last_id", "live", "resync_pending", "snapshot_id")
+
+    def __init__(self, book: L2Book, max_buffer: int):
+        self.book = book
+        self.buffer: deque[tuple[int, int, int, np.ndarray]] = deque(maxlen=max_buffer)
+        self.last_id = -1  # last update id applied (or the snapshot's)
+        self.snapshot_id = -1
+        self.live = False  # a snapshot is in and deltas are applied as they come
+        self.resync_pending = False
+
+
+class BookSync:
+    """Sequencing for one connection's books of one venue.
+
+    venue: a normalizer venue key ('binance', 'binance-usdm', 'bybit', 'coinbase', ...).
+    on_resync(symbol_id): called when a book needs a snapshot (first delta before any
+    snapshot, or after a gap); it must not block (schedule the REST call / resubscribe).
+    capacity: initial levels per side of each L2Book. max_buffer: deltas kept per symbol
+    while waiting for a snapshot (older ones are dropped and counted in buffer_overflow).
+    """
+
+    def __init__(self, venue: str, on_resync: Callable[[int], None] | None = None,
+                 capacity: int = 1024, max_buffer: int = 100_000):
+        if max_buffer < 1:
+            raise BookError(f"max_buffer must be >= 1, got {max_buffer}")
+        self.venue = venue
+        self.rule = rule_for(venue)
+        self.on_resync = on_resync
+        self.capacity = capacity
+        self.max_buffer = max_buffer
+        self.stats = SyncStats()
+        self._symbols: dict[int, _Symbol] = {}
+        self._conn_seq = -1
+        self._futures = self.rule == "binance-futures"
+
+    # ---- access ------------------------------------------------------------------------
+    @property
+    def books(self) -> dict[int, L2Book]:
+        """symbol_id -> L2Book for every symbol seen."""
+        return {sid: s.book for sid, s in self._symbols.items()}
+
+    def book(self, symbol_id: int) -> L2Book:
+        """The book of `symbol_id` (created empty and invalid if new)."""
+        return self._symbol(symbol_id).book
+
+    def is_valid(self, symbol_id: int) -> bool:
+        s = self._symbols.get(symbol_id)
+        return bool(s and s.book.valid)
+
+    def buffered(self, symbol_id: int) -> int:
+        """Deltas currently buffered for `symbol_id`."""
+        s = self._symbols.get(symbol_id)
+        return len(s.buffer) if s else 0
+
+    def _symbol(self, symbol_id: int) -> _Symbol:
+        s = self._symbols.get(symbol_id)
+        if s is None:
+            s = self._symbols[symbol_id] = _Symbol(L2Book(symbol_id, self.capacity),
+                                                   self.max_buffer)
+        return s
+
+    # ---- the entry point ---------------------------------------------------------------
+    def process(self, events: np.ndarray, info: MessageInfo) -> L2Book | None:
+        """Sequence one normalized message. Returns the book it changed, or None (not a book
+        message, buffered, stale or gap). `events` may be a reused view: buffering copies."""
+        self.stats.messages += 1
+        kind = info.kind
+        if self.rule == "coinbase" and kind != M_MALFORMED and info.seq >= 0:
+            if self._conn_seq >= 0 and info.seq != self._conn_seq + 1:
+                self._connection_gap(info.seq)
+            self._conn_seq = info.seq
+        if kind == M_DELTA:
+            return self._delta(events, info)
+        if kind == M_SNAPSHOT:
+            return self._snapshot(events, info)
+        return None
+
+    def _delta(self, events: np.ndarray, info: MessageInfo) -> L2Book | None:
+        s = self._symbol(info.symbol_id)
+        first, last, prev = info.first_id, info.last_id, info.prev_id
+        if s.live:
+            if self._follows(s.last_id, first, last, prev):
+                return self._apply(s, events, last)
+            if self._stale(last, s.last_id):
+                self.stats.dropped_stale += 1
+                return None
+            self._gap(s, f"expected after {s.last_id}, got first={first} last={last} "
+                         f"prev={prev}")
+        elif s.snapshot_id >= 0:  # snapshot in, waiting for the straddling delta
+            if self._stale(last, s.snapshot_id):
+                self.stats.dropped_stale += 1
+                return None
+            if self._straddles(s.snapshot_id, first, last):
+                s.live = True
+                return self._apply(s, events, last)
+            self._gap(s, f"first delta {first}..{last} does not follow the snapshot "
+                         f"{s.snapshot_id}")
+        elif not s.resync_pending:
+            self._request(s, after_gap=False)
+        self._buffer(s, first, last, prev, events)
+        return None
+
+    def _snapshot(self, events: np.ndarray, info: MessageInfo) -> L2Book:
+        s = self._symbol(info.symbol_id)
+        s.book.apply(events)
+        self.stats.snapshots += 1
+        s.resync_pending = False
+        s.snapshot_id = s.last_id = info.last_id
+        s.live = self.rule in ("coinbase", "tardis")
+        if self.rule == "bybit":
+            s.live = True  # deltas must continue from the snapshot's u
+        self._drain(s)
+        return s.book
+
+    def _drain(self, s: _Symbol) -> None:
+        """Apply the buffered deltas that follow the new snapshot; drop the stale ones."""
+        buffered = list(s.buffer)
+        s.buffer.clear()
+        if self.rule in ("coinbase", "tardis"):  # buffered deltas predate the snapshot
+            self.stats.dropped_stale += len(buffered)
+            return
+        for j, (first, last, prev, events) in enumerate(buffered):
+            if s.live:
+                ok = self._follows(s.last_id, first, last, prev)
+            else:
+                if self._stale(last, s.snapshot_id):
+                    self.stats.dropped_stale += 1
+                    continue
+                ok = self._straddles(s.snapshot_id, first, last)
+                s.live = ok
+            if ok:
+                self._apply(s, events, last)
+                continue
+            if s.live and self._stale(last, s.last_id):
+                self.stats.dropped_stale += 1
+                continue
+            self._gap(s, f"buffered delta {first}..{last} does not follow {s.last_id}")
+            for item in buffered[j:]:
+                s.buffer.append(item)
+            return
+
+    # ---- rules -------------------------------------------------------------------------
+    def _follows(self, last_applied: int, first: int, last: int, prev: int) -> bool:
+        rule = self.rule
+        if rule == "binance-futures":
+            return prev == last_applied
+        if rule == "binance-spot":
+            return first == last_applied + 1
+        if rule == "bybit":
+            return last == last_applied + 1
+        return True  # coinbase (checked per connection), tardis
+
+    def _stale(self, last: int, reference: int) -> bool:
+        if self.rule == "binance-futures":
+            return last < reference
+        if self.rule in ("binance-spot", "bybit"):
+            return last <= reference
+        return False
+
+    def _straddles(self, snapshot_id: int, first: int, last: int) -> bool:
+        if self.rule == "binance-futures":
+            return first <= snapshot_id <= last
+        if self.rule == "binance-spot":
+            return first <= snapshot_id + 1 <= last
+        if self.rule == "bybit":
+            return last == snapshot_id + 1
+        return True
+
+    # ---- actions -----------------------------------------------------------------------
+    def _apply(self, s: _Symbol, events: np.ndarray, last: int) -> L2Book:
+        s.book.apply(events)
+        s.last_id = last
+        self.stats.applied += 1
+        if s.book.crossed:
+            self.stats.crossed += 1
+        return s.book
+
+    def _buffer(self, s: _Symbol, first: int, last: int, prev: int, events: np.ndarray
+                ) -> None:
+        if len(s.buffer) == s.buffer.maxlen:
+            self.stats.buffer_overflow += 1
+        s.buffer.append((first, last, prev, events.copy()))
+        self.stats.buffered += 1
+
+    def _gap(self, s: _Symbol, detail: str) -> None:
+        self.stats.gaps += 1
+        log.warning("%s symbol %d: sequence gap (%s); book invalid, resync requested",
+                    self.venue, s.book.symbol_id, detail)
+        s.book.valid = False
+        s.live = False
+        s.snapshot_id = -1
+        self._request(s, after_gap=True)
+
+    def _request(self, s: _Symbol, after_gap: bool) -> None:
+        s.resync_pending = True
+        self.stats.snapshot_requests += 1
+        if after_gap:
+            self.stats.resyncs += 1
+        if self.on_resync is not None:
+            self.on_resync(s.book.symbol_id)
+
+    def _connection_gap(self, seq: int) -> None:
+        self.stats.gaps += 1
+        log.warning("%s: connection sequence gap (expected %d, got %d); all books resync",
+                    self.venue, self._conn_seq + 1, seq)
+        for s in self._symbols.values():
+            s.book.valid = False
+            s.live = False
+            s.snapshot_id = -1
+            self._request(s, after_gap=True)
+
+    def request_resync(self, symbol_id: int) -> None:
+        """Invalidate `symbol_id`'s book and ask the owner for a snapshot (manual resync)."""
+        s = self._symbol(symbol_id)
+        s.book.valid = False
+        s.live = False
+        s.snapshot_id = -1
+        self._request(s, after_gap=False)
+
+    def connection_reset(self) -> None:
+        """A new connection: every book waits for a fresh snapshot; sequence state restarts."""
+        self._conn_seq = -1
+        for s in self._symbols.values():
+            s.book.valid = False
+            s.live = False
+            s.snapshot_id = -1
+            s.buffer.clear()
+            self._request(s, after_gap=False)

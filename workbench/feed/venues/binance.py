@@ -1,0 +1,271 @@
+"""Binance spot, USD-M and COIN-M market data -> events.
+
+Protocol (Binance API docs, "WebSocket Market Streams" for spot, USDⓈ-M and COIN-M futures):
+- combined stream frames `{"stream":"btcusdt@depth@100ms","data":{...}}` (also accepted bare,
+  as sent on `/ws/<stream>`);
+- `depthUpdate`: `U` first update id, `u` final update id, `pu` previous final update id
+  (futures only), `b`/`a` [[price, qty], ...] with qty "0" deleting the level;
+- `bookTicker`: `u`, `b`/`B` best bid price/qty, `a`/`A` best ask (no `E` on spot);
+- `trade` (`t` id, `p`, `q`, `m` buyer is maker) and `aggTrade` (`a` id);
+- the REST depth snapshot `GET /api/v3/depth` (spot), `/fapi/v1/depth`, `/dapi/v1/depth`:
+  `{"lastUpdateId":..,"bids":[..],"asks":[..]}`.
+The REST snapshot carries no symbol. `normalize_snapshot(body, recv_ns, symbol)` is the path
+for a REST client; inside `normalize`, a snapshot is attributed to (in order) a combined-stream
+envelope's stream name (`{"stream":"btcusdt@depthSnapshot","data":{REST body}}`, the form
+`workbench.feed.replay` gives REST responses found in captures), `default_symbol`, or the only
+symbol this normalizer has seen in depth messages; otherwise it is counted `unknown_symbol`.
+
+The channel is chosen by a byte search on the stream name before parsing; each channel has
+its own msgspec typed-struct decoder, and book levels are parsed by a compiled kernel
+(`_levels.parse_levels`) straight into the batch. Sequencing (U/u/pu rules) is in
+`workbench.book.sync`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues import _levels
+from workbench.feed.venues.base import (
+    BUY,
+    DEFAULT_CAPACITY,
+    EVENT_STRUCT,
+    INF,
+    K_BBO,
+    K_TRADE,
+    LAST,
+    M_BBO,
+    M_DELTA,
+    M_SNAPSHOT,
+    M_TRADE,
+    SELL,
+    Normalizer,
+    begin_message,
+)
+
+pack_into = EVENT_STRUCT.pack_into
+
+MARKETS = {"spot": "binance", "usdm": "binance-usdm", "coinm": "binance-coinm"}
+DEFAULT_CHANNELS = ("depth@100ms", "bookTicker", "trade")
+MS = 1_000_000
+
+
+class _Ticker(msgspec.Struct):
+    s: str
+    b: float
+    B: float
+    a: float
+    A: float
+    u: int = -1
+    E: int = 0
+    T: int = 0
+
+
+class _Trade(msgspec.Struct):
+    s: str
+    p: float
+    q: float
+    m: bool
+    t: int = -1  # trade id (trade stream)
+    a: int = -1  # aggregate trade id (aggTrade stream)
+    E: int = 0
+    T: int = 0
+
+
+class _Event(msgspec.Struct):
+    e: str = ""
+
+
+def _enveloped(kind: type) -> msgspec.json.Decoder:
+    env = msgspec.defstruct(f"Env{kind.__name__}", [("data", kind)])
+    return msgspec.json.Decoder(env, strict=False)
+
+
+_TICKER_ENV = _enveloped(_Ticker)
+_TRADE_ENV = _enveloped(_Trade)
+_EVENT_ENV = _enveloped(_Event)
+_TICKER = msgspec.json.Decoder(_Ticker, strict=False)
+_TRADE = msgspec.json.Decoder(_Trade, strict=False)
+_EVENT = msgspec.json.Decoder(_Event)
+_OTHER_TYPES = frozenset({"kline", "response", "markPriceUpdate", "24hrTicker", "24hrMiniTicker",
+                          "forceOrder", "continuous_kline", "indexPriceUpdate"})
+
+
+class BinanceNormalizer(Normalizer):
+    """Binance market data -> events. `market`: 'spot' (venue 'binance'), 'usdm'
+    ('binance-usdm') or 'coinm' ('binance-coinm'); the venue keys the symbol registry.
+
+    default_symbol: the symbol of bare REST depth snapshots (a recording of one symbol).
+    """
+
+    def __init__(self, registry: SymbolRegistry = SYMBOLS, market: str = "spot",
+                 default_symbol: str | None = None, capacity: int = DEFAULT_CAPACITY):
+        if market not in MARKETS:
+            raise ValueError(f"market must be one of {sorted(MARKETS)}, got {market!r}")
+        self.venue = MARKETS[market]
+        self.market = market
+        self.default_symbol = default_symbol.upper() if default_symbol else None
+        self._depth_symbols: dict[bytes, int] = {}
+        super().__init__(registry, capacity)
+
+    # ---- dispatch ----------------------------------------------------------------------
+    def normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
+        if type(message) is not bytes:
+            message = message.encode() if isinstance(message, str) else bytes(message)
+        try:
+            if message.startswith(b'{"stream":"'):
+                at = message.find(b"@", 11, 64)
+                tag = message[at + 1:at + 4] if at > 0 else b""
+                if tag == b"boo":
+                    return self._ticker(_TICKER_ENV.decode(message).data, recv_ns, message)
+                if tag == b"tra" or tag == b"agg":
+                    return self._trade(_TRADE_ENV.decode(message).data, recv_ns, message)
+                if tag == b"dep":
+                    return self._book(message, recv_ns, message[11:at])
+                return self._other(_EVENT_ENV.decode(message).data.e or "stream", message)
+            return self._bare(message, recv_ns)
+        except msgspec.DecodeError as exc:
+            begin_message(self, "?")
+            kind = "schema" if isinstance(exc, msgspec.ValidationError) else "json"
+            return self._bad(kind, message, str(exc))
+
+    def _bare(self, message: bytes, recv_ns: int) -> np.ndarray:
+        """A frame without the combined-stream envelope (`/ws/<stream>`, REST, responses)."""
+        if b'"lastUpdateId"' in message[:32]:
+            return self._book(message, recv_ns, b"")
+        etype = _EVENT.decode(message).e
+        if etype == "depthUpdate":
+            return self._book(message, recv_ns, b"")
+        if etype == "bookTicker" or (not etype and b'"b"' in message and b'"A"' in message):
+            return self._ticker(_TICKER.decode(message), recv_ns, message)
+        if etype == "trade" or etype == "aggTrade":
+            return self._trade(_TRADE.decode(message), recv_ns, message)
+        if etype:
+            return self._other(etype, message)
+        if b'"result"' in message or b'"error"' in message:
+            return self._other("response", message)
+        begin_message(self, "?")
+        return self._bad("unknown_type", message)
+
+    def _other(self, channel: str, message: bytes) -> np.ndarray:
+        begin_message(self, channel)
+        if channel not in _OTHER_TYPES:
+            return self._bad("unknown_type", message, channel)
+        return self._head[0]
+
+    # ---- channels ----------------------------------------------------------------------
+    def _book(self, message: bytes, recv_ns: int, stream_symbol: bytes,
+              symbol: str | None = None) -> np.ndarray:
+        """depthUpdate (delta) or REST depth snapshot (has lastUpdateId)."""
+        k = self._parse_book(message)
+        ids = self._ids
+        snapshot = ids[_levels.H_LAST_UPDATE_ID] >= 0
+        info = begin_message(self, "depthSnapshot" if snapshot else "depthUpdate")
+        if k < 0:
+            return self._level_error(k, message)
+        s0 = ids[_levels.H_S_START]
+        if symbol is not None:
+            sid = self.symbol_id(symbol)
+        elif s0 >= 0:
+            sym = message[s0:ids[_levels.H_S_END]]
+            sid = self._depth_symbols.get(sym)
+            if sid is None:
+                sid = self._depth_symbols[sym] = self.symbol_id(sym.decode())
+        elif stream_symbol:
+            sid = self.symbol_id(stream_symbol.decode().upper())
+        elif self.default_symbol is not None:
+            sid = self.symbol_id(self.default_symbol)
+        elif len(self._depth_symbols) == 1:
+            sid = next(iter(self._depth_symbols.values()))
+        else:
+            return self._bad("unknown_symbol", message, "depth message without a symbol")
+        ts = int(ids[_levels.H_E] if ids[_levels.H_E] > 0 else max(ids[_levels.H_T], 0)) * MS
+        info.symbol_id = sid
+        info.ts_event_ns = ts
+        if snapshot:
+            last = int(ids[_levels.H_LAST_UPDATE_ID])
+            info.kind = M_SNAPSHOT
+            info.last_id = last
+        else:
+            if ids[_levels.H_U] < 0 or ids[_levels.H_u] < 0:
+                return self._bad("schema", message, "depthUpdate without U/u")
+            last = int(ids[_levels.H_u])
+            info.kind = M_DELTA
+            info.first_id = int(ids[_levels.H_U])
+            info.last_id = last
+            info.prev_id = int(ids[_levels.H_pu])
+        return self._book_events(k, snapshot, ts, recv_ns, last, sid)
+
+    def normalize_snapshot(self, body: bytes, recv_ns: int, symbol: str) -> np.ndarray:
+        """Events of a REST depth snapshot body for `symbol` (GET /api/v3/depth,
+        /fapi/v1/depth, /dapi/v1/depth). Same contract as `normalize`."""
+        if b'"lastUpdateId"' not in body:
+            begin_message(self, "depthSnapshot")
+            return self._bad("schema", body, "REST depth snapshot without lastUpdateId")
+        return self._book(bytes(body), recv_ns, b"", symbol.upper())
+
+    def _ticker(self, t: _Ticker, recv_ns: int, message: bytes) -> np.ndarray:
+        stats = self.stats
+        stats.messages += 1
+        bc = stats.by_channel
+        bc["bookTicker"] = bc.get("bookTicker", 0) + 1
+        info = self.last
+        if not (0.0 < t.b < INF and 0.0 < t.a < INF):
+            info.reset()
+            return self._bad("bad_price", message)
+        if not (0.0 <= t.B < INF and 0.0 <= t.A < INF):
+            info.reset()
+            return self._bad("bad_qty", message)
+        sid = self._symbol_cache.get(t.s) or self.symbol_id(t.s)
+        ts = (t.E or t.T) * MS
+        info.kind = M_BBO
+        info.channel = "bookTicker"
+        info.symbol_id = sid
+        info.first_id = info.prev_id = info.seq = -1
+        info.last_id = t.u
+        info.ts_event_ns = ts
+        buf = self._buf
+        n = stats.messages
+        pack_into(buf, 0, ts, recv_ns, 0, n, t.u, sid, K_BBO, BUY, 0, t.b, t.B)
+        pack_into(buf, 64, ts, recv_ns, 0, n, t.u, sid, K_BBO, SELL, LAST, t.a, t.A)
+        stats.events += 2
+        return self._head[2]
+
+    def _trade(self, t: _Trade, recv_ns: int, message: bytes) -> np.ndarray:
+        stats = self.stats
+        stats.messages += 1
+        channel = "trade" if t.a < 0 else "aggTrade"
+        bc = stats.by_channel
+        bc[channel] = bc.get(channel, 0) + 1
+        info = self.last
+        if not 0.0 < t.p < INF:
+            info.reset()
+            return self._bad("bad_price", message)
+        if not 0.0 <= t.q < INF:
+            info.reset()
+            return self._bad("bad_qty", message)
+        sid = self._symbol_cache.get(t.s) or self.symbol_id(t.s)
+        ts = (t.T or t.E) * MS
+        trade_id = t.t if t.t >= 0 else t.a
+        info.kind = M_TRADE
+        info.channel = channel
+        info.symbol_id = sid
+        info.first_id = info.prev_id = info.seq = -1
+        info.last_id = trade_id
+        info.ts_event_ns = ts
+        pack_into(self._buf, 0, ts, recv_ns, 0, stats.messages, trade_id, sid, K_TRADE,
+                  SELL if t.m else BUY, LAST, t.p, t.q)
+        stats.events += 1
+        return self._head[1]
+
+    # ---- subscribe ---------------------------------------------------------------------
+    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None,
+                           request_id: int = 1) -> list[bytes]:
+        """One combined-stream SUBSCRIBE frame ("Live Subscribing/Unsubscribing to streams"):
+        `{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms",...],"id":1}`.
+        channels default to depth@100ms, bookTicker and trade."""
+        params = [f"{s.lower()}@{c}" for s in symbols for c in (channels or DEFAULT_CHANNELS)]
+        return [msgspec.json.encode({"method": "SUBSCRIBE", "params": params,
+                                     "id": request_id})]

@@ -1,0 +1,255 @@
+"""Coinbase Advanced Trade market data -> events.
+
+Protocol (Coinbase Advanced Trade API docs, "WebSocket Channels"): every message is
+`{"channel","client_id","timestamp","sequence_num","events":[...]}`; `sequence_num` counts
+every message on the connection (all channels), so a jump is a gap for every book of that
+connection (BookSync's Coinbase rule).
+- `l2_data` (subscribe channel `level2`): events `{"type":"snapshot"|"update","product_id",
+  "updates":[{"side":"bid"|"offer","event_time","price_level","new_quantity"}]}`;
+  new_quantity "0" deletes the level. One product per message.
+- `market_trades`: events `{"type","trades":[{"trade_id","product_id","price","size","side",
+  "time"}]}`. `side` is the maker's side (as NautilusTrader's Coinbase adapter documents:
+  "Coinbase reports the maker side on public market trades"), so the aggressor is the opposite.
+- `ticker` / `ticker_batch`: `tickers[{product_id, best_bid, best_bid_quantity, best_ask,
+  best_ask_quantity, ..}]` -> BBO events.
+- `heartbeats` -> one HEARTBEAT event; `subscriptions`, `candles`, `status` -> OTHER.
+`ts_event_ns` is the message `timestamp` (ISO 8601 with ns) converted to int64 ns.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues.base import (
+    BUY,
+    DEFAULT_CAPACITY,
+    EVENT_STRUCT,
+    INF,
+    K_ASK,
+    K_BBO,
+    K_BID,
+    K_HEARTBEAT,
+    K_SNAP_BEGIN,
+    K_SNAP_END,
+    K_TRADE,
+    LAST,
+    M_BBO,
+    M_DELTA,
+    M_HEARTBEAT,
+    M_MALFORMED,
+    M_SNAPSHOT,
+    M_TRADE,
+    SELL,
+    SNAP,
+    Normalizer,
+    begin_message,
+)
+
+DEFAULT_CHANNELS = ("level2", "market_trades", "ticker", "heartbeats")
+pack_into = EVENT_STRUCT.pack_into
+
+
+class _Update(msgspec.Struct):
+    side: str
+    price_level: float
+    new_quantity: float
+
+
+class _Trade(msgspec.Struct):
+    product_id: str
+    price: float
+    size: float
+    side: str
+    trade_id: str = ""
+
+
+class _Tick(msgspec.Struct):
+    product_id: str
+    best_bid: float | None = None
+    best_bid_quantity: float | None = None
+    best_ask: float | None = None
+    best_ask_quantity: float | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str = ""
+    product_id: str = ""
+    updates: list[_Update] = []
+    trades: list[_Trade] = []
+    tickers: list[_Tick] = []
+
+
+class _Message(msgspec.Struct):
+    channel: str
+    sequence_num: int = -1
+    timestamp: str = ""
+    events: list[_Event] = []
+
+
+_MESSAGE = msgspec.json.Decoder(_Message, strict=False)
+_OTHER_CHANNELS = frozenset({"subscriptions", "candles", "status", "user",
+                             "futures_balance_summary"})
+_SIDES = {"bid": K_BID, "offer": K_ASK, "ask": K_ASK}
+
+
+def iso_ns(text: str) -> int:
+    """ISO 8601 UTC time ('2026-08-09T21:05:48.228568804Z') -> int64 ns since epoch; 0 if
+    empty or unreadable."""
+    if not text:
+        return 0
+    try:
+        return int(np.datetime64(text.rstrip("Z"), "ns").astype(np.int64))
+    except ValueError:
+        return 0
+
+
+class CoinbaseNormalizer(Normalizer):
+    """Coinbase Advanced Trade messages -> events (venue 'coinbase')."""
+
+    venue = "coinbase"
+
+    def __init__(self, registry: SymbolRegistry = SYMBOLS, capacity: int = DEFAULT_CAPACITY):
+        super().__init__(registry, capacity)
+
+    def normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
+        if type(message) is not bytes:
+            message = message.encode() if isinstance(message, str) else bytes(message)
+        try:
+            msg = _MESSAGE.decode(message)
+        except msgspec.DecodeError as exc:
+            begin_message(self, "?")
+            kind = "schema" if isinstance(exc, msgspec.ValidationError) else "json"
+            return self._bad(kind, message, str(exc))
+        channel = msg.channel
+        info = begin_message(self, channel)
+        if channel == "l2_data":
+            out = self._l2(msg, recv_ns, message)
+        elif channel == "market_trades":
+            out = self._trades(msg, recv_ns, message)
+        elif channel == "ticker" or channel == "ticker_batch":
+            out = self._tickers(msg, recv_ns, message)
+        elif channel == "heartbeats":
+            ts = iso_ns(msg.timestamp)
+            info.kind = M_HEARTBEAT
+            info.ts_event_ns = ts
+            pack_into(self._buf, 0, ts, recv_ns, 0, self.stats.messages, msg.sequence_num, 0,
+                      K_HEARTBEAT, 0, LAST, 0.0, 0.0)
+            self.stats.events += 1
+            out = self._head[1]
+        elif channel in _OTHER_CHANNELS:
+            out = self._head[0]
+        else:
+            return self._bad("unknown_type", message, channel)
+        if info.kind != M_MALFORMED:  # counted in the connection sequence
+            info.seq = info.first_id = info.last_id = msg.sequence_num
+        return out
+
+    def _l2(self, msg: _Message, recv_ns: int, message: bytes) -> np.ndarray:
+        info = self.last
+        events = msg.events
+        if not events:
+            return self._head[0]
+        total = 0
+        for ev in events:
+            if ev.type not in ("snapshot", "update") or not ev.product_id:
+                return self._bad("unknown_type" if ev.product_id else "schema", message)
+            for u in ev.updates:
+                if not 0.0 < u.price_level < INF:
+                    return self._bad("bad_price", message)
+                if not 0.0 <= u.new_quantity < INF:
+                    return self._bad("bad_qty", message)
+                if u.side not in _SIDES:
+                    return self._bad("schema", message, f"side {u.side!r}")
+            total += len(ev.updates) + (2 if ev.type == "snapshot" else 0)
+        self._reserve(total)
+        ts = iso_ns(msg.timestamp)
+        seq = self.stats.messages
+        vseq = msg.sequence_num
+        buf = self._buf
+        i = 0
+        for ev in events:
+            sid = self.symbol_id(ev.product_id)
+            snap = ev.type == "snapshot"
+            flags = SNAP if snap else 0
+            if snap:
+                pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, K_SNAP_BEGIN, 0, SNAP,
+                          0.0, 0.0)
+                i += 1
+            for u in ev.updates:
+                kind = _SIDES[u.side]
+                pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, kind,
+                          BUY if kind == K_BID else SELL, flags, u.price_level, u.new_quantity)
+                i += 1
+            if snap:
+                pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, K_SNAP_END, 0, SNAP,
+                          0.0, 0.0)
+                i += 1
+            info.kind = M_SNAPSHOT if snap else M_DELTA
+            info.symbol_id = sid
+        info.ts_event_ns = ts
+        return self._finish(i)
+
+    def _trades(self, msg: _Message, recv_ns: int, message: bytes) -> np.ndarray:
+        trades = [t for ev in msg.events for t in ev.trades]
+        for t in trades:
+            if not 0.0 < t.price < INF:
+                return self._bad("bad_price", message)
+            if not 0.0 <= t.size < INF:
+                return self._bad("bad_qty", message)
+        if not trades:
+            return self._head[0]
+        self._reserve(len(trades))
+        ts = iso_ns(msg.timestamp)
+        seq = self.stats.messages
+        for i, t in enumerate(trades):
+            trade_id = int(t.trade_id) if t.trade_id.isdigit() else 0
+            aggressor = SELL if t.side == "BUY" else BUY  # `side` is the maker's side
+            pack_into(self._buf, i << 6, ts, recv_ns, 0, seq, trade_id,
+                      self.symbol_id(t.product_id), K_TRADE, aggressor, 0, t.price, t.size)
+        info = self.last
+        info.kind = M_TRADE
+        info.symbol_id = self.symbol_id(trades[-1].product_id)
+        info.ts_event_ns = ts
+        return self._finish(len(trades))
+
+    def _tickers(self, msg: _Message, recv_ns: int, message: bytes) -> np.ndarray:
+        ticks = [t for ev in msg.events for t in ev.tickers
+                 if t.best_bid is not None and t.best_ask is not None]
+        for t in ticks:
+            if not (0.0 < t.best_bid < INF and 0.0 < t.best_ask < INF):
+                return self._bad("bad_price", message)
+            if not (0.0 <= (t.best_bid_quantity or 0.0) < INF
+                    and 0.0 <= (t.best_ask_quantity or 0.0) < INF):
+                return self._bad("bad_qty", message)
+        if not ticks:
+            return self._head[0]
+        self._reserve(2 * len(ticks))
+        ts = iso_ns(msg.timestamp)
+        seq = self.stats.messages
+        for i, t in enumerate(ticks):
+            sid = self.symbol_id(t.product_id)
+            pack_into(self._buf, (2 * i) << 6, ts, recv_ns, 0, seq, msg.sequence_num, sid,
+                      K_BBO, BUY, 0, t.best_bid, t.best_bid_quantity or 0.0)
+            pack_into(self._buf, (2 * i + 1) << 6, ts, recv_ns, 0, seq, msg.sequence_num, sid,
+                      K_BBO, SELL, 0, t.best_ask, t.best_ask_quantity or 0.0)
+        info = self.last
+        info.kind = M_BBO
+        info.symbol_id = self.symbol_id(ticks[-1].product_id)
+        info.ts_event_ns = ts
+        return self._finish(2 * len(ticks))
+
+    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None
+                           ) -> list[bytes]:
+        """One `{"type":"subscribe","product_ids":[..],"channel":C}` frame per channel
+        (Advanced Trade "Subscribe"; one channel per message). channels default to level2,
+        market_trades, ticker and heartbeats (heartbeats keeps quiet connections alive)."""
+        products = [s.upper() for s in symbols]
+        out = []
+        for channel in channels or DEFAULT_CHANNELS:
+            frame: dict = {"type": "subscribe", "channel": channel}
+            if channel != "heartbeats":
+                frame["product_ids"] = products
+            out.append(msgspec.json.encode(frame))
+        return out
