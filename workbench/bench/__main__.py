@@ -134,25 +134,25 @@ def cause_notes(results: list[PhaseResult]) -> list[str]:
 
 
 def _list(console: Console) -> int:
-    missing = load_topics()
+    skipped = load_topics()
     for p in all_phases():
         console.print(f"{p.name:<34} {p.topic:<14} {p.claim.text}", highlight=False,
                       soft_wrap=True)
-    for topic in missing:
-        console.print(f"[dim]({topic}: topic module not written yet, skipped)[/dim]")
+    for topic, why in skipped.items():
+        console.print(f"[dim]({topic}: {why}; skipped)[/dim]", highlight=False)
     return 0
 
 
 def _run(names: list[str], args: argparse.Namespace, console: Console) -> int:
     err = Console(stderr=True)
     try:
-        missing = [] if names else load_topics()
+        skipped = {} if names else load_topics()
         phases = select(names)
     except UnknownPhase as exc:
         err.print(f"[red]{exc}[/red]", highlight=False)
         return 2
-    for topic in missing:
-        err.print(f"[dim]note: topic {topic!r} has no module yet; skipped[/dim]")
+    for topic, why in skipped.items():
+        err.print(f"[dim]note: topic {topic!r} skipped ({why})[/dim]", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=err, transient=True) as bar:
         task = bar.add_task("bench", total=len(phases))

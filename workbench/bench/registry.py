@@ -102,15 +102,16 @@ def register(phase: Phase) -> Phase:
     return phase
 
 
-def load_topics(topics: Iterable[str] | None = None) -> list[str]:
-    """Import the topic modules so their phases register; returns the topics skipped.
+def load_topics(topics: Iterable[str] | None = None) -> dict[str, str]:
+    """Import the topic modules so their phases register; returns {skipped topic: why}.
 
-    Explicit `topics`: each must be importable (a topic whose module is not written yet raises
-    UnknownPhase saying so). None (all topics): a topic module that does not exist yet is
-    skipped and named in the returned list; an import error inside an existing module raises.
+    Explicit `topics`: each must import (a topic whose module is not written yet raises
+    UnknownPhase saying so; other import errors propagate). None (all topics): a topic module
+    that does not exist yet, or fails to import, is skipped and named in the returned dict, so
+    one broken topic does not stop the catalogue.
     """
     explicit = topics is not None
-    missing: list[str] = []
+    skipped: dict[str, str] = {}
     for topic in topics if topics is not None else TOPIC_MODULES:
         if topic not in TOPIC_MODULES:
             raise UnknownPhase(f"unknown topic {topic!r}; topics: {', '.join(TOPIC_MODULES)}")
@@ -118,15 +119,20 @@ def load_topics(topics: Iterable[str] | None = None) -> list[str]:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            if explicit:
+            if explicit and exc.name == module:
                 raise UnknownPhase(
                     f"topic {topic!r} is in the catalogue but its module {module} is not "
                     f"written yet; available topics: {', '.join(available_topics())}"
                 ) from exc
-            missing.append(topic)
-    return missing
+            if explicit:
+                raise
+            skipped[topic] = ("module not written yet" if exc.name == module
+                              else f"import failed: {exc}")
+        except Exception as exc:
+            if explicit:
+                raise
+            skipped[topic] = f"import failed: {type(exc).__name__}: {exc}"
+    return skipped
 
 
 def available_topics() -> list[str]:
