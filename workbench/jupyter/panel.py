@@ -1,0 +1,523 @@
+"""The engine session of a notebook and its ipywidgets control panel.
+
+`Session` owns one `Engine` at a time (the `%hft` magics and the panel share it), its live UI
+and the static plots of the last run. The engine thread never touches a widget or a bokeh
+object: it calls `UiPump.notify` at each snapshot publish (<= 10/s), which only schedules a wake
+up with `loop.call_soon_threadsafe`; one asyncio task on the kernel's event loop then reads the
+engine's published state (`Engine.latest`, the LatencyRecorder's per-second series, the
+SpikeLog) and updates the counters and the bokeh sources, at most `max_hz` times a second.
+
+`ControlPanel`: start/stop, a dispatch toggle that switches the running engine, source / venue
+/ symbol pickers, strategy parameters, live counters (events/s, tick-to-trade P50/P99, spikes,
+position, PnL, ring drops and gaps) and the live plots (`plots.LivePlots`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import html
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import EngineError
+from workbench.jupyter import plots
+from workbench.latency.stages import LOCAL_STAGES
+
+log = logging.getLogger("workbench.jupyter")
+
+MAX_HZ = 10.0
+CDF_PERIOD_S = 1.0
+IDLE_WAKE_S = 0.5  # the UI task also wakes this often on its own (engine finished, no publish)
+
+_bokeh_loaded = False
+
+
+def ensure_bokeh_loaded() -> None:
+    """Load inline BokehJS into the notebook once per kernel (live and static plots share it)."""
+    global _bokeh_loaded
+    if not _bokeh_loaded:
+        plots.use_static_resources()
+        _bokeh_loaded = True
+
+
+class UiPump:
+    """Engine snapshots -> kernel event loop, at most `max_hz` updates a second.
+
+    `notify()` may be called from any thread (the engine subscribes it); it only schedules
+    `_wake` on the loop with `call_soon_threadsafe`. The task calls `tick()` on the loop;
+    `tick` returns False when there is nothing more to follow (the run ended).
+    """
+
+    def __init__(self, tick: Callable[[], bool], max_hz: float = MAX_HZ,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._tick = tick
+        self._min_interval = 1.0 / max_hz
+        self._loop = loop or asyncio.get_event_loop()
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._scheduled = False
+        self.ticks = 0
+
+    def notify(self, _snapshot: Any = None) -> None:
+        """Wake the UI task (any thread; never touches the UI itself)."""
+        if not self._scheduled and not self._loop.is_closed():
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._set)
+
+    def _set(self) -> None:
+        self._scheduled = False
+        if self._wake is not None:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Create the UI task on the loop (call from the loop's thread, e.g. a cell)."""
+        self._wake = asyncio.Event()
+        self._task = self._loop.create_task(self._run())
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        loop = self._loop
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_WAKE_S)
+            self._wake.clear()
+            started = loop.time()
+            try:
+                more = self._tick()
+            except Exception:
+                log.exception("UI update failed")
+                more = True
+            self.ticks += 1
+            if not more:
+                return
+            await asyncio.sleep(max(0.0, self._min_interval - (loop.time() - started)))
+
+
+@dataclasses.dataclass
+class Counters:
+    """The panel's live figures (plain data)."""
+
+    state: str = "idle"
+    dispatch: str = "-"
+    events: int = 0
+    events_per_s: float = 0.0
+    p50_us: float = 0.0
+    p99_us: float = 0.0
+    spikes: int = 0
+    position: float = 0.0
+    pnl: float = 0.0
+    ring_drops: int | None = None
+    ring_gaps: int | None = None
+    dispatch_gaps: int = 0
+
+    def html(self) -> str:
+        """Counters as an HTML table; each value in a span of class `hft-<name>`."""
+        def cell(name: str, label: str, value: str) -> str:
+            return (f'<td style="padding:2px 10px"><div style="color:#666;font-size:85%">'
+                    f'{label}</div><span class="hft-{name}" style="font-size:130%;'
+                    f'font-family:monospace">{html.escape(value)}</span></td>')
+
+        ring = ("-" if self.ring_drops is None
+                else f"{self.ring_drops:,} / {self.ring_gaps:,}")
+        cells = [
+            cell("state", "state", f"{self.state} ({self.dispatch})"),
+            cell("events", "events", f"{self.events:,}"),
+            cell("events-per-s", "events/s", f"{self.events_per_s:,.0f}"),
+            cell("p50", "tick-to-trade P50", f"{self.p50_us:,.1f} µs"),
+            cell("p99", "tick-to-trade P99", f"{self.p99_us:,.1f} µs"),
+            cell("spikes", "spikes", f"{self.spikes:,}"),
+            cell("position", "position", f"{self.position:+g}"),
+            cell("pnl", "PnL", f"{self.pnl:+,.4f}"),
+            cell("ring", "ring drops / gaps", ring),
+            cell("dispatch-gaps", "dispatch gaps", f"{self.dispatch_gaps:,}"),
+        ]
+        return f'<table class="hft-counters"><tr>{"".join(cells)}</tr></table>'
+
+
+class RunView:
+    """Turns one engine's published state into `UiFrame`s and `Counters` (kernel loop only).
+
+    Keeps what it already sent: the last per-second point per stage, the spikes seen, and a
+    history of (t, PnL, position, events/s, drops, gaps) for the static plots of the run.
+    """
+
+    def __init__(self, engine: Any, t0_perf_s: float) -> None:
+        self.engine = engine
+        self.t0_perf_s = t0_perf_s
+        self.stages = [s.value for s in LOCAL_STAGES]
+        self._last_second = dict.fromkeys(self.stages, -1)
+        self._spikes_seen = 0
+        self._last_cdf = 0.0
+        self._ring = engine.config.source_arg if engine.config.source_kind == "ring" else None
+        self.history: dict[str, list[float]] = {
+            "t": [], "pnl": [], "position": [], "events_per_s": [], "drops": [], "gaps": []}
+        self.counters = Counters()
+
+    def _ring_stats(self) -> tuple[int, int] | None:
+        if self._ring is None:
+            return None
+        from workbench.feed.ring import ShmRing
+
+        for stats in ShmRing.list():
+            if stats.name == self._ring:
+                return stats.dropped, stats.gaps
+        return None
+
+    def frame(self, final: bool = False) -> plots.UiFrame | None:
+        """The next frame, or None when the engine has published nothing yet (and is not
+        finished). `final`: also take the CDFs, whatever their period."""
+        engine = self.engine
+        snap = engine.latest.get()
+        if snap is None and not final:
+            return None
+        status = engine.status()
+        snap = snap or status
+        latency = snap.get("latency") or engine.latency.snapshot()
+        t2t = latency.get("tick_to_trade", {})
+        ring = self._ring_stats()
+        position = sum(p["qty"] for p in status["positions"])
+        c = self.counters
+        c.state, c.dispatch = status["state"], status["dispatch"]
+        c.events = status["events"]
+        c.events_per_s = snap["events_per_s"] if status["state"] == "running" else 0.0
+        c.p50_us, c.p99_us = t2t.get("p50_ns", 0) / 1e3, t2t.get("p99_ns", 0) / 1e3
+        c.spikes, c.position, c.pnl = status["spikes"], position, status["pnl"]["net_pnl"]
+        c.ring_drops, c.ring_gaps = ring if ring is not None else (None, None)
+        c.dispatch_gaps = status["dispatch_gaps"]
+        series = {}
+        for stage in self.stages:
+            points = engine.latency.series(stage)
+            new = points["t_s"] > self._last_second[stage]
+            if new.any():
+                series[stage] = {k: v[new] for k, v in points.items()}
+                self._last_second[stage] = int(points["t_s"][-1])
+        now = time.perf_counter()
+        cdfs = None
+        if final or now - self._last_cdf >= CDF_PERIOD_S:
+            self._last_cdf = now
+            cdfs = {s: plots.cdf_points(engine.latency.histogram(s)) for s in self.stages}
+        spikes = []
+        if status["spikes"] > self._spikes_seen:
+            logged = engine.spikes.spikes()
+            fresh = logged[-(status["spikes"] - self._spikes_seen):]
+            spikes = [(s.end_ns / 1e9 - self.t0_perf_s, s.cause_names()) for s in fresh]
+            self._spikes_seen = status["spikes"]
+        t = snap["elapsed_s"]
+        h = self.history
+        for key, value in (("t", t), ("pnl", c.pnl), ("position", position),
+                           ("events_per_s", c.events_per_s), ("drops", c.ring_drops or 0),
+                           ("gaps", c.ring_gaps if c.ring_gaps is not None else c.dispatch_gaps)):
+            h[key].append(value)
+        return plots.UiFrame(t_s=t, t0_perf_s=self.t0_perf_s, events_per_s=c.events_per_s,
+                             position=position, pnl=c.pnl, drops=h["drops"][-1],
+                             gaps=h["gaps"][-1], series=series, cdfs=cdfs, spikes=spikes)
+
+
+class Session:
+    """The notebook's engine session: one running engine at most; the last run stays for plots.
+
+    start(config) raises EngineError when one is running (callers print one line), and the
+    engine's ConfigError / EngineError for a bad config or a source that cannot open (a
+    missing recording names its path).
+    """
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+        self.view: RunView | None = None
+        self.live: plots.LivePlots | None = None
+        self.panel: ControlPanel | None = None
+        self.pump: UiPump | None = None
+        self.profiled: list[Path] = []
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def running(self) -> bool:
+        return self.engine is not None and self.engine.state in ("starting", "running")
+
+    def describe(self) -> str:
+        """`run <id>: source S, dispatch D, state X` of the current or last run."""
+        if self.engine is None:
+            return "no run yet"
+        e = self.engine
+        return (f"run {e.run_id}: source {e.config.source}, dispatch {e.dispatcher.mode}, "
+                f"{e.state}")
+
+    def start(self, config: Any) -> Any:
+        """Start an engine on `config` (EngineConfig); returns it. The UI task starts too."""
+        from workbench.engine.engine import Engine
+
+        if self.running:
+            raise EngineError(f"already running ({self.describe()}); stop it first")
+        engine = Engine(config)
+        engine.start()
+        self.engine = engine
+        self.profiled = []
+        self.view = RunView(engine, time.perf_counter())
+        if self.live is not None:
+            self.live = plots.LivePlots()
+            if self.panel is not None:
+                self.panel.set_live(self.live)
+        self.pump = UiPump(self._tick)
+        engine.subscribe(self.pump.notify)
+        self.pump.start()
+        self._changed()
+        return engine
+
+    def stop(self, timeout_s: float = 5.0) -> str:
+        """Stop the running engine; returns a one-line summary (raises EngineError if none)."""
+        if not self.running:
+            raise EngineError("no engine running")
+        engine = self.engine
+        status = engine.stop(timeout_s)
+        engine.unsubscribe(self.pump.notify)
+        self._tick()
+        self.pump.stop()
+        self._changed()
+        t2t = engine.latency.summary().get("tick_to_trade", {})
+        line = (f"stopped run {engine.run_id}: {status['events']:,} events in "
+                f"{status['elapsed_s']:.1f} s, tick-to-trade P50 {t2t.get('p50_ns', 0) / 1e3:,.1f}"
+                f" µs P99 {t2t.get('p99_ns', 0) / 1e3:,.1f} µs, {status['fills']} fills, PnL "
+                f"{status['pnl']['net_pnl']:+,.4f}")
+        if status.get("run_dir"):
+            line += f"; files in {status['run_dir']}"
+        if status.get("error"):
+            line += f"; error: {status['error']}"
+        return line
+
+    def set_dispatch(self, mode: str) -> None:
+        """Switch the running engine's dispatch mode (ConfigError for an unknown mode)."""
+        if not self.running:
+            raise EngineError("no engine running")
+        self.engine.set_dispatch(mode)
+        self._changed()
+
+    def status_line(self) -> str:
+        """One line about the current or last run."""
+        if self.engine is None:
+            return "no run yet; %hft start"
+        s = self.engine.status()
+        t2t = self.engine.latency.snapshot().get("tick_to_trade", {})
+        pos = sum(p["qty"] for p in s["positions"])
+        extra = f", profiled ({self.profiled[-1]})" if self.profiled else ""
+        return (f"run {s['run_id']} {s['state']} [{s['dispatch']}]: {s['events']:,} events, "
+                f"{s['events_per_s']:,.0f}/s, tick-to-trade P50 {t2t.get('p50_ns', 0) / 1e3:,.1f}"
+                f" µs P99 {t2t.get('p99_ns', 0) / 1e3:,.1f} µs, spikes {s['spikes']}, position "
+                f"{pos:+g}, PnL {s['pnl']['net_pnl']:+,.4f}{extra}")
+
+    # -- UI ------------------------------------------------------------------------------
+    def _tick(self) -> bool:
+        """One UI update on the kernel loop; False once the run is over."""
+        view = self.view
+        if view is None:
+            return False
+        finished = view.engine.state not in ("starting", "running")
+        frame = view.frame(final=finished)
+        if frame is not None:
+            if self.live is not None:
+                self.live.apply(frame)
+            if self.panel is not None:
+                self.panel.show_counters(view.counters)
+        if finished:
+            self._changed()
+        return not finished
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def show(self) -> None:
+        """Display the control panel with live plots (once per session; later runs reuse it)."""
+        from IPython.display import display
+
+        ensure_bokeh_loaded()
+        if self.live is None:
+            self.live = plots.LivePlots()
+        if self.panel is None:
+            self.panel = ControlPanel(self)
+            self.panel.set_live(self.live)
+        display(self.panel.widget)
+
+    # -- static plots --------------------------------------------------------------------
+    def plot(self, what: str) -> None:
+        """Static plot of the current or last run: latency | spikes | pnl | ring."""
+        from bokeh.layouts import row
+
+        if self.engine is None or self.view is None:
+            raise EngineError("no run to plot yet; %hft start first")
+        engine, view = self.engine, self.view
+        ensure_bokeh_loaded()
+        h = view.history
+        if what == "latency":
+            engine.latency.fold()
+            series = {s: engine.latency.series(s) for s in view.stages}
+            cdfs = {s: plots.cdf_points(engine.latency.histogram(s)) for s in view.stages}
+            layout = row(plots.latency_series_figure(series, t0_s=view.t0_perf_s),
+                         plots.latency_cdf_figure(cdfs))
+        elif what == "spikes":
+            layout = plots.spikes_figure([(s.end_ns / 1e9 - view.t0_perf_s, s.cause_names())
+                                          for s in engine.spikes.spikes()])
+        elif what == "pnl":
+            layout = plots.pnl_figure(h["t"], h["pnl"], h["position"])
+        elif what == "ring":
+            layout = plots.ring_figure(h["t"], h["events_per_s"], h["drops"], h["gaps"])
+        else:
+            raise EngineError(f"plot: expected latency | spikes | pnl | ring, got {what!r}")
+        plots.show_static(layout)
+
+    # -- profiling -----------------------------------------------------------------------
+    def profile_path(self) -> Path | None:
+        """Where `%hft profile` saves the flamegraph: the run's directory when journaled."""
+        run_dir = self.engine.run_dir if self.engine is not None else None
+        if run_dir is None:
+            return None
+        return Path(run_dir) / f"profile-{time.strftime('%H%M%S')}.svg"
+
+    def mark_profiled(self, path: Path) -> None:
+        """Record that the current run was profiled (shown by `%hft status`)."""
+        self.profiled.append(path)
+
+
+class ControlPanel:
+    """ipywidgets panel of a Session: controls, live counters and the live plots (`.widget`)."""
+
+    def __init__(self, session: Session) -> None:
+        import ipywidgets as w
+
+        from workbench.engine.config import DISPATCH_MODES, ORDER_TYPES, VENUES, EngineConfig
+
+        self.session = session
+        d = session.engine.config if session.engine is not None else EngineConfig()
+        layout = w.Layout(width="auto")
+        self.source = w.Combobox(value=d.source, options=_source_choices(), description="source",
+                                 ensure_option=False, layout=w.Layout(width="420px"))
+        self.venue = w.Dropdown(value=d.venue, options=VENUES, description="venue",
+                                layout=w.Layout(width="220px"))
+        self.symbols = w.Text(value=",".join(d.symbols), description="symbols",
+                              layout=w.Layout(width="260px"))
+        self.speed = w.BoundedFloatText(value=d.speed, min=0.0, max=1000.0, step=1.0,
+                                        description="speed", layout=w.Layout(width="160px"))
+        self.ema_fast = w.BoundedIntText(value=d.ema_fast, min=1, max=100_000,
+                                         description="EMA fast", layout=w.Layout(width="170px"))
+        self.ema_slow = w.BoundedIntText(value=d.ema_slow, min=2, max=100_000,
+                                         description="EMA slow", layout=w.Layout(width="170px"))
+        self.target_qty = w.BoundedFloatText(value=d.target_qty, min=0.0, max=1e6, step=0.01,
+                                             description="target qty",
+                                             layout=w.Layout(width="190px"))
+        self.max_position = w.BoundedFloatText(value=d.max_position, min=0.0, max=1e6,
+                                               step=0.01, description="max pos",
+                                               layout=w.Layout(width="190px"))
+        self.order_type = w.Dropdown(value=d.order_type, options=ORDER_TYPES,
+                                     description="orders", layout=w.Layout(width="190px"))
+        self.dispatch = w.ToggleButtons(value=d.dispatch, options=DISPATCH_MODES,
+                                        description="dispatch", tooltips=[
+                                            "queue drained every poll interval",
+                                            "queue, engine blocks on it",
+                                            "feed thread calls the engine directly"])
+        self.start_button = w.Button(description="Start", button_style="success", icon="play")
+        self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
+        self.message = w.HTML(value="")
+        self.counters = w.HTML(value=Counters().html(), layout=layout)
+        self._live_box = w.Box(layout=layout)
+        self.start_button.on_click(lambda _b: self._start())
+        self.stop_button.on_click(lambda _b: self._stop())
+        self.dispatch.observe(self._on_dispatch, names="value")
+        session._listeners.append(self._sync_state)
+        self.widget = w.VBox([
+            w.HBox([self.start_button, self.stop_button, self.dispatch]),
+            w.HBox([self.source, self.venue, self.symbols, self.speed]),
+            w.HBox([self.ema_fast, self.ema_slow, self.target_qty, self.max_position,
+                    self.order_type]),
+            self.message, self.counters, self._live_box,
+        ])
+        self.widget.add_class("hft-panel")
+        self._sync_state()
+
+    def set_live(self, live: plots.LivePlots) -> None:
+        """Show these live plots under the counters (a new run gets fresh plots)."""
+        self._live_box.children = (live.widget,)
+
+    def show_counters(self, counters: Counters) -> None:
+        self.counters.value = counters.html()
+
+    def config(self) -> Any:
+        """The EngineConfig the controls describe (ConfigError names a bad field)."""
+        from workbench.engine.config import EngineConfig
+
+        base = self.session.engine.config if self.session.engine is not None else EngineConfig()
+        source = self.source.value.strip()
+        recording = None
+        if source.startswith("sim:"):  # the picker's "sim:PATH" = SimExchange serving PATH
+            source, recording = "sim", source[4:]
+        return dataclasses.replace(
+            base, source=source, recording=recording, venue=self.venue.value,
+            symbols=tuple(s.strip() for s in self.symbols.value.split(",") if s.strip()),
+            speed=float(self.speed.value), ema_fast=int(self.ema_fast.value),
+            ema_slow=int(self.ema_slow.value), target_qty=float(self.target_qty.value),
+            max_position=float(self.max_position.value), order_type=self.order_type.value,
+            dispatch=self.dispatch.value, duration_s=None, run_id=None)
+
+    def _start(self) -> None:
+        from workbench.errors import WorkbenchError
+
+        try:
+            self.session.start(self.config())
+            self.message.value = html.escape(f"started {self.session.describe()}")
+        except WorkbenchError as exc:
+            self.message.value = f'<span style="color:#b00">{html.escape(str(exc))}</span>'
+
+    def _stop(self) -> None:
+        from workbench.errors import WorkbenchError
+
+        try:
+            self.message.value = html.escape(self.session.stop())
+        except WorkbenchError as exc:
+            self.message.value = f'<span style="color:#b00">{html.escape(str(exc))}</span>'
+
+    def _on_dispatch(self, change: dict[str, Any]) -> None:
+        if self.session.running and self.session.engine.dispatcher.mode != change["new"]:
+            self.session.set_dispatch(change["new"])
+            self.message.value = html.escape(f"dispatch switched to {change['new']}")
+
+    def _sync_state(self) -> None:
+        running = self.session.running
+        self.start_button.disabled = running
+        self.stop_button.disabled = not running
+        for control in (self.source, self.venue, self.symbols, self.speed, self.ema_fast,
+                        self.ema_slow, self.target_qty, self.max_position, self.order_type):
+            control.disabled = running
+        engine = self.session.engine
+        if engine is not None and self.dispatch.value != engine.dispatcher.mode:
+            self.dispatch.value = engine.dispatcher.mode
+
+
+def _source_choices() -> list[str]:
+    """Suggestions for the source picker: the simulator, the real recordings served by
+    SimExchange (`sim:PATH`) or replayed (`replay:PATH`), and the rings on this machine."""
+    from workbench.shared_data import shared_data_dir
+
+    choices = ["sim"]
+    root = shared_data_dir()
+    if root is not None:
+        for rel in ("binance/hftbacktest/usdm/btcusdt_20240808.gz",
+                    "binance/hftbacktest/usdm/ethusdt_20240808.gz"):
+            if (root / rel).exists():
+                choices += [f"sim:{root / rel}", f"replay:{root / rel}"]
+    try:
+        from workbench.feed.ring import ShmRing
+
+        choices += [f"ring:{s.name}" for s in ShmRing.list()]
+    except Exception as exc:  # the C++ extension may not be built on this machine
+        log.debug("no rings listed: %s", exc)
+    return choices
