@@ -1,0 +1,285 @@
+"""Numba kernels of the backtester (all `cache=True`, warmed on import of this module).
+
+`on_bar` and `on_break` hold the trading rules and the execution model for one symbol and one
+bar; every phase calls them (phases 0-2 through `.py_func`, the same source run by the
+interpreter), so the phases differ only in how they walk the bars, which is what they measure.
+`run_symbol` walks one symbol's row of the aligned arrays: the volume mean is a running sum
+(O(1) per bar); the N-bar high and low are scanned only on the bars that need them (flat,
+volume-confirmed). `run_serial` (phase 3) loops over symbols;
+`run_parallel` (phase 4) runs the same loop with `prange`.
+
+Execution model (documented once, here): decisions are taken at a bar's close and fill at the
+symbol's next bar with data, at its open, moved against us by the slippage (bp) and charged the
+fee (bp of notional) per fill. One position per symbol. Positions are sized for equal risk:
+notional = risk_per_trade / stop, so a stopped trade of any symbol loses about the same share of
+capital. A position still open on the symbol's last bar is closed at that bar's close (reason
+END). PnL is in units of initial capital; `mtm[s, t]` is symbol s's marked-to-market PnL change
+over bar t (fees included), so its sum over a trade equals the trade's PnL up to rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# parameter vector (float64), built by strategies.pack_params
+P_KIND, P_LOOKBACK, P_VOL_WINDOW, P_VOL_MULT, P_STOP, P_TARGET, P_MAX_HOLD, P_CONFIRM = range(8)
+P_FEE, P_SLIP, P_NOTIONAL = 8, 9, 10
+N_PARAMS = 11
+KIND_BREAKOUT, KIND_FAKEOUT = 0.0, 1.0
+
+# per-symbol state: a tuple of N_STATE floats (kept in registers by the kernels), stored in a
+# float64 [N_STATE] row between calls
+S_POS, S_PENDING, S_REASON, S_ENTRY_PX, S_ENTRY_T, S_HELD, S_REF = range(7)
+S_BRK_DIR, S_BRK_LEVEL, S_BRK_AGE, S_NTRADES = 7, 8, 9, 10
+S_STOP_PX, S_TARGET_PX, S_SCALE = 11, 12, 13
+N_STATE = 14
+PENDING_EXIT = 2.0
+
+# trade record (float64 row)
+T_ENTRY, T_EXIT, T_SIDE, T_ENTRY_PX, T_EXIT_PX, T_REASON, T_HELD, T_PNL = range(8)
+N_TRADE_FIELDS = 8
+REASON_STOP, REASON_TARGET, REASON_TIME, REASON_END = 1.0, 2.0, 3.0, 4.0
+REASONS = {1: "stop", 2: "target", 3: "time", 4: "end"}
+
+
+@njit(cache=True, inline="always")
+def _exit(t, raw_px, reason, p, st, trades, mtm):
+    """Fill the exit at raw_px (less slippage), record the trade; returns the flat state."""
+    pos, _pd, _rs, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px, scale = st
+    notional = p[P_NOTIONAL]
+    px = raw_px * (1.0 - pos * p[P_SLIP])
+    mtm[t] += scale * (px - ref) - notional * p[P_FEE]
+    row = trades[int(ntr)]
+    row[T_ENTRY] = entry_t
+    row[T_EXIT] = t
+    row[T_SIDE] = pos
+    row[T_ENTRY_PX] = entry
+    row[T_EXIT_PX] = px
+    row[T_REASON] = reason
+    row[T_HELD] = held
+    row[T_PNL] = notional * (pos * (px - entry) / entry - 2.0 * p[P_FEE])
+    return (0.0, 0.0, 0.0, entry, entry_t, held, px, bdir, blevel, bage, ntr + 1.0, stop_px,
+            tgt_px, scale)
+
+
+@njit(cache=True, inline="always")
+def on_bar(t, o, c, v, vsum, ready, is_last, p, st, trades, mtm):
+    """Apply one bar of one symbol up to the break test.
+
+    Returns (state, test): the new state tuple, and True when a break must be tested
+    (`on_break` with the range), i.e. flat, ready, not tracking a break, and volume confirmed:
+    v * M >= k * vsum (v at least k times the M-bar mean).
+
+    t: clock index (int); o, c: open and close price; v: volume; vsum: sum of the volumes of
+    the previous M bars with data; ready: N and M bars of history exist; is_last: the symbol's
+    last bar. p: params (tuple of N_PARAMS floats); st: state tuple [N_STATE]; trades: [capacity,
+    N_TRADE_FIELDS] (appended at st[S_NTRADES]); mtm: float64 [T] (PnL change, added to).
+    A stop is hit when the close reaches entry x (1 - side x stop), a target at
+    entry x (1 + side x target), both fixed at the entry fill.
+    """
+    if st[S_PENDING] == PENDING_EXIT:
+        st = _exit(t, o, st[S_REASON], p, st, trades, mtm)
+    pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px, sc = st
+    if pend != 0.0:
+        pos = pend
+        pend = 0.0
+        entry = o * (1.0 + pos * p[P_SLIP])
+        entry_t = t
+        held = 0.0
+        ref = entry
+        stop_px = entry * (1.0 - pos * p[P_STOP])
+        tgt_px = entry * (1.0 + pos * p[P_TARGET])
+        sc = p[P_NOTIONAL] * pos / entry
+        mtm[t] -= p[P_NOTIONAL] * p[P_FEE]
+    test = False
+    if pos != 0.0:
+        held += 1.0
+        mtm[t] += sc * (c - ref)
+        ref = c
+        if pos * c <= pos * stop_px:
+            reason = REASON_STOP
+        elif pos * c >= pos * tgt_px:
+            reason = REASON_TARGET
+        elif held >= p[P_MAX_HOLD]:
+            reason = REASON_TIME
+        else:
+            reason = 0.0
+        if reason != 0.0:
+            pend = PENDING_EXIT
+    elif ready and not is_last:
+        if bdir != 0.0:
+            bage += 1.0
+            if (bdir > 0.0 and c < blevel) or (bdir < 0.0 and c > blevel):
+                pend = -bdir
+                bdir = 0.0
+            elif bage >= p[P_CONFIRM]:
+                bdir = 0.0
+        test = pend == 0.0 and bdir == 0.0 and v * p[P_VOL_WINDOW] >= p[P_VOL_MULT] * vsum
+    st = (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
+          sc)
+    if is_last and pos != 0.0:
+        st = _exit(t, c, REASON_END, p, st, trades, mtm)
+    return st, test
+
+
+@njit(cache=True, inline="always")
+def on_break(c, hi, lo, p, st):
+    """The break test after `on_bar` asked for it: close above the previous N bars' highest
+    high (up) or below their lowest low (down). TrueBreakout orders the break's direction;
+    Fakeout starts watching the broken level for `confirm` bars. Returns the state tuple."""
+    pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px, sc = st
+    if c > hi:
+        brk = 1.0
+        level = hi
+    elif c < lo:
+        brk = -1.0
+        level = lo
+    else:
+        return st
+    if p[P_KIND] == KIND_BREAKOUT:
+        pend = brk
+    else:
+        bdir = brk
+        blevel = level
+        bage = 0.0
+    return (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
+            sc)
+
+
+def initial_state() -> tuple[float, ...]:
+    """A symbol's state before its first bar (flat, nothing pending, no trades)."""
+    return (0.0,) * N_STATE
+
+
+@njit(cache=True, inline="always")
+def volume_step(v, mask, t, j, m, vsum, tail):
+    """Add v[t], the j-th bar with data (0-based), to a running sum of the last m volumes and
+    drop the bar m back (at index `tail`, the oldest in the window; `tail` then moves to the
+    next bar with data). O(1) amortized, no buffer. Returns (vsum, tail)."""
+    vsum += v[t]
+    if j == 0:
+        tail = t
+    if j >= m:
+        vsum -= v[tail]
+        tail += 1
+        while not mask[tail]:
+            tail += 1
+    return vsum, tail
+
+
+@njit(cache=True)
+def volume_mean(v, mask, m):
+    """Mean volume of the previous `m` bars with data, at each bar with data (float64 [T]; NaN
+    where mask is False or fewer than m bars precede). The same running sum as the kernels;
+    on gap-free data it equals polars `rolling_mean(m).shift(1)` up to rounding."""
+    out = np.full(v.shape[0], np.nan)
+    vsum = 0.0
+    tail = 0
+    j = 0
+    for t in range(v.shape[0]):
+        if not mask[t]:
+            continue
+        if j >= m:
+            out[t] = vsum / m
+        vsum, tail = volume_step(v, mask, t, j, m, vsum, tail)
+        j += 1
+    return out
+
+
+@njit(cache=True, inline="always")
+def range_high(h, mask, t, n):
+    """Highest h over the n bars with data before t (scanned backwards; n must exist)."""
+    best = -np.inf
+    i = t - 1
+    while n > 0:
+        if mask[i]:
+            if h[i] > best:
+                best = h[i]
+            n -= 1
+        i -= 1
+    return best
+
+
+@njit(cache=True, inline="always")
+def range_low(lo_, mask, t, n):
+    """Lowest lo_ over the n bars with data before t (scanned backwards; n must exist)."""
+    best = np.inf
+    i = t - 1
+    while n > 0:
+        if mask[i]:
+            if lo_[i] < best:
+                best = lo_[i]
+            n -= 1
+        i -= 1
+    return best
+
+
+@njit(cache=True)
+def run_symbol(o, h, lo_, c, v, mask, last_t, p, st, trades, mtm):
+    """Walk one symbol's bars (float64 [T] rows, mask bool [T]) through `on_bar`, starting
+    from and leaving its state in st (float64 [N_STATE]).
+
+    The volume sum is a running sum (`volume_step`, O(1) per bar); the N-bar high and low are
+    scanned back over the row only when `on_bar` asks for a break test (volume-confirmed bars).
+    """
+    n_look = int(p[P_LOOKBACK])
+    m = int(p[P_VOL_WINDOW])
+    warm = max(n_look, m)
+    vsum = 0.0
+    tail = 0
+    j = 0
+    pt = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10])
+    state = (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
+             st[11], st[12], st[13])
+    for t in range(o.shape[0]):
+        if not mask[t]:
+            continue
+        state, test = on_bar(t, o[t], c[t], v[t], vsum, j >= warm, t == last_t, pt, state,
+                             trades, mtm)
+        if test:
+            state = on_break(c[t], range_high(h, mask, t, n_look), range_low(lo_, mask, t, n_look),
+                             pt, state)
+        vsum, tail = volume_step(v, mask, t, j, m, vsum, tail)
+        j += 1
+    for i in range(N_STATE):
+        st[i] = state[i]
+
+
+@njit(cache=True)
+def run_serial(o, h, lo_, c, v, mask, last_t, p, state, trades, mtm):
+    """Phase 3: every symbol in turn. Arrays [S, T] (C order), last_t int64 [S], p [N_PARAMS],
+    state [S, N_STATE], trades [S, capacity, N_TRADE_FIELDS], mtm [S, T] zeroed."""
+    for s in range(o.shape[0]):
+        run_symbol(o[s], h[s], lo_[s], c[s], v[s], mask[s], last_t[s], p, state[s], trades[s],
+                   mtm[s])
+
+
+@njit(cache=True, parallel=True)
+def run_parallel(o, h, lo_, c, v, mask, last_t, p, state, trades, mtm):
+    """Phase 4: `run_serial` with the symbols spread over threads (`prange`)."""
+    for s in prange(o.shape[0]):
+        run_symbol(o[s], h[s], lo_[s], c[s], v[s], mask[s], last_t[s], p, state[s], trades[s],
+                   mtm[s])
+
+
+def trade_capacity(n_bars: int) -> int:
+    """Most trades one symbol can make on n_bars bars (a trade spans at least 2 bars, but
+    the last one may open and end on the same bar)."""
+    return n_bars // 2 + 2
+
+
+def _warm() -> None:
+    """Compile (or load from the numba cache) every kernel with the signatures used."""
+    s, n = 1, 4
+    x = np.ones((s, n))
+    mask = np.ones((s, n), dtype=np.bool_)
+    p = np.zeros(N_PARAMS)
+    p[P_LOOKBACK] = p[P_VOL_WINDOW] = p[P_MAX_HOLD] = p[P_CONFIRM] = 1.0
+    for kernel in (run_serial, run_parallel):
+        kernel(x, x, x, x, x, mask, np.full(s, n - 1, np.int64), p, np.zeros((s, N_STATE)),
+               np.empty((s, trade_capacity(n), N_TRADE_FIELDS)), np.zeros((s, n)))
+    volume_mean(np.ones(n), np.ones(n, dtype=np.bool_), 2)
+
+
+_warm()
