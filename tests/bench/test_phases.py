@@ -128,15 +128,18 @@ def test_heap_book_best_prices_match_dict_scan(shared_data: Path) -> None:
 
 
 def test_paper_loop_decisions_alternate_on_trades(shared_data: Path) -> None:
-    msgs = [raw for _, raw in recorded.messages(1000)]
+    msgs = [raw for _, raw in recorded.messages(1500)]
     out = spikes.paper_loop(msgs, spikes.FIXED)
-    decisions = out.result
+    decisions, tops = out.result
     assert len(decisions) >= 2
+    assert [s for s, _, _ in tops] == [i for i, m in enumerate(msgs) if b"@trade" in m]
     assert all(b"@trade" in msgs[step] for step, _, _ in decisions)
     sides = [side for _, side, _ in decisions]
     assert all(a != b for a, b in itertools.pairwise(sides))
     spiky = spikes.paper_loop(msgs, spikes.SPIKY)
     assert spiky.extra["causes"].get("gc", 0) >= len(msgs) // spikes.GC_EVERY
     changed = [*decisions[:-1], (decisions[-1][0], decisions[-1][1], decisions[-1][2] + 0.1)]
-    with pytest.raises(PhaseMismatch, match=f"item {len(decisions) - 1}"):
-        spikes._check(decisions, changed)
+    with pytest.raises(PhaseMismatch, match=f"decisions.*item {len(decisions) - 1}"):
+        spikes._check((decisions, tops), (changed, tops))
+    with pytest.raises(PhaseMismatch, match="book tops"):
+        spikes._check((decisions, tops), (decisions, tops[:-1]))

@@ -21,7 +21,8 @@ Each phase flips one knob of `LoopConfig` from the fixed setting to the spiky on
 
 and `spikes.all_fixes` flips all of them at once, which is what the claim is about: loop P99
 from 18-20 ms down to 2-5 ms (ratio 3.6-10), P50 from 0.3-0.4 ms down to 0.2-0.3 ms. The
-decisions (step, side, price) must be identical across variants (the check). Spikes (iterations
+decisions (step, side, fill price) and the book's best bid/ask at every trade must be identical
+across variants (the check). Spikes (iterations
 over SPIKE_THRESHOLD_US) and their causes (gc generation, journal flush, job, display refresh,
 book rebuild) are recorded as they happen through the engine's `SpikeLog`; their counts go in
 each outcome's extras.
@@ -61,8 +62,8 @@ SNAPSHOT_EVERY = 250
 COMPACT_STALE_FACTOR = 4
 JOB_INTERVALS = {"aligned": (100, 200, 500), "prime": (97, 199, 499)}
 SPIKE_THRESHOLD_US = 1000.0
-EMA_ALPHA = 0.05
-BAND = 1.0  # price units around the EMA before a flip
+EMA_ALPHA = 0.3
+BAND = 0.2  # price units around the EMA before a flip
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,8 @@ def _jobs(trade_prices: deque, decisions: list, book: HeapBook) -> list:
 def paper_loop(messages: list[bytes], cfg: LoopConfig) -> Outcome:
     """Replay `messages` through the loop under `cfg`.
 
-    Returns Outcome(result=[(step, 'BUY'|'SELL', price)], items=len(messages),
+    Returns Outcome(result=(decisions [(step, 'BUY'|'SELL', fill price)], book tops at every
+    trade [(step, best bid, best ask)]), items=len(messages),
     latencies_ns=int64[len(messages)], extra={spikes, causes, journal_rows, display_chars}).
     """
     book = HeapBook()
@@ -225,6 +227,7 @@ def paper_loop(messages: list[bytes], cfg: LoopConfig) -> Outcome:
     ema: float | None = None
     position = 0
     decisions: list[tuple[int, str, float]] = []
+    tops: list[tuple[int, float | None, float | None]] = []
     trade_prices: deque[float] = deque(maxlen=2000)
     lat = np.empty(len(messages), dtype=np.int64)
     display = io.StringIO()
@@ -267,6 +270,7 @@ def paper_loop(messages: list[bytes], cfg: LoopConfig) -> Outcome:
             else:
                 price = float(msg["data"]["p"])
                 trade_prices.append(price)
+                tops.append((step, book.best_bid(), book.best_ask()))
                 if ema is not None:
                     signal = 1 if price > ema + BAND else -1 if price < ema - BAND else 0
                     if signal and signal != position:
@@ -320,7 +324,7 @@ def paper_loop(messages: list[bytes], cfg: LoopConfig) -> Outcome:
             restore_gc("freeze")
         writer.close()
         tmp.cleanup()
-    return Outcome(decisions, items=len(messages), latencies_ns=lat,
+    return Outcome((decisions, tops), items=len(messages), latencies_ns=lat,
                    extra={"spikes": log.spike_count, "causes": dict(log.cause_counts),
                           "display_chars": display.tell()})
 
@@ -329,8 +333,9 @@ def _prepare(quick: bool) -> list[bytes]:
     return [raw for _, raw in recorded.messages(QUICK_MESSAGES if quick else FULL_MESSAGES)]
 
 
-def _check(a: list[tuple], b: list[tuple]) -> None:
-    first_difference(a, b, "decisions (step, side, price)")
+def _check(a: tuple[list, list], b: tuple[list, list]) -> None:
+    first_difference(a[0], b[0], "decisions (step, side, price)")
+    first_difference(a[1], b[1], "book tops at trades (step, best bid, best ask)")
 
 
 KNOBS: tuple[tuple[str, str, str, str], ...] = (
