@@ -647,7 +647,8 @@ class SimExchange:
                 out.append(MALFORMED_FRAME)
             if session.due("stall", faults.stall_after):
                 await self._flush(session, out)
-                await asyncio.sleep(faults.stall_s)
+                with contextlib.suppress(TimeoutError):  # silent, unless the client hangs up
+                    await asyncio.wait_for(session.ws.wait_closed(), faults.stall_s)
             if session.due("disconnect", faults.disconnect_after):
                 await self._flush(session, out)
                 await session.ws.close(1001, "simex: injected disconnect")
@@ -666,6 +667,7 @@ class SimExchange:
         self.stats.messages += len(out)
         self.stats.bytes += sum(map(len, out))
         out.clear()
+        await asyncio.sleep(0)  # let REST requests, reads and connection_lost run
 
     # ---- REST ------------------------------------------------------------------------------
     def _http(self, ws: ServerConnection, request: Request) -> Response | None:

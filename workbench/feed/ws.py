@@ -1,0 +1,378 @@
+"""WebSocketFeed: connect, subscribe, normalize, hand batches to a sink; reconnect and resync.
+
+One `websockets` client connection at a time to `url`. Each frame is read as bytes, stamped
+with `time.perf_counter_ns()` as `recv()` hands it over (the receive time, `ts_recv_ns`),
+normalized by the venue normalizer, and given to the sink:
+
+    sink(batch, message, recv_ns) -> None
+
+batch: the message's events, a view of the normalizer's reused EVENT_DTYPE batch, shape (n,),
+valid only during the call (copy to keep); n is 0 for acks, unknown and malformed messages.
+message: the raw frame bytes. recv_ns: the perf_counter_ns stamp. `feed.normalizer.last`
+(MessageInfo) describes the message during the call (kind, symbol_id, venue update ids) for
+`BookSync`. REST depth snapshots fetched for a resync reach the sink the same way (message =
+the REST body). The sink runs on the feed's loop thread and must not block.
+
+Connection handling: a dead connection (closed, error, or `silence_s` without a frame) is
+reopened with exponential backoff and full jitter (delay uniform in [0, min(backoff_max_s,
+backoff_s * 2**attempt)], reset after a connection that delivered frames), and the
+subscriptions are sent again. `switch_endpoint(url)` closes the connection and reopens at
+the new URL at once, with the same subscriptions. `request_resync(symbol)` (e.g. from
+BookSync on a gap) fetches a REST depth snapshot for Binance venues, or resends the subscribe
+frames for Bybit and Coinbase (their venues answer with a fresh snapshot). On every
+(re)connect to a Binance venue with `snapshots=True`, a snapshot per symbol is fetched after
+subscribing (the Binance "How to manage a local order book correctly" procedure).
+
+Run it on a thread with its own loop (`start()` / `stop()`, asyncio or uvloop), or await
+`run()` in a loop you own (stop it with `stop()` from any thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from workbench.errors import ConfigError, FeedError
+from workbench.feed.rest import DepthSnapshotClient
+from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues import normalizer_for
+from workbench.feed.venues.base import M_MALFORMED, Normalizer
+
+log = logging.getLogger("workbench.feed.ws")
+
+Sink = Callable[[np.ndarray, bytes, int], None]
+
+# normalizer venue key -> REST depth market for Binance venues
+REST_MARKETS = {"binance": "spot", "binance-usdm": "usdm", "binance-coinm": "coinm"}
+LOOPS = ("asyncio", "uvloop")
+
+
+@dataclass
+class FeedStats:
+    """Counts since construction. messages/bytes: frames received; events: events handed to
+    the sink; connects: connections opened; reconnects: reopened after a failure (not a
+    switch); silences: connections dropped for silence; malformed: frames the normalizer
+    skipped as malformed; resyncs: resync requests; gaps: those of them that came after the
+    symbol's book was synced on this connection (a Binance snapshot delivered, or any frame on
+    other venues), i.e. sequence gaps seen by BookSync; snapshots: REST snapshots delivered;
+    switches: switch_endpoint calls served; last_error: the last connection error."""
+
+    messages: int = 0
+    bytes: int = 0
+    events: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    silences: int = 0
+    malformed: int = 0
+    resyncs: int = 0
+    gaps: int = 0
+    snapshots: int = 0
+    switches: int = 0
+    last_error: str = ""
+
+
+class WebSocketFeed:
+    """A reconnecting websocket market-data feed for one venue and a set of symbols.
+
+    url: ws:// or wss:// URL as the venue wants it (Binance `.../stream`, Bybit
+    `.../v5/public/linear`, Coinbase `wss://advanced-trade-ws.coinbase.com`).
+    venue: normalizer key ('binance', 'binance-usdm', 'binance-coinm', 'bybit', 'coinbase',
+    ...). symbols: venue symbols ('BTCUSDT', 'BTC-USD'). sink: see the module docstring.
+    channels: passed to the normalizer's subscribe_messages (None: its defaults).
+    silence_s: seconds without a frame that mark a connection dead. rest_url: base URL of the
+    Binance REST depth endpoint (None: the real venue). snapshots: fetch a REST snapshot per
+    symbol on each connect (Binance venues). max_connects: give up (FeedError from run())
+    after this many connection attempts in a row without a frame; None: never.
+    on_connect(): called on the feed's loop after each (re)connect and subscribe, before any
+    frame, e.g. `BookSync.connection_reset` (whose resync requests go to `request_resync`).
+    Raises ConfigError for bad arguments.
+    """
+
+    def __init__(self, url: str, venue: str, symbols: list[str] | tuple[str, ...], sink: Sink,
+                 *, channels: tuple[str, ...] | None = None,
+                 registry: SymbolRegistry = SYMBOLS, normalizer: Normalizer | None = None,
+                 silence_s: float = 10.0, backoff_s: float = 0.05, backoff_max_s: float = 5.0,
+                 open_timeout_s: float = 5.0, rest_url: str | None = None,
+                 snapshots: bool = True, snapshot_limit: int = 1000,
+                 max_connects: int | None = None, on_connect: Callable[[], None] | None = None,
+                 seed: int | None = None) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"url must start with ws:// or wss://, got {url!r}")
+        if not symbols:
+            raise ConfigError("symbols must name at least one symbol, got none")
+        if silence_s <= 0 or backoff_s < 0 or backoff_max_s < backoff_s or open_timeout_s <= 0:
+            raise ConfigError("expected silence_s > 0, 0 <= backoff_s <= backoff_max_s, "
+                              f"open_timeout_s > 0; got {silence_s}, {backoff_s}, "
+                              f"{backoff_max_s}, {open_timeout_s}")
+        if max_connects is not None and max_connects < 1:
+            raise ConfigError(f"max_connects must be None or >= 1, got {max_connects}")
+        self.url = url
+        self.venue = venue
+        self.symbols = [s.upper() for s in symbols]
+        self.sink = sink
+        self.normalizer = normalizer or normalizer_for(venue, registry)
+        self.subscribe_frames = self.normalizer.subscribe_messages(self.symbols, channels)
+        self.silence_s = silence_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.open_timeout_s = open_timeout_s
+        self.max_connects = max_connects
+        self.snapshot_limit = snapshot_limit
+        self.on_connect = on_connect
+        self.registry = self.normalizer.registry
+        self.stats = FeedStats()
+        market = REST_MARKETS.get(venue)
+        self.rest = DepthSnapshotClient(market, rest_url) if market else None
+        self.snapshots = snapshots and self.rest is not None
+        self._rng = random.Random(seed)
+        self._ws: ClientConnection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._switch_to: str | None = None
+        self._last_frame_ns = 0
+        self._resyncing: set[str] = set()
+        self._synced: set[str] = set()  # symbols with a snapshot on this connection
+        self._in_connect = False
+        self._tasks: set[asyncio.Task] = set()
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+        self.connected = threading.Event()
+
+    # ---- control (any thread) --------------------------------------------------------------
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the feed: close the connection, end run(), join the thread if start() made it.
+        Raises FeedError if the thread does not end within `timeout_s`."""
+        self._stopping = True
+        self._call(self._close_current, "stop")
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise FeedError(f"WebSocketFeed thread did not stop within {timeout_s} s")
+            self._thread = None
+
+    def switch_endpoint(self, url: str) -> None:
+        """Move to `url` now, keeping the subscriptions (closes the current connection)."""
+        if not url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"url must start with ws:// or wss://, got {url!r}")
+        self._switch_to = url
+        self._call(self._close_current, "switch")
+
+    def request_resync(self, symbol: int | str) -> None:
+        """Ask for a fresh book of `symbol` (a venue symbol string, or a symbol_id of this
+        feed's registry, as BookSync's on_resync passes): a REST snapshot on Binance, the
+        subscribe frames again elsewhere. Thread-safe; a request while one for the same
+        symbol is in flight is merged."""
+        name = self.registry.symbol(symbol) if isinstance(symbol, int) else symbol.upper()
+        self.stats.resyncs += 1
+        if not self._in_connect and (name in self._synced if self.rest is not None
+                                     else self._ws is not None and self.stats.messages > 0):
+            self.stats.gaps += 1
+        self._synced.discard(name)
+        self._call(self._spawn_resync, name)
+
+    def _call(self, fn: Callable[[str], object], arg: str) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            fn(arg)
+        else:
+            with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+                loop.call_soon_threadsafe(fn, arg)
+
+    def _close_current(self, reason: str) -> None:
+        ws = self._ws
+        if ws is not None:
+            self._spawn(ws.close(1000, reason))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- thread helper ---------------------------------------------------------------------
+    def start(self, loop: str = "asyncio") -> WebSocketFeed:
+        """Run the feed on a new daemon thread with its own event loop ('asyncio' or
+        'uvloop'). Returns self; `stop()` ends it."""
+        if loop not in LOOPS:
+            raise ConfigError(f"loop must be one of {LOOPS}, got {loop!r}")
+        if self._thread is not None:
+            raise FeedError("WebSocketFeed already started")
+        self._thread = threading.Thread(target=self._thread_main, args=(loop,),
+                                        name="ws-feed", daemon=True)
+        self._thread.start()
+        return self
+
+    def _thread_main(self, loop_kind: str) -> None:
+        if loop_kind == "uvloop":
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.run())
+        except BaseException as exc:  # kept for the caller: feed.error
+            self.error = exc
+            log.error("ws feed stopped on error: %s", exc)
+        finally:
+            loop.close()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait until run() has ended (stop(), give-up, error); True if it did."""
+        return self._done.wait(timeout_s)
+
+    # ---- the coroutine ---------------------------------------------------------------------
+    async def run(self) -> None:
+        """Connect, subscribe and pump frames until stop(). Raises FeedError after
+        `max_connects` attempts in a row that delivered nothing."""
+        self._loop = asyncio.get_running_loop()
+        self._done.clear()
+        failures = 0
+        watchdog = asyncio.ensure_future(self._watchdog())
+        try:
+            while not self._stopping:
+                if self._switch_to is not None:
+                    self.url, self._switch_to = self._switch_to, None
+                    self.stats.switches += 1
+                    failures = 0
+                delivered = await self._session(self.url)
+                if self._stopping:
+                    break
+                if self._switch_to is not None:
+                    continue
+                failures = 0 if delivered else failures + 1
+                if self.max_connects is not None and failures >= self.max_connects:
+                    raise FeedError(f"{self.url}: {failures} connection attempts delivered "
+                                    f"nothing; last error: {self.stats.last_error}")
+                self.stats.reconnects += 1
+                delay = self._rng.uniform(0.0, min(self.backoff_max_s,
+                                                   self.backoff_s * 2**failures))
+                await asyncio.sleep(delay)
+        finally:
+            watchdog.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(watchdog, *self._tasks, return_exceptions=True)
+            if self.rest is not None:
+                await self.rest.aclose()
+            self.connected.clear()
+            self._done.set()
+
+    async def _session(self, url: str) -> bool:
+        """One connection: open, subscribe, pump. Returns True if any frame arrived."""
+        received = self.stats.messages
+        try:
+            async with connect(url, open_timeout=self.open_timeout_s, max_size=None,
+                               compression=None, ping_interval=None,
+                               close_timeout=1.0) as ws:
+                self._ws = ws
+                self.stats.connects += 1
+                self._last_frame_ns = time.perf_counter_ns()
+                for frame in self.subscribe_frames:
+                    await ws.send(frame, text=True)
+                self._resyncing.clear()
+                self._synced.clear()
+                if self.on_connect is not None:
+                    self._in_connect = True
+                    try:
+                        self.on_connect()
+                    finally:
+                        self._in_connect = False
+                if self.snapshots:
+                    for symbol in self.symbols:
+                        self._spawn_resync(symbol)
+                self.connected.set()
+                await self._pump(ws)
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("ws %s: %s", url, self.stats.last_error)
+        except ConnectionClosed as exc:
+            self.stats.last_error = f"closed: {exc}"
+        finally:
+            self._ws = None
+            self.connected.clear()
+        return self.stats.messages > received
+
+    async def _pump(self, ws: ClientConnection) -> None:
+        recv = ws.recv
+        normalize = self.normalizer.normalize
+        last = self.normalizer.last
+        sink = self.sink
+        stats = self.stats
+        clock = time.perf_counter_ns
+        while True:
+            message = await recv(decode=False)
+            recv_ns = clock()
+            self._last_frame_ns = recv_ns
+            batch = normalize(message, recv_ns)
+            stats.messages += 1
+            stats.bytes += len(message)
+            n = len(batch)
+            if n:
+                stats.events += n
+            elif last.kind == M_MALFORMED:
+                stats.malformed += 1
+            sink(batch, message, recv_ns)
+
+    async def _watchdog(self) -> None:
+        """Close a connection that has been silent for `silence_s`."""
+        period = min(self.silence_s / 4, 0.5)
+        while True:
+            await asyncio.sleep(period)
+            ws = self._ws
+            silent_s = (time.perf_counter_ns() - self._last_frame_ns) / 1e9
+            if ws is not None and silent_s >= self.silence_s:
+                self.stats.silences += 1
+                self.stats.last_error = f"silent for {silent_s:.1f} s"
+                log.warning("ws %s: no frame for %.1f s, reconnecting", self.url, silent_s)
+                self._ws = None
+                ws.transport.abort()
+
+    # ---- resync ----------------------------------------------------------------------------
+    def _spawn_resync(self, symbol: str) -> None:
+        if symbol in self._resyncing or self._ws is None:
+            return
+        self._resyncing.add(symbol)
+        self._spawn(self._resync(symbol, self._ws))
+
+    async def _resync(self, symbol: str, ws: ClientConnection) -> None:
+        try:
+            if self.rest is None:
+                for frame in self.subscribe_frames:
+                    await ws.send(frame, text=True)
+                return
+            body = await self.rest.afetch(symbol, self.snapshot_limit)
+            if ws is not self._ws:  # the connection changed meanwhile: its own resync runs
+                return
+            recv_ns = time.perf_counter_ns()
+            batch = self.normalizer.normalize_snapshot(body, recv_ns, symbol)
+            self.stats.snapshots += 1
+            self.stats.events += len(batch)
+            self._synced.add(symbol)
+            self.sink(batch, body, recv_ns)
+        except (FeedError, ConnectionClosed) as exc:
+            self.stats.last_error = f"resync {symbol}: {exc}"
+            log.warning("ws %s: resync of %s failed: %s", self.url, symbol, exc)
+        finally:
+            if ws is self._ws:
+                self._resyncing.discard(symbol)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
