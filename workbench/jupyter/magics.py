@@ -35,8 +35,15 @@ COMMANDS = ("start", "stop", "status", "dispatch", "plot", "bench", "profile", "
 PLOTS = ("latency", "spikes", "pnl", "ring")
 
 
+USAGE = f"usage: %hft {{{','.join(COMMANDS)}}} [flags]"
+
+
 class _Parser(MagicArgumentParser):
     """A sub-command parser whose errors carry the usage line."""
+
+    def __init__(self, prog: str, description: str | None = None) -> None:
+        super().__init__(prog=prog, description=description,
+                         formatter_class=argparse.HelpFormatter)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
@@ -108,7 +115,7 @@ class HftMagics(Magics):
         try:
             top = parse_argstring(self.hft, line)
         except UsageError as exc:
-            raise UsageError(f"{exc}\n{self.hft.parser.format_usage().strip()}") from None
+            raise UsageError(f"%hft: {exc}\n{USAGE}") from None
         args = self._parser(top.command).parse_args(top.args)
         try:
             return getattr(self, f"_cmd_{top.command}")(args)
@@ -187,7 +194,8 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """`%unload_ext workbench`: stop the running engine (if any) and forget the session."""
+    """`%unload_ext workbench`: stop the running engine (if any), remove `%hft`."""
     magics = _registered.pop(id(ipython), None)
+    ipython.magics_manager.magics["line"].pop("hft", None)
     if magics is not None and magics.session.running:
         _say(magics.session.stop(5.0))
