@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from workbench.engine.strategy import OrderRequest
 from workbench.events import Side
 
+TOP_LEVELS = 5
 DEPTH_LEVELS = 50
 
 
@@ -114,12 +115,10 @@ class PaperBroker:
         if not active:
             return []
         fills: list[Fill] = []
-        levels = None
+        levels = _Levels(book)
         for order in list(active):
             if order.arrive_ns > now_ns:
                 continue
-            if levels is None:
-                levels = _levels(book)
             if order.status == "pending":
                 self._arrive(order, levels, now_ns, seq, fills)
             else:
@@ -132,7 +131,7 @@ class PaperBroker:
     def _arrive(self, order: Order, levels, now_ns: int, seq: int, fills: list[Fill]) -> None:
         req = order.request
         buy = req.side == Side.BUY
-        prices, sizes = levels[1] if buy else levels[0]
+        prices, sizes = levels.side(not buy, req.qty)
         if req.order_type == "market":
             self._take(order, prices, sizes, math.inf if buy else -math.inf, now_ns, seq, fills)
             order.status = "filled" if order.remaining <= 1e-12 else "cancelled"
@@ -160,7 +159,7 @@ class PaperBroker:
     def _rest(self, order: Order, levels, now_ns: int, seq: int, fills: list[Fill]) -> None:
         req = order.request
         buy = req.side == Side.BUY
-        prices, sizes = levels[1] if buy else levels[0]
+        prices, sizes = levels.side(not buy, req.qty)
         visible = 0.0
         for price, size in zip(prices, sizes, strict=True):
             if price > req.price if buy else price < req.price:
@@ -180,7 +179,28 @@ class PaperBroker:
                           float(qty), float(price) * float(qty) * rate, liquidity, now_ns, seq))
 
 
-def _levels(book) -> tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]:
-    """((bid prices, bid sizes), (ask prices, ask sizes)), best first, from `book.depth(n)`."""
-    depth = book.depth(DEPTH_LEVELS)
-    return ((depth[0].tolist(), depth[1].tolist()), (depth[2].tolist(), depth[3].tolist()))
+class _Levels:
+    """The book's levels as the broker reads them, fetched lazily: the top TOP_LEVELS of a
+    side first, the top DEPTH_LEVELS when an order needs more than that shows."""
+
+    def __init__(self, book) -> None:
+        self.book = book
+        self._cache: dict[tuple[bool, int], tuple[list[float], list[float]]] = {}
+
+    def side(self, bids: bool, qty: float) -> tuple[list[float], list[float]]:
+        """(prices, sizes) of the bid (True) or ask side, best first, deep enough to show
+        `qty` if the top DEPTH_LEVELS can."""
+        prices, sizes = self._get(bids, TOP_LEVELS)
+        if sum(sizes) < qty and len(prices) == TOP_LEVELS:
+            prices, sizes = self._get(bids, DEPTH_LEVELS)
+        return prices, sizes
+
+    def _get(self, bids: bool, n: int) -> tuple[list[float], list[float]]:
+        key = (bids, n)
+        got = self._cache.get(key)
+        if got is None:
+            depth = self.book.depth(n)
+            got = (depth[0].tolist(), depth[1].tolist()) if bids else (
+                depth[2].tolist(), depth[3].tolist())
+            self._cache[key] = got
+        return got

@@ -38,8 +38,14 @@ class EngineConfig:
 
     source: `sim` (SimExchange started by the engine), `replay:PATH`, `ring:NAME`, `ws:URL`.
     recording: for `sim`, a recording SimExchange serves instead of its simulator (path).
+    rest_url: for `ws:`, the base URL of the Binance REST depth endpoint (None: the venue's).
     speed: replay pace (1.0 as recorded, N times faster, 0 flat out: the run ends with the
     recording). duration_s: stop after this many seconds (None: until stop() / end of data).
+    idle_end_s: a websocket source that delivered data and then stays silent this long ends
+    the run (SimExchange keeps the connection open after a recording; None: `sim` with a
+    recording at speed 0 uses 1.0 s, otherwise never).
+    strategy_warmup_s: market-time seconds after the first batch during which the strategy is
+    not called (the book syncs meanwhile; makes live runs of a recording comparable).
     dispatch: `polling` (queue drained every poll_interval_ms; 0 = busy polling), `blocking`
     (queue, engine blocks on it), `callback` (feed thread calls Engine.on_events).
     Strategy: EmaCross of mid with ema_fast/ema_slow updates, target position +-target_qty,
@@ -55,11 +61,14 @@ class EngineConfig:
     venue: str = "binance"
     symbols: tuple[str, ...] = ("BTCUSDT",)
     recording: str | None = None
+    rest_url: str | None = None
     speed: float = 1.0
     duration_s: float | None = None
+    idle_end_s: float | None = None
     seed: int = 7
     dispatch: str = "callback"
     poll_interval_ms: float = 50.0
+    strategy_warmup_s: float = 0.0
     ema_fast: int = 20
     ema_slow: int = 100
     target_qty: float = 0.01
@@ -126,8 +135,10 @@ class EngineConfig:
                 -100 <= value <= 100
             ):
                 raise _fail(name, "basis points in [-100, 100]", value)
-        if self.duration_s is not None:
-            self._number("duration_s", 0.0, strict=True)
+        self._number("strategy_warmup_s", 0.0)
+        for name in ("duration_s", "idle_end_s"):
+            if getattr(self, name) is not None:
+                self._number(name, 0.0, strict=True)
         for name in ("ema_fast", "ema_slow", "invalid_book_streak"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -148,6 +159,8 @@ class EngineConfig:
             raise _fail("seed", "an integer", self.seed)
         if self.recording is not None and kind != "sim":
             raise _fail("recording", "None unless source is sim", self.recording)
+        if self.rest_url is not None and not self.rest_url.startswith(("http://", "https://")):
+            raise _fail("rest_url", "None or an http(s):// URL", self.rest_url)
 
     def _number(self, name: str, low: float, strict: bool = False) -> None:
         value = getattr(self, name)
@@ -169,6 +182,15 @@ class EngineConfig:
     def source_arg(self) -> str:
         """What follows `kind:` in `source` (path, ring name or URL); '' for sim."""
         return self.source.split(":", 1)[1] if ":" in self.source else ""
+
+    @property
+    def idle_end(self) -> float | None:
+        """Seconds of silence that end a websocket run (see idle_end_s)."""
+        if self.idle_end_s is not None:
+            return self.idle_end_s
+        if self.source_kind == "sim" and self.recording and self.speed == 0:
+            return 1.0
+        return None
 
     def period_ms(self, name: str) -> float:
         """A housekeeping period in ms (`journal_flush`, `publish`, `latency_fold`,

@@ -199,6 +199,19 @@ class LatencyRecorder:
         """Thread-safe copy of the per-stage summary for the UI (same shape as `summary`)."""
         return self.summary()
 
+    def values(self, stage: Stage | str) -> np.ndarray:
+        """Every folded value of a stage as an int64 array (ns), rebuilt from the histogram:
+        each recorded value appears as its bucket's highest equivalent value (3 significant
+        digits), sorted. For percentile code that wants raw arrays (the bench runner)."""
+        hist = self._hist[Stage(stage)]
+        with self._lock:
+            counts = hist.counts.copy()
+        nonzero = np.flatnonzero(counts)
+        h = hist.h
+        levels = np.array([h.get_highest_equivalent_value(h.get_value_from_index(int(i)))
+                           for i in nonzero], dtype=np.int64)
+        return np.repeat(levels, counts[nonzero])
+
     def histogram(self, stage: Stage | str) -> HdrHistogram:
         """The stage's HdrHistogram (read it under no writer, e.g. after the run)."""
         return self._hist[Stage(stage)].h

@@ -1,0 +1,163 @@
+"""`workbench run`: the engine in the foreground with a live progress line and a final report.
+
+    workbench run --source sim|replay:PATH|ring:NAME|ws:URL --venue binance --symbols BTCUSDT
+                  --dispatch callback --duration 30 --speed 10 [--out DIR]
+
+`--speed 0` replays flat out and the run ends at the end of the recording. The progress line
+shows events/s, tick-to-trade P50/P99, position and PnL; at the end a per-stage latency table
+(P50/P99/P99.9/max in µs, count) and the PnL summary are printed (rich). `config_from_args`
+is shared with the `%hft start` magic, which takes the same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from workbench.engine.config import DISPATCH_MODES, EngineConfig
+from workbench.latency.stages import STAGES
+from workbench.tuning import GC_MODES, LOOP_CHOICES
+
+
+def _cpus(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in text.split(",") if c.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected CPU ids like 0,1; got {text!r}") from exc
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `workbench run` (and of `%hft start`)."""
+    d = EngineConfig()
+    add = parser.add_argument
+    add("--source", default=d.source, help="sim | replay:PATH | ring:NAME | ws:URL (default sim)")
+    add("--recording", default=None, help="with --source sim: a recording SimExchange serves")
+    add("--venue", default=d.venue,
+        help="binance | binance-usdm | binance-coinm | bybit | coinbase")
+    add("--symbols", default=",".join(d.symbols), help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    add("--dispatch", default=d.dispatch, choices=DISPATCH_MODES)
+    add("--poll-interval-ms", type=float, default=d.poll_interval_ms,
+        help="polling period (0 = busy polling)")
+    add("--duration", type=float, default=None, help="seconds (default: until Ctrl-C / end)")
+    add("--speed", type=float, default=d.speed, help="replay speed; 0 = flat out")
+    add("--seed", type=int, default=d.seed)
+    add("--target-qty", type=float, default=d.target_qty)
+    add("--max-position", type=float, default=d.max_position)
+    add("--order-type", default=d.order_type, choices=("market", "limit"))
+    add("--broker-latency-us", type=float, default=d.broker_latency_us)
+    add("--on-strategy-error", default=d.on_strategy_error, choices=("halt", "continue"))
+    add("--spike-threshold-us", type=float, default=d.spike_threshold_us)
+    add("--stagger", action="store_true", help="prime-staggered housekeeping periods")
+    add("--gc-mode", default=d.gc_mode, choices=GC_MODES)
+    add("--feed-cpus", type=_cpus, default=(), help="CPU ids for the feed thread, e.g. 0")
+    add("--engine-cpus", type=_cpus, default=(), help="CPU ids for the engine thread, e.g. 1")
+    add("--event-loop", default=d.event_loop, choices=LOOP_CHOICES)
+    add("--out", default=d.out_dir, help="parent directory of runs/<run-id>/ (default runs)")
+    add("--no-journal", action="store_true", help="write no run files")
+    add("--quiet", action="store_true", help="no progress line")
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    """EngineConfig from parsed `workbench run` flags. Raises ConfigError for bad values."""
+    return EngineConfig(
+        source=args.source,
+        recording=args.recording,
+        venue=args.venue,
+        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
+        dispatch=args.dispatch,
+        poll_interval_ms=args.poll_interval_ms,
+        duration_s=args.duration,
+        speed=args.speed,
+        seed=args.seed,
+        target_qty=args.target_qty,
+        max_position=args.max_position,
+        order_type=args.order_type,
+        broker_latency_us=args.broker_latency_us,
+        on_strategy_error=args.on_strategy_error,
+        spike_threshold_us=args.spike_threshold_us,
+        stagger=args.stagger,
+        gc_mode=args.gc_mode,
+        feed_cpus=args.feed_cpus,
+        engine_cpus=args.engine_cpus,
+        event_loop=args.event_loop,
+        out_dir=None if args.no_journal else args.out,
+    )
+
+
+def _us(ns: int) -> str:
+    return f"{ns / 1000:,.1f}"
+
+
+def progress_line(snap: dict[str, Any]) -> str:
+    """One line: elapsed, events/s, tick-to-trade P50/P99 (µs), position, PnL."""
+    t2t = snap["latency"].get("tick_to_trade", {})
+    pos = ", ".join(f"{p['qty']:+g}" for p in snap["positions"]) or "0"
+    return (f"{snap['elapsed_s']:6.1f}s  {snap['events']:>10,} ev  {snap['events_per_s']:>10,.0f}"
+            f" ev/s  t2t P50 {_us(t2t.get('p50_ns', 0))} µs  P99 {_us(t2t.get('p99_ns', 0))} µs"
+            f"  pos {pos}  PnL {snap['pnl']['net_pnl']:+,.4f}  [{snap['dispatch']}]")
+
+
+def latency_table(summary: dict[str, dict[str, int]], title: str = "latency per stage (µs)"
+                  ) -> Table:
+    """rich Table of the per-stage summary (P50/P99/P99.9/max in µs, count)."""
+    table = Table(title=title)
+    for col in ("stage", "P50", "P99", "P99.9", "max", "count"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage in STAGES:
+        s = summary.get(stage.value)
+        if not s or not s["count"]:
+            table.add_row(stage.value, "-", "-", "-", "-", "0")
+            continue
+        table.add_row(stage.value, _us(s["p50_ns"]), _us(s["p99_ns"]), _us(s["p999_ns"]),
+                      _us(s["max_ns"]), f"{s['count']:,}")
+    return table
+
+
+def pnl_table(status: dict[str, Any]) -> Table:
+    """rich Table of positions and PnL totals."""
+    table = Table(title="positions and PnL (quote units)")
+    for col in ("symbol_id", "qty", "avg price", "realized", "unrealized", "fees", "net"):
+        table.add_column(col, justify="right")
+    for p in status["positions"]:
+        table.add_row(str(p["symbol_id"]), f"{p['qty']:+g}", f"{p['avg_price']:,.2f}",
+                      f"{p['realized_pnl']:+,.4f}", f"{p['unrealized_pnl']:+,.4f}",
+                      f"{p['fees']:,.4f}", f"{p['net_pnl']:+,.4f}")
+    t = status["pnl"]
+    table.add_row("total", "", "", f"{t['realized_pnl']:+,.4f}", f"{t['unrealized_pnl']:+,.4f}",
+                  f"{t['fees']:,.4f}", f"{t['net_pnl']:+,.4f}")
+    return table
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the engine until --duration, the end of the recording, or Ctrl-C."""
+    from workbench.engine.engine import Engine
+
+    config = config_from_args(args)
+    console = Console()
+    engine = Engine(config).start()
+    console.print(f"run {engine.run_id}: source {config.source}, dispatch {config.dispatch}")
+    try:
+        while not engine.wait(0.5):
+            snap = engine.latest.get()
+            if snap is not None and not args.quiet:
+                console.print(progress_line(snap), end="\r", highlight=False)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: stopping")
+    finally:
+        status = engine.stop(timeout_s=30.0)
+    console.print()
+    summary = engine.latency.summary()
+    console.print(latency_table(summary))
+    console.print(pnl_table(status))
+    console.print(f"events {status['events']:,} in {status['elapsed_s']:.1f} s "
+                  f"({status['events_per_s']:,.0f}/s), orders {status['orders']}, fills "
+                  f"{status['fills']}, spikes {status['spikes']} {status['spike_causes']}")
+    if status["run_dir"]:
+        console.print(f"run files: {status['run_dir']}")
+    if status["error"]:
+        console.print(f"[red]error: {status['error']}[/red]")
+        return 1
+    return 0
