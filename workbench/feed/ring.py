@@ -45,6 +45,8 @@ MAX_CAPACITY: int = lib.WB_RING_MAX_CAPACITY
 _NAME_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{lib.WB_RING_NAME_MAX}}}")
 _ERRLEN = 512
 _read = lib.wb_ring_read
+_HEAD_WORD = ffi.offsetof("wb_ring_header", "head") // 8
+_TAIL_WORD = ffi.offsetof("wb_ring_header", "tail") // 8
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,13 @@ class ShmRing:
         slots.flags.writeable = False
         self._slots: np.ndarray | None = slots
         self._empty = slots[:0]
+        # the header as uint64 words: an empty poll reads the producer's head from here, with
+        # no call into C (x86 and arm64 loads of an aligned word are atomic)
+        header = ffi.cast("char *", self._owner) - ffi.sizeof("wb_ring_header")
+        self._words: memoryview | None = memoryview(
+            ffi.buffer(header, ffi.sizeof("wb_ring_header"))).cast("Q")
+        self._taken = self._words[_TAIL_WORD]  # records this consumer has taken
+        self._held = False  # the last read's slots are not handed back yet
         self._first = ffi.new("uint64_t *")
         self._stats = ffi.new("wb_ring_stats *")
         self._finalizer = (
@@ -240,13 +249,16 @@ class ShmRing:
         """Up to `max_n` waiting records as a read-only EVENT_DTYPE view of the slots, shape
         (n,), n = 0 when the ring is empty. Hands back the slots of the previous read first.
         Never spans the wrap (the next read returns the rest). Never blocks."""
+        if max_n < 1:
+            raise ValueError(f"max_n must be a count >= 1, got {max_n}")
         h = self._h
         if h is None:
             raise RingClosed(f"ring {self.name!r} is closed")
-        try:
-            n = _read(h, max_n, self._first)
-        except OverflowError:
-            raise ValueError(f"max_n must be a count >= 1, got {max_n}") from None
+        if not self._held and self._words[_HEAD_WORD] == self._taken:  # type: ignore[index]
+            return self._empty
+        n = _read(h, max_n, self._first)
+        self._taken += n
+        self._held = n > 0
         if not n:
             return self._empty
         first = self._first[0]
@@ -255,6 +267,7 @@ class ShmRing:
     def release(self) -> None:
         """Hand the slots of the last `read` back to the producer without reading more."""
         lib.wb_ring_release(self._handle())
+        self._held = False
 
     def pop_into(self, out: np.ndarray) -> int:
         """Copy up to len(out) waiting records into `out` (a writable contiguous EVENT_DTYPE
@@ -263,7 +276,10 @@ class ShmRing:
             raise ValueError(f"pop_into needs a contiguous 1-D EVENT_DTYPE array, got "
                              f"{out.dtype} shape {out.shape}")
         buf = ffi.from_buffer("wb_event[]", out, require_writable=True)
-        return int(lib.wb_ring_pop_batch(self._handle(), buf, out.size))
+        n = int(lib.wb_ring_pop_batch(self._handle(), buf, out.size))
+        self._taken += n
+        self._held = False
+        return n
 
     @property
     def stats(self) -> RingStats:
@@ -292,7 +308,7 @@ class ShmRing:
         if self._finalizer is not None:
             self._finalizer()
         self._h = None
-        self._slots = self._empty = None
+        self._slots = self._empty = self._words = None
         self._owner = None  # unmapped now unless a view or a feed handler still holds it
 
     def __enter__(self) -> ShmRing:
