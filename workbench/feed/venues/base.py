@@ -63,7 +63,7 @@ BUY = int(Side.BUY)
 SELL = int(Side.SELL)
 INF = float("inf")
 _LEVEL_ERRORS = {_levels.BAD_PRICE: "bad_price", _levels.BAD_QTY: "bad_qty",
-                 _levels.BAD_SYNTAX: "schema"}
+                 _levels.BAD_SYNTAX: "json"}
 
 
 class MessageKind(IntEnum):
@@ -200,7 +200,10 @@ class Normalizer:
     def _parse_book(self, message: bytes) -> int:
         """Scan a book message (`_levels.parse_book`) writing its levels from row 1 (row 0 is
         kept for SNAPSHOT_BEGIN); ids land in `self._ids`. Returns the level count, or a
-        negative `_levels` error code (see `_level_error`)."""
+        negative `_levels` error code (see `_level_error`). The scanner is tolerant, so a
+        message that does not end its top-level object (truncated) is rejected first."""
+        if message[-1:] != b"}" and not message.rstrip().endswith(b"}"):
+            return _levels.BAD_SYNTAX
         k = _levels.parse_book(message, self._ints, self._sides, 1, self._ids, _levels.POW10)
         if k == _levels.NO_ROOM:  # a level takes at least 8 bytes of JSON
             self._reserve(len(message) // 8 + 4)
