@@ -1,0 +1,169 @@
+"""Recording readers and ReplayFeed: formats, order, errors naming file and line, pacing."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from workbench.errors import ConfigError, RecordingError
+from workbench.feed.replay import ReplayFeed, open_recording
+
+EXPECTED = {  # path -> (format, records, venues)
+    "binance/hftbacktest/usdm/btcusdt_20240808.gz": ("hftbacktest", 93954,
+                                                     {"": "binance-usdm"}),
+    "binance/hftbacktest/cm/btcusd_perp_20240809.gz": ("hftbacktest", 50116,
+                                                       {"": "binance-coinm"}),
+    "binance/hftbacktest/spot/ethusdt_20240808.gz": ("hftbacktest", 33618, {"": "binance"}),
+    "binance/cryptofeed_v3/BINANCE.jsonl.zst": ("cryptofeed3", 265 + 4,
+                                                {"BINANCE.ws.1": "binance"}),
+    "bybit/BYBIT.jsonl.zst": ("cryptofeed3", 3227, {"BYBIT.ws.2": "bybit",
+                                                    "BYBIT.ws.3": "bybit-spot"}),
+    "coinbase/COINBASE.jsonl.zst": ("cryptofeed3", 1030, {"COINBASE.ws.2": "coinbase"}),
+    "coinbase/COINBASE.ws.28.0.gz": ("cryptofeed2", 9946, {"": None}),
+    "bybit/BYBIT.ws.26.0.gz": ("cryptofeed2", 1098, {"": None}),
+    "bybit/xrpusdt-ob500.data.zip": ("bybit-data", 50, {"": "bybit"}),
+    "tardis_samples/bitmex_trades_XBTUSD.csv": ("tardis", 10, {"": "tardis"}),
+    "binance/nautilus/tardis_quotes.csv.gz": ("tardis", 9999, {"": "tardis"}),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(EXPECTED))
+def test_formats_sniffed_and_counted(shared_data: Path, rel: str) -> None:
+    fmt, count, venues = EXPECTED[rel]
+    rec = open_recording(shared_data / rel)
+    assert (rec.format, rec.venues) == (fmt, venues)
+    records = list(rec.records())
+    assert len(records) == count
+    times = [r.recv_ns for r in records]
+    if fmt in ("cryptofeed3", "bybit-data"):
+        assert times == sorted(times)
+    assert all(isinstance(r.message, bytes) and r.message[:1] in (b"{", b"[") for r in records)
+
+
+def test_hftbacktest_lines_are_yielded_verbatim(shared_data: Path) -> None:
+    path = shared_data / "binance/hftbacktest/spot/ethusdt_20240808.gz"
+    with gzip.open(path) as fh:
+        raw = fh.read().splitlines()[:500]
+    got = [(ns, msg) for (ns, msg), _ in zip(ReplayFeed(path, speed=None), raw, strict=False)]
+    assert got == [(int(line.split(b" ", 1)[0]), line.split(b" ", 1)[1]) for line in raw]
+
+
+def test_cryptofeed3_recv_and_rest_depth(shared_data: Path) -> None:
+    path = shared_data / "binance/cryptofeed_v3/BINANCE.jsonl.zst"
+    lines = zstandard.ZstdDecompressor().stream_reader(path.open("rb")).read().splitlines()
+    recs = [json.loads(line) for line in lines]
+    recv = [(r["ts"], r["data"].encode()) for r in recs if r["t"] == "recv"]
+    depth = [r for r in recs if r["t"] == "http" and "/depth?" in r["url"]]
+    got = list(open_recording(path).records())
+    messages = [r.message for r in got]
+    for _, data in recv:
+        assert data in messages
+    wrapped = [json.loads(m) for m in messages if b"@depthSnapshot" in m[:40]]
+    assert len(wrapped) == len(depth) == 4
+    assert {w["stream"] for w in wrapped} == {
+        r["url"].split("symbol=")[1].split("&")[0].lower() + "@depthSnapshot" for r in depth}
+    assert [w["data"] for w in wrapped] == [json.loads(r["data"]) for r in sorted(
+        depth, key=lambda r: r["ts"])]
+
+
+def test_tardis_incremental_rows_grouped(shared_data: Path) -> None:
+    path = shared_data / "tardis_samples/deribit_incremental_book_L2_BTC-PERPETUAL.csv"
+    rows = path.read_text().splitlines()[1:]
+    (record,) = list(open_recording(path).records())
+    msg = json.loads(record.message)
+    assert msg["tardis"] == "book" and msg["is_snapshot"] is True
+    assert len(msg["bids"]) + len(msg["asks"]) == len(rows)
+    assert record.recv_ns == int(rows[0].split(",")[3]) * 1000
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gz"
+    with pytest.raises(RecordingError, match=r"nope\.gz"):
+        open_recording(missing)
+
+
+def _dump(path: Path, lines: list[bytes]) -> Path:
+    with gzip.open(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_bad_line_names_file_and_line(tmp_path: Path) -> None:
+    path = _dump(tmp_path / "bad.gz", [b"1000000000000000000 {}", b"1000000000000000001 {}",
+                                       b"oops {}"])
+    feed = ReplayFeed(path, speed=None)
+    with pytest.raises(RecordingError, match=r"bad\.gz: line 3"):
+        list(feed)
+
+
+def test_truncated_gzip_is_a_recording_error(tmp_path: Path) -> None:
+    lines = [b"%d {\"x\":%d}" % (1_700_000_000_000_000_000 + i, i) for i in range(20000)]
+    full = _dump(tmp_path / "full.gz", lines).read_bytes()
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(full[: len(full) // 2])
+    with pytest.raises(RecordingError, match=r"cut\.gz: line \d+: corrupt"):
+        list(ReplayFeed(cut, speed=None))
+
+
+def test_unknown_format_and_bad_zip(tmp_path: Path) -> None:
+    odd = tmp_path / "odd.txt"
+    odd.write_text("hello world\n")
+    with pytest.raises(RecordingError, match=r"odd\.txt: line 1: unknown recording format"):
+        open_recording(odd)
+    two = tmp_path / "two.zip"
+    with zipfile.ZipFile(two, "w") as zf:
+        zf.writestr("a.data", '{"topic":"orderbook.1.X","ts":1}\n')
+        zf.writestr("b.data", '{"topic":"orderbook.1.X","ts":1}\n')
+    with pytest.raises(RecordingError, match="expected one file"):
+        open_recording(two)
+
+
+def test_speed_validation(tmp_path: Path) -> None:
+    path = _dump(tmp_path / "ok.gz", [b"1000000000000000000 {}"])
+    for bad in (0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError):
+            ReplayFeed(path, speed=bad)
+
+
+def test_pacing_follows_recorded_time_scaled_by_speed(tmp_path: Path) -> None:
+    """Recorded span 0.6 s: x1 takes about 0.6 s, x4 about 0.15 s, flat out no waiting; the
+    inter-message gaps follow the recording (loose bounds: a lower bound, generous upper)."""
+    t0 = 1_700_000_000_000_000_000
+    offsets_ms = [0, 100, 150, 400, 600]
+    path = _dump(tmp_path / "paced.gz",
+                 [b"%d {\"i\":%d}" % (t0 + ms * 1_000_000, i) for i, ms in
+                  enumerate(offsets_ms)])
+    for speed, span_s in ((1.0, 0.6), (4.0, 0.15)):
+        stamps = []
+        for recv_ns, _ in ReplayFeed(path, speed=speed):
+            stamps.append(time.perf_counter_ns())
+            assert recv_ns >= t0
+        elapsed = (stamps[-1] - stamps[0]) / 1e9
+        assert span_s * 0.95 <= elapsed < span_s + 0.5, (speed, elapsed)
+        gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)]
+        want = [(b - a) / 1000 / speed for a, b in itertools.pairwise(offsets_ms)]
+        for got, expect in zip(gaps, want, strict=True):
+            assert got >= expect * 0.9 - 0.002
+    feed = ReplayFeed(path, speed=None)
+    start = time.perf_counter()
+    assert [json.loads(m)["i"] for _, m in feed] == [0, 1, 2, 3, 4]
+    assert time.perf_counter() - start < 0.6  # flat out never sleeps the recorded 0.6 s
+    assert feed.stats.messages == 5
+
+
+def test_list_of_files_concatenates(shared_data: Path) -> None:
+    days = [shared_data / "bybit/xrpusdt-ob500.data.zip"] * 2
+    feed = ReplayFeed(days, speed=None)
+    assert len(list(feed)) == 100
+
+
+def test_conn_filter(shared_data: Path) -> None:
+    feed = ReplayFeed(shared_data / "bybit/BYBIT.jsonl.zst", speed=None, conn="BYBIT.ws.3")
+    assert len(list(feed)) == 681
