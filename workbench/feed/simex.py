@@ -76,6 +76,7 @@ WEIGHT_LIMIT_1M = 2400
 MALFORMED_FRAME = b'{"stream":"malformed","data":{"e":"depthUpdate","b":[["1.0",'
 _SPEED_SUFFIX = re.compile(rb"@\d+ms$")
 _CB_SEQ = re.compile(rb'"sequence_num":\d+')
+Source = str | Path | list[str | Path]
 _CB_CHANNELS = {"level2": "l2_data", "market_trades": "market_trades", "ticker": "ticker",
                 "ticker_batch": "ticker_batch", "heartbeats": "heartbeats",
                 "candles": "candles", "status": "status"}
@@ -216,39 +217,46 @@ class _DepthBook:
 
 class _Recording:
     """A recording loaded once through ReplayFeed: stream messages (recv_ns, key, bytes) and,
-    for Binance, the REST snapshot lines by position."""
+    for Binance, the REST depth snapshots by stream position and symbol."""
 
-    def __init__(self, path: Path, venue: str) -> None:
+    def __init__(self, source: Source, venue: str, conn: str | None) -> None:
         from workbench.feed.replay import ReplayFeed
 
-        self.path = path
         self.venue = venue
         self.times: list[int] = []
         self.keys: list[bytes] = []
         self.messages: list[bytes] = []
-        self.snapshots: list[tuple[int, bytes]] = []  # (position, REST body)
-        for recv_ns, message in ReplayFeed(path, speed=None):
+        self.snapshots: list[tuple[int, bytes, bytes]] = []  # (position, SYMBOL, REST body)
+        bare: list[tuple[int, bytes]] = []
+        for recv_ns, message in ReplayFeed(source, speed=None, conn=conn):
             key = _message_key(venue, message)
-            if key:
+            if venue == "binance" and key.endswith(b"@depthsnapshot"):  # a wrapped REST body
+                body = message[message.index(b'"data":') + 7:-1]
+                self.snapshots.append((len(self.messages), key[:-14].upper(), body))
+            elif key:
                 self.times.append(recv_ns)
                 self.keys.append(key)
                 self.messages.append(message)
             elif venue == "binance" and b'"lastUpdateId"' in message[:64]:
-                self.snapshots.append((len(self.messages), message))
+                bare.append((len(self.messages), message))
         if not self.messages:
-            raise RecordingError(f"{path}: no {venue} stream messages in this recording")
-        depth_symbols = {k.split(b"@")[0] for k in self.keys if k.endswith(b"@depth")}
-        # a REST snapshot line carries no symbol: it belongs to the recording's only symbol
-        self.snapshot_symbol = depth_symbols.pop().upper() if len(depth_symbols) == 1 else b""
+            raise RecordingError(f"{source}: no {venue} stream messages in this recording")
+        # a bare REST snapshot line carries no symbol: it belongs to the only depth symbol
+        depth_symbols = {k.split(b"@")[0].upper() for k in self.keys if k.endswith(b"@depth")}
+        if bare and len(depth_symbols) == 1:
+            symbol = depth_symbols.pop()
+            self.snapshots.extend((pos, symbol, body) for pos, body in bare)
+            self.snapshots.sort(key=lambda item: item[0])
 
 
 class _RecordingMarket:
-    """One pass over a recording: the stream position and the REST book at that position."""
+    """One pass over a recording: the stream position and, per symbol, the REST book at that
+    position."""
 
     def __init__(self, recording: _Recording) -> None:
         self.rec = recording
         self.pos = 0
-        self._book = _DepthBook()
+        self._books: dict[bytes, _DepthBook] = {}
         self._book_pos = 0
         self._snap_i = 0
 
@@ -260,32 +268,34 @@ class _RecordingMarket:
         return self.rec.times[i], self.rec.keys[i], self.rec.messages[i]
 
     def snapshot(self, symbol: str, limit: int) -> bytes | None:
-        rec = self.rec
-        if not rec.snapshots or symbol.encode() != rec.snapshot_symbol:
+        wanted = symbol.encode()
+        recorded = [body for _, sym, body in self.rec.snapshots if sym == wanted]
+        if not recorded:
             return None
         self._catch_up()
-        if self._book.last_update_id < 0:  # stream before the recorded snapshot: serve it
-            body = rec.snapshots[0][1]
-            data = orjson.loads(body)
+        book = self._books.get(wanted)
+        if book is None or book.last_update_id < 0:  # before the recorded snapshot: serve it
+            data = orjson.loads(recorded[0])
             if len(data["bids"]) <= limit and len(data["asks"]) <= limit:
-                return body
+                return recorded[0]
             book = _DepthBook()
             book.snapshot(data)
             book.event_ms = data.get("E", 0)
-            return book.render(limit)
-        return self._book.render(limit)
+        return book.render(limit)
 
     def _catch_up(self) -> None:
         """Apply recorded snapshots and deltas between the last call and the stream position."""
         rec = self.rec
         while self._book_pos < self.pos:
-            while self._snap_i < len(rec.snapshots) and rec.snapshots[self._snap_i][0] <= (
-                    self._book_pos):
-                self._book.snapshot(orjson.loads(rec.snapshots[self._snap_i][1]))
+            while (self._snap_i < len(rec.snapshots)
+                   and rec.snapshots[self._snap_i][0] <= self._book_pos):
+                _, symbol, body = rec.snapshots[self._snap_i]
+                self._books.setdefault(symbol, _DepthBook()).snapshot(orjson.loads(body))
                 self._snap_i += 1
             message = rec.messages[self._book_pos]
             if _is_delta("binance", message):
-                self._book.delta(orjson.loads(message)["data"])
+                data = orjson.loads(message)["data"]
+                self._books.setdefault(data["s"].encode(), _DepthBook()).delta(data)
             self._book_pos += 1
 
 
@@ -367,7 +377,9 @@ class _Session:
 class SimExchange:
     """A simulated exchange on 127.0.0.1: websocket market data plus the Binance REST depth.
 
-    source: a recording path (any format ReplayFeed reads) or None for the simulator.
+    source: a recording (a path in any format ReplayFeed reads, or a list of paths played
+    in order) or None for the simulator. conn: only that recorded connection's messages
+    (captures of several connections, e.g. 'BYBIT.ws.3' for Bybit spot).
     venue: 'binance' | 'bybit' | 'coinbase' (the simulator speaks binance).
     speed: replay speed (1.0 = recorded or simulated real time, N = N times faster),
     None = flat out. sim: SimConfig(s) of the simulated symbols (default one BTCUSDT).
@@ -377,9 +389,10 @@ class SimExchange:
     FeedError if the server cannot start within `start_timeout_s`.
     """
 
-    def __init__(self, source: str | Path | None = None, *, venue: str = "binance",
+    def __init__(self, source: Source | None = None, *, venue: str = "binance",
                  speed: float | None = 1.0, sim: SimConfig | tuple[SimConfig, ...] | None = None,
                  port: int = 0, faults: Faults | None = None, resume: bool = True,
+                 conn: str | None = None,
                  chunk: int = 64, start_timeout_s: float = 30.0) -> None:
         if venue not in VENUES:
             raise ConfigError(f"venue must be one of {VENUES}, got {venue!r}")
@@ -399,7 +412,8 @@ class SimExchange:
         self.stats = SimExchangeStats()
         self._port = port
         self._start_timeout_s = start_timeout_s
-        self._source = Path(source) if source is not None else None
+        self._source = source
+        self._conn = conn
         if isinstance(sim, SimConfig):
             sim = (sim,)
         self._sim_configs = sim or (SimConfig(),)
@@ -443,7 +457,7 @@ class SimExchange:
         if self._thread is not None:
             raise FeedError("SimExchange already started")
         if self._source is not None:
-            self._recording = _Recording(self._source, self.venue)
+            self._recording = _Recording(self._source, self.venue, self._conn)
         self._thread = threading.Thread(target=self._run, name="simex", daemon=True)
         self._thread.start()
         if not self._ready.wait(self._start_timeout_s):

@@ -1,0 +1,279 @@
+"""SimExchange protocols, REST endpoint, pacing and faults, seen from a plain websockets client.
+
+The client here is bare `websockets` (not WebSocketFeed) so the server is checked on its own:
+what goes over the wire is compared byte for byte with the recording (read by ReplayFeed) or
+with a same-seed simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from workbench.errors import ConfigError, FeedError, RecordingError
+from workbench.feed.replay import ReplayFeed
+from workbench.feed.simex import Faults, SimExchange
+from workbench.feed.simulator import MarketSimulator, SimConfig
+
+USDM = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
+
+
+def talk(url: str, script: Callable[[ClientConnection], Awaitable[Any]],
+         timeout_s: float = 20.0) -> Any:
+    """Open a websocket to `url`, run `script(ws)` under a timeout, return its result."""
+
+    async def main() -> Any:
+        async with asyncio.timeout(timeout_s):
+            async with connect(url, max_size=None, compression=None, max_queue=None,
+                               close_timeout=2) as ws:
+                return await script(ws)
+
+    return asyncio.run(main())
+
+
+async def take(ws: ClientConnection, n: int) -> list[bytes]:
+    return [await ws.recv(decode=False) for _ in range(n)]
+
+
+def stream_of(message: bytes) -> bytes:
+    return json.loads(message)["stream"].encode()
+
+
+# ---- Binance protocol on the simulator --------------------------------------------------------
+
+def test_combined_stream_and_subscribe_methods() -> None:
+    with SimExchange(speed=None) as ex:
+
+        async def script(ws: ClientConnection) -> None:
+            first = await take(ws, 50)
+            assert {stream_of(m) for m in first} == {b"btcusdt@trade"}
+            await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":7}')
+            await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":8}')
+            await ws.send("not json")
+            replies, streams = [], set()
+            while len(replies) < 3:
+                m = await ws.recv(decode=False)
+                if m.startswith(b'{"stream"'):
+                    streams.add(stream_of(m))
+                else:
+                    replies.append(json.loads(m))
+            assert replies[0] == {"result": None, "id": 7}
+            assert replies[1] == {"result": ["btcusdt@trade", "btcusdt@bookTicker"], "id": 8}
+            assert replies[2]["error"]["code"] == 2
+            rest = await take(ws, 300)
+            assert {stream_of(m) for m in rest if m.startswith(b'{"stream"')} == {
+                b"btcusdt@trade", b"btcusdt@bookTicker"}
+
+        talk(ex.url + "/stream?streams=btcusdt@trade", script)
+        assert ex.stats.bad_requests == 1
+
+
+def test_raw_ws_path_sends_the_data_part_of_the_same_messages() -> None:
+    sim = MarketSimulator(SimConfig())
+    want = []
+    while len(want) < 500:
+        want.extend(m for _, stream, m in sim.step() if stream == "btcusdt@depth@0ms")
+    with SimExchange(speed=None) as ex:
+
+        async def script(ws: ClientConnection) -> list[bytes]:
+            await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}')
+            assert json.loads(await ws.recv()) == {"result": None, "id": 1}
+            return await take(ws, 500)
+
+        got = talk(ex.url + "/ws", script)
+    assert [json.loads(m) for m in got] == [json.loads(m)["data"] for m in want[:500]]
+
+
+def test_unknown_path_is_refused() -> None:
+    with SimExchange(speed=None) as ex:
+
+        async def script(ws: ClientConnection) -> None:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 1008
+
+        talk(ex.url + "/v5/public/linear", script)
+
+
+def test_rest_snapshot_follows_the_stream() -> None:
+    """Mid-stream, the REST snapshot's lastUpdateId is the u of a delta on the stream and its
+    book is the same-seed simulator's book at that update id."""
+    with SimExchange(speed=None) as ex:
+
+        async def script(ws: ClientConnection) -> tuple[int, bytes, set[int]]:
+            await take(ws, 2000)
+            async with httpx.AsyncClient(base_url=ex.rest_url) as http:
+                response = await http.get("/fapi/v1/depth",
+                                          params={"symbol": "BTCUSDT", "limit": 50})
+            body = response.content
+            last_id = json.loads(body)["lastUpdateId"]
+            seen: set[int] = set()
+            while last_id not in seen:
+                seen.add(json.loads(await ws.recv())["data"]["u"])
+            return last_id, body, seen
+
+        last_id, body, _ = talk(ex.url + "/stream?streams=btcusdt@depth@0ms", script)
+    sim = MarketSimulator(SimConfig())
+    while sim.last_update_id < last_id:
+        sim.step()
+    assert json.loads(sim.snapshot(50))["bids"] == json.loads(body)["bids"]
+    assert json.loads(sim.snapshot(50))["asks"] == json.loads(body)["asks"]
+
+
+# ---- faults -----------------------------------------------------------------------------------
+
+def test_disconnect_gap_and_malformed_faults_on_the_first_connection_only() -> None:
+    faults = Faults(gap_after=100, malformed_after=150, disconnect_after=400)
+    with SimExchange(speed=None, faults=faults) as ex:
+
+        async def until_closed(ws: ClientConnection) -> tuple[list[bytes], int]:
+            got = []
+            try:
+                while True:
+                    got.append(await ws.recv(decode=False))
+            except ConnectionClosed as closed:
+                return got, closed.rcvd.code
+
+        url = ex.url + "/stream?streams=btcusdt@depth@0ms"
+        got, code = talk(url, until_closed)
+        assert code == 1001
+        data = [json.loads(m)["data"] for m in got if m.startswith(b'{"stream":"btcusdt')]
+        assert len(data) == 400
+        assert sum(1 for m in got if not m.startswith(b'{"stream":"btcusdt')) == 1
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(next(m for m in got if not m.startswith(b'{"stream":"btcusdt')))
+        breaks = [i for i in range(1, 400) if data[i]["pu"] != data[i - 1]["u"]]
+        assert breaks == [100], "exactly the delta after message 100 is missing"
+        # the second connection resumes where the first stopped, without faults
+        again = talk(url, lambda ws: take(ws, 1000))
+        chain = [json.loads(m)["data"] for m in again]
+        assert chain[0]["pu"] == data[-1]["u"]
+        assert all(chain[i]["pu"] == chain[i - 1]["u"] for i in range(1, 1000))
+        assert ex.stats.faults == {"gap": 1, "malformed": 1, "disconnect": 1}
+        assert ex.stats.connections == 2
+
+
+def test_stall_sends_nothing_for_its_duration() -> None:
+    with SimExchange(speed=None, faults=Faults(stall_after=50, stall_s=1.0)) as ex:
+
+        async def script(ws: ClientConnection) -> float:
+            await take(ws, 50)
+            start = time.monotonic()
+            await ws.recv()
+            return time.monotonic() - start
+
+        assert talk(ex.url + "/stream?streams=btcusdt@trade", script) >= 0.9
+
+
+# ---- recordings -------------------------------------------------------------------------------
+
+def _recorded(path: Path, conn: str | None = None) -> list[tuple[int, bytes]]:
+    return list(ReplayFeed(path, speed=None, conn=conn))
+
+
+@pytest.fixture(scope="module")
+def usdm(shared_data: Path) -> list[tuple[int, bytes]]:
+    return _recorded(shared_data / USDM)
+
+
+def test_recording_rest_snapshot_is_the_recorded_line_until_the_stream_passes_it(
+        shared_data: Path, usdm: list[tuple[int, bytes]]) -> None:
+    path = shared_data / USDM
+    recorded = [m for _, m in usdm if m.startswith(b'{"lastUpdateId"')]
+    assert len(recorded) == 1
+    with SimExchange(path, speed=None) as ex, httpx.Client(base_url=ex.rest_url) as http:
+        full = http.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 1000})
+        assert full.status_code == 200 and full.content == recorded[0]
+        top = http.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 5}).json()
+        want = json.loads(recorded[0])
+        assert top["bids"] == want["bids"][:5] and top["asks"] == want["asks"][:5]
+        assert top["lastUpdateId"] == want["lastUpdateId"]
+        missing = http.get("/fapi/v1/depth", params={"symbol": "ETHUSDT", "limit": 5})
+        assert missing.status_code == 400 and missing.json()["code"] == -1121
+
+
+def test_paced_replay_keeps_the_recorded_spacing(shared_data: Path,
+                                                usdm: list[tuple[int, bytes]]) -> None:
+    path = shared_data / USDM
+    times = [t for t, m in usdm if m.startswith(b'{"stream":"btcusdt@trade"')]
+    n = 300
+    speed = (times[n - 1] - times[0]) / 1e9 / 0.6  # those n trades take 0.6 s of wall time
+    with SimExchange(path, speed=speed) as ex:
+
+        async def script(ws: ClientConnection) -> float:
+            await ws.recv()
+            start = time.monotonic()
+            await take(ws, n - 1)
+            return time.monotonic() - start
+
+        elapsed = talk(ex.url + "/stream?streams=btcusdt@trade", script)
+    assert elapsed >= 0.6 * 0.9
+
+
+def test_bybit_v5_protocol_serves_the_recorded_topics(shared_data: Path) -> None:
+    path = shared_data / "bybit/BYBIT.jsonl.zst"
+    want = [m for _, m in _recorded(path, "BYBIT.ws.3")
+            if m.startswith((b'{"topic":"orderbook.200.BTCUSDT"',
+                             b'{"topic":"publicTrade.BTCUSDT"'))]
+    with SimExchange(path, venue="bybit", speed=None, conn="BYBIT.ws.3") as ex:
+
+        async def script(ws: ClientConnection) -> list[bytes]:
+            await ws.send('{"op":"subscribe","args":["orderbook.50.BTCUSDT",'
+                          '"publicTrade.BTCUSDT"],"req_id":"a1"}')
+            reply = json.loads(await ws.recv())
+            assert reply["success"] is True and reply["op"] == "subscribe"
+            assert reply["req_id"] == "a1" and reply["conn_id"]
+            got = await take(ws, len(want))
+            await ws.send('{"op":"ping","req_id":"p"}')
+            assert json.loads(await ws.recv())["ret_msg"] == "pong"
+            return got
+
+        got = talk(ex.url + "/v5/public/spot", script)
+    assert got == want
+
+
+def test_coinbase_protocol_numbers_its_own_sequence(shared_data: Path) -> None:
+    path = shared_data / "coinbase/COINBASE.jsonl.zst"
+    want = [json.loads(m) for _, m in _recorded(path)
+            if b'"l2_data"' in m[:40] and b'"product_id":"BTC-USD"' in m]
+    with SimExchange(path, venue="coinbase", speed=None) as ex:
+
+        async def script(ws: ClientConnection) -> list[dict]:
+            await ws.send('{"type":"subscribe","product_ids":["BTC-USD"],"channel":"level2"}')
+            reply = json.loads(await ws.recv())
+            assert reply["channel"] == "subscriptions"
+            assert reply["events"][0]["subscriptions"] == {"level2": ["BTC-USD"]}
+            return [json.loads(m) for m in await take(ws, len(want))]
+
+        got = talk(ex.url, script)
+    assert [g["sequence_num"] for g in got] == list(range(1, len(want) + 1))
+    for g, w in zip(got, want, strict=True):
+        g.pop("sequence_num")
+        w.pop("sequence_num")
+        assert g == w
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+def test_bad_arguments_and_sources() -> None:
+    with pytest.raises(ConfigError):
+        SimExchange(venue="kraken")
+    with pytest.raises(ConfigError):
+        SimExchange(speed=0)
+    with pytest.raises(ConfigError):
+        SimExchange(venue="bybit")  # the simulator speaks binance only
+    with pytest.raises(ConfigError):
+        Faults(rest_status=500)
+    with pytest.raises(RecordingError, match="nope.gz"):
+        SimExchange("/nonexistent/nope.gz").start()
+    with pytest.raises(FeedError, match="not started"):
+        _ = SimExchange().url
