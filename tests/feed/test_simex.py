@@ -273,7 +273,7 @@ def test_bad_arguments_and_sources() -> None:
         SimExchange(venue="bybit")  # the simulator speaks binance only
     with pytest.raises(ConfigError):
         Faults(rest_status=500)
-    with pytest.raises(RecordingError, match="nope.gz"):
+    with pytest.raises(RecordingError, match=r"nope\.gz"):
         SimExchange("/nonexistent/nope.gz").start()
     with pytest.raises(FeedError, match="not started"):
         _ = SimExchange().url
