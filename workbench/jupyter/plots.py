@@ -475,3 +475,19 @@ def nightly_trends(history: Any, *, window: int = 7, threshold: float = 0.10,
                 labels, values, title=title, y_label=column, flagged=marks,
                 y_axis_type="linear" if figure_name is None else "log"))
     return NightlyTrends(figures, len(run_ids))
+
+
+def cdf_comparison_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
+                          title: str = "Latency CDF") -> Any:
+    """Several CDFs on one log latency axis; curves[label] = (latency_ns, fraction) as
+    `cdf_points` returns (e.g. tick-to-trade of a polling run against a callback run)."""
+    fig = _figure(title, "fraction of batches", x_label="latency (µs)", x_axis_type="log",
+                  y_range=(0, 1.01))
+    for i, (label, (values, fractions)) in enumerate(curves.items()):
+        if len(values):
+            fig.line([v / 1e3 for v in values], list(fractions), line_width=2,
+                     color=Category10_10[i % 10], legend_label=label)
+    if fig.legend:
+        fig.legend.location = "bottom_right"
+        fig.legend.label_text_font_size = "8pt"
+    return fig
