@@ -3,7 +3,7 @@
 `on_bar` and `on_break` hold the trading rules and the execution model for one symbol and one
 bar; every phase calls them (phases 0-2 through `.py_func`, the same source run by the
 interpreter), so the phases differ only in how they walk the bars, which is what they measure.
-`run_symbol` walks one symbol's row of the aligned arrays: the volume mean is a running sum
+`run_symbol` walks one symbol's row of the aligned arrays: the volume sum is a running sum
 (O(1) per bar); the N-bar high and low are scanned only on the bars that need them (flat,
 volume-confirmed). `run_serial` (phase 3) loops over symbols;
 `run_parallel` (phase 4) runs the same loop with `prange`.
@@ -29,11 +29,12 @@ N_PARAMS = 11
 KIND_BREAKOUT, KIND_FAKEOUT = 0.0, 1.0
 
 # per-symbol state: a tuple of N_STATE floats (kept in registers by the kernels), stored in a
-# float64 [N_STATE] row between calls
+# float64 [N_STATE] row between calls; the S_CLOSED_* fields describe the last closed trade
 S_POS, S_PENDING, S_REASON, S_ENTRY_PX, S_ENTRY_T, S_HELD, S_REF = range(7)
 S_BRK_DIR, S_BRK_LEVEL, S_BRK_AGE, S_NTRADES = 7, 8, 9, 10
 S_STOP_PX, S_TARGET_PX, S_SCALE = 11, 12, 13
-N_STATE = 14
+S_CLOSED_SIDE, S_CLOSED_PX, S_CLOSED_PNL = 14, 15, 16
+N_STATE = 17
 PENDING_EXIT = 2.0
 
 # trade record (float64 row)
@@ -44,43 +45,42 @@ REASONS = {1: "stop", 2: "target", 3: "time", 4: "end"}
 
 
 @njit(cache=True, inline="always")
-def _exit(t, raw_px, reason, p, st, trades, mtm):
-    """Fill the exit at raw_px (less slippage), record the trade; returns the flat state."""
-    pos, _pd, _rs, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px, scale = st
+def _exit(raw_px, reason, p, st, d):
+    """Fill the exit at raw_px (less slippage): returns the flat state (the closed trade in the
+    S_CLOSED_* fields, the count of trades + 1) and the bar's PnL change d plus the exit's."""
+    (pos, _pd, _rs, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
+     sc) = st[:14]
     notional = p[P_NOTIONAL]
     px = raw_px * (1.0 - pos * p[P_SLIP])
-    mtm[t] += scale * (px - ref) - notional * p[P_FEE]
-    row = trades[int(ntr)]
-    row[T_ENTRY] = entry_t
-    row[T_EXIT] = t
-    row[T_SIDE] = pos
-    row[T_ENTRY_PX] = entry
-    row[T_EXIT_PX] = px
-    row[T_REASON] = reason
-    row[T_HELD] = held
-    row[T_PNL] = notional * (pos * (px - entry) / entry - 2.0 * p[P_FEE])
-    return (0.0, 0.0, 0.0, entry, entry_t, held, px, bdir, blevel, bage, ntr + 1.0, stop_px,
-            tgt_px, scale)
+    d += sc * (px - ref) - notional * p[P_FEE]
+    pnl = notional * (pos * (px - entry) / entry - 2.0 * p[P_FEE])
+    return (0.0, 0.0, reason, entry, entry_t, held, px, bdir, blevel, bage, ntr + 1.0, stop_px,
+            tgt_px, sc, pos, px, pnl), d
 
 
 @njit(cache=True, inline="always")
-def on_bar(t, o, c, v, vsum, ready, is_last, p, st, trades, mtm):
+def on_bar(t, o, c, v, vsum, ready, is_last, p, st):
     """Apply one bar of one symbol up to the break test.
 
-    Returns (state, test): the new state tuple, and True when a break must be tested
+    Returns (state, test, pnl, closed): the new state tuple; True when a break must be tested
     (`on_break` with the range), i.e. flat, ready, not tracking a break, and volume confirmed:
-    v * M >= k * vsum (v at least k times the M-bar mean).
+    v * M >= k * vsum (v at least k times the M-bar mean); the bar's marked-to-market PnL
+    change (capital units, fees included); True when a trade closed on this bar (at most one
+    can; `write_trade` records it from the state).
 
     t: clock index (int); o, c: open and close price; v: volume; vsum: sum of the volumes of
     the previous M bars with data; ready: N and M bars of history exist; is_last: the symbol's
-    last bar. p: params (tuple of N_PARAMS floats); st: state tuple [N_STATE]; trades: [capacity,
-    N_TRADE_FIELDS] (appended at st[S_NTRADES]); mtm: float64 [T] (PnL change, added to).
+    last bar. p: params (tuple of N_PARAMS floats); st: state tuple [N_STATE].
     A stop is hit when the close reaches entry x (1 - side x stop), a target at
     entry x (1 + side x target), both fixed at the entry fill.
     """
+    d = 0.0
+    closed = False
     if st[S_PENDING] == PENDING_EXIT:
-        st = _exit(t, o, st[S_REASON], p, st, trades, mtm)
-    pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px, sc = st
+        st, d = _exit(o, st[S_REASON], p, st, d)
+        closed = True
+    (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
+     sc) = st[:14]
     if pend != 0.0:
         pos = pend
         pend = 0.0
@@ -91,11 +91,11 @@ def on_bar(t, o, c, v, vsum, ready, is_last, p, st, trades, mtm):
         stop_px = entry * (1.0 - pos * p[P_STOP])
         tgt_px = entry * (1.0 + pos * p[P_TARGET])
         sc = p[P_NOTIONAL] * pos / entry
-        mtm[t] -= p[P_NOTIONAL] * p[P_FEE]
+        d -= p[P_NOTIONAL] * p[P_FEE]
     test = False
     if pos != 0.0:
         held += 1.0
-        mtm[t] += sc * (c - ref)
+        d += sc * (c - ref)
         ref = c
         if pos * c <= pos * stop_px:
             reason = REASON_STOP
@@ -117,10 +117,11 @@ def on_bar(t, o, c, v, vsum, ready, is_last, p, st, trades, mtm):
                 bdir = 0.0
         test = pend == 0.0 and bdir == 0.0 and v * p[P_VOL_WINDOW] >= p[P_VOL_MULT] * vsum
     st = (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
-          sc)
+          sc, st[S_CLOSED_SIDE], st[S_CLOSED_PX], st[S_CLOSED_PNL])
     if is_last and pos != 0.0:
-        st = _exit(t, c, REASON_END, p, st, trades, mtm)
-    return st, test
+        st, d = _exit(c, REASON_END, p, st, d)
+        closed = True
+    return st, test, d, closed
 
 
 @njit(cache=True, inline="always")
@@ -128,7 +129,6 @@ def on_break(c, hi, lo, p, st):
     """The break test after `on_bar` asked for it: close above the previous N bars' highest
     high (up) or below their lowest low (down). TrueBreakout orders the break's direction;
     Fakeout starts watching the broken level for `confirm` bars. Returns the state tuple."""
-    pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px, sc = st
     if c > hi:
         brk = 1.0
         level = hi
@@ -137,6 +137,8 @@ def on_break(c, hi, lo, p, st):
         level = lo
     else:
         return st
+    (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
+     sc, c_side, c_px, c_pnl) = st
     if p[P_KIND] == KIND_BREAKOUT:
         pend = brk
     else:
@@ -144,7 +146,22 @@ def on_break(c, hi, lo, p, st):
         blevel = level
         bage = 0.0
     return (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
-            sc)
+            sc, c_side, c_px, c_pnl)
+
+
+@njit(cache=True)
+def write_trade(trades, t, st):
+    """Record the trade `on_bar` just closed (bar t) at row st[S_NTRADES] - 1 of trades
+    [capacity, N_TRADE_FIELDS]."""
+    row = trades[int(st[S_NTRADES]) - 1]
+    row[T_ENTRY] = st[S_ENTRY_T]
+    row[T_EXIT] = t
+    row[T_SIDE] = st[S_CLOSED_SIDE]
+    row[T_ENTRY_PX] = st[S_ENTRY_PX]
+    row[T_EXIT_PX] = st[S_CLOSED_PX]
+    row[T_REASON] = st[S_REASON]
+    row[T_HELD] = st[S_HELD]
+    row[T_PNL] = st[S_CLOSED_PNL]
 
 
 def initial_state() -> tuple[float, ...]:
@@ -152,42 +169,41 @@ def initial_state() -> tuple[float, ...]:
     return (0.0,) * N_STATE
 
 
-@njit(cache=True, inline="always")
-def volume_step(v, mask, t, j, m, vsum, tail):
-    """Add v[t], the j-th bar with data (0-based), to a running sum of the last m volumes and
-    drop the bar m back (at index `tail`, the oldest in the window; `tail` then moves to the
-    next bar with data). O(1) amortized, no buffer. Returns (vsum, tail)."""
-    vsum += v[t]
-    if j == 0:
-        tail = t
-    if j >= m:
-        vsum -= v[tail]
-        tail += 1
-        while not mask[tail]:
-            tail += 1
-    return vsum, tail
-
-
 @njit(cache=True)
-def volume_mean(v, mask, m):
-    """Mean volume of the previous `m` bars with data, at each bar with data (float64 [T]; NaN
-    where mask is False or fewer than m bars precede). The same running sum as the kernels;
-    on gap-free data it equals polars `rolling_mean(m).shift(1)` up to rounding."""
-    out = np.full(v.shape[0], np.nan)
+def volume_sums(v, mask, m, out):
+    """Running sum of the volumes of the previous m bars with data, at each bar with data:
+    out[t] (float64 [T]) = sum of v over those bars, NaN until m bars precede (and where mask
+    is False). O(1) per bar: add the new bar, subtract the one m bars back (found by walking a
+    tail index over the mask), no buffer."""
     vsum = 0.0
     tail = 0
     j = 0
     for t in range(v.shape[0]):
         if not mask[t]:
+            out[t] = np.nan
             continue
+        out[t] = vsum if j >= m else np.nan
+        vsum += v[t]
+        if j == 0:
+            tail = t
         if j >= m:
-            out[t] = vsum / m
-        vsum, tail = volume_step(v, mask, t, j, m, vsum, tail)
+            vsum -= v[tail]
+            tail += 1
+            while not mask[tail]:
+                tail += 1
         j += 1
-    return out
 
 
-@njit(cache=True, inline="always")
+def volume_mean(v: np.ndarray, mask: np.ndarray, m: int) -> np.ndarray:
+    """Mean volume of the previous `m` bars with data (float64 [T], NaN where undefined): the
+    kernels' running sum / m. On gap-free data it equals polars `rolling_mean(m).shift(1)` up
+    to rounding."""
+    out = np.empty(v.shape[0])
+    volume_sums(v, mask, m, out)
+    return out / m
+
+
+@njit(cache=True)
 def range_high(h, mask, t, n):
     """Highest h over the n bars with data before t (scanned backwards; n must exist)."""
     best = -np.inf
@@ -201,7 +217,7 @@ def range_high(h, mask, t, n):
     return best
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def range_low(lo_, mask, t, n):
     """Lowest lo_ over the n bars with data before t (scanned backwards; n must exist)."""
     best = np.inf
@@ -215,32 +231,35 @@ def range_low(lo_, mask, t, n):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def run_symbol(o, h, lo_, c, v, mask, last_t, p, st, trades, mtm):
     """Walk one symbol's bars (float64 [T] rows, mask bool [T]) through `on_bar`, starting
-    from and leaving its state in st (float64 [N_STATE]).
+    from and leaving its state in st (float64 [N_STATE]); trades appended, mtm [T] written.
 
-    The volume sum is a running sum (`volume_step`, O(1) per bar); the N-bar high and low are
-    scanned back over the row only when `on_bar` asks for a break test (volume-confirmed bars).
+    The volume sums come from one `volume_sums` pass; the N-bar high and low are scanned back
+    over the row only when `on_bar` asks for a break test (volume-confirmed bars). No array is
+    passed to a per-bar helper call except there (a call with arrays costs reference counting).
     """
     n_look = int(p[P_LOOKBACK])
     m = int(p[P_VOL_WINDOW])
     warm = max(n_look, m)
-    vsum = 0.0
-    tail = 0
-    j = 0
+    vs = np.empty(o.shape[0])
+    volume_sums(v, mask, m, vs)
     pt = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10])
     state = (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
-             st[11], st[12], st[13])
+             st[11], st[12], st[13], st[14], st[15], st[16])
+    j = 0
     for t in range(o.shape[0]):
         if not mask[t]:
             continue
-        state, test = on_bar(t, o[t], c[t], v[t], vsum, j >= warm, t == last_t, pt, state,
-                             trades, mtm)
+        state, test, d, closed = on_bar(t, o[t], c[t], v[t], vs[t], j >= warm, t == last_t, pt,
+                                        state)
+        mtm[t] = d
+        if closed:
+            write_trade(trades, t, state)
         if test:
             state = on_break(c[t], range_high(h, mask, t, n_look), range_low(lo_, mask, t, n_look),
                              pt, state)
-        vsum, tail = volume_step(v, mask, t, j, m, vsum, tail)
         j += 1
     for i in range(N_STATE):
         st[i] = state[i]
@@ -279,7 +298,7 @@ def _warm() -> None:
     for kernel in (run_serial, run_parallel):
         kernel(x, x, x, x, x, mask, np.full(s, n - 1, np.int64), p, np.zeros((s, N_STATE)),
                np.empty((s, trade_capacity(n), N_TRADE_FIELDS)), np.zeros((s, n)))
-    volume_mean(np.ones(n), np.ones(n, dtype=np.bool_), 2)
+    volume_sums(np.ones(n), np.ones(n, dtype=np.bool_), 2, np.empty(n))
 
 
 _warm()

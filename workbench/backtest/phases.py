@@ -34,6 +34,7 @@ from workbench.backtest.bars import Bars
 
 _on_bar = k.on_bar.py_func
 _on_break = k.on_break.py_func
+_write_trade = k.write_trade.py_func
 _NAN = math.nan
 
 
@@ -101,6 +102,17 @@ def _collect(state: np.ndarray, trades: np.ndarray, mtm: np.ndarray) -> RawRun:
     return RawRun(np.concatenate(parts) if parts else np.empty((0, 1 + k.N_TRADE_FIELDS)), mtm)
 
 
+def _apply(t: int, o: float, c: float, v: float, vsum: float, hi: float, lo: float,
+           ready: bool, is_last: bool, p: tuple[float, ...], st: tuple[float, ...],
+           trades: np.ndarray, mtm: np.ndarray) -> tuple[float, ...]:
+    """One bar of one symbol through the kernels' rules (interpreted): returns the state."""
+    st, test, pnl, closed = _on_bar(t, o, c, v, vsum, ready, is_last, p, st)
+    mtm[t] = pnl
+    if closed:
+        _write_trade(trades, t, st)
+    return _on_break(c, hi, lo, p, st) if test else st
+
+
 def _as_tuple(p: np.ndarray) -> tuple[float, ...]:
     """Parameters as Python floats: what the interpreter indexes and multiplies fastest."""
     return tuple(p.tolist())
@@ -124,13 +136,13 @@ class _History:
     def step(self, t: int, bar: tuple[float, float, float, float, float], is_last: bool,
              p: tuple[float, ...], trades: np.ndarray, mtm: np.ndarray) -> None:
         o, h, lo, c, v = bar
-        if len(self.vol) >= self.warm:
+        ready = len(self.vol) >= self.warm
+        if ready:
             hi, low = max(self.high[-self.n:]), min(self.low[-self.n:])
             vsum = sum(self.vol[-self.m:])
-            st, test = _on_bar(t, o, c, v, vsum, True, is_last, p, self.state, trades, mtm)
-            self.state = _on_break(c, hi, low, p, st) if test else st
         else:
-            self.state = _on_bar(t, o, c, v, _NAN, False, is_last, p, self.state, trades, mtm)[0]
+            hi = low = vsum = _NAN
+        self.state = _apply(t, o, c, v, vsum, hi, low, ready, is_last, p, self.state, trades, mtm)
         self.high.append(h)
         self.low.append(lo)
         self.vol.append(v)
@@ -223,14 +235,13 @@ def phase2(pb: PyBars, p: np.ndarray) -> RawRun:
             _, o, h, lo, c, v = rows[s][j]
             cursor[s] = j + 1
             is_last = t == pb.last_t[s]
-            if j >= warm:
-                hi, low = max(highs[s][-n_look:]), min(lows[s][-n_look:])
-                st, test = _on_bar(t, o, c, v, vsums[s], True, is_last, p, states[s], trades[s],
-                                   mtm[s])
-                states[s] = _on_break(c, hi, low, p, st) if test else st
+            ready = j >= warm
+            if ready:
+                hi, low, vsum = max(highs[s][-n_look:]), min(lows[s][-n_look:]), vsums[s]
             else:
-                states[s] = _on_bar(t, o, c, v, _NAN, False, is_last, p, states[s], trades[s],
-                                    mtm[s])[0]
+                hi = low = vsum = _NAN
+            states[s] = _apply(t, o, c, v, vsum, hi, low, ready, is_last, p, states[s],
+                               trades[s], mtm[s])
             highs[s].append(h)
             lows[s].append(lo)
             ring, slot = rings[s], j % m
