@@ -26,6 +26,7 @@ import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +80,12 @@ class Bars:
         """Symbols x clock bars: the unit of backtest throughput (bar-steps/s)."""
         return self.n_symbols * self.n_bars
 
-    @property
+    @cached_property
     def first_t(self) -> np.ndarray:
         any_data = self.has_data.any(axis=1)
         return np.where(any_data, self.has_data.argmax(axis=1), -1).astype(np.int64)
 
-    @property
+    @cached_property
     def last_t(self) -> np.ndarray:
         any_data = self.has_data.any(axis=1)
         rev = self.has_data[:, ::-1].argmax(axis=1)
