@@ -136,6 +136,7 @@ class Engine:
                              on_resync=self._on_resync)
         self._ever_valid: set[int] = set()
         self._wire = cfg.source_kind == "ws"
+        self._ring_source = cfg.source_kind == "ring"
         self._clock_offset_ns = 0
         self._threshold_ns = self.spikes.threshold_ns
         self._warmup_ns = int(cfg.strategy_warmup_s * SECOND_NS)
@@ -158,6 +159,7 @@ class Engine:
         self.dispatch_dups = 0
         self._last_dseq = 0
         self.strategy_errors = 0
+        self._strategy_halted = False
         self.last_strategy_traceback = ""
         self.invalid_books = 0
         self.book_rebuilds = 0
@@ -277,7 +279,9 @@ class Engine:
                 self.dispatch_gaps += 1
             self._last_dseq = dseq
         first = batch.item(0)
-        recv_ns, seq, sid = first[1], first[3], first[5]
+        # ring source: events were received by another process; our receive is its publish
+        recv_ns = first[2] if self._ring_source else first[1]
+        seq, sid = first[3], first[5]
         market_ns = first[0] or self._market_ns  # venue time; messages without one keep the last
         self._market_ns = market_ns
         if not self._trade_from_ns:
@@ -296,7 +300,7 @@ class Engine:
                 self._ever_valid.add(sid)
             self.risk.on_book(True)
             self.positions.mark(sid, mid)
-            if market_ns >= self._trade_from_ns:
+            if market_ns >= self._trade_from_ns and not self._strategy_halted:
                 try:
                     orders = self.strategy.on_events(book, batch)
                 except Exception:
@@ -311,8 +315,9 @@ class Engine:
             executor.on_book(sid, book, market_ns, seq)
         if self._flatten_pending:
             self._flatten_pending = False
-            for symbol in list(sync.books):
-                executor.flatten(symbol, market_ns, seq)
+            for symbol, symbol_book in list(sync.books.items()):
+                if executor.flatten(symbol, market_ns, seq):
+                    executor.on_book(symbol, symbol_book, market_ns, seq)
         if orders:
             executor.submit(orders, market_ns, seq)
             executor.on_book(sid, book, market_ns, seq)
@@ -325,7 +330,11 @@ class Engine:
             publish_ns = t_pick
         t2t = t_ack - recv_ns
         wire = recv_ns + self._clock_offset_ns - first[0] if self._wire and first[0] else -1
-        self.latency.add((t_ack, wire, publish_ns - recv_ns, t_pick - publish_ns, t_book - t_pick,
+        if self._ring_source:  # the ring is the queue: from the C++ publish to pick-up
+            publish_ns, parse = recv_ns, -1
+        else:
+            parse = publish_ns - recv_ns
+        self.latency.add((t_ack, wire, parse, t_pick - publish_ns, t_book - t_pick,
                           t_strat - t_book, order_ns, t2t))
         self.events += len(batch)
         self.batches += 1
@@ -353,6 +362,7 @@ class Engine:
         log.error("strategy error #%d at seq %d:\n%s", self.strategy_errors, seq,
                   self.last_strategy_traceback)
         if self.config.on_strategy_error == "halt":
+            self._strategy_halted = True
             self.risk.kill(f"strategy error at seq {seq}")
             self._flatten_pending = True
 

@@ -23,15 +23,14 @@ import gc
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 GC_CAUSE = "gc"
+MAX_CAUSES = 16  # causes kept per spike (the most recent ones in its window)
 QUEUE_CAUSE = "queue_depth"
 
 
-@dataclass(frozen=True)
-class Cause:
+class Cause(NamedTuple):
     """One thing that ran: `name`, `duration_ns`, `end_ns` (perf_counter_ns), `detail`."""
 
     name: str
@@ -40,8 +39,7 @@ class Cause:
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class Spike:
+class Spike(NamedTuple):
     """A batch over the threshold: when, how long, per stage (ns), and the causes observed."""
 
     seq: int
@@ -49,7 +47,7 @@ class Spike:
     tick_to_trade_ns: int
     stages: dict[str, int]
     queue_depth: int
-    causes: tuple[Cause, ...] = field(default_factory=tuple)
+    causes: tuple[Cause, ...] = ()
 
     def cause_names(self) -> list[str]:
         """Names of the causes, in the order they were noted (`gc` carries its generation in
@@ -65,7 +63,7 @@ class SpikeLog:
     processing a batch at a time. `spikes()` returns a copy.
     """
 
-    def __init__(self, threshold_us: float = 1000.0, max_spikes: int = 100_000,
+    def __init__(self, threshold_us: float = 1000.0, max_spikes: int = 10_000,
                  queue_depth_cause: int = 1000) -> None:
         if threshold_us <= 0:
             raise ValueError(f"threshold_us must be > 0, got {threshold_us}")
@@ -121,7 +119,8 @@ class SpikeLog:
                       seq: int = 0) -> Spike | None:
         """Close the window. Over the threshold: log and return the Spike with every cause
         whose run ended inside the window (plus `queue_depth` when the queue was backed up);
-        else None. Causes that ended before the window are discarded."""
+        else None. Causes that ended before the window are discarded. `cause_counts` counts
+        spikes per cause name (a spike with three gc passes counts once under `gc`)."""
         start = self._start_ns
         causes = self._causes
         while causes and causes[0].end_ns < start:
@@ -129,16 +128,26 @@ class SpikeLog:
         if tick_to_trade_ns <= self.threshold_ns:
             return None
         now = time.perf_counter_ns()
-        seen = [c for c in list(causes) if start <= c.end_ns <= now]
+        seen: list[Cause] = []
+        # newest first, at most MAX_CAUSES; by index because a gc callback may append meanwhile
+        i = len(causes) - 1
+        lowest = max(-1, i - MAX_CAUSES)
+        while i > lowest:
+            cause = causes[i]
+            if cause.end_ns < start:
+                break
+            seen.append(cause)
+            i -= 1
+        seen.reverse()
         if self._queue_depth >= self.queue_depth_cause:
             seen.append(Cause(QUEUE_CAUSE, 0, now, str(self._queue_depth)))
-        spike = Spike(seq, now, int(tick_to_trade_ns), dict(stages or {}), self._queue_depth,
+        spike = Spike(seq, now, int(tick_to_trade_ns), stages or {}, self._queue_depth,
                       tuple(seen))
         with self._lock:
             self._spikes.append(spike)
             self.spike_count += 1
-            for c in seen:
-                self.cause_counts[c.name] = self.cause_counts.get(c.name, 0) + 1
+            for name in {c.name for c in seen}:
+                self.cause_counts[name] = self.cause_counts.get(name, 0) + 1
         return spike
 
     def spikes(self) -> list[Spike]:

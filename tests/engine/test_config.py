@@ -1,0 +1,78 @@
+"""EngineConfig validation and the `workbench run` flags that build it."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from workbench.engine.config import EngineConfig, nearest_prime_ms
+from workbench.engine.run import add_arguments, config_from_args
+from workbench.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "accepted"),
+    [
+        ("source", "kafka:topic", "sim | replay:PATH | ring:NAME | ws:URL"),
+        ("source", "replay:", "sim | replay:PATH"),
+        ("dispatch", "threads", "polling | blocking | callback"),
+        ("poll_interval_ms", -1, ">= 0"),
+        ("gc_mode", "off", "default | freeze | disabled"),
+        ("on_strategy_error", "ignore", "halt | continue"),
+        ("order_type", "stop", "market | limit"),
+        ("venue", "kraken", "binance"),
+        ("symbols", (), "non-empty tuple"),
+        ("symbols", "BTCUSDT", "non-empty tuple"),
+        ("speed", float("nan"), "finite number"),
+        ("ema_fast", 0, "integer >= 1"),
+        ("publish_ms", 50, ">= 100"),
+        ("engine_cpus", (0, -1), "tuple of CPU ids"),
+        ("maker_fee_bps", 500, "basis points"),
+        ("rest_url", "ftp://x", "http"),
+    ],
+)
+def test_invalid_config_names_field_and_accepted_values(field, value, accepted):
+    with pytest.raises(ConfigError) as info:
+        EngineConfig(**{field: value})
+    message = str(info.value)
+    assert message.startswith(f"{field}:")
+    assert accepted in message
+    assert repr(value) in message
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match=r"^ema_fast: .*ema_slow"):
+        EngineConfig(ema_fast=50, ema_slow=50)
+    with pytest.raises(ConfigError, match=r"^target_qty: .*max_position"):
+        EngineConfig(target_qty=1.0, max_position=0.5)
+    with pytest.raises(ConfigError, match=r"^recording: "):
+        EngineConfig(source="replay:/x.gz", recording="/y.gz")
+
+
+def test_defaults_and_derived_values():
+    cfg = EngineConfig(symbols=("btcusdt",))
+    assert cfg.symbols == ("BTCUSDT",)
+    assert cfg.source_kind == "sim" and cfg.source_arg == ""
+    assert EngineConfig(source="ws:wss://x/stream").source_arg == "wss://x/stream"
+    assert cfg.idle_end is None
+    assert EngineConfig(recording="/r.gz", speed=0).idle_end == 1.0
+    assert nearest_prime_ms(100) == 101 and nearest_prime_ms(97) == 97
+    staggered = EngineConfig(stagger=True, journal_flush_ms=1000)
+    assert staggered.period_ms("journal_flush") == 1009
+    assert EngineConfig().period_ms("journal_flush") == 1000
+
+
+def test_cli_flags_build_the_same_config():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--source", "replay:/data/x.gz", "--dispatch", "polling",
+                              "--symbols", "btcusdt, ethusdt", "--speed", "0", "--duration",
+                              "30", "--engine-cpus", "1", "--no-journal", "--gc-mode", "freeze"])
+    cfg = config_from_args(args)
+    assert cfg == EngineConfig(source="replay:/data/x.gz", dispatch="polling",
+                               symbols=("BTCUSDT", "ETHUSDT"), speed=0.0, duration_s=30.0,
+                               engine_cpus=(1,), out_dir=None, gc_mode="freeze")
+    bad = parser.parse_args(["--poll-interval-ms", "-5"])
+    with pytest.raises(ConfigError, match=r"^poll_interval_ms"):
+        config_from_args(bad)
