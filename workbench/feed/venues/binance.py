@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import orjson
 
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
 from workbench.feed.venues import _levels
@@ -132,7 +133,15 @@ class BinanceNormalizer(Normalizer):
             return self._bad(kind, message, str(exc))
 
     def _bare(self, message: bytes, recv_ns: int) -> np.ndarray:
-        """A frame without the combined-stream envelope (`/ws/<stream>`, REST, responses)."""
+        """A frame without the compact combined-stream envelope (`/ws/<stream>`, REST,
+        responses), or an envelope with whitespace (re-encoded compactly: a slow path)."""
+        if b'"stream"' in message[:16] and not message.startswith(b'{"stream":"'):
+            try:
+                compact = orjson.dumps(orjson.loads(message))
+            except orjson.JSONDecodeError:
+                compact = b""
+            if compact.startswith(b'{"stream":"'):
+                return self.normalize(compact, recv_ns)
         if b'"lastUpdateId"' in message[:32]:
             return self._book(message, recv_ns, b"")
         etype = _EVENT.decode(message).e
