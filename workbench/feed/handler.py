@@ -19,6 +19,7 @@ import argparse
 import signal
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -121,7 +122,10 @@ class FeedHandler:
         )
         if feed == ffi.NULL:
             raise FeedError(f"feed handler did not start: {ffi.string(err).decode()}")
-        self._feed = ffi.gc(feed, lib.wb_feed_free)
+        self._feed = feed
+        # joins and frees the thread on close(), garbage collection or interpreter exit; holds
+        # the batch and the ring mapping until the thread is gone
+        self._finalizer = weakref.finalize(self, _free_feed, feed, self._events, self._ring_owner)
         return self
 
     def _native(self) -> Any:
@@ -161,7 +165,7 @@ class FeedHandler:
             self.stop()
             self.wait()
             self._final = self.status
-            ffi.release(self._feed)
+            self._finalizer()
             self._feed = None
         self._ring_handle = self._ring_owner = None
 
@@ -170,6 +174,10 @@ class FeedHandler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _free_feed(feed: Any, *keep_alive: object) -> None:
+    lib.wb_feed_free(feed)
 
 
 def load_events(path: Path) -> np.ndarray:
