@@ -675,9 +675,12 @@ class SimExchange:
         if not out:
             return
         ws = session.ws
-        async with ws.send_context():
+        async with ws.send_context():  # checks the state; drains and flow-controls on exit
+            protocol = ws.protocol
             for message in out:
-                ws.protocol.send_text(message)
+                protocol.send_text(message)
+            # one write for the batch: send_data() would write (and send(2)) frame by frame
+            ws.transport.write(b"".join(protocol.data_to_send()))
         self.stats.messages += len(out)
         self.stats.bytes += sum(map(len, out))
         out.clear()
@@ -743,8 +746,9 @@ class SimExchange:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]`: serve
-    until stdin closes; prints `READY <url>` on stdout once listening (used by benchmarks)."""
+    """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]
+    [--no-resume] [--disconnect-after N]`: serve until stdin closes; prints `READY <url>` on
+    stdout once listening (benchmarks run the server in its own process this way)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m workbench.feed.simex")
@@ -752,9 +756,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venue", default="binance", choices=VENUES)
     parser.add_argument("--speed", default="1", help="replay speed, or 'flat' for flat out")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--no-resume", action="store_true",
+                        help="every connection streams from the start of the source")
+    parser.add_argument("--disconnect-after", type=int, default=None,
+                        help="close every connection after this many messages")
     args = parser.parse_args(argv)
     speed = None if args.speed == "flat" else float(args.speed)
-    with SimExchange(args.source, venue=args.venue, speed=speed, port=args.port) as ex:
+    faults = Faults(disconnect_after=args.disconnect_after, every_connection=True)
+    with SimExchange(args.source, venue=args.venue, speed=speed, port=args.port,
+                     resume=not args.no_resume, faults=faults) as ex:
         print(f"READY {ex.url}", flush=True)
         sys.stdin.read()
     return 0
