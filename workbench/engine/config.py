@@ -78,7 +78,7 @@ class EngineConfig:
     broker_latency_us: float = 0.0
     max_position: float = 0.05
     max_orders_per_s: float = 50.0
-    invalid_book_streak: int = 100
+    invalid_book_streak: int = 5000
     slice_qty: float = 0.0
     on_strategy_error: str = "halt"
     spike_threshold_us: float = 1000.0

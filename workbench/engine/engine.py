@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -37,7 +38,7 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -543,10 +544,6 @@ class Engine:
         if self._simex is not None:
             with contextlib.suppress(Exception):
                 self._simex.stop(5.0)
-        ring = getattr(self, "_ring", None)
-        if ring is not None and self._feed_thread is not None and not self._feed_thread.is_alive():
-            with contextlib.suppress(Exception):
-                ring.close()
 
     def _feed_main(self) -> None:
         cfg = self.config
@@ -591,16 +588,23 @@ class Engine:
         submit = self.dispatcher.submit
         stop = self._stop_requested
         idle = 0
-        while not stop.is_set():
-            view = ring.read()
-            if not len(view):
-                idle += 1
-                time.sleep(0 if idle < 1000 else 0.0005)
-                continue
-            idle = 0
-            for message in _split_messages(view):
-                submit(message)
-        self._feed_stats = {"ring": str(ring.stats())}
+        cutter = _MessageCutter()
+        try:
+            while not stop.is_set():
+                view = ring.read()
+                if not len(view):
+                    idle += 1
+                    if idle == 1000:
+                        for message in cutter.flush():
+                            submit(message)
+                    time.sleep(0 if idle < 1000 else 0.0005)
+                    continue
+                idle = 0
+                for message in cutter.cut(view):
+                    submit(message)
+            self._feed_stats = {"ring": dataclasses.asdict(ring.stats)}
+        finally:
+            ring.close()
 
     def _run_ws(self) -> None:
         from workbench.feed.ws import WebSocketFeed
@@ -727,16 +731,36 @@ def _position_dict(p) -> dict[str, Any]:
             "fees": p.fees, "net_pnl": p.net_pnl, "mark": None if math.isnan(p.mark) else p.mark}
 
 
-def _split_messages(view: np.ndarray) -> Iterator[np.ndarray]:
-    """Cut a ring read into messages at LAST_IN_MSG flags (copies: the view is released on the
-    next read)."""
-    ends = np.flatnonzero(view["flags"] & LAST_IN_MSG) + 1
-    start = 0
-    for end in ends.tolist():
-        yield view[start:end].copy()
-        start = end
-    if start < len(view):
-        yield view[start:].copy()
+class _MessageCutter:
+    """Cuts ring reads into messages at LAST_IN_MSG flags. A read may end inside a message
+    (the ring's wrap, or the producer mid-message): that tail is kept and completed by the
+    next read. Batches are copies (a read's view is handed back at the next read)."""
+
+    def __init__(self) -> None:
+        self._tail: np.ndarray | None = None
+
+    def cut(self, view: np.ndarray) -> list[np.ndarray]:
+        ends = (np.flatnonzero(view["flags"] & LAST_IN_MSG) + 1).tolist()
+        out = []
+        start = 0
+        for end in ends:
+            part = view[start:end]
+            if self._tail is not None:
+                part = np.concatenate((self._tail, part))
+                self._tail = None
+            else:
+                part = part.copy()
+            out.append(part)
+            start = end
+        if start < len(view):
+            rest = view[start:]
+            self._tail = rest.copy() if self._tail is None else np.concatenate((self._tail, rest))
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        """The incomplete tail as a batch of its own (the producer went quiet mid-message)."""
+        tail, self._tail = self._tail, None
+        return [] if tail is None else [tail]
 
 
 def _info_of(batch: np.ndarray, first: tuple) -> MessageInfo:

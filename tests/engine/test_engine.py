@@ -1,0 +1,256 @@
+"""The engine end to end on the real Binance spot BTCUSDT recording (41,249 messages), the
+simulated exchange over loopback websockets, and a ShmRing fed by the C++ feed handler in
+another process."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import polars as pl
+import pytest
+
+from workbench.engine.config import EngineConfig
+from workbench.engine.engine import Engine
+from workbench.engine.strategy import EmaCross
+from workbench.feed.replay import ReplayFeed
+from workbench.feed.venues import normalizer_for
+
+RECORDING = "binance/hftbacktest/spot/btcusdt_20240808.gz"
+
+
+@pytest.fixture(scope="module")
+def recording(shared_data: Path) -> Path:
+    return shared_data / RECORDING
+
+
+@pytest.fixture(scope="module")
+def expected_seqs(recording: Path) -> list[int]:
+    """Independent pass: the seq of every message that yields events, in recorded order."""
+    normalizer = normalizer_for("binance")
+    out = []
+    for _, message in ReplayFeed(recording, None):
+        batch = normalizer.normalize(message, 0)
+        if len(batch):
+            out.append(int(batch["seq"][0]))
+    return out
+
+
+def run_replay(recording: Path, strategy=None, **fields) -> Engine:
+    cfg = EngineConfig(**{"source": f"replay:{recording}", "speed": 0, "out_dir": None,
+                          **fields})
+    engine = Engine(cfg, strategy=strategy).start()
+    assert engine.wait(120), "the replay did not finish"
+    engine.stop()
+    return engine
+
+
+def fills_of(engine: Engine) -> list[tuple]:
+    return [(f.seq, f.side, f.price, f.qty, f.fee, f.liquidity) for f in engine.executor.fills]
+
+
+class Recorder(EmaCross):
+    """EmaCross that also records the seq of every batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(20, 100, 0.01)
+        self.seen: list[int] = []
+
+    def on_events(self, book, batch):
+        self.seen.append(int(batch["seq"][0]))
+        return super().on_events(book, batch)
+
+
+def test_identical_fills_and_pnl_in_both_modes_and_repeated_runs(recording):
+    runs = [run_replay(recording, dispatch="callback"),
+            run_replay(recording, dispatch="polling", poll_interval_ms=5),
+            run_replay(recording, dispatch="callback")]
+    first = fills_of(runs[0])
+    assert len(first) > 10
+    for engine in runs:
+        status = engine.status()
+        assert status["error"] is None and status["state"] == "stopped"
+        assert status["batches"] == 41249 and status["dispatch_gaps"] == 0
+        assert fills_of(engine) == first
+        assert engine.positions.totals() == runs[0].positions.totals()
+    assert runs[1].dispatcher.max_depth > 1  # the polling run really queued
+
+
+def test_switching_dispatch_100_times_loses_and_duplicates_nothing(recording, expected_seqs):
+    strategy = Recorder()
+    cfg = EngineConfig(source=f"replay:{recording}", speed=100, out_dir=None,
+                       dispatch="polling", poll_interval_ms=2, strategy_warmup_s=0)
+    engine = Engine(cfg, strategy=strategy).start()
+    modes = ("callback", "polling", "blocking", "callback", "polling")
+    for i in range(100):
+        engine.set_dispatch(modes[i % len(modes)])
+        time.sleep(0.01)
+    assert engine.state == "running", "the run ended before 100 switches"
+    status = engine.stop(timeout_s=20)
+    assert status["dispatch_switches"] == 100
+    assert status["dispatch_gaps"] == 0 and status["dispatch_dups"] == 0
+    assert status["submitted"] == status["handled"] == status["batches"] > 1000
+    # the strategy saw exactly the recorded messages, in order, each once (it is called once
+    # the book is valid: a suffix of the processed prefix)
+    processed = expected_seqs[: status["batches"]]
+    seen = strategy.seen
+    assert seen == processed[len(processed) - len(seen):]
+    assert len(seen) > 1000
+
+
+class GcAt(EmaCross):
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+        self.calls = 0
+
+    def on_events(self, book, batch):
+        self.calls += 1
+        if self.calls == self.at:
+            self.seq = int(batch["seq"][0])
+            gc.collect()
+        return super().on_events(book, batch)
+
+
+def test_forced_gc_collect_appears_as_a_spike_with_that_cause(recording):
+    strategy = GcAt(2000)
+    engine = run_replay(recording, strategy=strategy, dispatch="callback",
+                        spike_threshold_us=100)
+    spikes = [s for s in engine.spikes.spikes() if s.seq == strategy.seq]
+    assert spikes, "no spike logged for the batch that ran gc.collect()"
+    gcs = [c for c in spikes[0].causes if c.name == "gc"]
+    assert any(c.detail.startswith("gen2") for c in gcs)
+    assert spikes[0].stages["strategy"] >= max(c.duration_ns for c in gcs)
+
+
+class FailEvery(EmaCross):
+    def __init__(self, every: int) -> None:
+        super().__init__(5, 20, 0.01)
+        self.every = every
+        self.calls = 0
+
+    def on_events(self, book, batch):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            raise ZeroDivisionError(f"boom at call {self.calls}")
+        return super().on_events(book, batch)
+
+
+def test_strategy_error_halt_flattens_and_continue_carries_on(recording, caplog):
+    caplog.set_level(logging.ERROR, logger="workbench.engine")
+    halted = run_replay(recording, strategy=FailEvery(5000), on_strategy_error="halt")
+    st = halted.status()
+    assert st["strategy_errors"] == 1 and st["halted"] and "strategy error" in st["halt_reason"]
+    assert halted.positions.qty(halted.executor.fills[0].symbol_id) == pytest.approx(0.0)
+    assert "ZeroDivisionError: boom at call 5000" in halted.last_strategy_traceback
+    assert "Traceback" in caplog.text and "boom at call 5000" in caplog.text
+    fills_at_halt = [f for f in halted.executor.fills if f.seq > 0]
+    assert fills_at_halt[-1].ts_ns >= fills_at_halt[0].ts_ns
+
+    carried = run_replay(recording, strategy=FailEvery(5000), on_strategy_error="continue")
+    cs = carried.status()
+    calls = carried.strategy.calls
+    assert cs["strategy_errors"] == calls // 5000 >= 5 and not cs["halted"]
+    assert cs["fills"] > st["fills"]
+
+
+def test_stop_under_load_writes_every_fill_and_the_summary(recording, tmp_path):
+    cfg = EngineConfig(source=f"replay:{recording}", speed=100, ema_fast=2, ema_slow=5,
+                       target_qty=0.01, max_position=0.05, max_orders_per_s=1000,
+                       out_dir=str(tmp_path), dispatch="polling", poll_interval_ms=1,
+                       journal_flush_ms=200)
+    engine = Engine(cfg)
+    snapshots = []
+    engine.subscribe(snapshots.append)
+    engine.start()
+    deadline = time.monotonic() + 30
+    while len(engine.executor.fills) < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.state == "running", "the replay ended before the stop"
+    t0 = time.monotonic()
+    status = engine.stop(timeout_s=10)
+    assert time.monotonic() - t0 <= 10.5
+    assert status["state"] == "stopped" and status["error"] is None
+    fills = pl.read_parquet(engine.run_dir / "fills.parquet")
+    assert len(fills) == len(engine.executor.fills) >= 30
+    assert fills["qty"].to_list() == [f.qty for f in engine.executor.fills]
+    orders = pl.read_parquet(engine.run_dir / "orders.parquet")
+    assert len(orders) == status["orders"] + status["orders_rejected"]
+    summary = orjson.loads((engine.run_dir / "summary.json").read_bytes())
+    assert summary["fills"] == len(fills) and summary["batches"] < 41249
+    for stage in ("parse", "queue", "book", "strategy", "order", "tick_to_trade"):
+        assert set(summary["latency"][stage]) == {"p50_ns", "p99_ns", "p999_ns", "max_ns",
+                                                  "count"}
+    assert summary["latency"]["tick_to_trade"]["count"] == summary["batches"]
+    assert summary["tuning"]["event_loop"] in ("uvloop", "asyncio")
+    # UI snapshots: at most 10 per second, the newest one kept
+    assert 1 <= len(snapshots) <= status["elapsed_s"] * 10 + 1
+    assert engine.latest.get()["run_id"] == engine.run_id
+
+
+def test_stop_returns_within_its_timeout():
+    engine = Engine(EngineConfig(source="sim", speed=10, out_dir=None)).start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    status = engine.stop(timeout_s=3.0)
+    assert time.monotonic() - t0 <= 3.5
+    assert status["state"] == "stopped" and status["events"] > 0
+
+
+def test_ring_source_fed_by_the_cpp_feed_handler_in_another_process(recording, tmp_path):
+    from workbench.book.l2 import L2Book
+    from workbench.feed.ring import ShmRing
+
+    normalizer = normalizer_for("binance")
+    batches = []
+    for i, (_, message) in enumerate(ReplayFeed(recording, None)):
+        batch = normalizer.normalize(message, i)
+        if len(batch):
+            batches.append(batch.copy())
+        if i == 3000:
+            break
+    events = np.concatenate(batches)
+    source = tmp_path / "events.npy"
+    np.save(source, events)
+    name = f"t-engine-{os.getpid()}"
+    ring = ShmRing.create(name, 1 << 16)
+    try:
+        engine = Engine(EngineConfig(source=f"ring:{name}", out_dir=None)).start()
+        feed = subprocess.run(
+            [sys.executable, "-m", "workbench.cli", "feed", "--ring", name, "--source",
+             str(source), "--rate", "200000", "--lossless"],
+            capture_output=True, text=True, timeout=60)
+        assert feed.returncode == 0, feed.stderr
+        deadline = time.monotonic() + 30
+        while engine.events < len(events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = engine.stop(timeout_s=10)
+    finally:
+        ring.close()
+    assert status["error"] is None
+    assert status["events"] == len(events) and status["batches"] == len(batches)
+    reference = L2Book(int(events["symbol_id"][0]))
+    reference.apply(events)
+    book = engine.sync.book(int(events["symbol_id"][0]))
+    assert (book.best_bid, book.best_ask) == (reference.best_bid, reference.best_ask)
+    assert engine.latency.summary()["queue"]["count"] == len(batches)
+
+
+def test_cli_run_replays_flat_out_and_prints_the_tables(recording, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "run", "--source", f"replay:{recording}",
+         "--speed", "0", "--dispatch", "callback", "--out", str(tmp_path), "--quiet"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "120"})
+    assert out.returncode == 0, out.stderr
+    assert "tick_to_trade" in out.stdout and "positions and PnL" in out.stdout
+    (run_dir,) = tmp_path.iterdir()
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    assert summary["batches"] == 41249 and summary["state"] == "stopped"
+    assert len(pl.read_parquet(run_dir / "fills.parquet")) == summary["fills"] > 0
