@@ -58,7 +58,8 @@ def trades_frame(bars: Bars, raw: RawRun, notional: float) -> pl.DataFrame:
     exit_t = tr[:, 1 + k.T_EXIT].astype(np.int64)
     side = tr[:, 1 + k.T_SIDE]
     entry_px, exit_px = tr[:, 1 + k.T_ENTRY_PX], tr[:, 1 + k.T_EXIT_PX]
-    reasons = np.array([k.REASONS[int(r)] for r in tr[:, 1 + k.T_REASON]], dtype=object)
+    names = np.array(["", *(k.REASONS[i] for i in sorted(k.REASONS))], dtype=object)
+    reasons = names[tr[:, 1 + k.T_REASON].astype(np.int64)]
     return pl.DataFrame(
         {
             "symbol": np.array(bars.symbols, dtype=object)[sym] if len(sym) else [],
