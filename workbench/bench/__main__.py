@@ -149,7 +149,7 @@ def _run(names: list[str], args: argparse.Namespace, console: Console) -> int:
         skipped = {} if names else load_topics()
         phases = select(names)
     except UnknownPhase as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
         return 2
     for topic, why in skipped.items():
         err.print(f"[dim]note: topic {topic!r} skipped ({why})[/dim]", highlight=False)
