@@ -165,8 +165,10 @@ class Normalizer:
     def _alloc(self, capacity: int) -> None:
         self._batch = np.zeros(capacity, dtype=EVENT_DTYPE)
         self._buf = memoryview(self._batch.view(np.uint8))
-        self._ints = self._batch.view(np.int64).reshape(capacity, 8)
-        self._floats = self._batch.view(np.float64).reshape(capacity, 8)
+        # frombuffer views: numba dispatches on them ~5x faster than on .view()s of the
+        # structured batch (its typeof slow path)
+        self._ints = np.frombuffer(self._batch, dtype=np.int64).reshape(capacity, 8)
+        self._floats = np.frombuffer(self._batch, dtype=np.float64).reshape(capacity, 8)
         self._head = tuple(self._batch[:k] for k in range(4))  # cached small views
         self._sides = np.zeros(capacity, dtype=np.int8)  # scratch of _levels.parse_book
         self._ids = np.zeros(_levels.HEAD_SIZE, dtype=np.int64)  # ids of the last book msg
