@@ -94,7 +94,7 @@ def assert_matches_simulator(checkpoints: dict[int, tuple[np.ndarray, ...]]) -> 
 
 
 def test_gap_resyncs_by_rest_and_disconnect_reconnects_with_a_valid_book() -> None:
-    faults = Faults(gap_after=8000, disconnect_after=16000)
+    faults = Faults(gap_after=2000, gap_after_snapshot=True, disconnect_after=20000)
     with SimExchange(speed=None, faults=faults) as ex, BookFeed(ex, checkpoint_every=3000) as bf:
         wait_until(lambda: len(bf.frames) > 26000 and bf.book.valid, 30, "26k frames")
     feed, sync = bf.feed, bf.sync
@@ -212,9 +212,8 @@ def test_recording_is_delivered_exactly_and_the_book_heals_after_gap_and_disconn
     path = shared_data / USDM
     messages = [m for _, m in ReplayFeed(path, speed=None)]
     recorded = [m for m in messages if m.startswith(b'{"stream"')]
-    # flat out, the server runs ahead of the client by the socket buffers (~20k messages), so
-    # the faults sit well past the first sync
-    faults = Faults(gap_after=45_000, disconnect_after=70_000)
+    # the gap falls 5,000 messages after the REST snapshot the client syncs from
+    faults = Faults(gap_after=5_000, gap_after_snapshot=True, disconnect_after=70_000)
     with SimExchange(path, speed=None, faults=faults) as ex, \
             BookFeed(ex, checkpoint_every=5000) as bf:
         wait_until(lambda: bf.stream_frames >= len(recorded) - 1, 60, "the whole recording")

@@ -87,7 +87,10 @@ class Faults:
     """Faults to inject. Message counts are data messages sent on one connection.
 
     disconnect_after: close the connection (code 1001) after N messages.
-    gap_after: drop the first book delta after N messages (a sequence gap for the client).
+    gap_after: drop the first book delta after N messages (a sequence gap for the client),
+    counted from the connection start, or with `gap_after_snapshot` from the last REST depth
+    snapshot served since the connection opened (then the gap is sure to fall after the book
+    of a client that synced from that snapshot went live).
     malformed_after: send one truncated JSON frame after N messages (extra, nothing dropped).
     stall_after / stall_s: after N messages send nothing for S seconds (pings still answered).
     rest_errors / rest_status / retry_after_s: the first K REST depth requests answer
@@ -97,6 +100,7 @@ class Faults:
 
     disconnect_after: int | None = None
     gap_after: int | None = None
+    gap_after_snapshot: bool = False
     malformed_after: int | None = None
     stall_after: int | None = None
     stall_s: float = 0.0
@@ -337,6 +341,8 @@ class _Session:
         self.subs: set[bytes] = set()
         self.sub_names: list[str] = []
         self.sent = 0
+        self.since_rest = -1  # messages sent since the last REST snapshot, -1 before one
+        self.rest_seen = exchange.rest_snapshots
         self.seq = 0  # coinbase sequence_num of this connection
         self.raw = False  # binance /ws: send the `data` part only
         self.subscribed = asyncio.Event()
@@ -357,10 +363,11 @@ class _Session:
             if name in self.sub_names:
                 self.sub_names.remove(name)
 
-    def armed(self, name: str, after: int | None) -> bool:
-        """Fault `name` applies to this connection, has not fired, and its count is reached."""
+    def armed(self, name: str, after: int | None, count: int | None = None) -> bool:
+        """Fault `name` applies to this connection, has not fired, and `count` (default: the
+        messages sent on this connection) has reached `after`."""
         return (self.faults is not None and after is not None and name not in self.fired
-                and self.sent >= after)
+                and (self.sent if count is None else count) >= after)
 
     def fire(self, name: str) -> None:
         self.fired.add(name)
@@ -428,7 +435,7 @@ class SimExchange:
         self._bound_port = 0
         self._weight = 0
         self._weight_minute = 0
-        self._conn_ids = itertools.count(1)
+        self.rest_snapshots = 0  # REST depth snapshots served
 
     # ---- lifecycle -------------------------------------------------------------------------
     @property
@@ -647,7 +654,11 @@ class SimExchange:
                 if delay > 0.0005:
                     await self._flush(session, out)
                     await asyncio.sleep(delay)
-            if session.armed("gap", faults.gap_after) and _is_delta(self.venue, message):
+            if session.rest_seen != self.rest_snapshots:
+                session.rest_seen, session.since_rest = self.rest_snapshots, 0
+            gap_count = session.since_rest if faults.gap_after_snapshot else session.sent
+            if session.armed("gap", faults.gap_after, gap_count) and _is_delta(self.venue,
+                                                                                message):
                 session.fire("gap")  # the first book delta after N messages is never sent
                 continue
             if session.raw:
@@ -657,6 +668,8 @@ class SimExchange:
                 session.seq += 1
             out.append(message)
             session.sent += 1
+            if session.since_rest >= 0:
+                session.since_rest += 1
             if session.due("malformed", faults.malformed_after):
                 out.append(MALFORMED_FRAME)
             if session.due("stall", faults.stall_after):
@@ -719,6 +732,7 @@ class SimExchange:
         if body is None:
             return self._json(400, {"code": -1121, "msg": f"Invalid symbol {symbol} "
                                     "(or no snapshot recorded for it)."})
+        self.rest_snapshots += 1
         return self._response(200, body, weight)
 
     def _charge(self, limit: int) -> int:

@@ -1,8 +1,10 @@
 """WebSocketFeed: connect, subscribe, normalize, hand batches to a sink; reconnect and resync.
 
-One `websockets` client connection at a time to `url`. Each frame is read as bytes, stamped
-with `time.perf_counter_ns()` as `recv()` hands it over (the receive time, `ts_recv_ns`),
-normalized by the venue normalizer, and given to the sink:
+One websocket connection at a time to `url`, spoken by the `websockets` library's Sans-I/O
+`ClientProtocol` (handshake, framing, ping/pong, close) on an asyncio transport: every frame
+of one socket read is stamped with the `time.perf_counter_ns()` of that read (the receive time,
+`ts_recv_ns`; no queue between the socket and the stamp), normalized by the venue normalizer,
+and given to the sink in the same callback:
 
     sink(batch, message, recv_ns) -> None
 
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -40,8 +43,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidState, InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import WebSocketURI, parse_uri
 
 from workbench.errors import ConfigError, FeedError
 from workbench.feed.rest import DepthSnapshotClient
@@ -56,6 +62,7 @@ Sink = Callable[[np.ndarray, bytes, int], None]
 # normalizer venue key -> REST depth market for Binance venues
 REST_MARKETS = {"binance": "spot", "binance-usdm": "usdm", "binance-coinm": "coinm"}
 LOOPS = ("asyncio", "uvloop")
+CLOSE_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -136,7 +143,7 @@ class WebSocketFeed:
         self.rest = DepthSnapshotClient(market, rest_url) if market else None
         self.snapshots = snapshots and self.rest is not None
         self._rng = random.Random(seed)
-        self._ws: ClientConnection | None = None
+        self._wire: _Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._switch_to: str | None = None
@@ -177,7 +184,7 @@ class WebSocketFeed:
         name = self.registry.symbol(symbol) if isinstance(symbol, int) else symbol.upper()
         self.stats.resyncs += 1
         if not self._in_connect and (name in self._synced if self.rest is not None
-                                     else self._ws is not None and self.stats.messages > 0):
+                                     else self._wire is not None and self.stats.messages > 0):
             self.stats.gaps += 1
         self._synced.discard(name)
         self._call(self._spawn_resync, name)
@@ -193,9 +200,9 @@ class WebSocketFeed:
                 loop.call_soon_threadsafe(fn, arg)
 
     def _close_current(self, reason: str) -> None:
-        ws = self._ws
-        if ws is not None:
-            self._spawn(ws.close(1000, reason))
+        wire = self._wire
+        if wire is not None:
+            wire.close(reason)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -272,103 +279,218 @@ class WebSocketFeed:
             self._done.set()
 
     async def _session(self, url: str) -> bool:
-        """One connection: open, subscribe, pump. Returns True if any frame arrived."""
+        """One connection: open, subscribe, deliver frames until it ends. Returns True if any
+        frame arrived. Raises what the sink raised."""
         received = self.stats.messages
+        wire: _Wire | None = None
         try:
-            async with connect(url, open_timeout=self.open_timeout_s, max_size=None,
-                               compression=None, ping_interval=None,
-                               close_timeout=1.0) as ws:
-                self._ws = ws
-                self.stats.connects += 1
-                self._last_frame_ns = time.perf_counter_ns()
-                for frame in self.subscribe_frames:
-                    await ws.send(frame, text=True)
-                self._resyncing.clear()
-                self._synced.clear()
-                if self.on_connect is not None:
-                    self._in_connect = True
-                    try:
-                        self.on_connect()
-                    finally:
-                        self._in_connect = False
-                if self.snapshots:
-                    for symbol in self.symbols:
-                        self._spawn_resync(symbol)
-                self.connected.set()
-                await self._pump(ws)
+            uri = parse_uri(url)
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(self.open_timeout_s):
+                _, wire = await loop.create_connection(
+                    lambda: _Wire(self, uri, loop), uri.host, uri.port,
+                    ssl=ssl.create_default_context() if uri.secure else None)
+                await wire.opened
+            self._wire = wire
+            self.stats.connects += 1
+            self._last_frame_ns = time.perf_counter_ns()
+            for frame in self.subscribe_frames:
+                wire.send_text(frame)
+            self._resyncing.clear()
+            self._synced.clear()
+            if self.on_connect is not None:
+                self._in_connect = True
+                try:
+                    self.on_connect()
+                finally:
+                    self._in_connect = False
+            if self.snapshots:
+                for symbol in self.symbols:
+                    self._spawn_resync(symbol)
+            self.connected.set()
+            await wire.lost
+            if wire.error is not None:
+                raise wire.error
+            closed = wire.protocol.state is State.CLOSED
+            self.stats.last_error = (f"closed: {wire.protocol.close_exc}" if closed
+                                     else "connection lost without a close frame")
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("ws %s: %s", url, self.stats.last_error)
-        except ConnectionClosed as exc:
-            self.stats.last_error = f"closed: {exc}"
         finally:
-            self._ws = None
+            self._wire = None
             self.connected.clear()
+            if wire is not None:
+                wire.abort()
         return self.stats.messages > received
 
-    async def _pump(self, ws: ClientConnection) -> None:
-        recv = ws.recv
-        normalize = self.normalizer.normalize
-        last = self.normalizer.last
-        sink = self.sink
+    def _deliver(self, message: bytes, recv_ns: int) -> None:
+        """One received frame: normalize, count, hand to the sink (on the loop thread)."""
+        batch = self.normalizer.normalize(message, recv_ns)
         stats = self.stats
-        clock = time.perf_counter_ns
-        while True:
-            message = await recv(decode=False)
-            recv_ns = clock()
-            self._last_frame_ns = recv_ns
-            batch = normalize(message, recv_ns)
-            stats.messages += 1
-            stats.bytes += len(message)
-            n = len(batch)
-            if n:
-                stats.events += n
-            elif last.kind == M_MALFORMED:
-                stats.malformed += 1
-            sink(batch, message, recv_ns)
+        stats.messages += 1
+        stats.bytes += len(message)
+        n = len(batch)
+        if n:
+            stats.events += n
+        elif self.normalizer.last.kind == M_MALFORMED:
+            stats.malformed += 1
+        self.sink(batch, message, recv_ns)
 
     async def _watchdog(self) -> None:
         """Close a connection that has been silent for `silence_s`."""
         period = min(self.silence_s / 4, 0.5)
         while True:
             await asyncio.sleep(period)
-            ws = self._ws
+            wire = self._wire
             silent_s = (time.perf_counter_ns() - self._last_frame_ns) / 1e9
-            if ws is not None and silent_s >= self.silence_s:
+            if wire is not None and silent_s >= self.silence_s:
                 self.stats.silences += 1
                 self.stats.last_error = f"silent for {silent_s:.1f} s"
                 log.warning("ws %s: no frame for %.1f s, reconnecting", self.url, silent_s)
-                self._ws = None
-                ws.transport.abort()
+                self._wire = None
+                wire.abort()
 
     # ---- resync ----------------------------------------------------------------------------
     def _spawn_resync(self, symbol: str) -> None:
-        if symbol in self._resyncing or self._ws is None:
+        if symbol in self._resyncing or self._wire is None:
             return
         self._resyncing.add(symbol)
-        self._spawn(self._resync(symbol, self._ws))
+        self._spawn(self._resync(symbol, self._wire))
 
-    async def _resync(self, symbol: str, ws: ClientConnection) -> None:
+    async def _resync(self, symbol: str, wire: _Wire) -> None:
         try:
             if self.rest is None:
                 for frame in self.subscribe_frames:
-                    await ws.send(frame, text=True)
+                    wire.send_text(frame)
                 return
             body = await self.rest.afetch(symbol, self.snapshot_limit)
-            if ws is not self._ws:  # the connection changed meanwhile: its own resync runs
+            if wire is not self._wire:  # the connection changed meanwhile: its own resync runs
                 return
+            self._resyncing.discard(symbol)  # a request made while the sink runs is a new one
             recv_ns = time.perf_counter_ns()
             batch = self.normalizer.normalize_snapshot(body, recv_ns, symbol)
             self.stats.snapshots += 1
             self.stats.events += len(batch)
             self._synced.add(symbol)
             self.sink(batch, body, recv_ns)
-        except (FeedError, ConnectionClosed) as exc:
+        except (FeedError, InvalidState) as exc:
             self.stats.last_error = f"resync {symbol}: {exc}"
             log.warning("ws %s: resync of %s failed: %s", self.url, symbol, exc)
         finally:
-            if ws is self._ws:
+            if wire is self._wire:
                 self._resyncing.discard(symbol)
+
+
+class _Wire(asyncio.Protocol):
+    """One connection: websockets' Sans-I/O ClientProtocol driven by an asyncio transport.
+
+    `opened` resolves when the opening handshake succeeded (or fails with its error), `lost`
+    when the TCP connection ended. Frames of each socket read go to `feed._deliver` with the
+    read's perf_counter_ns; fragmented messages are joined first. An exception from the sink
+    is kept in `error`, the connection is aborted, and the session re-raises it.
+    """
+
+    def __init__(self, feed: WebSocketFeed, uri: WebSocketURI,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.feed = feed
+        self.loop = loop
+        self.protocol = ClientProtocol(uri, max_size=None)
+        self.transport: asyncio.Transport | None = None
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.error: BaseException | None = None
+        self._parts: list[bytes] = []
+        self._abort_later: asyncio.TimerHandle | None = None
+
+    # ---- asyncio.Protocol --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.protocol.send_request(self.protocol.connect())
+        self._write()
+
+    def data_received(self, data: bytes) -> None:
+        recv_ns = time.perf_counter_ns()
+        protocol = self.protocol
+        protocol.receive_data(data)
+        deliver = self.feed._deliver
+        self.feed._last_frame_ns = recv_ns
+        try:
+            for event in protocol.events_received():
+                if type(event) is not Frame:  # the handshake response
+                    self._handshake_done()
+                    continue
+                opcode = event.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    if event.fin:
+                        deliver(bytes(event.data), recv_ns)
+                    else:
+                        self._parts = [bytes(event.data)]
+                elif opcode is Opcode.CONT:
+                    self._parts.append(bytes(event.data))
+                    if event.fin:
+                        message, self._parts = b"".join(self._parts), []
+                        deliver(message, recv_ns)
+        except Exception as exc:  # the sink failed: stop this feed with it
+            self.error = exc
+            self.abort()
+            return
+        self._write()
+        self._close_if_expected()
+
+    def eof_received(self) -> bool:
+        self.protocol.receive_eof()
+        self._write()
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_later is not None:
+            self._abort_later.cancel()
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
+            self.opened.exception()  # retrieved: a failed open is reported by the session
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    # ---- actions -----------------------------------------------------------------------
+    def _handshake_done(self) -> None:
+        if self.opened.done():
+            return
+        if self.protocol.handshake_exc is not None:
+            self.opened.set_exception(self.protocol.handshake_exc)
+        else:
+            self.opened.set_result(None)
+
+    def _write(self) -> None:
+        transport = self.transport
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+
+    def _close_if_expected(self) -> None:
+        if self.protocol.close_expected() and self._abort_later is None:
+            self._abort_later = self.loop.call_later(CLOSE_TIMEOUT_S, self.abort)
+
+    def send_text(self, frame: bytes) -> None:
+        """Send one text frame. Raises InvalidState when the connection is not open."""
+        self.protocol.send_text(frame)
+        self._write()
+
+    def close(self, reason: str) -> None:
+        """Start the closing handshake (code 1000); the TCP close follows within
+        CLOSE_TIMEOUT_S."""
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(1000, reason)
+            self._write()
+            self._close_if_expected()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
