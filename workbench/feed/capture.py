@@ -86,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds to record (default: until Ctrl-C)")
     parser.add_argument("--messages", type=int, default=None,
-                        help="stop after this many frames")
+                        help="stop after this many frames (and the first REST snapshot of "
+                             "each symbol, when snapshots are fetched)")
     parser.add_argument("--channels", nargs="+", default=None,
                         help="venue channels (default: the normalizer's book, BBO and trades)")
     parser.add_argument("--rest-url", default=None,
@@ -108,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
 
         def sink(batch: np.ndarray, message: bytes, recv_ns: int) -> None:
             writer.write(recv_ns, message)
-            if args.messages is not None and writer.messages >= args.messages:
+            if (args.messages is not None and writer.messages >= args.messages
+                    and (not feed.snapshots or feed.stats.snapshots >= len(feed.symbols))):
                 enough.set()
 
         feed = WebSocketFeed(args.url, args.venue, args.symbols, sink,
