@@ -70,18 +70,22 @@ def test_snapshot_replaces_everything_and_ignores_other_symbols() -> None:
     assert book.top() == (20.0, 3.0, 21.0, 5.0)
 
 
-def test_capacity_grows_and_matches_reference() -> None:
+def test_random_updates_match_reference_through_growth_and_refills() -> None:
+    """Inserts and deletes anywhere in a 600-level-per-side range (deep and near the top):
+    the table grows, the top cache evicts and refills; best levels and depth(5/128/200/all)
+    match a dict reference after every batch."""
     rng = np.random.default_rng(3)
     book = L2Book(1, capacity=8)
     ref_b: dict[float, float] = {}
     ref_a: dict[float, float] = {}
     book.apply(snapshot([], []))
-    for _ in range(200):
+    for step in range(300):
         rows = []
-        for _ in range(25):
+        for _ in range(40):
             side = BID if rng.random() < 0.5 else ASK
-            price = float(rng.integers(1, 400)) / 4 + (0.0 if side == BID else 100.0)
-            qty = 0.0 if rng.random() < 0.3 else float(rng.integers(1, 9))
+            ticks = int(rng.integers(1, 600)) if rng.random() < 0.5 else int(rng.integers(1, 20))
+            price = 1000.0 - ticks * 0.25 if side == BID else 1000.25 + ticks * 0.25
+            qty = 0.0 if rng.random() < 0.45 else float(rng.integers(1, 9))
             rows.append((side, price, qty))
             ref = ref_b if side == BID else ref_a
             if qty:
@@ -89,11 +93,17 @@ def test_capacity_grows_and_matches_reference() -> None:
             else:
                 ref.pop(price, None)
         book.apply(batch(rows))
+        want_b = sorted(ref_b.items(), reverse=True)
+        want_a = sorted(ref_a.items())
+        assert book.top() == (want_b[0] + want_a[0] if want_b and want_a else book.top())
+        assert math.isnan(book.best_bid) == (not want_b)
+        assert (book.n_bids, book.n_asks) == (len(want_b), len(want_a))
+        if step % 25 == 0 or step == 299:
+            for n in (5, 128, 200, 10_000):
+                bp, bq, ap, aq = book.depth(n)
+                assert list(zip(bp.tolist(), bq.tolist(), strict=True)) == want_b[:n]
+                assert list(zip(ap.tolist(), aq.tolist(), strict=True)) == want_a[:n]
     assert book.capacity > 8
-    bp, bq, ap, aq = book.depth(10_000)
-    assert list(zip(bp.tolist(), bq.tolist(), strict=True)) == sorted(ref_b.items(),
-                                                                       reverse=True)
-    assert list(zip(ap.tolist(), aq.tolist(), strict=True)) == sorted(ref_a.items())
 
 
 def test_bad_construction() -> None:

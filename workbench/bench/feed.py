@@ -39,7 +39,7 @@ from workbench.feed.venues.binance import BinanceNormalizer
 from workbench.shared_data import shared_path
 
 RECORDING = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
-QUICK_MESSAGES = 30_000
+QUICK_MESSAGES = 20_000
 VENUE = "binance-usdm"
 
 _BID, _ASK = int(EventKind.BID_LEVEL), int(EventKind.ASK_LEVEL)
