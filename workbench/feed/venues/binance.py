@@ -237,8 +237,9 @@ class BinanceNormalizer(Normalizer):
         info.ts_event_ns = ts
         buf = self._buf
         n = stats.messages
-        pack_into(buf, 0, ts, recv_ns, 0, n, t.u, sid, K_BBO, BUY, 0, t.b, t.B)
-        pack_into(buf, 64, ts, recv_ns, 0, n, t.u, sid, K_BBO, SELL, LAST, t.a, t.A)
+        u = t.u if t.u >= 0 else 0
+        pack_into(buf, 0, ts, recv_ns, 0, n, u, sid, K_BBO, BUY, 0, t.b, t.B)
+        pack_into(buf, 64, ts, recv_ns, 0, n, u, sid, K_BBO, SELL, LAST, t.a, t.A)
         stats.events += 2
         return self._head[2]
 
@@ -257,7 +258,7 @@ class BinanceNormalizer(Normalizer):
             return self._bad("bad_qty", message)
         sid = self._symbol_cache.get(t.s) or self.symbol_id(t.s)
         ts = (t.T or t.E) * MS
-        trade_id = t.t if t.t >= 0 else t.a
+        trade_id = t.t if t.t >= 0 else max(t.a, 0)
         info.kind = M_TRADE
         info.channel = channel
         info.symbol_id = sid

@@ -134,8 +134,8 @@ class CoinbaseNormalizer(Normalizer):
             ts = iso_ns(msg.timestamp)
             info.kind = M_HEARTBEAT
             info.ts_event_ns = ts
-            pack_into(self._buf, 0, ts, recv_ns, 0, self.stats.messages, msg.sequence_num, 0,
-                      K_HEARTBEAT, 0, LAST, 0.0, 0.0)
+            pack_into(self._buf, 0, ts, recv_ns, 0, self.stats.messages,
+                      max(msg.sequence_num, 0), 0, K_HEARTBEAT, 0, LAST, 0.0, 0.0)
             self.stats.events += 1
             out = self._head[1]
         elif channel in _OTHER_CHANNELS:
@@ -166,7 +166,7 @@ class CoinbaseNormalizer(Normalizer):
         self._reserve(total)
         ts = iso_ns(msg.timestamp)
         seq = self.stats.messages
-        vseq = msg.sequence_num
+        vseq = max(msg.sequence_num, 0)
         buf = self._buf
         i = 0
         for ev in events:
@@ -228,11 +228,12 @@ class CoinbaseNormalizer(Normalizer):
         self._reserve(2 * len(ticks))
         ts = iso_ns(msg.timestamp)
         seq = self.stats.messages
+        vseq = max(msg.sequence_num, 0)
         for i, t in enumerate(ticks):
             sid = self.symbol_id(t.product_id)
-            pack_into(self._buf, (2 * i) << 6, ts, recv_ns, 0, seq, msg.sequence_num, sid,
+            pack_into(self._buf, (2 * i) << 6, ts, recv_ns, 0, seq, vseq, sid,
                       K_BBO, BUY, 0, t.best_bid, t.best_bid_quantity or 0.0)
-            pack_into(self._buf, (2 * i + 1) << 6, ts, recv_ns, 0, seq, msg.sequence_num, sid,
+            pack_into(self._buf, (2 * i + 1) << 6, ts, recv_ns, 0, seq, vseq, sid,
                       K_BBO, SELL, 0, t.best_ask, t.best_ask_quantity or 0.0)
         info = self.last
         info.kind = M_BBO
