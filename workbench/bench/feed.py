@@ -338,3 +338,6 @@ register(Phase(
     baseline_label="dict + heapq book",
     optimized_label="numba L2Book, one message at a time",
 ))
+
+# the loopback phase (SimExchange -> WebSocketFeed -> book) lives in its own module
+from workbench.bench import feed_ws  # noqa: E402, F401
