@@ -104,8 +104,12 @@ def results_table(results: list[PhaseResult]) -> Table:
     """The claimed-vs-measured table: phase, baseline, optimized, measured ratio, claimed,
     verdict; invalid and error rows carry the first difference / the exception."""
     table = Table(title="optimization phases: claimed vs measured (ratio > 1 = optimized better)")
-    for col in ("phase", "baseline", "optimized", "measured ratio", "claimed", "verdict"):
-        table.add_column(col, overflow="fold", no_wrap=col == "phase")
+    table.add_column("phase", overflow="fold", ratio=3)
+    for col in ("baseline", "optimized"):
+        table.add_column(col, overflow="fold", ratio=2)
+    table.add_column("measured ratio", overflow="fold", ratio=2)
+    table.add_column("claimed", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
     for res in results:
         p = res.phase
         style = VERDICT_STYLE.get(res.verdict, "")

@@ -75,6 +75,8 @@ class Phase:
     check(baseline_result, optimized_result) raises PhaseMismatch naming the first difference.
     metric picks the ratio: time (wall time of the call), throughput (items/s), latency
     (P99 of latencies_ns), memory or bytes (nbytes).
+    quick_repeats caps the measured pairs of a --quick run (default 3; 1 for phases whose
+    single pair takes seconds).
     """
 
     name: str
@@ -89,6 +91,7 @@ class Phase:
     warmup: int = 1
     baseline_label: str = "baseline"
     optimized_label: str = "optimized"
+    quick_repeats: int = 3
 
 
 _PHASES: dict[str, Phase] = {}
@@ -144,8 +147,8 @@ def all_phases() -> list[Phase]:
     """Every registered phase of every topic that exists, in topic order then registration
     order. Topic modules not written yet are skipped (see `load_topics`)."""
     load_topics()
-    order = list(TOPIC_MODULES)
-    return sorted(_PHASES.values(), key=lambda p: order.index(p.topic))
+    order = {topic: i for i, topic in enumerate(TOPIC_MODULES)}
+    return sorted(_PHASES.values(), key=lambda p: order.get(p.topic, len(order)))
 
 
 def select(names: Iterable[str]) -> list[Phase]:

@@ -1,9 +1,9 @@
 """Run phases: prepare once, warm up, alternate the two variants, check they agree, compare.
 
 For each phase the runner calls `prepare(quick)` once, runs `warmup` unmeasured pairs, then
-`repeats` measured pairs (at most 3 with quick; more, up to 10x, for phases whose pair takes
-less than the repeat budget), alternating which variant goes first so that drift (thermal,
-other processes on the 2 shared cores) hits both. The improvement ratio is computed
+`repeats` measured pairs (at most `quick_repeats` with quick; more, up to 10x, for phases
+whose pair takes less than the repeat budget), alternating which variant goes first so that
+drift (thermal, other processes on the 2 shared cores) hits both. The improvement ratio is computed
 pair by pair within the run (baseline/optimized for time, latency, memory, bytes;
 optimized/baseline for throughput) and summarized as median, min and max. The first pair's
 results go through the phase's `check`: a `PhaseMismatch` marks the phase INVALID with the first
@@ -40,7 +40,6 @@ Verdict = Literal["confirmed", "smaller", "larger", "refuted", "measured", "inva
 Clock = Callable[[], int]
 Progress = Callable[[Phase, str], None]
 
-QUICK_REPEATS = 3
 # Fast phases get more repeats (up to 10x) until a phase's measured pairs fill this many seconds.
 REPEAT_BUDGET_S = {True: 0.3, False: 1.5}
 MAX_REPEAT_FACTOR = 10
@@ -204,7 +203,7 @@ def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counte
     """Measure one phase (see the module docstring). Never raises for the phase's own faults:
     a mismatch gives status 'invalid', any other exception status 'error'."""
     started = time.perf_counter()
-    repeats = max(1, min(phase.repeats, QUICK_REPEATS) if quick else phase.repeats)
+    repeats = max(1, min(phase.repeats, phase.quick_repeats) if quick else phase.repeats)
     warmup = min(phase.warmup, 1) if quick else phase.warmup
     note = progress or (lambda _p, _s: None)
     result = PhaseResult(phase, "ok", "measured", quick, repeats)

@@ -11,7 +11,10 @@ runs flat out, so this is service time, not wire time.
 Each phase flips one knob of `LoopConfig` from the fixed setting to the spiky one:
 
   writer         sync CSV/JSON writes + flush in the loop  vs  a background writer thread
-  gc_mode        explicit gc.collect() every GC_EVERY steps  vs  gc.freeze() after start-up
+  gc_mode        explicit gc.collect() every GC_EVERY steps  vs  gc.freeze() before the loop
+                 (unfrozen after it; no collect before freezing, unlike
+                 `workbench.tuning.apply_gc_mode`, whose full collection would cost each run
+                 more than the loop itself)
   clock          two datetime.now().isoformat() per iteration  vs  one, reused
   jobs           periodic jobs on aligned intervals (100/200/500)  vs  primes (97/199/499)
   display_every  display refresh every 10 steps  vs  every 100
@@ -52,11 +55,12 @@ from workbench.bench import recorded
 from workbench.bench.registry import Claim, Outcome, Phase, register
 from workbench.bench.serialization import first_difference
 from workbench.latency.spikes import SpikeLog
-from workbench.tuning import apply_gc_mode, restore_gc
 
-QUICK_MESSAGES = 2_000
+QUICK_MESSAGES = 1_500
 FULL_MESSAGES = 10_000
-SLOW_REPEATS = 3  # phases whose baseline runs gc.collect() (~20-90 ms each) every GC_EVERY steps
+# The phases whose baseline runs a full gc.collect() every GC_EVERY steps: one collection costs
+# 20-300 ms depending on what the process holds, so they get fewer pairs and no warmup.
+SLOW = {"repeats": 3, "quick_repeats": 1, "warmup": 0}
 GC_EVERY = 64
 REBUILD_EVERY = 100
 SNAPSHOT_EVERY = 250
@@ -238,7 +242,7 @@ def paper_loop(messages: list[bytes], cfg: LoopConfig) -> Outcome:
     tmp = tempfile.TemporaryDirectory(prefix="wb-bench-spikes-")
     writer = _Writer(Path(tmp.name), background=cfg.writer == "background")
     if cfg.gc_mode == "freeze":
-        apply_gc_mode("freeze")
+        gc.freeze()
     log.install_gc_hook()
     try:
         for step, raw in enumerate(messages):
@@ -322,7 +326,7 @@ def paper_loop(messages: list[bytes], cfg: LoopConfig) -> Outcome:
     finally:
         log.remove_gc_hook()
         if cfg.gc_mode == "freeze":
-            restore_gc("freeze")
+            gc.unfreeze()
         writer.close()
         tmp.cleanup()
     return Outcome((decisions, tops), items=len(messages), latencies_ns=lat,
@@ -361,7 +365,7 @@ for _knob, _text, _base_label, _opt_label in KNOBS:
         claim=Claim(f"spike fix: {_text} (the number is on spikes.all_fixes)"),
         prepare=_prepare, baseline=lambda msgs, cfg=_spiky: paper_loop(msgs, cfg),
         optimized=lambda msgs: paper_loop(msgs, FIXED), check=_check, metric="latency",
-        repeats=SLOW_REPEATS if _knob == "gc_mode" else 5,
+        **(SLOW if _knob == "gc_mode" else {}),
         baseline_label=_base_label, optimized_label=_opt_label,
     ))
 
@@ -371,5 +375,5 @@ register(Phase(
                 18 / 5, 20 / 2),
     prepare=_prepare, baseline=lambda msgs: paper_loop(msgs, SPIKY),
     optimized=lambda msgs: paper_loop(msgs, FIXED), check=_check, metric="latency",
-    repeats=SLOW_REPEATS, baseline_label="every spike source", optimized_label="every fix",
+    **SLOW, baseline_label="every spike source", optimized_label="every fix",
 ))
