@@ -108,8 +108,8 @@ class Dispatcher:
     async def wait(self, timeout_s: float) -> None:
         """Engine thread (inside its event loop): wait for work in the current mode, at most
         `timeout_s`. polling: sleep the poll interval (busy polling: `asyncio.sleep(0)`, one
-        loop turn); blocking: block the thread until a submit (the loop is idle meanwhile);
-        callback: sleep (the feed thread does the work)."""
+        loop turn); blocking: block the thread until a submit (the loop's other tasks wait),
+        then one loop turn; callback: sleep (the feed thread does the work)."""
         mode = self.mode
         if mode == "polling":
             await asyncio.sleep(min(self.poll_interval_s, timeout_s))
@@ -117,5 +117,6 @@ class Dispatcher:
             if not self._queue:
                 self._ready.wait(timeout_s)
             self._ready.clear()
+            await asyncio.sleep(0)  # one loop turn for the engine's other tasks
         else:
             await asyncio.sleep(timeout_s)

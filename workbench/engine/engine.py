@@ -168,6 +168,9 @@ class Engine:
         self._rest = None
         self._resync_wanted: set[int] = set()
         self._resync_inflight: set[int] = set()
+        # symbols whose book comes from a REST snapshot taken ahead of the batches still in
+        # flight: not traded on until a delta in sequence has been applied after it
+        self._ahead: set[int] = set()
         self._snapshot_normalizer = None
         self.housekeeping_runs = dict.fromkeys(HOUSEKEEPING, 0)
         self.dispatch_switches = 0
@@ -290,9 +293,12 @@ class Engine:
         sync = self.sync
         if info is None:
             info = _info_of(batch, first)
-        book = sync.process(batch, info) or sync.book(sid)
+        changed = sync.process(batch, info)
+        book = changed or sync.book(sid)
+        if sid in self._ahead and changed is not None and info.kind == M_DELTA:
+            self._ahead.discard(sid)  # the stream has caught up with the REST snapshot
         mid = book.mid
-        valid = book.valid and mid == mid and not book.crossed
+        valid = book.valid and mid == mid and not book.crossed and sid not in self._ahead
         t_book = time.perf_counter_ns()
         executor = self.executor
         orders = None
@@ -389,7 +395,9 @@ class Engine:
         with self.dispatcher.lock:
             t0 = time.perf_counter_ns()
             batch = self._snapshot_normalizer.normalize_snapshot(body, recv_ns, symbol)
-            self.sync.process(batch, self._snapshot_normalizer.last)
+            info = self._snapshot_normalizer.last
+            self.sync.process(batch, info)
+            self._ahead.add(info.symbol_id)
             self.snapshots_applied += 1
             t1 = time.perf_counter_ns()
         self.spikes.note_cause("book_rebuild", t1 - t0, "rest snapshot", end_ns=t1)
@@ -530,7 +538,6 @@ class Engine:
             rest_url = self._simex.rest_url if kind == "sim" else cfg.rest_url
             self._rest = DepthSnapshotClient(REST_MARKETS[self.venue], rest_url)
             self._snapshot_normalizer = normalizer_for(self.venue)
-            self._resync_wanted.update(SYMBOLS.id(self.venue, s) for s in cfg.symbols)
         if kind == "replay":
             path = Path(cfg.source_arg)
             if not path.exists():
