@@ -164,8 +164,16 @@ def _run(names: list[str], args: argparse.Namespace, console: Console) -> int:
         def progress(phase: Phase, stage: str) -> None:
             bar.update(task, description=f"{phase.name}: {stage}")
 
+        def done(res: PhaseResult) -> None:
+            bar.advance(task)
+            finished.append(res)
+            if not err.is_terminal:  # logs (CI, papermill) get one line per phase instead
+                err.print(f"[{len(finished)}/{len(phases)}] {res.phase.name}: {res.verdict} "
+                          f"in {res.seconds:.1f} s", highlight=False)
+
+        finished: list[PhaseResult] = []
         results, records = run_phases(phases, quick=args.quick, progress=progress,
-                                      on_result=lambda _r: bar.advance(task))
+                                      on_result=done)
     console.print(results_table(results))
     for line in cause_notes(results):
         console.print(line, highlight=False)
