@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+import msgspec
 import numpy as np
 
 from workbench.events import EVENT_DTYPE, EventFlag, EventKind, Side
@@ -62,6 +63,9 @@ K_HEARTBEAT = int(EventKind.HEARTBEAT)
 BUY = int(Side.BUY)
 SELL = int(Side.SELL)
 INF = float("inf")
+# what parsing a hostile message can raise; normalize() turns them into counted skips
+PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error,
+                msgspec.DecodeError)
 _LEVEL_ERRORS = {_levels.BAD_PRICE: "bad_price", _levels.BAD_QTY: "bad_qty",
                  _levels.BAD_SYNTAX: "json"}
 
@@ -250,6 +254,15 @@ class Normalizer:
             log.warning("%s: skipped %s message (%d so far)%s: %.200r", self.venue, kind,
                         self.stats.malformed[kind], f" {detail}" if detail else "", message)
         return self._head[0]
+
+    def _failed(self, exc: Exception, message: bytes, start: int) -> np.ndarray:
+        """A parse error escaped a venue path: count the message once (`start` = the message
+        count before it) as 'json' (syntax, encoding) or 'schema' (shape, range)."""
+        if self.stats.messages == start:
+            begin_message(self, "?")
+        syntax = isinstance(exc, (msgspec.DecodeError, UnicodeDecodeError)) and not isinstance(
+            exc, msgspec.ValidationError)
+        return self._bad("json" if syntax else "schema", message, repr(exc))
 
     @staticmethod
     def levels_ok(levels: np.ndarray) -> str:

@@ -41,6 +41,7 @@ from workbench.feed.venues.base import (
     M_DELTA,
     M_SNAPSHOT,
     M_TRADE,
+    PARSE_ERRORS,
     SELL,
     Normalizer,
     begin_message,
@@ -115,6 +116,7 @@ class BinanceNormalizer(Normalizer):
     def normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
         if type(message) is not bytes:
             message = message.encode() if isinstance(message, str) else bytes(message)
+        start = self.stats.messages
         try:
             if message.startswith(b'{"stream":"'):
                 at = message.find(b"@", 11, 64)
@@ -127,10 +129,8 @@ class BinanceNormalizer(Normalizer):
                     return self._book(message, recv_ns, message[11:at])
                 return self._other(_EVENT_ENV.decode(message).data.e or "stream", message)
             return self._bare(message, recv_ns)
-        except msgspec.DecodeError as exc:
-            begin_message(self, "?")
-            kind = "schema" if isinstance(exc, msgspec.ValidationError) else "json"
-            return self._bad(kind, message, str(exc))
+        except PARSE_ERRORS as exc:
+            return self._failed(exc, message, start)
 
     def _bare(self, message: bytes, recv_ns: int) -> np.ndarray:
         """A frame without the compact combined-stream envelope (`/ws/<stream>`, REST,
@@ -213,7 +213,11 @@ class BinanceNormalizer(Normalizer):
         if b'"lastUpdateId"' not in body:
             begin_message(self, "depthSnapshot")
             return self._bad("schema", body, "REST depth snapshot without lastUpdateId")
-        return self._book(bytes(body), recv_ns, b"", symbol.upper())
+        start = self.stats.messages
+        try:
+            return self._book(bytes(body), recv_ns, b"", symbol.upper())
+        except PARSE_ERRORS as exc:
+            return self._failed(exc, body, start)
 
     def _ticker(self, t: _Ticker, recv_ns: int, message: bytes) -> np.ndarray:
         stats = self.stats

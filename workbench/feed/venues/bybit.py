@@ -37,6 +37,7 @@ from workbench.feed.venues.base import (
     M_DELTA,
     M_SNAPSHOT,
     M_TRADE,
+    PARSE_ERRORS,
     SELL,
     Normalizer,
     begin_message,
@@ -103,6 +104,7 @@ class BybitNormalizer(Normalizer):
         if type(message) is not bytes:
             message = message.encode() if isinstance(message, str) else bytes(message)
         head = message[:40]
+        start = self.stats.messages
         try:
             if b'"orderbook.' in head:
                 return self._book(message, recv_ns)
@@ -111,10 +113,8 @@ class BybitNormalizer(Normalizer):
             if b'"tickers.' in head:
                 return self._ticker(_TICKER.decode(message), recv_ns, message)
             top = _TOPIC.decode(message)
-        except msgspec.DecodeError as exc:
-            begin_message(self, "?")
-            kind = "schema" if isinstance(exc, msgspec.ValidationError) else "json"
-            return self._bad(kind, message, str(exc))
+        except PARSE_ERRORS as exc:
+            return self._failed(exc, message, start)
         if top.op or b'"success"' in message:
             begin_message(self, "response")
             return self._head[0]

@@ -18,6 +18,8 @@ connection (BookSync's Coinbase rule).
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import numpy as np
 
@@ -41,6 +43,7 @@ from workbench.feed.venues.base import (
     M_MALFORMED,
     M_SNAPSHOT,
     M_TRADE,
+    PARSE_ERRORS,
     SELL,
     SNAP,
     Normalizer,
@@ -91,13 +94,14 @@ class _Message(msgspec.Struct):
 _MESSAGE = msgspec.json.Decoder(_Message, strict=False)
 _OTHER_CHANNELS = frozenset({"subscriptions", "candles", "status", "user",
                              "futures_balance_summary"})
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
 _SIDES = {"bid": K_BID, "offer": K_ASK, "ask": K_ASK}
 
 
 def iso_ns(text: str) -> int:
     """ISO 8601 UTC time ('2026-08-09T21:05:48.228568804Z') -> int64 ns since epoch; 0 if
-    empty or unreadable."""
-    if not text:
+    empty, not UTC ('Z') or unreadable."""
+    if not _ISO_UTC.match(text):
         return 0
     try:
         return int(np.datetime64(text.rstrip("Z"), "ns").astype(np.int64))
@@ -116,12 +120,13 @@ class CoinbaseNormalizer(Normalizer):
     def normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
         if type(message) is not bytes:
             message = message.encode() if isinstance(message, str) else bytes(message)
+        start = self.stats.messages
         try:
-            msg = _MESSAGE.decode(message)
-        except msgspec.DecodeError as exc:
-            begin_message(self, "?")
-            kind = "schema" if isinstance(exc, msgspec.ValidationError) else "json"
-            return self._bad(kind, message, str(exc))
+            return self._dispatch(_MESSAGE.decode(message), recv_ns, message)
+        except PARSE_ERRORS as exc:
+            return self._failed(exc, message, start)
+
+    def _dispatch(self, msg: _Message, recv_ns: int, message: bytes) -> np.ndarray:
         channel = msg.channel
         info = begin_message(self, channel)
         if channel == "l2_data":

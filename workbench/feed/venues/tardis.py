@@ -30,6 +30,7 @@ from workbench.feed.venues.base import (
     M_DELTA,
     M_SNAPSHOT,
     M_TRADE,
+    PARSE_ERRORS,
     SELL,
     SNAP,
     Normalizer,
@@ -67,7 +68,7 @@ class TardisNormalizer(Normalizer):
                 return self._trade(msg, sid, ts, recv_ns, message)
             if kind == "quote":
                 return self._quote(msg, sid, ts, recv_ns, message)
-        except (KeyError, TypeError, ValueError) as exc:
+        except PARSE_ERRORS as exc:
             return self._bad("schema", message, repr(exc))
         return self._bad("unknown_type", message, str(kind))
 
