@@ -297,8 +297,8 @@ class Engine:
         book = changed or sync.book(sid)
         if sid in self._ahead and changed is not None and info.kind == M_DELTA:
             self._ahead.discard(sid)  # the stream has caught up with the REST snapshot
-        mid = book.mid
-        valid = book.valid and mid == mid and not book.crossed and sid not in self._ahead
+        bid, ask = book.best_bid, book.best_ask
+        valid = book.valid and bid < ask and sid not in self._ahead  # NaN compares False
         t_book = time.perf_counter_ns()
         executor = self.executor
         orders = None
@@ -306,7 +306,6 @@ class Engine:
             if sid not in self._ever_valid:
                 self._ever_valid.add(sid)
             self.risk.on_book(True)
-            self.positions.mark(sid, mid)
             if market_ns >= self._trade_from_ns and not self._strategy_halted:
                 try:
                     orders = self.strategy.on_events(book, batch)
@@ -656,7 +655,15 @@ class Engine:
             await asyncio.wait_for(task, 5.0)
 
     # -- reporting ----------------------------------------------------------------------
+    def _mark_positions(self) -> None:
+        """Mark every position at its book's mid (for unrealized PnL)."""
+        for sid, book in self.sync.books.items():
+            mid = book.mid
+            if mid == mid:
+                self.positions.mark(sid, mid)
+
     def _snapshot(self) -> dict[str, Any]:
+        self._mark_positions()
         now = time.perf_counter_ns()
         t0, e0 = self._last_rate
         if now - t0 >= 500_000_000:
@@ -683,6 +690,8 @@ class Engine:
 
     def status(self) -> dict[str, Any]:
         """Everything about the run now (thread-safe to call any time)."""
+        if self._closed:
+            self._mark_positions()
         end = self._t_end or time.perf_counter_ns()
         elapsed = (end - self._t_start) / 1e9 if self._t_start else 0.0
         return {

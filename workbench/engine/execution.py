@@ -79,6 +79,10 @@ class Executor:
         if not self.broker.has_active(symbol_id):
             return []
         fills = self.broker.on_book(symbol_id, book, now_ns, seq)
+        if fills:
+            mid = book.mid
+            if mid == mid:
+                self.positions.mark(symbol_id, mid)
         for fill in fills:
             self._book_fill(fill)
         self._sync_pending(symbol_id)

@@ -63,7 +63,7 @@ class EmaCross:
         mid = book.mid
         if mid != mid or len(batch) == 0:  # NaN mid: no signal
             return []
-        sid = int(batch[0]["symbol_id"])
+        sid = book.symbol_id
         state = self._state.get(sid)
         if state is None:
             self._state[sid] = [mid, mid, 1.0, 0.0]
