@@ -6,7 +6,8 @@
 //   SPEED  (lap * lap_span + ts_recv_ns[i % n] - ts_recv_ns[0]) / speed, where lap_span is the
 //          recording's span plus one mean inter-event gap, so laps follow each other evenly.
 // Due events are published in batches of at most kBatch with one CLOCK_MONOTONIC stamp. The
-// thread waits by sleeping when the next event is more than 200 µs away and spinning otherwise.
+// thread waits by sleeping when the next event is more than 200 µs away and spinning otherwise;
+// in lossless mode it waits for room on a full ring by spinning, then yielding the core.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +25,7 @@ namespace {
 constexpr uint64_t kBatch = 256;
 constexpr int64_t kSleepAbove = 200000;  // ns
 constexpr int64_t kWakeEarly = 100000;   // ns
+constexpr uint32_t kFullSpins = 256;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -73,6 +75,7 @@ struct wb_feed {
         const int64_t t0 = wb_monotonic_ns();
         started_ns.store(t0, std::memory_order_release);
         uint64_t i = 0;
+        uint32_t full_spins = 0;
         while (i < count && !stop.load(std::memory_order_relaxed)) {
             const int64_t now = wb_monotonic_ns();
             const double elapsed = double(now - t0);
@@ -95,7 +98,10 @@ struct wb_feed {
             }
             const uint64_t k = wb_ring_publish(ring, events + pos, due, !lossless);
             if (lossless) {
-                if (k == 0) cpu_relax();
+                // a full ring: spin briefly, then yield the core (the consumer may need it)
+                if (k == 0 && ++full_spins > kFullSpins) std::this_thread::yield();
+                else if (k == 0) cpu_relax();
+                else full_spins = 0;
                 i += k;
             } else {
                 i += due;

@@ -368,7 +368,7 @@ register(Phase(
     claim=Claim(QUEUE_CLAIM + "Target (issue 2): C++ producer to Python batch consumer >= 50M "
                 "events/s and >= 500x multiprocessing.Queue (reference: Queue ~65k records/s).",
                 ratio_low=500.0),
-    prepare=lambda quick: _prepare(20_000 if quick else 100_000, 250 if quick else 200),
+    prepare=lambda quick: _prepare(10_000 if quick else 100_000, 300 if quick else 200),
     baseline=_queue_batches,
     optimized=_cxx_batches,
     check=_check_digests,
@@ -385,7 +385,7 @@ register(Phase(
     claim=Claim("Target (issue 2): C++ ring >= 50M events/s into Python; reference pure-Python "
                 "numpy ring on multiprocessing.shared_memory ~8M records/s in batches of 256, "
                 "so >= 6.25x.", ratio_low=6.25),
-    prepare=lambda quick: _prepare(1_000_000 if quick else 4_000_000, 10),
+    prepare=lambda quick: _prepare(500_000 if quick else 4_000_000, 6 if quick else 10),
     baseline=_py_batches,
     optimized=_cxx_batches,
     check=_check_digests,
