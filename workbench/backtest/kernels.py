@@ -203,42 +203,15 @@ def volume_mean(v: np.ndarray, mask: np.ndarray, m: int) -> np.ndarray:
     return out / m
 
 
-@njit(cache=True)
-def range_high(h, mask, t, n):
-    """Highest h over the n bars with data before t (scanned backwards; n must exist)."""
-    best = -np.inf
-    i = t - 1
-    while n > 0:
-        if mask[i]:
-            if h[i] > best:
-                best = h[i]
-            n -= 1
-        i -= 1
-    return best
-
-
-@njit(cache=True)
-def range_low(lo_, mask, t, n):
-    """Lowest lo_ over the n bars with data before t (scanned backwards; n must exist)."""
-    best = np.inf
-    i = t - 1
-    while n > 0:
-        if mask[i]:
-            if lo_[i] < best:
-                best = lo_[i]
-            n -= 1
-        i -= 1
-    return best
-
-
 @njit(cache=True, error_model="numpy")
 def run_symbol(o, h, lo_, c, v, mask, last_t, p, st, trades, mtm):
     """Walk one symbol's bars (float64 [T] rows, mask bool [T]) through `on_bar`, starting
     from and leaving its state in st (float64 [N_STATE]); trades appended, mtm [T] written.
 
     The volume sums come from one `volume_sums` pass; the N-bar high and low are scanned back
-    over the row only when `on_bar` asks for a break test (volume-confirmed bars). No array is
-    passed to a per-bar helper call except there (a call with arrays costs reference counting).
+    over the row only when `on_bar` asks for a break test (volume-confirmed bars), inline: a
+    helper call taking arrays costs reference counting, so per-bar helpers take scalars and the
+    state tuple (`write_trade` takes arrays, once per closed trade).
     """
     n_look = int(p[P_LOOKBACK])
     m = int(p[P_VOL_WINDOW])
@@ -257,9 +230,15 @@ def run_symbol(o, h, lo_, c, v, mask, last_t, p, st, trades, mtm):
         mtm[t] = d
         if closed:
             write_trade(trades, t, state)
-        if test:
-            state = on_break(c[t], range_high(h, mask, t, n_look), range_low(lo_, mask, t, n_look),
-                             pt, state)
+        if test:  # highest high and lowest low of the previous n_look bars with data
+            hi, lo, n, i = -np.inf, np.inf, n_look, t - 1
+            while n > 0:
+                if mask[i]:
+                    hi = max(hi, h[i])
+                    lo = min(lo, lo_[i])
+                    n -= 1
+                i -= 1
+            state = on_break(c[t], hi, lo, pt, state)
         j += 1
     for i in range(N_STATE):
         st[i] = state[i]
@@ -282,6 +261,23 @@ def run_parallel(o, h, lo_, c, v, mask, last_t, p, state, trades, mtm):
                    mtm[s])
 
 
+@njit(cache=True)
+def compact_trades(state, trades):
+    """Every symbol's trades in one float64 [n, 1 + N_TRADE_FIELDS] array: column 0 the symbol
+    index, then the trade record; ordered by symbol, then entry."""
+    n = 0
+    for s in range(state.shape[0]):
+        n += int(state[s, S_NTRADES])
+    out = np.empty((n, 1 + N_TRADE_FIELDS))
+    r = 0
+    for s in range(state.shape[0]):
+        for i in range(int(state[s, S_NTRADES])):
+            out[r, 0] = s
+            out[r, 1:] = trades[s, i]
+            r += 1
+    return out
+
+
 def trade_capacity(n_bars: int) -> int:
     """Most trades one symbol can make on n_bars bars (a trade spans at least 2 bars, but
     the last one may open and end on the same bar)."""
@@ -299,6 +295,7 @@ def _warm() -> None:
         kernel(x, x, x, x, x, mask, np.full(s, n - 1, np.int64), p, np.zeros((s, N_STATE)),
                np.empty((s, trade_capacity(n), N_TRADE_FIELDS)), np.zeros((s, n)))
     volume_sums(np.ones(n), np.ones(n, dtype=np.bool_), 2, np.empty(n))
+    compact_trades(np.zeros((s, N_STATE)), np.empty((s, trade_capacity(n), N_TRADE_FIELDS)))
 
 
 _warm()

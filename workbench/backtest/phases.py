@@ -92,12 +92,7 @@ def _alloc(n_sym: int, n_bars: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _collect(state: np.ndarray, trades: np.ndarray, mtm: np.ndarray) -> RawRun:
-    counts = state[:, k.S_NTRADES].astype(np.int64)
-    keep = np.arange(trades.shape[1]) < counts[:, None]
-    out = np.empty((int(counts.sum()), 1 + k.N_TRADE_FIELDS))
-    out[:, 0] = np.repeat(np.arange(state.shape[0]), counts)
-    out[:, 1:] = trades[keep]
-    return RawRun(out, mtm)
+    return RawRun(k.compact_trades(state, trades), mtm)
 
 
 def _apply(t: int, o: float, c: float, v: float, vsum: float, hi: float, lo: float,
