@@ -189,7 +189,7 @@ class Engine:
         self._state = "starting"
         try:
             if self.run_dir is not None:
-                self.journal = Journal(self.run_dir)
+                self.journal = Journal(self.run_dir, on_write=self.spikes.note_cause)
                 self.executor.journal = self.journal
             self._open_source()
             self._tuning = tuning.apply_gc_mode(cfg.gc_mode)

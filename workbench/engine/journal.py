@@ -13,6 +13,8 @@ import logging
 import queue
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,16 @@ TABLES = ("orders", "fills", "positions", "spikes")
 class Journal:
     """Background writer of one run's records. `append(table, record)` is the hot-path call
     (a dict of scalars: int, float, str, bool); `flush()` hands the records over; `close()`
-    writes everything and returns the number of records per table."""
+    writes everything and returns the number of records per table. `append` and `flush` come
+    from one thread at a time (the engine runs them under its dispatch lock).
 
-    def __init__(self, run_dir: Path | str) -> None:
+    on_write(name, duration_ns): called by the writer thread after each part file, so the
+    time it held the GIL can be named as a spike cause (`journal_write`)."""
+
+    def __init__(self, run_dir: Path | str,
+                 on_write: Callable[[str, int], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.on_write = on_write
         self.parts_dir = self.run_dir / "parts"
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         self._pending: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
@@ -66,10 +74,13 @@ class Journal:
                 return
             for table, rows in batch.items():
                 try:
+                    t0 = time.perf_counter_ns()
                     path = self.parts_dir / f"{table}-{len(self._parts[table]):06d}.parquet"
                     pl.DataFrame(rows, infer_schema_length=None).write_parquet(path)
                     self._parts[table].append(path)
                     self._counts[table] += len(rows)
+                    if self.on_write is not None:
+                        self.on_write("journal_write", time.perf_counter_ns() - t0)
                 except Exception as exc:  # a bad record must not kill the writer
                     log.exception("journal: writing %d %s records failed", len(rows), table)
                     self.errors.append(f"{table}: {exc!r}")
