@@ -1,4 +1,5 @@
-"""Process tuning for a run: gc mode, CPU affinity of the feed and engine threads, event loop.
+"""Process tuning for a run: gc mode, GIL switch interval, CPU affinity of the feed and engine
+threads, event loop.
 
 Every choice made here is returned as a plain dict and lands in the run summary, so a latency
 figure always says under which tuning it was measured.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 import threading
 from typing import Any
 
@@ -46,6 +48,18 @@ def restore_gc(mode: str) -> None:
         gc.enable()
     elif mode == "freeze":
         gc.unfreeze()
+
+
+def apply_switch_interval(interval_us: float | None) -> dict[str, Any]:
+    """Set the GIL switch interval (`sys.setswitchinterval`, CPython default 5000 µs): how long
+    a thread that wants the GIL waits before the holder is asked to drop it. Shorter bounds
+    the wait of the feed thread behind the journal writer or housekeeping. None leaves it.
+    Returns {"gil_switch_interval_us": new, "gil_switch_interval_before_us": old}."""
+    before = sys.getswitchinterval() * 1e6
+    if interval_us is not None:
+        sys.setswitchinterval(interval_us / 1e6)
+    return {"gil_switch_interval_us": sys.getswitchinterval() * 1e6,
+            "gil_switch_interval_before_us": before}
 
 
 def pin_current_thread(cpus: tuple[int, ...] | None, role: str) -> dict[str, Any]:

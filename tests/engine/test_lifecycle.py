@@ -95,7 +95,9 @@ def test_feed_and_engine_threads_are_pinned_and_recorded(shared_data, tmp_path):
     strategy = WhereAmI()
     cfg = EngineConfig(source=f"replay:{shared_data / RECORDING}", speed=100,
                        dispatch="polling", poll_interval_ms=1, feed_cpus=(feed_cpu,),
-                       engine_cpus=(engine_cpu,), gc_mode="freeze", out_dir=str(tmp_path))
+                       engine_cpus=(engine_cpu,), gc_mode="freeze", out_dir=str(tmp_path),
+                       gil_switch_interval_us=500)
+    interval = sys.getswitchinterval()
     engine = Engine(cfg, strategy=strategy).start()
     deadline = time.monotonic() + 30
     while "wb-engine" not in strategy.seen and time.monotonic() < deadline:
@@ -112,3 +114,5 @@ def test_feed_and_engine_threads_are_pinned_and_recorded(shared_data, tmp_path):
     assert tuning["gc_mode"] == "freeze" and tuning["gc_frozen_objects"] > 0
     assert tuning["event_loop"] in ("uvloop", "asyncio")
     assert gc.get_freeze_count() == 0  # unfrozen again after the run
+    assert tuning["gil_switch_interval_us"] == pytest.approx(500)
+    assert sys.getswitchinterval() == pytest.approx(interval)  # restored

@@ -53,7 +53,8 @@ class EngineConfig:
     time. Risk: max_position (qty), max_orders_per_s, invalid_book_streak (consecutive
     batches with an invalid/NaN book that halt trading). slice_qty: Executor child size
     (0 = no slicing). Housekeeping periods in ms (`stagger`: replaced by the next prime).
-    Tuning: gc_mode, feed_cpus / engine_cpus (CPU ids), event_loop.
+    Tuning: gc_mode, gil_switch_interval_us (None: the interpreter's), feed_cpus / engine_cpus
+    (CPU ids), event_loop.
     out_dir: parent of runs/<run-id>/ (None: no journal).
     """
 
@@ -88,6 +89,7 @@ class EngineConfig:
     book_check_ms: float = 2000.0
     stagger: bool = False
     gc_mode: str = "default"
+    gil_switch_interval_us: float | None = None
     feed_cpus: tuple[int, ...] = ()
     engine_cpus: tuple[int, ...] = ()
     event_loop: str = "auto"
@@ -136,7 +138,7 @@ class EngineConfig:
             ):
                 raise _fail(name, "basis points in [-100, 100]", value)
         self._number("strategy_warmup_s", 0.0)
-        for name in ("duration_s", "idle_end_s"):
+        for name in ("duration_s", "idle_end_s", "gil_switch_interval_us"):
             if getattr(self, name) is not None:
                 self._number(name, 0.0, strict=True)
         for name in ("ema_fast", "ema_slow", "invalid_book_streak"):

@@ -172,7 +172,7 @@ class Engine:
         # flight: not traded on until a delta in sequence has been applied after it
         self._ahead: set[int] = set()
         self._snapshot_normalizer = None
-        self.housekeeping_runs = dict.fromkeys(HOUSEKEEPING, 0)
+        self.housekeeping: dict[str, list[int]] = {}  # cause -> [runs, total_ns, max_ns]
         self.dispatch_switches = 0
         self._t_start = 0
         self._t_end = 0
@@ -189,10 +189,11 @@ class Engine:
         self._state = "starting"
         try:
             if self.run_dir is not None:
-                self.journal = Journal(self.run_dir, on_write=self.spikes.note_cause)
+                self.journal = Journal(self.run_dir, on_write=self._job_done)
                 self.executor.journal = self.journal
             self._open_source()
             self._tuning = tuning.apply_gc_mode(cfg.gc_mode)
+            self._tuning.update(tuning.apply_switch_interval(cfg.gil_switch_interval_us))
         except Exception:
             self._state = "failed"
             self._close_source()
@@ -399,7 +400,7 @@ class Engine:
             self._ahead.add(info.symbol_id)
             self.snapshots_applied += 1
             t1 = time.perf_counter_ns()
-        self.spikes.note_cause("book_rebuild", t1 - t0, "rest snapshot", end_ns=t1)
+        self._job_done("book_rebuild", t0, t1)
 
     # -- engine thread ------------------------------------------------------------------
     def _engine_main(self) -> None:
@@ -453,9 +454,17 @@ class Engine:
             with contextlib.suppress(Exception):
                 await self._rest.aclose()
 
+    def _job_done(self, name: str, start_ns: int, end_ns: int) -> None:
+        """Account one housekeeping job and note it as a spike cause."""
+        duration = end_ns - start_ns
+        stats = self.housekeeping.setdefault(name, [0, 0, 0])
+        stats[0] += 1
+        stats[1] += duration
+        stats[2] = max(stats[2], duration)
+        self.spikes.note_cause(name, duration, end_ns=end_ns)
+
     def _housekeep(self, name: str) -> None:
-        self.housekeeping_runs[name] += 1
-        note = self.spikes.note_cause
+        note = self._job_done
         with self.dispatcher.lock:
             t0 = time.perf_counter_ns()
             if name == "journal_flush":
@@ -474,7 +483,7 @@ class Engine:
                 snapshot = self._snapshot()
                 self.latest.set(snapshot)
             t1 = time.perf_counter_ns()
-            note(name, t1 - t0, end_ns=t1)
+            note(name, t0, t1)
         if name == "snapshot_publish" and self._subscribers:
             for callback in list(self._subscribers):
                 try:
@@ -482,8 +491,7 @@ class Engine:
                 except Exception:
                     log.exception("snapshot subscriber failed; unsubscribed")
                     self.unsubscribe(callback)
-            t2 = time.perf_counter_ns()
-            note("display_refresh", t2 - t1, end_ns=t2)
+            note("display_refresh", t1, time.perf_counter_ns())
 
     def _finalize(self) -> None:
         """Engine thread, last: stop the feed, drain, flush and write the run files."""
@@ -499,6 +507,7 @@ class Engine:
         self.latency.close()
         self.spikes.remove_gc_hook()
         tuning.restore_gc(self.config.gc_mode)
+        tuning.apply_switch_interval(self._tuning["gil_switch_interval_before_us"])
         if self._state == "running":
             self._state = "failed" if self._error else "stopped"
         if self.journal is not None:
@@ -725,7 +734,9 @@ class Engine:
             "strategy_errors": self.strategy_errors,
             "spikes": self.spikes.spike_count,
             "spike_causes": dict(self.spikes.cause_counts),
-            "housekeeping_runs": dict(self.housekeeping_runs),
+            "housekeeping": {
+                name: {"runs": n, "mean_us": total / n / 1e3, "max_us": mx / 1e3}
+                for name, (n, total, mx) in list(self.housekeeping.items())},
             "feed": dict(self._feed_stats),
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }

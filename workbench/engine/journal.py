@@ -34,11 +34,11 @@ class Journal:
     writes everything and returns the number of records per table. `append` and `flush` come
     from one thread at a time (the engine runs them under its dispatch lock).
 
-    on_write(name, duration_ns): called by the writer thread after each part file, so the
+    on_write(name, start_ns, end_ns): called by the writer thread after each part file, so the
     time it held the GIL can be named as a spike cause (`journal_write`)."""
 
     def __init__(self, run_dir: Path | str,
-                 on_write: Callable[[str, int], None] | None = None) -> None:
+                 on_write: Callable[[str, int, int], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.on_write = on_write
         self.parts_dir = self.run_dir / "parts"
@@ -80,7 +80,7 @@ class Journal:
                     self._parts[table].append(path)
                     self._counts[table] += len(rows)
                     if self.on_write is not None:
-                        self.on_write("journal_write", time.perf_counter_ns() - t0)
+                        self.on_write("journal_write", t0, time.perf_counter_ns())
                 except Exception as exc:  # a bad record must not kill the writer
                     log.exception("journal: writing %d %s records failed", len(rows), table)
                     self.errors.append(f"{table}: {exc!r}")

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--spike-threshold-us", type=float, default=d.spike_threshold_us)
     add("--stagger", action="store_true", help="prime-staggered housekeeping periods")
     add("--gc-mode", default=d.gc_mode, choices=GC_MODES)
+    add("--gil-switch-interval-us", type=float, default=None,
+        help="sys.setswitchinterval for the run, in µs (default: the interpreter's 5000)")
     add("--feed-cpus", type=_cpus, default=(), help="CPU ids for the feed thread, e.g. 0")
     add("--engine-cpus", type=_cpus, default=(), help="CPU ids for the engine thread, e.g. 1")
     add("--event-loop", default=d.event_loop, choices=LOOP_CHOICES)
@@ -80,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         spike_threshold_us=args.spike_threshold_us,
         stagger=args.stagger,
         gc_mode=args.gc_mode,
+        gil_switch_interval_us=args.gil_switch_interval_us,
         feed_cpus=args.feed_cpus,
         engine_cpus=args.engine_cpus,
         event_loop=args.event_loop,
