@@ -11,13 +11,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from workbench.errors import ConfigError
+from workbench.feed.venues import VENUES as FEED_VENUES
 from workbench.tuning import GC_MODES, LOOP_CHOICES
 
 DISPATCH_MODES = ("polling", "blocking", "callback")
 SOURCE_KINDS = ("sim", "replay", "ring", "ws")
 ORDER_TYPES = ("market", "limit")
 ON_STRATEGY_ERROR = ("halt", "continue")
-VENUES = ("binance", "binance-usdm", "binance-coinm", "bybit", "coinbase")
+# the normalizer venue keys of live venues (tardis is a file format, not a venue to trade)
+VENUES = tuple(v for v in FEED_VENUES if v != "tardis")
 
 def nearest_prime_ms(ms: float) -> int:
     """The smallest prime >= ms (>= 2): a staggered housekeeping period. Distinct prime

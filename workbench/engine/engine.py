@@ -287,6 +287,12 @@ class Engine:
         # ring source: events were received by another process; our receive is its publish
         recv_ns = first[2] if self._ring_source else first[1]
         seq, sid = first[3], first[5]
+        if not sid:  # no instrument (venue heartbeats): nothing to book or trade
+            if info is not None:
+                self.sync.process(batch, info)  # per-connection sequence checks still apply
+            self.events += len(batch)
+            self.batches += 1
+            return
         market_ns = first[0] or self._market_ns  # venue time; messages without one keep the last
         self._market_ns = market_ns
         if not self._trade_from_ns:
@@ -825,6 +831,11 @@ def _normalizer_venue(cfg: EngineConfig) -> str:
 
 
 def _ws_path(venue: str) -> str:
-    """Path of the venue's stream endpoint on SimExchange (Binance combined streams)."""
-    return "/stream" if venue.startswith("binance") else {
-        "bybit": "/v5/public/linear", "coinbase": ""}.get(venue, "")
+    """Path of the venue's stream endpoint on SimExchange (Binance combined streams, Bybit v5
+    public categories, Coinbase at the root)."""
+    if venue.startswith("binance"):
+        return "/stream"
+    if venue.startswith("bybit"):
+        return "/v5/public/" + {"bybit": "linear", "bybit-spot": "spot",
+                                "bybit-inverse": "inverse"}[venue]
+    return ""

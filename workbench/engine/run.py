@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from workbench.engine.config import DISPATCH_MODES, EngineConfig
+from workbench.engine.config import DISPATCH_MODES, VENUES, EngineConfig
 from workbench.latency.stages import STAGES
 from workbench.tuning import GC_MODES, LOOP_CHOICES
 
@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--source", default=d.source, help="sim | replay:PATH | ring:NAME | ws:URL (default sim)")
     add("--recording", default=None, help="with --source sim: a recording SimExchange serves")
-    add("--venue", default=d.venue,
-        help="binance | binance-usdm | binance-coinm | bybit | coinbase")
+    add("--venue", default=d.venue, choices=VENUES)
     add("--symbols", default=",".join(d.symbols), help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     add("--dispatch", default=d.dispatch, choices=DISPATCH_MODES)
     add("--poll-interval-ms", type=float, default=d.poll_interval_ms,
