@@ -195,6 +195,24 @@ def test_stop_under_load_writes_every_fill_and_the_summary(recording, tmp_path):
     assert engine.latest.get()["run_id"] == engine.run_id
 
 
+def test_kill_switch_flattens_and_halts(recording):
+    cfg = EngineConfig(source=f"replay:{recording}", speed=100, ema_fast=2, ema_slow=5,
+                       out_dir=None)
+    engine = Engine(cfg).start()
+    deadline = time.monotonic() + 30
+    while not any(p.qty for p in engine.positions.all()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    engine.kill("test")
+    while any(p.qty for p in engine.positions.all()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sent = engine.executor.orders_sent
+    time.sleep(0.5)
+    status = engine.stop()
+    assert status["halted"] and status["halt_reason"] == "test"
+    assert all(p["qty"] == 0 for p in status["positions"])
+    assert status["orders"] == sent  # nothing new after the flatten
+
+
 def test_stop_returns_within_its_timeout():
     engine = Engine(EngineConfig(source="sim", speed=10, out_dir=None)).start()
     time.sleep(1.0)

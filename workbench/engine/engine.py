@@ -47,7 +47,7 @@ import numpy as np
 from workbench import tuning
 from workbench.book.sync import BookSync
 from workbench.engine.broker import PaperBroker
-from workbench.engine.config import EngineConfig
+from workbench.engine.config import DISPATCH_MODES, EngineConfig
 from workbench.engine.dispatch import Dispatcher
 from workbench.engine.execution import Executor
 from workbench.engine.journal import Journal
@@ -161,6 +161,7 @@ class Engine:
         self._last_dseq = 0
         self.strategy_errors = 0
         self._strategy_halted = False
+        self._flatten_pending = False
         self.last_strategy_traceback = ""
         self.invalid_books = 0
         self.book_rebuilds = 0
@@ -238,8 +239,8 @@ class Engine:
 
     def set_dispatch(self, mode: str) -> None:
         """Switch dispatch mode while running: `polling`, `blocking` or `callback`."""
-        if mode not in ("polling", "blocking", "callback"):
-            raise ConfigError(f"dispatch: expected polling | blocking | callback, got {mode!r}")
+        if mode not in DISPATCH_MODES:
+            raise ConfigError(f"dispatch: expected {' | '.join(DISPATCH_MODES)}, got {mode!r}")
         if mode != self.dispatcher.mode:
             self.dispatch_switches += 1
         self.dispatcher.set_mode(mode)
@@ -263,8 +264,6 @@ class Engine:
         return self._state
 
     # -- the trading path ---------------------------------------------------------------
-    _flatten_pending = False
-
     def on_events(self, batch: np.ndarray, info: MessageInfo | None = None, publish_ns: int = 0,
                   dseq: int = 0, queue_depth: int = 0) -> None:
         """Process one batch (one message's events) and its MessageInfo: book (through
