@@ -22,8 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from workbench.bench import recorded
-from workbench.bench.registry import Claim, Outcome, Phase, register
-from workbench.bench.serialization import first_difference
+from workbench.bench.registry import Claim, Outcome, Phase, first_difference, register
 from workbench.errors import FeedError
 
 QUICK_MESSAGES = 1_500

@@ -18,8 +18,7 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 
 from workbench.bench import recorded
-from workbench.bench.registry import Claim, Outcome, Phase, register
-from workbench.bench.serialization import first_difference
+from workbench.bench.registry import Claim, Outcome, Phase, first_difference, register
 
 QUICK_MESSAGES = 20_000
 FULL_MESSAGES = None  # the whole recording

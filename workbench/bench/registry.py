@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from workbench.errors import UnknownPhase
+from workbench.errors import PhaseMismatch, UnknownPhase
 
 Metric = Literal["time", "throughput", "latency", "memory", "bytes"]
 
@@ -92,6 +92,16 @@ class Phase:
     baseline_label: str = "baseline"
     optimized_label: str = "optimized"
     quick_repeats: int = 3
+
+
+def first_difference(a: Sequence[Any], b: Sequence[Any], what: str) -> None:
+    """A phase check for sequences: raise PhaseMismatch naming the first index where `a` and
+    `b` differ (or their lengths); return None when they are equal."""
+    if len(a) != len(b):
+        raise PhaseMismatch(f"{what}: {len(a)} items vs {len(b)}")
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y:
+            raise PhaseMismatch(f"{what}: first difference at item {i}: {x!r} != {y!r}")
 
 
 _PHASES: dict[str, Phase] = {}

@@ -20,21 +20,12 @@ import msgpack
 import orjson
 
 from workbench.bench import recorded
-from workbench.bench.registry import Claim, Outcome, Phase, register
+from workbench.bench.registry import Claim, Outcome, Phase, first_difference, register
 from workbench.errors import PhaseMismatch
 
 QUICK_MESSAGES = 4_000
 FULL_MESSAGES = 40_000
 CACHE_WINDOW = 500  # records per cached payload
-
-
-def first_difference(a: list, b: list, what: str) -> None:
-    """Raise PhaseMismatch naming the first index where two sequences differ."""
-    if len(a) != len(b):
-        raise PhaseMismatch(f"{what}: {len(a)} items vs {len(b)}")
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        if x != y:
-            raise PhaseMismatch(f"{what}: first difference at item {i}: {x!r} != {y!r}")
 
 
 def _raw(quick: bool) -> list[bytes]:

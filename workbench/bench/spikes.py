@@ -52,8 +52,7 @@ import numpy as np
 import orjson
 
 from workbench.bench import recorded
-from workbench.bench.registry import Claim, Outcome, Phase, register
-from workbench.bench.serialization import first_difference
+from workbench.bench.registry import Claim, Outcome, Phase, first_difference, register
 from workbench.latency.spikes import SpikeLog
 
 QUICK_MESSAGES = 1_500
