@@ -186,3 +186,27 @@ def test_a_variant_returning_no_outcome_is_an_error() -> None:
                 baseline=lambda _: 42, optimized=lambda _: Outcome(), check=_equal)
     res = run_phase(bad, quick=True)
     assert res.status == "error" and "Outcome" in res.error
+
+
+@pytest.mark.parametrize(("metric", "gc_during", "expected"), [
+    ("time", None, False), ("throughput", None, False), ("latency", None, True),
+    ("time", True, True), ("latency", False, False),
+])
+def test_automatic_gc_during_measured_calls(metric: str, gc_during: bool | None,
+                                            expected: bool) -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    def variant(_prepared: object) -> Outcome:
+        seen.append(gc.isenabled())
+        return Outcome("r", items=10, latencies_ns=np.array([5, 6, 7]))
+
+    phase = Phase(name="fake.gc", topic="fake", claim=Claim("x"), prepare=lambda q: None,
+                  baseline=variant, optimized=variant, check=_equal, metric=metric,
+                  repeats=1, warmup=0, gc_during=gc_during)
+    assert gc.isenabled()
+    res = run_phase(phase, quick=True)
+    assert res.status == "ok"
+    assert set(seen) == {expected}
+    assert gc.isenabled()  # restored after the phase

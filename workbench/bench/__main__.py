@@ -43,25 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
 
 
-def _fmt_ns(ns: float) -> str:
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if ns >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.3g} ns"
+NS_UNITS = (("s", 1e9), ("ms", 1e6), ("µs", 1e3), ("ns", 1.0))
+BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1.0))
+RATE_UNITS = (("G/s", 1e9), ("M/s", 1e6), ("k/s", 1e3), ("/s", 1.0))
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.4g} B"
-
-
-def _fmt_rate(r: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if r >= scale:
-            return f"{r / scale:.3g}{unit}/s"
-    return f"{r:.3g}/s"
+def _scaled(value: float, units: tuple[tuple[str, float], ...], sep: str = " ") -> str:
+    """`value` in the largest unit it reaches (3 significant digits), e.g. 1.5e6 ns -> 1.5 ms."""
+    for unit, scale in units:
+        if value >= scale:
+            return f"{value / scale:.3g}{sep}{unit}"
+    return f"{value:.3g}{sep}{units[-1][0]}"
 
 
 def format_figure(metric: str, stats: dict) -> str:
@@ -69,13 +61,16 @@ def format_figure(metric: str, stats: dict) -> str:
     if not stats:
         return "-"
     if metric == "time":
-        text = _fmt_ns(stats["median"])
-        return text + (f" ({_fmt_rate(stats['items_per_s'])})" if "items_per_s" in stats else "")
+        text = _scaled(stats["median"], NS_UNITS)
+        if "items_per_s" in stats:
+            text += f" ({_scaled(stats['items_per_s'], RATE_UNITS, '')})"
+        return text
     if metric == "throughput":
-        return _fmt_rate(stats["median"])
+        return _scaled(stats["median"], RATE_UNITS, "")
     if metric == "latency":
-        return f"P99 {_fmt_ns(stats['p99_ns'])} (P50 {_fmt_ns(stats['p50_ns'])})"
-    return _fmt_bytes(stats["median"])
+        return (f"P99 {_scaled(stats['p99_ns'], NS_UNITS)} "
+                f"(P50 {_scaled(stats['p50_ns'], NS_UNITS)})")
+    return _scaled(stats["median"], BYTE_UNITS)
 
 
 def format_ratio(res: PhaseResult) -> str:

@@ -77,6 +77,10 @@ class Phase:
     (P99 of latencies_ns), memory or bytes (nbytes).
     quick_repeats caps the measured pairs of a --quick run (default 3; 1 for phases whose
     single pair takes seconds).
+    gc_during: automatic garbage collection during the measured calls. None (default) means off
+    for time, throughput, memory and bytes (as `timeit` does: a collection triggered by one
+    variant's garbage would otherwise land on whichever call runs next) and on for latency,
+    whose distribution should carry the collector pauses a real loop meets.
     """
 
     name: str
@@ -92,6 +96,7 @@ class Phase:
     baseline_label: str = "baseline"
     optimized_label: str = "optimized"
     quick_repeats: int = 3
+    gc_during: bool | None = None
 
 
 def first_difference(a: Sequence[Any], b: Sequence[Any], what: str) -> None:

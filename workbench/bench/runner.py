@@ -7,7 +7,9 @@ drift (thermal, other processes on the 2 shared cores) hits both. The improvemen
 pair by pair within the run (baseline/optimized for time, latency, memory, bytes;
 optimized/baseline for throughput) and summarized as median, min and max. The first pair's
 results go through the phase's `check`: a `PhaseMismatch` marks the phase INVALID with the first
-difference and no ratio is reported. A phase that raises becomes an error row; the run goes on.
+difference and no ratio is reported. A phase that raises becomes an error row; the run goes
+on. Automatic garbage collection is off during the measured calls unless the phase measures
+latency (see `Phase.gc_during`).
 
 Per-call figures by metric:
   time        wall ns of the call (`clock`, default `time.perf_counter_ns`)
@@ -19,6 +21,7 @@ Per-call figures by metric:
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import os
 import platform
@@ -189,10 +192,18 @@ class PhaseResult:
         return row
 
 
-def _call(fn: Callable[[Any], Outcome], prepared: Any, clock: Clock) -> Sample:
-    t0 = clock()
-    outcome = fn(prepared)
-    wall = clock() - t0
+def _call(fn: Callable[[Any], Outcome], prepared: Any, clock: Clock, gc_during: bool
+          ) -> Sample:
+    enabled = gc.isenabled()
+    if not gc_during:
+        gc.disable()
+    try:
+        t0 = clock()
+        outcome = fn(prepared)
+        wall = clock() - t0
+    finally:
+        if enabled:
+            gc.enable()
     if not isinstance(outcome, Outcome):
         raise TypeError(f"a variant must return an Outcome, got {type(outcome).__name__}")
     return Sample(wall, outcome)
@@ -206,6 +217,7 @@ def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counte
     repeats = max(1, min(phase.repeats, phase.quick_repeats) if quick else phase.repeats)
     warmup = min(phase.warmup, 1) if quick else phase.warmup
     note = progress or (lambda _p, _s: None)
+    gc_during = phase.metric == "latency" if phase.gc_during is None else phase.gc_during
     result = PhaseResult(phase, "ok", "measured", quick, repeats)
     try:
         note(phase, "prepare")
@@ -217,11 +229,11 @@ def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counte
         while i < warmup + repeats:
             note(phase, f"{'warmup' if i < warmup else 'repeat'} {i + 1}/{warmup + repeats}")
             if i % 2 == 0:
-                b = _call(phase.baseline, prepared, clock)
-                o = _call(phase.optimized, prepared, clock)
+                b = _call(phase.baseline, prepared, clock, gc_during)
+                o = _call(phase.optimized, prepared, clock, gc_during)
             else:
-                o = _call(phase.optimized, prepared, clock)
-                b = _call(phase.baseline, prepared, clock)
+                o = _call(phase.optimized, prepared, clock, gc_during)
+                b = _call(phase.baseline, prepared, clock, gc_during)
             if not checked:
                 note(phase, "check")
                 phase.check(b.outcome.result, o.outcome.result)
