@@ -150,6 +150,9 @@ def _run(names: list[str], args: argparse.Namespace, console: Console) -> int:
     except UnknownPhase as exc:
         err.print(f"[red]{exc}[/red]", highlight=False, soft_wrap=True)
         return 2
+    except Exception:  # a requested topic module that fails to import: say where, exit 1
+        err.print_exception(max_frames=4)
+        return 1
     for topic, why in skipped.items():
         err.print(f"[dim]note: topic {topic!r} skipped ({why})[/dim]", highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
