@@ -160,8 +160,8 @@ class _Writer:
         self._thread: threading.Thread | None = None
         if background:
             self._queue = queue.SimpleQueue()
-            self._thread = threading.Thread(target=self._drain, name="wb-bench-writer",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._drain, args=(self._queue,),
+                                            name="wb-bench-writer", daemon=True)
             self._thread.start()
 
     def row(self, row: tuple) -> None:
@@ -185,10 +185,9 @@ class _Writer:
         with open(self._folder / f"state_{self._snapshots}.json", "w", encoding="utf-8") as fh:
             json.dump(state, fh)
 
-    def _drain(self) -> None:
-        assert self._queue is not None
+    def _drain(self, todo: queue.SimpleQueue) -> None:
         while True:
-            kind, item = self._queue.get()
+            kind, item = todo.get()
             if kind == "stop":
                 break
             if kind == "row":
