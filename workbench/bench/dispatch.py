@@ -42,6 +42,7 @@ FLAT_CLAIM = Claim(CLAIM.text, 5.0, None)
 WARMUP_S = 60.0  # market seconds before the strategy trades (the book syncs meanwhile)
 IDLE_END_S = 0.5
 SPEED = {False: 50.0, True: 100.0}
+QUICK_S = 2.0  # --quick: seconds of each run (the whole recording otherwise)
 VARIANTS = {
     "polling_50ms": ("polling", 50.0),
     "busy_polling": ("polling", 0.0),
@@ -64,16 +65,21 @@ def _exchange(quick: bool):
 
 
 def prepare(quick: bool) -> dict[str, Any]:
-    """The shared SimExchange serving the recording at SPEED[quick] (the whole recording)."""
-    return {"simex": _exchange(quick), "quick": quick}
+    """The shared SimExchange serving the recording at SPEED[quick]: the whole recording, or
+    the first QUICK_S seconds of each run with --quick."""
+    return {"simex": _exchange(quick), "duration_s": QUICK_S if quick else None}
 
 
 def run_variant(prepared: dict[str, Any], name: str, duration_s: float | None = None
                 ) -> Outcome:
-    """One engine run of the recording in dispatch variant `name` (a key of VARIANTS)."""
+    """One engine run of the recording in dispatch variant `name` (a key of VARIANTS), to the
+    end or for `duration_s` (default: prepared["duration_s"]). Outcome.result is (fills,
+    market time reached in ns)."""
     from workbench.engine.engine import Engine
 
     mode, poll_ms = VARIANTS[name]
+    if duration_s is None:
+        duration_s = prepared.get("duration_s")
     common = {"dispatch": mode, "poll_interval_ms": poll_ms, "out_dir": None,
               "duration_s": duration_s, "strategy_warmup_s": WARMUP_S, "gc_mode": "freeze"}
     if "simex" in prepared:
@@ -94,7 +100,8 @@ def run_variant(prepared: dict[str, Any], name: str, duration_s: float | None = 
         raise RuntimeError(f"dispatch {name}: engine failed: {status['error']}")
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     summary = engine.latency.summary()
-    fills = tuple((f.seq, f.side, f.price, f.qty, f.liquidity) for f in engine.executor.fills)
+    fills = tuple((f.seq, f.side, f.price, f.qty, f.liquidity, f.ts_ns)
+                  for f in engine.executor.fills)
     idle = IDLE_END_S if duration_s is None and "simex" in prepared else 0.0
     active_s = status["elapsed_s"] - idle
     extra = {
@@ -107,18 +114,25 @@ def run_variant(prepared: dict[str, Any], name: str, duration_s: float | None = 
         "max_queue_depth": status["max_queue_depth"],
         "stages": {s.value: summary[s.value] for s in LOCAL_STAGES},
     }
-    return Outcome(result=fills, items=status["events"],
+    return Outcome(result=(fills, engine.market_time_ns), items=status["events"],
                    latencies_ns=engine.latency.values(Stage.TICK_TO_TRADE), extra=extra)
 
 
 def check(baseline: tuple, optimized: tuple) -> None:
-    """Identical fills (seq, side, price, qty, liquidity) in the same order."""
-    for i, (a, b) in enumerate(zip(baseline, optimized, strict=False)):
+    """Identical fills (seq, side, price, qty, liquidity, market time) in the same order, up
+    to the market time both runs reached (a --quick run stops after QUICK_S seconds)."""
+    (base_fills, base_end), (opt_fills, opt_end) = baseline, optimized
+    end = min(base_end, opt_end)
+    base = [f for f in base_fills if f[-1] < end]
+    opt = [f for f in opt_fills if f[-1] < end]
+    for i, (a, b) in enumerate(zip(base, opt, strict=False)):
         if a != b:
             raise PhaseMismatch(f"fill {i} differs: baseline {a} vs optimized {b}")
-    if len(baseline) != len(optimized):
-        raise PhaseMismatch(f"fill counts differ: baseline {len(baseline)} vs optimized "
-                            f"{len(optimized)}")
+    if len(base) != len(opt):
+        raise PhaseMismatch(f"fill counts up to market time {end} differ: baseline {len(base)} "
+                            f"vs optimized {len(opt)}")
+    if not base:
+        raise PhaseMismatch("no fills to compare: the runs never traded")
 
 
 def _variant(name: str):
@@ -130,8 +144,9 @@ def _variant(name: str):
 
 
 def prepare_flat(quick: bool) -> dict[str, Any]:
-    """The recording's path for flat-out replays (no websocket)."""
-    return {"path": str(shared_path(RECORDING)), "quick": quick}
+    """The recording's path for flat-out replays (no websocket; the whole recording: a few
+    seconds)."""
+    return {"path": str(shared_path(RECORDING)), "duration_s": None}
 
 
 for _name, _label in (("callback", "callback"), ("busy_polling", "polling (busy)"),

@@ -142,7 +142,7 @@ class Engine:
         self._threshold_ns = self.spikes.threshold_ns
         self._warmup_ns = int(cfg.strategy_warmup_s * SECOND_NS)
         self._trade_from_ns = 0
-        self._market_ns = 0
+        self._market_ns = 0  # venue time of the last batch (ns)
         self._state = "new"
         self._stop_requested = threading.Event()
         self._source_done = threading.Event()
@@ -259,6 +259,11 @@ class Engine:
             self._subscribers.remove(callback)
 
     @property
+    def market_time_ns(self) -> int:
+        """Venue event time of the last batch processed (ns since the epoch; 0 before any)."""
+        return self._market_ns
+
+    @property
     def state(self) -> str:
         """new | starting | running | stopped | failed."""
         return self._state
@@ -304,7 +309,9 @@ class Engine:
         if sid in self._ahead and changed is not None and info.kind == M_DELTA:
             self._ahead.discard(sid)  # the stream has caught up with the REST snapshot
         bid, ask = book.best_bid, book.best_ask
-        valid = book.valid and bid < ask and sid not in self._ahead  # NaN compares False
+        valid = book.valid and bid < ask  # NaN compares False
+        if valid and sid in self._ahead:  # synced but ahead of these batches: wait, no streak
+            valid = None
         t_book = time.perf_counter_ns()
         executor = self.executor
         orders = None
@@ -318,7 +325,7 @@ class Engine:
                 except Exception:
                     orders = None
                     self._strategy_failed(sid, market_ns, seq)
-        elif sid in self._ever_valid:
+        elif valid is False and sid in self._ever_valid:
             self.invalid_books += 1
             if self.risk.on_book(False):
                 log.warning("trading halted: %s", self.risk.halt_reason)
