@@ -191,6 +191,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = HftMagics(ipython)
     ipython.register_magics(magics)
     _registered[id(ipython)] = magics
+    magics.session.prepare()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -266,9 +266,7 @@ class Session:
         self.profiled = []
         self.view = RunView(engine, time.perf_counter())
         if self.live is not None:
-            self.live = plots.LivePlots()
-            if self.panel is not None:
-                self.panel.set_live(self.live)
+            self.live.reset()
         self.pump = UiPump(self._tick)
         engine.subscribe(self.pump.notify)
         self.pump.start()
@@ -337,9 +335,10 @@ class Session:
         for listener in self._listeners:
             listener()
 
-    def show(self) -> None:
-        """Display the control panel with live plots (once per session; later runs reuse it)."""
-        from IPython.display import display
+    def prepare(self) -> None:
+        """Do the slow parts ahead (`%load_ext`): import the engine, load BokehJS into the page,
+        build the panel and its live plots, so that `%hft start` returns at once."""
+        import workbench.engine.engine  # noqa: F401  (book, broker, ... imported once here)
 
         ensure_bokeh_loaded()
         if self.live is None:
@@ -347,6 +346,12 @@ class Session:
         if self.panel is None:
             self.panel = ControlPanel(self)
             self.panel.set_live(self.live)
+
+    def show(self) -> None:
+        """Display the control panel with its live plots (the same widgets for every run)."""
+        from IPython.display import display
+
+        self.prepare()
         display(self.panel.widget)
 
     # -- static plots --------------------------------------------------------------------

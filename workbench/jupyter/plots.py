@@ -54,7 +54,7 @@ SPIKE_CAUSES: tuple[str, ...] = (
 `unexplained` for a spike with no cause observed."""
 CAUSE_COLORS: dict[str, str] = {c: Category10_10[i] for i, c in enumerate(SPIKE_CAUSES)}
 ROLLOVER = 600  # points kept per live series (10 minutes of per-second points)
-WIDTH, HEIGHT = 560, 280
+WIDTH, HEIGHT = 620, 280
 
 
 def use_static_resources() -> None:
@@ -74,6 +74,16 @@ def _figure(title: str, y_label: str, *, x_label: str = "run time (s)", **kw: An
     return fig
 
 
+def _legend_outside(fig: Any, font: str = "8pt") -> None:
+    """Legend to the right of the plot area (never over the data), click to hide a series."""
+    legend = fig.legend[0]
+    legend.label_text_font_size = font
+    legend.click_policy = "hide"
+    legend.spacing = 0
+    legend.padding = 4
+    fig.add_layout(legend, "right")
+
+
 # -- per-second P50/P99 per stage ---------------------------------------------------------------
 
 def _series_columns(stages: Iterable[str]) -> list[str]:
@@ -91,8 +101,7 @@ def _latency_series_plot(source: ColumnDataSource, stages: Sequence[str], title:
                  legend_label=f"{s} P50")
         fig.line("t", f"{s}_p99", source=source, color=color, line_dash="dashed",
                  legend_label=f"{s} P99")
-    fig.legend.click_policy = "hide"
-    fig.legend.label_text_font_size = "8pt"
+    _legend_outside(fig)
     fig.add_tools(HoverTool(tooltips=[("t", "@t{0.0} s")]))
     return fig
 
@@ -137,16 +146,17 @@ def latency_series_figure(series: Mapping[str, Mapping[str, Sequence[int]]], *,
 # -- latency CDF per stage -----------------------------------------------------------------------
 
 def cdf_points(histogram: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
-    """(latency_ns, cumulative fraction) at every recorded bucket of an HdrHistogram, both
-    float64 arrays of equal length (empty when nothing was recorded)."""
-    total = histogram.get_total_count()
-    if total == 0:
+    """(latency_ns, cumulative fraction) at every non-empty bucket of an HdrHistogram, both
+    float64 arrays of equal length (empty when nothing was recorded). Reads a copy of the counts
+    array, so a writer adding meanwhile cannot break it (hdrh's iterators raise instead)."""
+    counts = np.frombuffer(histogram.counts, dtype=np.int64, count=histogram.counts_len).copy()
+    filled = np.flatnonzero(counts)
+    if filled.size == 0:
         return np.empty(0), np.empty(0)
-    values, cumulative = [], []
-    for item in histogram.get_recorded_iterator():
-        values.append(histogram.get_highest_equivalent_value(item.value_iterated_to))
-        cumulative.append(item.total_count_to_this_value)
-    return np.asarray(values, dtype=np.float64), np.asarray(cumulative, dtype=np.float64) / total
+    cumulative = np.cumsum(counts[filled]).astype(np.float64)
+    values = [histogram.get_highest_equivalent_value(histogram.get_value_from_index(int(i)))
+              for i in filled]
+    return np.asarray(values, dtype=np.float64), cumulative / cumulative[-1]
 
 
 def _cdf_data(cdfs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
@@ -167,8 +177,7 @@ def _cdf_plot(source: ColumnDataSource) -> Any:
     fig = _figure("Latency CDF per stage", "fraction of batches", x_label="latency (µs)",
                   x_axis_type="log", y_range=(0, 1.01))
     fig.multi_line("xs", "ys", source=source, color="color", line_width=2, legend_field="stage")
-    fig.legend.location = "bottom_right"
-    fig.legend.label_text_font_size = "8pt"
+    _legend_outside(fig)
     return fig
 
 
@@ -194,7 +203,8 @@ def spike_rows(spikes: Iterable[tuple[float, Sequence[str]]], bucket_s: float = 
     Columns: `t` (bucket start, s) and one per SPIKE_CAUSES entry."""
     buckets: dict[float, dict[str, int]] = {}
     for t, causes in spikes:
-        row = buckets.setdefault(np.floor(t / bucket_s) * bucket_s, dict.fromkeys(SPIKE_CAUSES, 0))
+        row = buckets.setdefault(float(np.floor(t / bucket_s) * bucket_s),
+                                 dict.fromkeys(SPIKE_CAUSES, 0))
         for key in {cause_key(c) for c in causes} or {"unexplained"}:
             row[key] += 1
     times = sorted(buckets)
@@ -204,30 +214,43 @@ def spike_rows(spikes: Iterable[tuple[float, Sequence[str]]], bucket_s: float = 
     return out
 
 
+def stacked(rows: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Add `<cause>_bottom` / `<cause>_top` columns (cumulative counts in SPIKE_CAUSES order) to
+    `spike_rows` output: plain fields the stacked bars are drawn from."""
+    out = dict(rows)
+    bottom = [0.0] * len(rows["t"])
+    for c in SPIKE_CAUSES:
+        top = [b + v for b, v in zip(bottom, rows[c], strict=True)]
+        out[f"{c}_bottom"], out[f"{c}_top"] = bottom, top
+        bottom = top
+    return out
+
+
 def _spikes_plot(source: ColumnDataSource, bucket_s: float) -> Any:
     fig = _figure(f"Spikes by cause (per {bucket_s:g} s)", "spikes")
-    fig.vbar_stack(list(SPIKE_CAUSES), x="t", width=bucket_s * 0.9, source=source,
-                   color=[CAUSE_COLORS[c] for c in SPIKE_CAUSES],
-                   legend_label=list(SPIKE_CAUSES))
-    fig.legend.label_text_font_size = "8pt"
-    fig.legend.click_policy = "hide"
-    fig.y_range.start = 0
+    for c in SPIKE_CAUSES:
+        fig.vbar(x="t", width=bucket_s * 0.9, bottom=f"{c}_bottom", top=f"{c}_top",
+                 source=source, color=CAUSE_COLORS[c], legend_label=c)
+    _legend_outside(fig)
+    fig.add_tools(HoverTool(tooltips=[("t", "@t s"), *[(c, f"@{c}") for c in SPIKE_CAUSES]]))
     return fig
 
 
 def spikes_figure(spikes: Iterable[tuple[float, Sequence[str]]], bucket_s: float = 1.0) -> Any:
     """Stacked bars: spikes per time bucket broken down by cause (see `spike_rows`)."""
-    return _spikes_plot(ColumnDataSource(spike_rows(spikes, bucket_s)), bucket_s)
+    return _spikes_plot(ColumnDataSource(stacked(spike_rows(spikes, bucket_s))), bucket_s)
 
 
 # -- PnL and position --------------------------------------------------------------------------
 
 def _pnl_plot(source: ColumnDataSource) -> Any:
     fig = _figure("PnL and position", "PnL (quote)")
-    fig.line("t", "pnl", source=source, color="#1f77b4", line_width=2, legend_label="PnL")
-    fig.step("t", "position", source=source, color="#ff7f0e", mode="after",
-             legend_label="position", y_range_name="position")
+    pnl = fig.line("t", "pnl", source=source, color="#1f77b4", line_width=2, legend_label="PnL")
     fig.extra_y_ranges = {"position": DataRange1d()}
+    position = fig.step("t", "position", source=source, color="#ff7f0e", mode="after",
+                        legend_label="position", y_range_name="position")
+    fig.y_range.renderers = [pnl]
+    fig.extra_y_ranges["position"].renderers = [position]
     fig.add_layout(LinearAxis(y_range_name="position", axis_label="position (qty)"), "right")
     fig.legend.location = "top_left"
     return fig
@@ -285,8 +308,7 @@ def bench_trend_figure(nights: Sequence[str], values: Mapping[str, Sequence[floa
                             fill_alpha=0, line_color="red", line_width=3)
     fig.add_tools(HoverTool(tooltips=[("phase", "@phase"), ("night", "@night"), ("value", "@y")]))
     if fig.legend:
-        fig.legend.label_text_font_size = "7pt"
-        fig.legend.click_policy = "hide"
+        _legend_outside(fig, "7pt")
     return fig
 
 
@@ -329,11 +351,13 @@ class LivePlots:
         self.rollover = rollover
         self.spike_bucket_s = spike_bucket_s
         cols = _series_columns(self.stages)
-        self._series_src = ColumnDataSource({c: [] for c in cols})
-        self._cdf_src = ColumnDataSource(_cdf_data({}, self.stages))
-        self._spike_src = ColumnDataSource({c: [] for c in ("t", *SPIKE_CAUSES)})
-        self._pnl_src = ColumnDataSource({"t": [], "pnl": [], "position": []})
-        self._ring_src = ColumnDataSource({"t": [], "events_per_s": [], "drops": [], "gaps": []})
+        self._series_src = ColumnDataSource({c: [] for c in cols}, name="live_series")
+        self._cdf_src = ColumnDataSource(_cdf_data({}, self.stages), name="live_cdf")
+        self._spike_src = ColumnDataSource(stacked({c: [] for c in ("t", *SPIKE_CAUSES)}),
+                                           name="live_spikes")
+        self._pnl_src = ColumnDataSource({"t": [], "pnl": [], "position": []}, name="live_pnl")
+        self._ring_src = ColumnDataSource({"t": [], "events_per_s": [], "drops": [], "gaps": []},
+                                          name="live_ring")
         self._pending: dict[ColumnDataSource, dict[str, deque]] = {}
         self._spike_counts: dict[float, dict[str, int]] = {}
         self._last_cdf: dict[str, list[list[float]]] | None = None
@@ -351,6 +375,22 @@ class LivePlots:
         self.widget = BokehModel(self.layout)
         self.widget._view_count = 0  # ask the frontend to count views (ipywidgets protocol)
         self.widget.observe(self._on_views, names="_view_count")
+
+    def reset(self) -> None:
+        """Empty every figure for a new run. Without a view the document is changed with the
+        widget detached (no patch is sent to no one) and the render bundle is rebuilt."""
+        self._pending.clear()
+        self._spike_counts.clear()
+        self._last_cdf = None
+        self.frames_applied = 0
+        detached = not self.has_view
+        if detached:
+            self.widget._document.remove_on_change(self.widget)
+        for source in (self._series_src, self._spike_src, self._pnl_src, self._ring_src):
+            source.data = {c: [] for c in source.data}
+        self._cdf_src.data = _cdf_data({}, self.stages)
+        if detached:
+            self.widget.update_from_model(self.layout)
 
     @property
     def has_view(self) -> bool:
@@ -411,8 +451,8 @@ class LivePlots:
 
     def _spike_data(self) -> dict[str, list[float]]:
         times = sorted(self._spike_counts)
-        return {"t": times, **{c: [self._spike_counts[t][c] for t in times]
-                               for c in SPIKE_CAUSES}}
+        return stacked({"t": times, **{c: [self._spike_counts[t][c] for t in times]
+                                       for c in SPIKE_CAUSES}})
 
 
 @dataclass
@@ -488,6 +528,5 @@ def cdf_comparison_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[f
             fig.line([v / 1e3 for v in values], list(fractions), line_width=2,
                      color=Category10_10[i % 10], legend_label=label)
     if fig.legend:
-        fig.legend.location = "bottom_right"
-        fig.legend.label_text_font_size = "8pt"
+        _legend_outside(fig)
     return fig
