@@ -57,8 +57,12 @@ R_BID_KEY, R_BID_QTY, R_ASK_KEY, R_ASK_QTY = range(4)
 def _slot(tbits, bits):
     """(index of `bits` or -1, the slot an insert would use) in the table."""
     mask = tbits.shape[0] - 1
-    h = np.uint64(bits) * np.uint64(0x9E3779B97F4A7C15)
-    i = np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+    # splitmix64 finalizer: round prices (61800.0, 61800.5) have all-zero low mantissa bits,
+    # so the index must come from well-mixed bits
+    h = np.uint64(bits)
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    i = np.int64((h ^ (h >> np.uint64(31))) & np.uint64(mask))
     free = -1
     while True:
         b = tbits[i]
@@ -72,14 +76,14 @@ def _slot(tbits, bits):
         i = (i + 1) & mask
 
 
-@nb.njit(cache=True, nogil=True)
-def _search(keys, n, key):
-    """First index in keys[:n] (ascending) whose value is >= key."""
+@nb.njit(cache=True, nogil=True, inline="always")
+def _search(cache, row, n, key):
+    """First index in cache[row, :n] (ascending) whose value is >= key."""
     lo = 0
     hi = n
     while lo < hi:
         mid = (lo + hi) >> 1
-        if keys[mid] < key:
+        if cache[row, mid] < key:
             lo = mid + 1
         else:
             hi = mid
@@ -105,11 +109,19 @@ def _refill(table, cache, state, side):
             sel_k[j] = k
             sel_q[j] = qtys[i]
             j += 1
-    order = np.argsort(sel_k[:j])
     take = min(j, TOP)
+    if j > TOP:  # select the best TOP in O(j) (np.partition), then sort only those
+        thresh = np.partition(sel_k[:j], j - TOP)[j - TOP]
+        c = 0
+        for x in range(j):
+            if sel_k[x] >= thresh:  # keys are unique: exactly TOP of them
+                sel_k[c] = sel_k[x]
+                sel_q[c] = sel_q[x]
+                c += 1
+    order = np.argsort(sel_k[:take])
     kr = 2 * side
     for c in range(take):
-        o = order[j - take + c]
+        o = order[c]
         cache[kr, c] = sel_k[o]
         cache[kr + 1, c] = sel_q[o]
     state[S_NBID + side] = take
@@ -167,7 +179,7 @@ def apply_events(words, table, cache, state, start):
                 if found >= 0:  # a new quantity at an existing level
                     tqty[found] = qty
                     if n > 0 and key >= cache[kr, 0]:
-                        p = n - 1 if cache[kr, n - 1] == key else _search(cache[kr], n, key)
+                        p = n - 1 if cache[kr, n - 1] == key else _search(cache, kr, n, key)
                         cache[kr + 1, p] = qty
                     continue
                 if tbits[slot] == 0:
@@ -177,7 +189,7 @@ def apply_events(words, table, cache, state, start):
                 total = state[S_TOTAL_BID + side] + 1
                 state[S_TOTAL_BID + side] = total
                 if n > 0 and key > cache[kr, 0]:
-                    p = _search(cache[kr], n, key)
+                    p = _search(cache, kr, n, key)
                     if n == TOP:  # evict the worst cached level (it stays in the table)
                         for j in range(p - 1):
                             cache[kr, j] = cache[kr, j + 1]
@@ -202,7 +214,7 @@ def apply_events(words, table, cache, state, start):
                 total = state[S_TOTAL_BID + side] - 1
                 state[S_TOTAL_BID + side] = total
                 if n > 0 and key >= cache[kr, 0]:
-                    p = n - 1 if cache[kr, n - 1] == key else _search(cache[kr], n, key)
+                    p = n - 1 if cache[kr, n - 1] == key else _search(cache, kr, n, key)
                     for j in range(p, n - 1):
                         cache[kr, j] = cache[kr, j + 1]
                         cache[kr + 1, j] = cache[kr + 1, j + 1]
