@@ -119,14 +119,14 @@ def test_bad_construction() -> None:
 # (files, top-10 checked after each of the first `prefix` book messages, then the whole book
 # at the end; None = after every book message)
 RECORDINGS = {
-    "binance-usdm-btc": (["binance/hftbacktest/usdm/btcusdt_20240808.gz"], 1000),
+    "binance-usdm-btc": (["binance/hftbacktest/usdm/btcusdt_20240808.gz"], 600),
     "binance-usdm-eth": (["binance/hftbacktest/usdm/ethusdt_20240808.gz"], 300),
     "binance-spot-btc": (["binance/hftbacktest/spot/btcusdt_20240808.gz",
-                          "binance/hftbacktest/spot/btcusdt_20240809.gz"], 1000),
+                          "binance/hftbacktest/spot/btcusdt_20240809.gz"], 600),
     "binance-spot-eth": (["binance/hftbacktest/spot/ethusdt_20240808.gz",
                           "binance/hftbacktest/spot/ethusdt_20240809.gz"], 300),
     "binance-coinm": (["binance/hftbacktest/cm/btcusd_perp_20240808.gz",
-                       "binance/hftbacktest/cm/btcusd_perp_20240809.gz"], 800),
+                       "binance/hftbacktest/cm/btcusd_perp_20240809.gz"], 500),
     "cf3-binance": (["binance/cryptofeed_v3/BINANCE.jsonl.zst"], None),
     "cf3-binance-futures": (["binance/cryptofeed_v3/BINANCE_FUTURES.jsonl.zst"], None),
     "cf3-bybit": (["bybit/BYBIT.jsonl.zst"], None),
