@@ -148,9 +148,11 @@ uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_
         const int64_t now = wb_monotonic_ns();
         wb_event *slots = r->slots;
         const uint64_t mask = r->mask;
+        // byte copies: the caller's array (numpy) need not have wb_event's 64-byte alignment
+        const auto *src = reinterpret_cast<const unsigned char *>(evs);
         for (uint64_t i = 0; i < k; ++i) {
             wb_event *s = &slots[(head + i) & mask];
-            *s = evs[i];
+            memcpy(static_cast<void *>(s), src + i * sizeof(wb_event), sizeof(wb_event));
             s->seq = seq0 + 1 + i;
             s->ts_publish_ns = now;
         }
@@ -396,7 +398,8 @@ uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max) {
     while (done < max) {  // at most two spans: up to the wrap, then from slot 0
         const uint64_t n = take(r, head, max - done, &first);
         if (n == 0) break;
-        memcpy(out + done, r->slots + first, n * sizeof(wb_event));
+        memcpy(reinterpret_cast<unsigned char *>(out) + done * sizeof(wb_event),
+               r->slots + first, n * sizeof(wb_event));
         done += n;
     }
     if (done > 0) r->hdr->tail.store(r->c_tail, std::memory_order_release);

@@ -281,3 +281,24 @@ def test_existing_name_and_wrong_records_are_refused(ring_name: str) -> None:
         with pytest.raises(ValueError, match="max_n"):
             ring.read(-1)
         assert ring.stats.published == 0
+
+
+def _at_address_8_mod_64(nbytes: int) -> np.ndarray:
+    raw = np.zeros(nbytes + 128, dtype=np.uint8)
+    skip = (8 - raw.ctypes.data) % 64
+    arr = raw[skip:skip + nbytes].view(EVENT_DTYPE)
+    assert arr.ctypes.data % 64 == 8
+    return arr
+
+
+def test_records_at_any_alignment_go_through(ring_name: str) -> None:
+    sent = batch(8)
+    unaligned = _at_address_8_mod_64(sent.nbytes)
+    unaligned[:] = sent
+    out = _at_address_8_mod_64(sent.nbytes)
+    with ShmRing.create(ring_name, 16) as ring:
+        assert ring.push_batch(unaligned) == 8
+        assert ring.push(unaligned[3]) is True
+        assert ring.pop_into(out) == 8
+        assert_payload(out, sent)
+        assert_payload(ring.read(1), sent[3:4])
