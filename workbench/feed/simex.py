@@ -43,6 +43,7 @@ for the most recent stream. Faults (`Faults`) fire on the first connection only 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import heapq
 import http
@@ -57,6 +58,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -178,45 +180,52 @@ def _is_delta(venue: str, message: bytes) -> bool:
 
 # ---- sources --------------------------------------------------------------------------------
 
-@dataclass
+def _levels(prices: np.ndarray, qtys: np.ndarray) -> list[list[str]]:
+    """[[price, qty], ...] as shortest round-trip decimal strings (parse back to the same
+    float64)."""
+    return [[repr(p), repr(q)] for p, q in zip(prices.tolist(), qtys.tolist(), strict=True)]
+
+
 class _DepthBook:
-    """The exchange-side truth of one Binance symbol for REST snapshots: dict levels
-    (price string -> qty string) built from a snapshot plus the deltas that follow it."""
+    """The exchange-side truth of a recording's Binance books for REST snapshots: the
+    recording's own snapshots and deltas run through the venue normalizer and BookSync (the
+    Binance sync rules) into L2Books, lazily up to the stream position."""
 
-    last_update_id: int = -1
-    bids: dict[str, str] = field(default_factory=dict)
-    asks: dict[str, str] = field(default_factory=dict)
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    event_ms: int = 0
+    def __init__(self, venue: str) -> None:
+        from workbench.book.sync import BookSync
+        from workbench.feed.symbols import SymbolRegistry
+        from workbench.feed.venues import normalizer_for
 
-    def snapshot(self, data: dict[str, Any]) -> None:
-        self.last_update_id = int(data["lastUpdateId"])
-        self.bids = {p: q for p, q in data["bids"]}
-        self.asks = {p: q for p, q in data["asks"]}
-        pending, self.pending = self.pending, []
-        for delta in pending:
-            self.delta(delta)
+        self.registry = SymbolRegistry()
+        self.normalizer = normalizer_for(venue, self.registry)
+        self.sync = BookSync(venue)
+        self.event_ms: dict[int, int] = {}
+        # the newest update id seen (snapshot or delta): in a valid book every delta up to it
+        # is applied or was already in the snapshot
+        self.last_id: dict[int, int] = {}
 
-    def delta(self, data: dict[str, Any]) -> None:
-        if self.last_update_id < 0:
-            self.pending.append(data)
-            return
-        if data["u"] < self.last_update_id:  # already in the snapshot
-            return
-        for levels, book in ((data["b"], self.bids), (data["a"], self.asks)):
-            for price, qty in levels:
-                if float(qty) == 0.0:
-                    book.pop(price, None)
-                else:
-                    book[price] = qty
-        self.last_update_id = data["u"]
-        self.event_ms = data.get("E", self.event_ms)
+    def snapshot(self, symbol: bytes, body: bytes) -> None:
+        self._process(self.normalizer.normalize_snapshot(body, 0, symbol.decode()))
 
-    def render(self, limit: int) -> bytes:
-        bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))[:limit]
-        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:limit]
-        return orjson.dumps({"lastUpdateId": self.last_update_id, "E": self.event_ms,
-                             "T": self.event_ms, "bids": bids, "asks": asks})
+    def delta(self, message: bytes) -> None:
+        self._process(self.normalizer.normalize(message, 0))
+
+    def _process(self, batch: np.ndarray) -> None:
+        info = self.normalizer.last
+        self.sync.process(batch, info)
+        sid = info.symbol_id
+        self.last_id[sid] = max(self.last_id.get(sid, -1), info.last_id)
+        self.event_ms[sid] = max(self.event_ms.get(sid, 0), info.ts_event_ns // 1_000_000)
+
+    def render(self, symbol: bytes, limit: int) -> bytes | None:
+        """REST body of `symbol`'s book (top `limit`), None until it is in sync."""
+        sid = self.registry.lookup(self.normalizer.venue, symbol.decode())
+        if sid is None or not self.sync.is_valid(sid):
+            return None
+        bid_px, bid_qty, ask_px, ask_qty = self.sync.book(sid).depth(limit)
+        ms = self.event_ms.get(sid, 0)
+        return orjson.dumps({"lastUpdateId": self.last_id[sid], "E": ms, "T": ms,
+                             "bids": _levels(bid_px, bid_qty), "asks": _levels(ask_px, ask_qty)})
 
 
 class _Recording:
@@ -227,12 +236,16 @@ class _Recording:
         from workbench.feed.replay import ReplayFeed
 
         self.venue = venue
+        feed = ReplayFeed(source, speed=None, conn=conn)
+        # the Binance market (spot / USD-M / COIN-M) picks the sequence rule of REST books
+        self.binance_venue = next((r.venue for r in feed.recordings if r.venue
+                                   and r.venue.startswith("binance")), "binance")
         self.times: list[int] = []
         self.keys: list[bytes] = []
         self.messages: list[bytes] = []
         self.snapshots: list[tuple[int, bytes, bytes]] = []  # (position, SYMBOL, REST body)
         bare: list[tuple[int, bytes]] = []
-        for recv_ns, message in ReplayFeed(source, speed=None, conn=conn):
+        for recv_ns, message in feed:
             key = _message_key(venue, message)
             if venue == "binance" and key.endswith(b"@depthsnapshot"):  # a wrapped REST body
                 body = message[message.index(b'"data":') + 7:-1]
@@ -245,23 +258,29 @@ class _Recording:
                 bare.append((len(self.messages), message))
         if not self.messages:
             raise RecordingError(f"{source}: no {venue} stream messages in this recording")
+        self.delta_positions = [i for i, m in enumerate(self.messages)
+                                if venue == "binance" and _is_delta(venue, m)]
         # a bare REST snapshot line carries no symbol: it belongs to the only depth symbol
         depth_symbols = {k.split(b"@")[0].upper() for k in self.keys if k.endswith(b"@depth")}
         if bare and len(depth_symbols) == 1:
             symbol = depth_symbols.pop()
             self.snapshots.extend((pos, symbol, body) for pos, body in bare)
             self.snapshots.sort(key=lambda item: item[0])
+        if self.snapshots:  # load (or compile) the REST books' code now, not in a request
+            warm = _DepthBook(self.binance_venue)
+            warm.snapshot(self.snapshots[0][1], self.snapshots[0][2])
+            if self.delta_positions:
+                warm.delta(self.messages[self.delta_positions[0]])
 
 
 class _RecordingMarket:
-    """One pass over a recording: the stream position and, per symbol, the REST book at that
-    position."""
+    """One pass over a recording: the stream position and the REST books at that position."""
 
     def __init__(self, recording: _Recording) -> None:
         self.rec = recording
         self.pos = 0
-        self._books: dict[bytes, _DepthBook] = {}
-        self._book_pos = 0
+        self._books = _DepthBook(recording.binance_venue) if recording.snapshots else None
+        self._book_pos = 0  # index into rec.delta_positions
         self._snap_i = 0
 
     def next(self) -> tuple[int, bytes, bytes] | None:
@@ -274,33 +293,33 @@ class _RecordingMarket:
     def snapshot(self, symbol: str, limit: int) -> bytes | None:
         wanted = symbol.encode()
         recorded = [body for _, sym, body in self.rec.snapshots if sym == wanted]
-        if not recorded:
+        if not recorded or self._books is None:
             return None
         self._catch_up()
-        book = self._books.get(wanted)
-        if book is None or book.last_update_id < 0:  # before the recorded snapshot: serve it
-            data = orjson.loads(recorded[0])
-            if len(data["bids"]) <= limit and len(data["asks"]) <= limit:
-                return recorded[0]
-            book = _DepthBook()
-            book.snapshot(data)
-            book.event_ms = data.get("E", 0)
-        return book.render(limit)
+        body = self._books.render(wanted, limit)
+        if body is not None:
+            return body
+        # the stream has not reached the recorded snapshot (or lost sync): serve the recording's
+        data = orjson.loads(recorded[0])
+        if len(data["bids"]) <= limit and len(data["asks"]) <= limit:
+            return recorded[0]
+        data["bids"], data["asks"] = data["bids"][:limit], data["asks"][:limit]
+        return orjson.dumps(data)
 
     def _catch_up(self) -> None:
-        """Apply recorded snapshots and deltas between the last call and the stream position."""
+        """Apply the recorded snapshots and deltas between the last call and the stream
+        position, in recorded order."""
         rec = self.rec
-        while self._book_pos < self.pos:
-            while (self._snap_i < len(rec.snapshots)
-                   and rec.snapshots[self._snap_i][0] <= self._book_pos):
+        books = self._books
+        deltas = rec.delta_positions
+        end = bisect.bisect_left(deltas, self.pos)
+        for i in deltas[self._book_pos:end]:
+            while self._snap_i < len(rec.snapshots) and rec.snapshots[self._snap_i][0] <= i:
                 _, symbol, body = rec.snapshots[self._snap_i]
-                self._books.setdefault(symbol, _DepthBook()).snapshot(orjson.loads(body))
+                books.snapshot(symbol, body)
                 self._snap_i += 1
-            message = rec.messages[self._book_pos]
-            if _is_delta("binance", message):
-                data = orjson.loads(message)["data"]
-                self._books.setdefault(data["s"].encode(), _DepthBook()).delta(data)
-            self._book_pos += 1
+            books.delta(rec.messages[i])
+        self._book_pos = end
 
 
 class _SimMarket:
@@ -761,8 +780,9 @@ class SimExchange:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]
-    [--no-resume] [--disconnect-after N]`: serve until stdin closes; prints `READY <url>` on
-    stdout once listening (benchmarks run the server in its own process this way)."""
+    [--no-resume] [--disconnect-after N] [--quiet-after N]`: serve until stdin closes;
+    prints `READY <url>` on stdout once listening (benchmarks run the server in its own
+    process this way)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m workbench.feed.simex")
@@ -774,9 +794,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="every connection streams from the start of the source")
     parser.add_argument("--disconnect-after", type=int, default=None,
                         help="close every connection after this many messages")
+    parser.add_argument("--quiet-after", type=int, default=None,
+                        help="send nothing more after this many messages on a connection "
+                             "(until the client hangs up)")
     args = parser.parse_args(argv)
     speed = None if args.speed == "flat" else float(args.speed)
-    faults = Faults(disconnect_after=args.disconnect_after, every_connection=True)
+    faults = Faults(disconnect_after=args.disconnect_after, stall_after=args.quiet_after,
+                    stall_s=3600.0 if args.quiet_after is not None else 0.0,
+                    every_connection=True)
     with SimExchange(args.source, venue=args.venue, speed=speed, port=args.port,
                      resume=not args.no_resume, faults=faults) as ex:
         print(f"READY {ex.url}", flush=True)
