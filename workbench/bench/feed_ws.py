@@ -5,7 +5,7 @@ SimExchange in its own process (`python -m workbench.feed.simex`, so the server 
 the client's GIL), over a real websocket on 127.0.0.1. Each variant call opens a connection,
 subscribes to depth, bookTicker and trade, takes the REST snapshot from the same server, and
 runs every frame through a normalizer and BookSync into the L2Book until the N-th stream
-message with a valid book. The server streams N messages per connection (quick: 30,000;
+message with a valid book. The server streams N messages per connection (quick: 10,000;
 full: all 93,953), then sends nothing more, so a REST snapshot that arrives after the N-th
 message (the server computes it for its stream position) still completes the book.
 Throughput = N / wall time of the call (connect and snapshot included).
@@ -61,7 +61,7 @@ from workbench.shared_data import shared_path
 RECORDING = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
 VENUE = "binance-usdm"
 CHANNELS = ("depth@0ms", "bookTicker", "trade")
-QUICK_MESSAGES = 30_000
+QUICK_MESSAGES = 10_000
 TARGET_MSGS_PER_S = 100_000
 MS = 1_000_000
 
