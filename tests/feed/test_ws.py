@@ -235,3 +235,25 @@ def test_recording_is_delivered_exactly_and_the_book_heals_after_gap_and_disconn
     for update_id, top in bf.checkpoints.items():
         for got_side, want_side in zip(top, want[update_id], strict=True):
             np.testing.assert_array_equal(got_side, want_side)
+
+
+def test_bybit_resync_resubscribes_and_the_venue_answers(shared_data: Path) -> None:
+    frames: list[bytes] = []
+    path = shared_data / "bybit/BYBIT.jsonl.zst"
+    with SimExchange(path, venue="bybit", speed=None, conn="BYBIT.ws.3") as ex:
+        feed = WebSocketFeed(ex.url + "/v5/public/spot", "bybit-spot", ["BTCUSDT"],
+                             lambda batch, message, recv_ns: frames.append(message),
+                             registry=SymbolRegistry())
+        feed.start()
+        try:
+            wait_until(lambda: len(frames) > 100, 10, "bybit frames")
+            feed.request_resync("BTCUSDT")
+            wait_until(lambda: sum(b'"op":"subscribe"' in f for f in frames) == 2, 10,
+                       "the second subscribe reply")
+        finally:
+            feed.stop()
+    assert feed.rest is None and feed.stats.resyncs == 1 and feed.stats.gaps == 1
+    topics = {f[10:f.index(b'"', 10)] for f in frames if f.startswith(b'{"topic":"')}
+    assert topics <= {b"orderbook.200.BTCUSDT", b"publicTrade.BTCUSDT", b"tickers.BTCUSDT"}
+    assert b"orderbook.200.BTCUSDT" in topics
+    assert feed.stats.malformed == 0
