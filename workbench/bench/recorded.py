@@ -10,11 +10,11 @@ m buyer is maker, T trade time ms).
 
 from __future__ import annotations
 
-import gzip
 from functools import lru_cache
 
 import orjson
 
+from workbench.feed.replay import open_recording
 from workbench.shared_data import shared_path
 
 RECORDING = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
@@ -22,19 +22,15 @@ RECORDING = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
 
 @lru_cache(maxsize=1)
 def _all_messages() -> tuple[tuple[int, bytes], ...]:
-    out = []
-    with gzip.open(shared_path(RECORDING), "rb") as fh:
-        for line in fh:
-            stamp, _, raw = line.rstrip(b"\n").partition(b" ")
-            out.append((int(stamp), raw))
-    return tuple(out)
+    return tuple(open_recording(shared_path(RECORDING)))
 
 
 def messages(limit: int | None = None) -> tuple[tuple[int, bytes], ...]:
     """The first `limit` lines (all when None) as (local_recv_ns, raw json bytes); the file
     (93,954 lines, about 30 MB decoded) is read once per process.
 
-    Raises SharedDataMissing when the recording is not on this machine.
+    Read through `workbench.feed.replay.open_recording`. Raises SharedDataMissing when the
+    recording is not on this machine, RecordingError (file and line) when it is corrupt.
     """
     everything = _all_messages()
     return everything if limit is None else everything[:limit]
