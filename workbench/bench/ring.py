@@ -14,9 +14,10 @@ takes one event at a time (Queue.get; busy polling for both rings).
 Every producer waits for room rather than drop (the feed handler's lossless mode), so all
 variants deliver the same events. Every consumer folds what it received into a `Digest` (count,
 contiguous sequence numbers 1..count, wrapping uint64 sums of venue_seq and of the price and qty
-bits); the check demands the same digest (scaled by the laps) from both variants. Inputs are synthetic (a seeded random
-walk of trades), so `make demo` needs no recordings. The pure-Python ring relies on x86 store
-ordering (numpy stores, then the head store), as such rings in the wild do.
+bits); the check demands the same digest (scaled by the laps) from both variants. Inputs are
+synthetic (a seeded random walk of trades), so `make demo` needs no recordings. The pure-Python
+ring relies on x86 store ordering (numpy stores, then the head store), as such rings in the wild
+do.
 """
 
 from __future__ import annotations
