@@ -180,19 +180,28 @@ class PaperBroker:
 
 
 class _Levels:
-    """The book's levels as the broker reads them, fetched lazily: the top TOP_LEVELS of a
-    side first, the top DEPTH_LEVELS when an order needs more than that shows."""
+    """The book's levels as the broker reads them, fetched lazily and only as deep as an order
+    needs: the best level (`book.top()`, no array copies), else the top TOP_LEVELS, else the
+    top DEPTH_LEVELS."""
 
     def __init__(self, book) -> None:
         self.book = book
+        self._top: tuple[float, float, float, float] | None = None
         self._cache: dict[tuple[bool, int], tuple[list[float], list[float]]] = {}
 
     def side(self, bids: bool, qty: float) -> tuple[list[float], list[float]]:
         """(prices, sizes) of the bid (True) or ask side, best first, deep enough to show
-        `qty` if the top DEPTH_LEVELS can."""
-        prices, sizes = self._get(bids, TOP_LEVELS)
-        if sum(sizes) < qty and len(prices) == TOP_LEVELS:
-            prices, sizes = self._get(bids, DEPTH_LEVELS)
+        `qty` if the top DEPTH_LEVELS can (empty lists for an empty side)."""
+        if self._top is None:
+            self._top = self.book.top()
+        bid, bid_qty, ask, ask_qty = self._top
+        price, size = (bid, bid_qty) if bids else (ask, ask_qty)
+        if size >= qty:  # NaN (empty side) compares False
+            return [price], [size]
+        for n in (TOP_LEVELS, DEPTH_LEVELS):
+            prices, sizes = self._get(bids, n)
+            if sum(sizes) >= qty or len(prices) < n:
+                break
         return prices, sizes
 
     def _get(self, bids: bool, n: int) -> tuple[list[float], list[float]]:
