@@ -386,7 +386,9 @@ static uint64_t take(wb_ring *r, uint64_t head, uint64_t max, uint64_t *first) {
 uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first) {
     const uint64_t head = load_head(r);
     wb_ring_release(r);
-    const uint64_t n = take(r, head, max, first);
+    uint64_t idx = 0;
+    const uint64_t n = take(r, head, max, &idx);
+    if (first != nullptr) *first = idx;
     r->c_held = n;
     return n;
 }
@@ -429,5 +431,7 @@ void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out) {
 wb_event *wb_ring_slots(wb_ring *r) { return r->slots; }
 
 uint64_t wb_ring_capacity(wb_ring *r) { return r->capacity; }
+
+uint64_t wb_ring_taken(wb_ring *r) { return r->c_tail; }
 
 }  // extern "C"

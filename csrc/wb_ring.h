@@ -100,13 +100,16 @@ uint64_t wb_ring_push_batch(wb_ring *r, const wb_event *evs, uint64_t n);
 /* copies up to max waiting records into out and hands their slots back; returns the count. */
 uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max);
 /* zero-copy read: hands back the slots of the previous read, then returns up to max waiting
- * records that are contiguous in the slot array (stopping at the wrap), slot index in *first. */
+ * records that are contiguous in the slot array (stopping at the wrap), slot index in *first
+ * (first may be NULL: the index is then wb_ring_taken() before the call & (capacity - 1)). */
 uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first);
 /* hands back the slots of the last wb_ring_read. */
 void wb_ring_release(wb_ring *r);
 void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);
 wb_event *wb_ring_slots(wb_ring *r);
 uint64_t wb_ring_capacity(wb_ring *r);
+/* records this handle has taken as consumer (read or popped, released or not). */
+uint64_t wb_ring_taken(wb_ring *r);
 
 /* ---- native feed handler ---- */
 #define WB_FEED_FLAT 0  /* as fast as the ring takes them */

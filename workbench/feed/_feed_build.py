@@ -113,6 +113,7 @@ void wb_ring_release(wb_ring *r);
 void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);
 wb_event *wb_ring_slots(wb_ring *r);
 uint64_t wb_ring_capacity(wb_ring *r);
+uint64_t wb_ring_taken(wb_ring *r);
 
 typedef struct wb_feed_status {
     uint64_t published;

@@ -45,8 +45,8 @@ MAX_CAPACITY: int = lib.WB_RING_MAX_CAPACITY
 _NAME_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{lib.WB_RING_NAME_MAX}}}")
 _ERRLEN = 512
 _read = lib.wb_ring_read
+_NULL = ffi.NULL
 _HEAD_WORD = ffi.offsetof("wb_ring_header", "head") // 8
-_TAIL_WORD = ffi.offsetof("wb_ring_header", "tail") // 8
 
 
 @dataclass(frozen=True)
@@ -141,9 +141,9 @@ class ShmRing:
         header = ffi.cast("char *", self._owner) - ffi.sizeof("wb_ring_header")
         self._words: memoryview | None = memoryview(
             ffi.buffer(header, ffi.sizeof("wb_ring_header"))).cast("Q")
-        self._taken = self._words[_TAIL_WORD]  # records this consumer has taken
+        self._taken: int = lib.wb_ring_taken(handle)  # records this consumer has taken
         self._held = False  # the last read's slots are not handed back yet
-        self._first = ffi.new("uint64_t *")
+        self._mask = self.capacity - 1
         self._stats = ffi.new("wb_ring_stats *")
         self._finalizer = (
             weakref.finalize(self, _unlink_if_creator, name, os.getpid()) if creator else None
@@ -254,14 +254,16 @@ class ShmRing:
         h = self._h
         if h is None:
             raise RingClosed(f"ring {self.name!r} is closed")
-        if not self._held and self._words[_HEAD_WORD] == self._taken:  # type: ignore[index]
+        taken = self._taken
+        if not self._held and self._words[_HEAD_WORD] == taken:  # type: ignore[index]
             return self._empty
-        n = _read(h, max_n, self._first)
-        self._taken += n
-        self._held = n > 0
+        n = _read(h, max_n, _NULL)
         if not n:
+            self._held = False
             return self._empty
-        first = self._first[0]
+        self._taken = taken + n
+        self._held = True
+        first = taken & self._mask  # the C side read from the same cursor
         return self._slots[first:first + n]  # type: ignore[index]
 
     def release(self) -> None:
