@@ -301,8 +301,10 @@ def parse_book(buf, ints, sides, row, head, pow10):
 
 
 @nb.njit(cache=True, nogil=True)
-def fill_levels(ints, sides, start, stop, ts_event, recv_ns, seq, venue_seq, symbol_id, flags):
-    """Fill the integer columns of level rows [start, stop) (kind and side from `sides`)."""
+def fill_levels(ints, sides, start, stop, ts_event, recv_ns, seq, venue_seq, symbol_id, flags,
+                last_flags):
+    """Fill the integer columns of level rows [start, stop) (kind and side from `sides`);
+    the last row also gets `last_flags` (LAST_IN_MSG when it ends the message)."""
     base = symbol_id | (flags << 48)
     bid = base | (KIND_BID << 32) | (SIDE_BUY << 40)
     ask = base | (KIND_ASK << 32) | (SIDE_SELL << 40)
@@ -313,6 +315,8 @@ def fill_levels(ints, sides, start, stop, ts_event, recv_ns, seq, venue_seq, sym
         ints[r, 3] = seq
         ints[r, 4] = venue_seq
         ints[r, 5] = bid if sides[r] == 1 else ask
+    if stop > start:
+        ints[stop - 1, 5] |= last_flags << 48
 
 
 def warm() -> None:
@@ -322,7 +326,7 @@ def warm() -> None:
     head = np.zeros(HEAD_SIZE, dtype=np.int64)
     msg = b'{"s":"X","type":"delta","u":1,"pu":0,"b":[["1.5","2"]],"a":[[2.5,1e-3]],"x":[1]}'
     parse_book(msg, ints, sides, 0, head, POW10)
-    fill_levels(ints, sides, 0, 2, 1, 2, 3, 4, 5, 0)
+    fill_levels(ints, sides, 0, 2, 1, 2, 3, 4, 5, 0, 2)
 
 
 warm()

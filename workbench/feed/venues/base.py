@@ -229,7 +229,7 @@ class Normalizer:
         if snapshot:
             self._reserve(k + 2)
             _levels.fill_levels(self._ints, self._sides, 1, k + 1, ts, recv_ns, seq,
-                                venue_seq, sid, SNAP)
+                                venue_seq, sid, SNAP, 0)
             self._put(0, ts, recv_ns, venue_seq, sid, K_SNAP_BEGIN, 0, SNAP, 0.0, 0.0)
             self._put(k + 1, ts, recv_ns, venue_seq, sid, K_SNAP_END, 0, SNAP | LAST, 0.0, 0.0)
             self.stats.events += k + 2
@@ -237,8 +237,7 @@ class Normalizer:
         if k == 0:
             return self._head[0]
         _levels.fill_levels(self._ints, self._sides, 1, k + 1, ts, recv_ns, seq, venue_seq,
-                            sid, 0)
-        self._ints[k, 5] |= LAST << 48
+                            sid, 0, LAST)
         self.stats.events += k
         return self._batch[1:k + 1]
 

@@ -28,7 +28,6 @@ import numpy as np
 import orjson
 
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
-from workbench.feed.venues import _levels
 from workbench.feed.venues.base import (
     BUY,
     DEFAULT_CAPACITY,
@@ -169,16 +168,16 @@ class BinanceNormalizer(Normalizer):
               symbol: str | None = None) -> np.ndarray:
         """depthUpdate (delta) or REST depth snapshot (has lastUpdateId)."""
         k = self._parse_book(message)
-        ids = self._ids
-        snapshot = ids[_levels.H_LAST_UPDATE_ID] >= 0
+        # one tolist() instead of numpy scalar reads (~100 ns each); order = _levels.H_*
+        first, last, prev, e_ms, t_ms, last_update, _, _, _, s0, s1, *_ = self._ids.tolist()
+        snapshot = last_update >= 0
         info = begin_message(self, "depthSnapshot" if snapshot else "depthUpdate")
         if k < 0:
             return self._level_error(k, message)
-        s0 = ids[_levels.H_S_START]
         if symbol is not None:
             sid = self.symbol_id(symbol)
         elif s0 >= 0:
-            sym = message[s0:ids[_levels.H_S_END]]
+            sym = message[s0:s1]
             sid = self._depth_symbols.get(sym)
             if sid is None:
                 sid = self._depth_symbols[sym] = self.symbol_id(sym.decode())
@@ -190,21 +189,20 @@ class BinanceNormalizer(Normalizer):
             sid = next(iter(self._depth_symbols.values()))
         else:
             return self._bad("unknown_symbol", message, "depth message without a symbol")
-        ts = int(ids[_levels.H_E] if ids[_levels.H_E] > 0 else max(ids[_levels.H_T], 0)) * MS
+        ts = (e_ms if e_ms > 0 else max(t_ms, 0)) * MS
         info.symbol_id = sid
         info.ts_event_ns = ts
         if snapshot:
-            last = int(ids[_levels.H_LAST_UPDATE_ID])
+            last = last_update
             info.kind = M_SNAPSHOT
             info.last_id = last
         else:
-            if ids[_levels.H_U] < 0 or ids[_levels.H_u] < 0:
+            if first < 0 or last < 0:
                 return self._bad("schema", message, "depthUpdate without U/u")
-            last = int(ids[_levels.H_u])
             info.kind = M_DELTA
-            info.first_id = int(ids[_levels.H_U])
+            info.first_id = first
             info.last_id = last
-            info.prev_id = int(ids[_levels.H_pu])
+            info.prev_id = prev
         return self._book_events(k, snapshot, ts, recv_ns, last, sid)
 
     def normalize_snapshot(self, body: bytes, recv_ns: int, symbol: str) -> np.ndarray:
