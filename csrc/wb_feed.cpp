@@ -27,14 +27,6 @@ constexpr int64_t kSleepAbove = 200000;  // ns
 constexpr int64_t kWakeEarly = 100000;   // ns
 constexpr uint32_t kFullSpins = 256;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-}
-
 }  // namespace
 
 struct wb_feed {
@@ -92,7 +84,7 @@ struct wb_feed {
                 if (wait > kSleepAbove) {
                     std::this_thread::sleep_for(std::chrono::nanoseconds(wait - kWakeEarly));
                 } else {
-                    cpu_relax();
+                    wb_cpu_relax();
                 }
                 continue;
             }
@@ -100,7 +92,7 @@ struct wb_feed {
             if (lossless) {
                 // a full ring: spin briefly, then yield the core (the consumer may need it)
                 if (k == 0 && ++full_spins > kFullSpins) std::this_thread::yield();
-                else if (k == 0) cpu_relax();
+                else if (k == 0) wb_cpu_relax();
                 else full_spins = 0;
                 i += k;
             } else {

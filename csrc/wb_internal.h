@@ -14,6 +14,15 @@ inline int64_t wb_monotonic_ns() {
     return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+/* A pause for spin-wait loops (eases the sibling hyperthread and the memory bus). */
+inline void wb_cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
 /* Publishes up to n records (stamping seq and one ts_publish_ns). With drop_rest the records
  * that do not fit are dropped and their sequence numbers used up; without it they are left to
  * the caller. Returns how many were published. */

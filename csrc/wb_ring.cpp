@@ -393,6 +393,20 @@ uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first) {
     return n;
 }
 
+uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *first) {
+    load_head(r);  // the high-water mark, before the previous read's slots go back
+    wb_ring_release(r);  // the producer may refill those slots while we wait
+    if (wait_ns > 0 && r->hdr->head.load(std::memory_order_acquire) == r->c_tail) {
+        const int64_t deadline = wb_monotonic_ns() + wait_ns;
+        uint32_t spins = 0;
+        while (r->hdr->head.load(std::memory_order_acquire) == r->c_tail) {
+            wb_cpu_relax();
+            if ((++spins & 63) == 0 && wb_monotonic_ns() >= deadline) break;
+        }
+    }
+    return wb_ring_read(r, max, first);
+}
+
 uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max) {
     const uint64_t head = load_head(r);
     wb_ring_release(r);

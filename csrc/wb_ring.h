@@ -103,6 +103,9 @@ uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max);
  * records that are contiguous in the slot array (stopping at the wrap), slot index in *first
  * (first may be NULL: the index is then wb_ring_taken() before the call & (capacity - 1)). */
 uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first);
+/* wb_ring_read, after spinning (no system call, no lock) up to wait_ns for a record when the
+ * ring is empty: the consumer's busy poll without leaving C. */
+uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *first);
 /* hands back the slots of the last wb_ring_read. */
 void wb_ring_release(wb_ring *r);
 void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -302,3 +303,20 @@ def test_records_at_any_alignment_go_through(ring_name: str) -> None:
         assert ring.pop_into(out) == 8
         assert_payload(out, sent)
         assert_payload(ring.read(1), sent[3:4])
+
+
+def test_read_with_wait_ns_spins_until_a_record_comes(ring_name: str) -> None:
+    with ShmRing.create(ring_name, 16) as ring:
+        t0 = time.perf_counter_ns()
+        assert ring.read(4, wait_ns=20_000_000).shape == (0,)  # nothing comes: gives up
+        assert time.perf_counter_ns() - t0 >= 20_000_000
+        ring.push_batch(batch(2))
+        assert ring.read(8, wait_ns=10**9)["venue_seq"].tolist() == [0, 1]  # no wait needed
+        # the GIL is released while read spins in C, so this thread can push meanwhile
+        timer = threading.Timer(0.05, lambda: ring.push_batch(batch(3, start=10)))
+        timer.start()
+        got = ring.read(8, wait_ns=30 * 10**9)
+        timer.join()
+        assert got["venue_seq"].tolist() == [10, 11, 12]
+        ring.release()
+        assert ring.stats.consumed == 5

@@ -109,6 +109,7 @@ int wb_ring_push(wb_ring *r, const wb_event *ev);
 uint64_t wb_ring_push_batch(wb_ring *r, const wb_event *evs, uint64_t n);
 uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max);
 uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first);
+uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *first);
 void wb_ring_release(wb_ring *r);
 void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);
 wb_event *wb_ring_slots(wb_ring *r);
