@@ -127,7 +127,7 @@ class Engine:
         self.run_dir = Path(cfg.out_dir) / self.run_id if cfg.out_dir else None
         self.journal: Journal | None = None
         self.executor = Executor(self.broker, self.risk, self.positions, cfg.slice_qty)
-        self.latency = LatencyRecorder()
+        self.latency = LatencyRecorder(on_fold=self._job_done)
         self.spikes = SpikeLog(cfg.spike_threshold_us)
         self.dispatcher = Dispatcher(self.on_events, cfg.dispatch, cfg.poll_interval_ms)
         self.latest = LatestSnapshot()
@@ -483,7 +483,8 @@ class Engine:
                 if self.journal is not None:
                     self.journal.flush()
             elif name == "latency_fold":
-                self.latency.fold()
+                self.latency.fold()  # accounted through on_fold
+                return
             elif name == "book_check":
                 name = "book_rebuild"
                 for sid, book in self.sync.books.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -38,7 +38,8 @@ def _bucket_indices(h: HdrHistogram, values: np.ndarray) -> np.ndarray:
     unit_magnitude); index = ((bucket + 1) << half_count_magnitude) + sub - half_count.
     """
     masked = values | h.sub_bucket_mask
-    bit_length = np.frexp(masked.astype(np.float64))[1].astype(np.int64)
+    # bit_length from the float64 exponent field (exact below 2**53): 2**(e-1) <= v < 2**e
+    bit_length = (masked.astype(np.float64).view(np.int64) >> 52) - 1022
     bucket = bit_length - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
     sub = values >> (bucket + h.unit_magnitude)
     return ((bucket + 1) << h.sub_bucket_half_count_magnitude) + sub - h.sub_bucket_half_count
@@ -59,23 +60,20 @@ def _percentiles(h: HdrHistogram, counts: np.ndarray, total: int, pcts: Iterable
 
 
 class _StageHistogram:
-    """One stage: the HdrHistogram, its counts as numpy, the exact max, this second's counts."""
+    """One stage: the HdrHistogram, its counts as numpy, the exact max, and the counts at the
+    start of the open second (this second's counts = counts - base)."""
 
     def __init__(self) -> None:
         self.h = HdrHistogram(1, HIGHEST_NS, SIGNIFICANT_FIGURES)
         self.counts = np.frombuffer(self.h.counts, dtype=np.int64, count=self.h.counts_len)
         self.max_ns = 0
-        self.second = np.zeros_like(self.counts)
+        self.base = np.zeros_like(self.counts)
         self.second_total = 0
         self.second_max = 0
 
-    def add(self, values: np.ndarray) -> None:
-        values = np.minimum(values, HIGHEST_NS)
-        counts = np.bincount(_bucket_indices(self.h, values), minlength=self.h.counts_len)
-        self.counts += counts
-        self.second += counts
-        n = int(values.size)
-        vmin, vmax = int(values.min()), int(values.max())
+    def add(self, hits: np.ndarray, n: int, vmin: int, vmax: int) -> None:
+        """Add bucket hits (counts-array layout) of n values in [vmin, vmax]."""
+        self.counts += hits
         self.h.total_count += n
         self.h.min_value = min(self.h.min_value, vmin)
         self.h.max_value = max(self.h.max_value, vmax)
@@ -86,9 +84,10 @@ class _StageHistogram:
     def close_second(self) -> tuple[int, int, int] | None:
         if self.second_total == 0:
             return None
-        p50, p99 = _percentiles(self.h, self.second, self.second_total, (50.0, 99.0))
+        second = self.counts - self.base
+        p50, p99 = _percentiles(self.h, second, self.second_total, (50.0, 99.0))
         out = (p50, p99, self.second_max)
-        self.second[:] = 0
+        self.base[:] = self.counts
         self.second_total = 0
         self.second_max = 0
         return out
@@ -108,11 +107,13 @@ class LatencyRecorder:
     add((closed_ns, *stage_values)): one row, stage values in `STAGES` order, -1 = absent.
     record(stage, value_ns): one value of one stage (goes through the same buffer).
     fold(): move pending rows into the histograms (call from housekeeping; `add` also folds when
-    the buffer is full). Writers are one thread at a time (the engine serializes them);
-    readers (`summary`, `snapshot`, `series`) may be any thread.
+    the buffer is full). on_fold(name, start_ns, end_ns) is told about every fold, so the
+    engine can name it as a spike cause. Writers are one thread at a time (the engine
+    serializes them); readers (`summary`, `snapshot`, `series`) may be any thread.
     """
 
-    def __init__(self, buffer_rows: int = 2048) -> None:
+    def __init__(self, buffer_rows: int = 2048,
+                 on_fold: Callable[[str, int, int], None] | None = None) -> None:
         if buffer_rows < 1:
             raise ValueError(f"buffer_rows must be >= 1, got {buffer_rows}")
         self.stages: tuple[Stage, ...] = STAGES
@@ -124,6 +125,7 @@ class LatencyRecorder:
         self._current_second: int | None = None
         self._series: dict[Stage, list[tuple[int, int, int, int]]] = {s: [] for s in STAGES}
         self._col = {s: i + 1 for i, s in enumerate(STAGES)}
+        self.on_fold = on_fold
 
     def add(self, row: tuple[int, ...]) -> None:
         """Record one row: (closed_ns, then one value per stage in `STAGES` order: wire, parse,
@@ -150,6 +152,7 @@ class LatencyRecorder:
         """Move pending rows into the histograms and the per-second series. Returns the rows."""
         if not self._rows:
             return 0
+        t0 = time.perf_counter_ns()
         raw, self._rows = self._rows, array("q")
         rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, self.width)
         n = len(rows)
@@ -162,14 +165,30 @@ class LatencyRecorder:
                 if self._current_second is not None and sec != self._current_second:
                     self._close_second()
                 self._current_second = sec
-                chunk = rows[start:end]
-                for stage, col in self._col.items():
-                    values = chunk[:, col]
-                    values = values[values >= 0]
-                    if values.size:
-                        self._hist[stage].add(values)
+                self._add_rows(np.ascontiguousarray(rows[start:end, 1:]))
                 start = end
+        if self.on_fold is not None:
+            self.on_fold("latency_fold", t0, time.perf_counter_ns())
         return n
+
+    def _add_rows(self, values: np.ndarray) -> None:
+        """All stages at once: one bucket-index pass and one bincount over (rows, stages),
+        each stage in its own block of the counts layout; -1 (absent) goes to a spare bin."""
+        hists = [self._hist[s] for s in STAGES]
+        length = len(hists[0].counts)
+        present = values >= 0
+        index = _bucket_indices(hists[0].h, np.clip(values, 0, HIGHEST_NS))
+        index += np.arange(len(STAGES), dtype=np.int64) * length
+        spare = len(STAGES) * length
+        index[~present] = spare
+        hits = np.bincount(index.ravel(), minlength=spare + 1)[:spare].reshape(len(STAGES),
+                                                                                 length)
+        counts = present.sum(axis=0).tolist()
+        lows = np.where(present, values, HIGHEST_NS).min(axis=0).tolist()
+        highs = values.max(axis=0).tolist()  # absent is -1: never the max of a present value
+        for j, hist in enumerate(hists):
+            if counts[j]:
+                hist.add(hits[j], counts[j], lows[j], min(highs[j], HIGHEST_NS))
 
     def _close_second(self) -> None:
         for stage, hist in self._hist.items():
