@@ -32,6 +32,11 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 # every bokeh figure view in the page: (title, canvas width, canvas height, glyph renderers)
 FIGURES_JS = """() => {
+  const roots = () => {  // root views by model id, the newest one when re-rendered
+    const byId = new Map();
+    if (window.Bokeh && Bokeh.index) for (const v of Bokeh.index.roots) byId.set(v.model.id, v);
+    return [...byId.values()];
+  };
   const out = [];
   const walk = (view) => {
     if (view.model && view.model.type === 'Figure') {
@@ -41,7 +46,7 @@ FIGURES_JS = """() => {
     }
     for (const child of (view.child_views || [])) walk(child);
   };
-  if (window.Bokeh && Bokeh.index) for (const v of Object.values(Bokeh.index)) walk(v);
+  for (const v of roots()) walk(v);
   return out;
 }"""
 
@@ -142,3 +147,98 @@ def test_report_renders_offline_with_every_figure(browser: object,
     for title, width, height, renderers in figures:
         assert width > 100 and height > 100 and renderers > 0, title
     assert blocked == [] and failed == [] and errors == []
+
+
+# the live series source in the page: number of per-second points and the last tick-to-trade P99
+LIVE_SERIES_JS = """() => {
+  if (!(window.Bokeh && Bokeh.index)) return null;
+  for (const view of Bokeh.index.roots) {
+    const doc = view.model.document;
+    const src = doc == null ? null : doc.get_model_by_name('live_series');
+    if (src == null) continue;
+    const get = (k) => src.data instanceof Map ? src.data.get(k) : src.data[k];
+    const t = get('t'), p99 = get('tick_to_trade_p99');
+    return [t.length, t.length ? p99[p99.length - 1] : null];
+  }
+  return null;
+}"""
+
+
+def _wait_kernel_connected(lab: dict, timeout_s: float = 60.0) -> None:
+    """Until the server reports the notebook's kernel idle with the page connected to it
+    (running cells before that makes JupyterLab ask for a kernel)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reply = httpx.get(f"{lab['url']}/api/kernels", params={"token": lab["token"]})
+        kernels = reply.json() if reply.status_code == 200 else []
+        if any(isinstance(k, dict) and k.get("execution_state") == "idle"
+               and k.get("connections", 0) > 0 for k in kernels):
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"no connected idle kernel after {timeout_s} s")
+
+
+def _run_all_cells(page: object) -> None:
+    page.locator(".lm-MenuBar-itemLabel").get_by_text("Run", exact=True).click()
+    page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).click()
+
+
+def _number(page: object, name: str) -> float:
+    text = page.locator(f".hft-panel .hft-{name}").first.inner_text()
+    return float(text.split()[0].replace(",", ""))
+
+
+def test_quickstart_in_jupyterlab_shows_live_latency(browser: object, lab: dict) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        _quickstart(page, lab)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "quickstart-failure.png"), full_page=True)
+        prompts = page.evaluate("() => [...document.querySelectorAll('.jp-CodeCell "
+                                ".jp-InputArea-prompt')].map(p => p.textContent)")
+        print(f"\nprompts: {prompts}\nfigures: {page.evaluate(FIGURES_JS)}")
+        raise
+    finally:
+        context.close()
+    assert errors == []
+
+
+def _quickstart(page: object, lab: dict) -> None:
+    page.goto(f"{lab['url']}/lab/tree/quickstart.ipynb?token={lab['token']}")
+    page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
+    _wait_kernel_connected(lab)
+    _run_all_cells(page)
+    # %load_ext (kernel start, imports, BokehJS) can take long on a loaded machine
+    page.get_by_text("hft: started run").first.wait_for(timeout=180_000)
+    started = time.monotonic()  # %hft start has returned
+    page.locator(".hft-panel").first.wait_for(timeout=60_000)
+    page.wait_for_function("() => { const e = document.querySelector('.hft-panel .hft-p99');"
+                           " return e && parseFloat(e.textContent.replace(/,/g, '')) > 0; }",
+                           timeout=30_000)
+    counters_live_s = time.monotonic() - started
+    first = _number(page, "events")
+    page.wait_for_function(f"() => ({LIVE_SERIES_JS})() && ({LIVE_SERIES_JS})()[0] >= 1",
+                           timeout=30_000)
+    plot_live_s = time.monotonic() - started
+    assert _number(page, "p99") > 0 and _number(page, "p50") > 0
+    page.wait_for_function(f"() => ({LIVE_SERIES_JS})()[0] >= 3", timeout=30_000)
+    points, last_p99 = page.evaluate(LIVE_SERIES_JS)
+    assert points >= 3 and last_p99 > 0  # P99 keeps arriving, second by second
+    assert _number(page, "events") > first  # the counters keep rising
+    live = page.evaluate(FIGURES_JS)
+    assert len(live) >= 5 and all(w > 100 and h > 100 for _, w, h, _ in live)
+    page.locator(".hft-panel").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "quickstart-live.png"))
+    print(f"\nafter %hft start returned: P50/P99 counters live in {counters_live_s:.2f} s, "
+          f"first per-second P50/P99 point plotted in {plot_live_s:.2f} s")
+    # the rest of the notebook: dispatch toggles, stop, three static plots
+    page.wait_for_function(f"() => ({FIGURES_JS})().length >= {len(live) + 3}",
+                           timeout=90_000)
+    page.get_by_text("hft: stopped run").first.wait_for(timeout=30_000)
+    body = page.locator(".jp-Notebook").first.inner_text()
+    assert "hft: stopped run" in body and "running [polling]" in body
+    assert "Traceback" not in body
+    page.screenshot(path=str(ARTIFACTS / "quickstart-end.png"), full_page=True)

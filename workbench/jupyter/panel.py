@@ -30,8 +30,9 @@ from workbench.latency.stages import LOCAL_STAGES
 
 log = logging.getLogger("workbench.jupyter")
 
-MAX_HZ = 10.0
-CDF_PERIOD_S = 1.0
+MAX_HZ = 10.0  # counters
+PLOT_PERIOD_S = 1.0  # per-second series, PnL, ring (the series gains a point a second)
+SLOW_PERIOD_S = 2.0  # CDFs and spikes (whole-source replacements)
 IDLE_WAKE_S = 0.5  # the UI task also wakes this often on its own (engine finished, no publish)
 
 _bokeh_loaded = False
@@ -159,7 +160,8 @@ class RunView:
         self.stages = [s.value for s in LOCAL_STAGES]
         self._last_second = dict.fromkeys(self.stages, -1)
         self._spikes_seen = 0
-        self._last_cdf = 0.0
+        self._elapsed_s = 0.0
+        self.last_plot = self.last_slow = -1e9
         self._ring = engine.config.source_arg if engine.config.source_kind == "ring" else None
         self.history: dict[str, list[float]] = {
             "t": [], "pnl": [], "position": [], "events_per_s": [], "drops": [], "gaps": []}
@@ -175,27 +177,33 @@ class RunView:
                 return stats.dropped, stats.gaps
         return None
 
-    def frame(self, final: bool = False) -> plots.UiFrame | None:
-        """The next frame, or None when the engine has published nothing yet (and is not
-        finished). `final`: also take the CDFs, whatever their period."""
+    def counters_now(self) -> Counters | None:
+        """Refresh the counters from the engine; None before its first snapshot."""
         engine = self.engine
         snap = engine.latest.get()
-        if snap is None and not final:
-            return None
         status = engine.status()
-        snap = snap or status
-        latency = snap.get("latency") or engine.latency.snapshot()
-        t2t = latency.get("tick_to_trade", {})
+        finished = status["state"] not in ("starting", "running")
+        if snap is None and not finished:
+            return None
+        t2t = (snap or {}).get("latency", {}).get("tick_to_trade") if not finished else None
+        t2t = t2t or engine.latency.snapshot().get("tick_to_trade", {})
         ring = self._ring_stats()
-        position = sum(p["qty"] for p in status["positions"])
         c = self.counters
         c.state, c.dispatch = status["state"], status["dispatch"]
         c.events = status["events"]
-        c.events_per_s = snap["events_per_s"] if status["state"] == "running" else 0.0
+        c.events_per_s = snap["events_per_s"] if snap is not None and not finished else 0.0
         c.p50_us, c.p99_us = t2t.get("p50_ns", 0) / 1e3, t2t.get("p99_ns", 0) / 1e3
-        c.spikes, c.position, c.pnl = status["spikes"], position, status["pnl"]["net_pnl"]
+        c.spikes, c.pnl = status["spikes"], status["pnl"]["net_pnl"]
+        c.position = sum(p["qty"] for p in status["positions"])
         c.ring_drops, c.ring_gaps = ring if ring is not None else (None, None)
         c.dispatch_gaps = status["dispatch_gaps"]
+        self._elapsed_s = status["elapsed_s"]
+        return c
+
+    def frame(self, slow: bool) -> plots.UiFrame:
+        """The plot data since the last frame (call after `counters_now`). `slow`: also the
+        CDFs and the new spikes (they replace whole sources, so they come less often)."""
+        engine, c = self.engine, self.counters
         series = {}
         for stage in self.stages:
             points = engine.latency.series(stage)
@@ -203,26 +211,24 @@ class RunView:
             if new.any():
                 series[stage] = {k: v[new] for k, v in points.items()}
                 self._last_second[stage] = int(points["t_s"][-1])
-        now = time.perf_counter()
         cdfs = None
-        if final or now - self._last_cdf >= CDF_PERIOD_S:
-            self._last_cdf = now
-            cdfs = {s: plots.cdf_points(engine.latency.histogram(s)) for s in self.stages}
         spikes = []
-        if status["spikes"] > self._spikes_seen:
-            logged = engine.spikes.spikes()
-            fresh = logged[-(status["spikes"] - self._spikes_seen):]
-            spikes = [(s.end_ns / 1e9 - self.t0_perf_s, s.cause_names()) for s in fresh]
-            self._spikes_seen = status["spikes"]
-        t = snap["elapsed_s"]
+        if slow:
+            cdfs = {s: plots.cdf_points(engine.latency.histogram(s)) for s in self.stages}
+            if c.spikes > self._spikes_seen:
+                fresh = engine.spikes.spikes()[-(c.spikes - self._spikes_seen):]
+                spikes = [(s.end_ns / 1e9 - self.t0_perf_s, s.cause_names()) for s in fresh]
+                self._spikes_seen = c.spikes
+        t = self._elapsed_s
+        gaps = c.ring_gaps if c.ring_gaps is not None else c.dispatch_gaps
         h = self.history
-        for key, value in (("t", t), ("pnl", c.pnl), ("position", position),
+        for key, value in (("t", t), ("pnl", c.pnl), ("position", c.position),
                            ("events_per_s", c.events_per_s), ("drops", c.ring_drops or 0),
-                           ("gaps", c.ring_gaps if c.ring_gaps is not None else c.dispatch_gaps)):
+                           ("gaps", gaps)):
             h[key].append(value)
         return plots.UiFrame(t_s=t, t0_perf_s=self.t0_perf_s, events_per_s=c.events_per_s,
-                             position=position, pnl=c.pnl, drops=h["drops"][-1],
-                             gaps=h["gaps"][-1], series=series, cdfs=cdfs, spikes=spikes)
+                             position=c.position, pnl=c.pnl, drops=c.ring_drops or 0,
+                             gaps=gaps, series=series, cdfs=cdfs, spikes=spikes)
 
 
 class Session:
@@ -316,17 +322,27 @@ class Session:
 
     # -- UI ------------------------------------------------------------------------------
     def _tick(self) -> bool:
-        """One UI update on the kernel loop; False once the run is over."""
+        """One UI update on the kernel loop: counters every time, plots every PLOT_PERIOD_S,
+        CDFs and spikes every SLOW_PERIOD_S (the kernel's main thread shares the GIL with the
+        engine: UI work here is latency there). False once the run is over."""
         view = self.view
         if view is None:
             return False
         finished = view.engine.state not in ("starting", "running")
-        frame = view.frame(final=finished)
-        if frame is not None:
+        counters = view.counters_now()
+        if counters is None:
+            return True
+        if self.panel is not None:
+            self.panel.show_counters(counters)
+        now = time.monotonic()
+        if finished or now - view.last_plot >= PLOT_PERIOD_S:
+            slow = finished or now - view.last_slow >= SLOW_PERIOD_S
+            view.last_plot = now
+            if slow:
+                view.last_slow = now
+            frame = view.frame(slow)
             if self.live is not None:
                 self.live.apply(frame)
-            if self.panel is not None:
-                self.panel.show_counters(view.counters)
         if finished:
             self._changed()
         return not finished

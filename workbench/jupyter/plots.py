@@ -145,18 +145,28 @@ def latency_series_figure(series: Mapping[str, Mapping[str, Sequence[int]]], *,
 
 # -- latency CDF per stage -----------------------------------------------------------------------
 
-def cdf_points(histogram: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
-    """(latency_ns, cumulative fraction) at every non-empty bucket of an HdrHistogram, both
-    float64 arrays of equal length (empty when nothing was recorded). Reads a copy of the counts
-    array, so a writer adding meanwhile cannot break it (hdrh's iterators raise instead)."""
-    counts = np.frombuffer(histogram.counts, dtype=np.int64, count=histogram.counts_len).copy()
-    filled = np.flatnonzero(counts)
-    if filled.size == 0:
+CDF_FRACTIONS = np.unique(np.concatenate([np.linspace(0.0, 0.99, 100),
+                                          1.0 - np.logspace(-2, -5, 13), [1.0]]))
+"""Where a CDF is sampled: every percent to P99, then log-spaced to P99.999, and the max."""
+
+
+def cdf_points(histogram: HdrHistogram, fractions: np.ndarray = CDF_FRACTIONS
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(latency_ns, cumulative fraction) of an HdrHistogram at the buckets holding the given
+    fractions of the recorded values (float64 arrays of equal length, empty when nothing was
+    recorded). A bounded number of points whatever the histogram holds, so it is cheap enough
+    for the live UI; reads a copy of the counts, so a writer adding meanwhile cannot break it."""
+    counts = np.frombuffer(histogram.counts, dtype=np.int64, count=histogram.counts_len)
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1]) if cumulative.size else 0
+    if total == 0:
         return np.empty(0), np.empty(0)
-    cumulative = np.cumsum(counts[filled]).astype(np.float64)
+    targets = np.maximum(np.ceil(fractions * total), 1)
+    buckets = np.unique(np.searchsorted(cumulative, targets, side="left"))
+    buckets = buckets[buckets < cumulative.size]
     values = [histogram.get_highest_equivalent_value(histogram.get_value_from_index(int(i)))
-              for i in filled]
-    return np.asarray(values, dtype=np.float64), cumulative / cumulative[-1]
+              for i in buckets]
+    return np.asarray(values, dtype=np.float64), cumulative[buckets] / total
 
 
 def _cdf_data(cdfs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
