@@ -477,14 +477,16 @@ class Engine:
 
     def _housekeep(self, name: str) -> None:
         note = self._job_done
+        if name == "latency_fold":  # detach under the lock, fold outside it (see on_fold)
+            with self.dispatcher.lock:
+                rows = self.latency.take()
+            self.latency.fold_rows(rows)
+            return
         with self.dispatcher.lock:
             t0 = time.perf_counter_ns()
             if name == "journal_flush":
                 if self.journal is not None:
                     self.journal.flush()
-            elif name == "latency_fold":
-                self.latency.fold()  # accounted through on_fold
-                return
             elif name == "book_check":
                 name = "book_rebuild"
                 for sid, book in self.sync.books.items():

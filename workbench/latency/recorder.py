@@ -107,12 +107,13 @@ class LatencyRecorder:
     add((closed_ns, *stage_values)): one row, stage values in `STAGES` order, -1 = absent.
     record(stage, value_ns): one value of one stage (goes through the same buffer).
     fold(): move pending rows into the histograms (call from housekeeping; `add` also folds when
-    the buffer is full). on_fold(name, start_ns, end_ns) is told about every fold, so the
-    engine can name it as a spike cause. Writers are one thread at a time (the engine
-    serializes them); readers (`summary`, `snapshot`, `series`) may be any thread.
+    `buffer_rows` rows are pending, a safety limit: 8 MB by default). on_fold(name, start_ns,
+    end_ns) is told about every fold, so the engine can name it as a spike cause. Writers
+    (`add`, `take`) are one thread at a time (the engine serializes them); `fold_rows` and the
+    readers (`summary`, `snapshot`, `series`) may run in any thread.
     """
 
-    def __init__(self, buffer_rows: int = 2048,
+    def __init__(self, buffer_rows: int = 1 << 17,
                  on_fold: Callable[[str, int, int], None] | None = None) -> None:
         if buffer_rows < 1:
             raise ValueError(f"buffer_rows must be >= 1, got {buffer_rows}")
@@ -148,12 +149,22 @@ class LatencyRecorder:
         """Rows written since the last fold."""
         return len(self._rows) // self.width
 
+    def take(self) -> array:
+        """Detach the pending rows (O(1)); the writer's next `add` starts a new buffer. Call it
+        where writers are excluded, then `fold_rows` anywhere (the engine folds outside its
+        dispatch lock, so the feed thread does not wait for the fold)."""
+        raw, self._rows = self._rows, array("q")
+        return raw
+
     def fold(self) -> int:
         """Move pending rows into the histograms and the per-second series. Returns the rows."""
-        if not self._rows:
+        return self.fold_rows(self.take())
+
+    def fold_rows(self, raw: array) -> int:
+        """Fold rows detached by `take` into the histograms and the per-second series."""
+        if not raw:
             return 0
         t0 = time.perf_counter_ns()
-        raw, self._rows = self._rows, array("q")
         rows = np.frombuffer(raw, dtype=np.int64).reshape(-1, self.width)
         n = len(rows)
         with self._lock:
