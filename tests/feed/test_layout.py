@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from workbench._feed import ffi, lib
 
+from workbench._feed import ffi, lib
 from workbench.events import EVENT_DTYPE, EVENT_SIZE, EventFlag, EventKind, Side
 
 # C type of each wb_event field -> the numpy type it must map to

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from workbench._feed import ffi
 
 from workbench import cli
+from workbench._feed import ffi
 from workbench.errors import RingClosed, RingExists, RingLayoutError, RingNotFound
 from workbench.events import EVENT_DTYPE, EventFlag, EventKind, Side, empty_batch
 from workbench.feed.ring import RingStats, ShmRing

@@ -1,1 +1,1 @@
-"""Market data in: the shared-memory ring, venue normalizers, websocket feed, replay, SimExchange."""
+"""Market data in: shared-memory ring, venue normalizers, websocket feed, replay, SimExchange."""

@@ -5,10 +5,10 @@ Every hop stamps `time.perf_counter_ns()` (CLOCK_MONOTONIC on Linux).
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """A measured hop, from one stamp to the next."""
 
     WIRE = "wire"  # exchange event time -> local receive (needs a fitted clock offset)
