@@ -496,9 +496,14 @@ class Engine:
             else:
                 name = "snapshot_publish"
                 snapshot = self._snapshot()
-                self.latest.set(snapshot)
             t1 = time.perf_counter_ns()
             note(name, t0, t1)
+        if name == "snapshot_publish":  # percentiles outside the lock: the feed goes on
+            snapshot["latency"] = self.latency.snapshot()
+            self.latest.set(snapshot)
+            t2 = time.perf_counter_ns()
+            note("latency_summary", t1, t2)
+            t1 = t2
         if name == "snapshot_publish" and self._subscribers:
             for callback in list(self._subscribers):
                 try:
@@ -693,7 +698,6 @@ class Engine:
         if now - t0 >= 500_000_000:
             self._rate = (self.events - e0) * 1e9 / (now - t0)
             self._last_rate = (now, self.events)
-        lat = self.latency.snapshot()
         return {
             "run_id": self.run_id,
             "state": self._state,
@@ -708,7 +712,6 @@ class Engine:
             "positions": [_position_dict(p) for p in self.positions.all()],
             "pnl": self.positions.totals(),
             "halted": self.risk.halted,
-            "latency": lat,
             "spikes": self.spikes.spike_count,
         }
 
