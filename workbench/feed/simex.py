@@ -91,8 +91,8 @@ class Faults:
     disconnect_after: close the connection (code 1001) after N messages.
     gap_after: drop the first book delta after N messages (a sequence gap for the client),
     counted from the connection start, or with `gap_after_snapshot` from the last REST depth
-    snapshot served since the connection opened (then the gap is sure to fall after the book
-    of a client that synced from that snapshot went live).
+    snapshot served since the connection opened (nothing is dropped before one; the gap then
+    surely falls after the book of a client that synced from that snapshot went live).
     malformed_after: send one truncated JSON frame after N messages (extra, nothing dropped).
     stall_after / stall_s: after N messages send nothing for S seconds (pings still answered).
     rest_errors / rest_status / retry_after_s: the first K REST depth requests answer
@@ -382,11 +382,13 @@ class _Session:
             if name in self.sub_names:
                 self.sub_names.remove(name)
 
-    def armed(self, name: str, after: int | None, count: int | None = None) -> bool:
-        """Fault `name` applies to this connection, has not fired, and `count` (default: the
-        messages sent on this connection) has reached `after`."""
-        return (self.faults is not None and after is not None and name not in self.fired
-                and (self.sent if count is None else count) >= after)
+    def armed(self, name: str, after: int | None) -> bool:
+        """Fault `name` applies to this connection, has not fired, and its message count (see
+        Faults) has reached `after`."""
+        if self.faults is None or after is None or name in self.fired:
+            return False
+        by_snapshot = name == "gap" and self.faults.gap_after_snapshot
+        return (self.since_rest if by_snapshot else self.sent) >= after
 
     def fire(self, name: str) -> None:
         self.fired.add(name)
@@ -675,9 +677,7 @@ class SimExchange:
                     await asyncio.sleep(delay)
             if session.rest_seen != self.rest_snapshots:
                 session.rest_seen, session.since_rest = self.rest_snapshots, 0
-            gap_count = session.since_rest if faults.gap_after_snapshot else session.sent
-            if session.armed("gap", faults.gap_after, gap_count) and _is_delta(self.venue,
-                                                                                message):
+            if session.armed("gap", faults.gap_after) and _is_delta(self.venue, message):
                 session.fire("gap")  # the first book delta after N messages is never sent
                 continue
             if session.raw:
