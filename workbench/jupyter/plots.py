@@ -383,6 +383,7 @@ class LivePlots:
             toolbar_location="right",
         )
         self.widget = BokehModel(self.layout)
+        self._dirty = False  # data changed since the render bundle was built
         self.widget._view_count = 0  # ask the frontend to count views (ipywidgets protocol)
         self.widget.observe(self._on_views, names="_view_count")
 
@@ -401,6 +402,7 @@ class LivePlots:
         self._cdf_src.data = _cdf_data({}, self.stages)
         if detached:
             self.widget.update_from_model(self.layout)
+        self._dirty = not detached
 
     @property
     def has_view(self) -> bool:
@@ -408,9 +410,13 @@ class LivePlots:
         return bool(self.widget._view_count)
 
     def _on_views(self, change: dict[str, Any]) -> None:
-        if (change["new"] or 0) > (change["old"] or 0):
+        """A new view renders from the render bundle: rebuild it when the data changed since
+        (held frames go into the sources with the widget detached: no patch to no one)."""
+        if (change["new"] or 0) > (change["old"] or 0) and self._dirty:
+            self.widget._document.remove_on_change(self.widget)
             self._flush_pending()
             self.widget.update_from_model(self.layout)
+            self._dirty = False
 
     def _flush_pending(self) -> None:
         for source, cols in self._pending.items():
@@ -425,6 +431,7 @@ class LivePlots:
     def _stream(self, source: ColumnDataSource, rows: dict[str, list]) -> None:
         if not rows or not next(iter(rows.values())):
             return
+        self._dirty = True
         if self.has_view:
             source.stream(rows, rollover=self.rollover)
             return
@@ -444,6 +451,7 @@ class LivePlots:
             self._apply_spikes(frame.spikes)
         if frame.cdfs is not None:
             self._last_cdf = _cdf_data(frame.cdfs, self.stages)
+            self._dirty = True
             if self.has_view:
                 self._cdf_src.data = self._last_cdf
         self.frames_applied += 1
@@ -456,6 +464,7 @@ class LivePlots:
                 counts[c] += rows[c][i]
         while len(self._spike_counts) > self.rollover:
             self._spike_counts.pop(min(self._spike_counts))
+        self._dirty = True
         if self.has_view:
             self._spike_src.data = self._spike_data()
 
