@@ -42,7 +42,7 @@ FLAT_CLAIM = Claim(CLAIM.text, 5.0, None)
 WARMUP_S = 60.0  # market seconds before the strategy trades (the book syncs meanwhile)
 IDLE_END_S = 0.5
 SPEED = {False: 50.0, True: 100.0}
-QUICK_S = 2.0  # --quick: seconds of each run (the whole recording otherwise)
+QUICK_S = 3.0  # --quick: seconds of each run (the whole recording otherwise)
 VARIANTS = {
     "polling_50ms": ("polling", 50.0),
     "busy_polling": ("polling", 0.0),
@@ -143,10 +143,18 @@ def _variant(name: str):
     return run
 
 
+@lru_cache(maxsize=1)
+def _warm_replay() -> str:
+    """The recording's path, after one short flat-out engine run (imports, numba caches)."""
+    path = str(shared_path(RECORDING))
+    run_variant({"path": path}, "callback", duration_s=0.5)
+    return path
+
+
 def prepare_flat(quick: bool) -> dict[str, Any]:
     """The recording's path for flat-out replays (no websocket; the whole recording: a few
     seconds)."""
-    return {"path": str(shared_path(RECORDING)), "duration_s": None}
+    return {"path": _warm_replay(), "duration_s": None}
 
 
 for _name, _label in (("callback", "callback"), ("busy_polling", "polling (busy)"),
