@@ -61,6 +61,9 @@ _NS_LINE = re.compile(rb"^\d{16,20} [\[{]")
 _CF2_LINE = re.compile(rb"^\d+(\.\d+)?: ")
 _URL_LINE = re.compile(rb"^[a-z]+://")
 _TS_KEY = re.compile(rb'"ts":(\d+)')
+# a paced message due within this many ns is yielded at once: sleep() cannot wait shorter
+# than ~0.1 ms, and sleeping per message would make bursty recordings fall behind
+SLEEP_MIN_NS = 200_000
 _DEPTH_URL = re.compile(r"/depth\?(?:.*&)?symbol=([A-Za-z0-9_]+)")
 
 
@@ -467,8 +470,9 @@ class ReplayFeed:
 
     source: a path, a list of paths (concatenated in order, e.g. the two days of a dump), or
     a `Recording`. speed: 1.0 replays in recorded time (message i is yielded when
-    (recv_ns_i - recv_ns_0) / speed has elapsed since the first), N replays N times faster,
-    None flat out. conn: only this connection's messages (multi-connection captures).
+    (recv_ns_i - recv_ns_0) / speed has elapsed since the first, or up to 0.2 ms before: the
+    sleep granularity), N replays N times faster, None flat out. conn: only this connection's
+    messages (multi-connection captures).
     The yielded recv_ns is the recorded one. Raises RecordingError (file and line) while
     iterating a missing or corrupt recording, ConfigError for a bad speed.
     """
@@ -510,9 +514,9 @@ class ReplayFeed:
                 t0, wall0 = record.recv_ns, clock()
             due = wall0 + int(max(record.recv_ns - t0, 0) * scale)
             now = clock()
-            if due > now:
+            if due - now > SLEEP_MIN_NS:
                 time.sleep((due - now) / 1e9)
-            else:
+            elif now > due:
                 stats.max_lag_ns = max(stats.max_lag_ns, now - due)
             stats.messages += 1
             yield record.recv_ns, record.message
