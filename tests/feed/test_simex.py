@@ -270,7 +270,7 @@ def test_bad_arguments_and_sources() -> None:
     with pytest.raises(ConfigError):
         SimExchange(speed=0)
     with pytest.raises(ConfigError):
-        SimExchange(venue="bybit")  # the simulator speaks binance only
+        SimExchange(venue="coinbase")  # the simulator speaks binance and bybit
     with pytest.raises(ConfigError):
         Faults(rest_status=500)
     with pytest.raises(RecordingError, match=r"nope\.gz"):

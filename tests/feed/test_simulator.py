@@ -139,8 +139,39 @@ def test_volatility_clusters() -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"garch_alpha": 0.5, "garch_beta": 0.6}, {"place_p": 1.0}, {"limit_rate": 0.0},
-    {"tick_units": 0}, {"symbol": "BTC/USDT"},
+    {"tick_units": 0}, {"symbol": "BTC/USDT"}, {"venue": "coinbase"}, {"book_depth": 25},
 ])
 def test_bad_config_is_refused(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         SimConfig(**kwargs)
+
+
+def test_bybit_format_snapshot_plus_deltas_rebuild_the_top_levels() -> None:
+    """Bybit v5: a snapshot of the top `book_depth` levels, then deltas with u + 1 each whose
+    changes (size 0 = level left the window) keep a dict copy equal to the simulator's top."""
+    sim = MarketSimulator(SimConfig(seed=9, venue="bybit", book_depth=50))
+    _run(sim, 500)
+    snap = json.loads(sim.bybit_snapshot())
+    assert snap["topic"] == "orderbook.50.BTCUSDT" and snap["type"] == "snapshot"
+    assert 0 < len(snap["data"]["b"]) <= 50 and 0 < len(snap["data"]["a"]) <= 50
+    u = snap["data"]["u"]
+    bids = {float(p): float(q) for p, q in snap["data"]["b"]}
+    asks = {float(p): float(q) for p, q in snap["data"]["a"]}
+    trades = 0
+    for _, topic, message in _run(sim, 4000):
+        doc = json.loads(message)
+        assert doc["topic"] == topic
+        if topic == "publicTrade.BTCUSDT":
+            trades += len(doc["data"])
+            assert {t["S"] for t in doc["data"]} <= {"Buy", "Sell"}
+            continue
+        assert doc["type"] == "delta" and doc["data"]["u"] == u + 1
+        u = doc["data"]["u"]
+        _apply(bids, doc["data"]["b"])
+        _apply(asks, doc["data"]["a"])
+        assert len(bids) <= 50 and len(asks) <= 50
+    assert trades > 100
+    want_bids, want_asks = _top(bids, asks, 50)
+    got_bids, got_asks = sim.top(50)
+    np.testing.assert_array_equal(got_bids, want_bids)
+    np.testing.assert_array_equal(got_asks, want_asks)

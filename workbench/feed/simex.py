@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import dataclasses
 import heapq
 import http
 import itertools
@@ -327,6 +328,7 @@ class _SimMarket:
 
     def __init__(self, configs: tuple[SimConfig, ...]) -> None:
         self.sims = {c.symbol: MarketSimulator(c) for c in configs}
+        self._key = bybit_key if configs[0].venue == "bybit" else binance_key
         self._pending: list[tuple[int, int, bytes, bytes]] = []
         self._order = itertools.count()
         self._heap = [(sim.time_ns, i, sim) for i, sim in enumerate(self.sims.values())]
@@ -336,7 +338,7 @@ class _SimMarket:
         while not self._pending:
             _, i, sim = self._heap[0]
             for ts, stream, message in sim.step():
-                self._pending.append((ts, next(self._order), binance_key(stream.encode()),
+                self._pending.append((ts, next(self._order), self._key(stream.encode()),
                                       message))
             heapq.heapreplace(self._heap, (sim.time_ns, i, sim))
             self._pending.reverse()
@@ -346,6 +348,15 @@ class _SimMarket:
     def snapshot(self, symbol: str, limit: int) -> bytes | None:
         sim = self.sims.get(symbol)
         return None if sim is None else sim.snapshot(limit)
+
+    def subscribed(self, topic: str) -> list[bytes]:
+        """What the venue sends right after a subscribe to `topic`: the Bybit orderbook
+        snapshot of that symbol (nothing for other topics or venues)."""
+        parts = topic.split(".")
+        sim = self.sims.get(parts[-1])
+        if sim is None or sim.config.venue != "bybit" or parts[0] != "orderbook":
+            return []
+        return [sim.bybit_snapshot()]
 
 
 # ---- the server -----------------------------------------------------------------------------
@@ -364,6 +375,7 @@ class _Session:
         self.rest_seen = exchange.rest_snapshots
         self.seq = 0  # coinbase sequence_num of this connection
         self.raw = False  # binance /ws: send the `data` part only
+        self.market: _RecordingMarket | _SimMarket | None = None
         self.subscribed = asyncio.Event()
         self.fired: set[str] = set()
 
@@ -408,7 +420,8 @@ class SimExchange:
     source: a recording (a path in any format ReplayFeed reads, or a list of paths played
     in order) or None for the simulator. conn: only that recorded connection's messages
     (captures of several connections, e.g. 'BYBIT.ws.3' for Bybit spot).
-    venue: 'binance' | 'bybit' | 'coinbase' (the simulator speaks binance).
+    venue: 'binance' | 'bybit' | 'coinbase' (the simulator speaks binance and bybit; on a
+    Bybit subscribe to an orderbook topic it first sends that book's snapshot).
     speed: replay speed (1.0 = recorded or simulated real time, N = N times faster),
     None = flat out. sim: SimConfig(s) of the simulated symbols (default one BTCUSDT).
     port: 0 picks a free port. chunk: messages written per socket write when flat out.
@@ -426,8 +439,9 @@ class SimExchange:
             raise ConfigError(f"venue must be one of {VENUES}, got {venue!r}")
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (flat out), got {speed!r}")
-        if source is None and venue != "binance":
-            raise ConfigError(f"the built-in simulator speaks binance only, got venue {venue!r}")
+        if source is None and venue == "coinbase":
+            raise ConfigError("the built-in simulator speaks binance and bybit, got venue "
+                              f"{venue!r}")
         if not 0 <= port < 65536:
             raise ConfigError(f"port must be in 0..65535, got {port!r}")
         if chunk < 1:
@@ -444,7 +458,9 @@ class SimExchange:
         self._conn = conn
         if isinstance(sim, SimConfig):
             sim = (sim,)
-        self._sim_configs = sim or (SimConfig(),)
+        configs = sim or (SimConfig(),)
+        self._sim_configs = (tuple(dataclasses.replace(c, venue=venue) for c in configs)
+                             if source is None else configs)
         self._recording: _Recording | None = None
         self._market: _RecordingMarket | _SimMarket | None = None
         self._retired: _RecordingMarket | _SimMarket | None = None
@@ -577,8 +593,8 @@ class SimExchange:
             if path.path.startswith("/ws/"):
                 initial.append(path.path[4:])
             session.add(initial)
+        market = session.market = self._take_market()
         reader = asyncio.create_task(self._read_requests(session))
-        market = self._take_market()
         try:
             await self._stream(session, market)
         except ConnectionClosed:
@@ -599,8 +615,7 @@ class SimExchange:
                 self.stats.bad_requests += 1
                 log.warning("simex: bad client request %.200r", frame)
                 replies = [self._bad_request_reply()]
-            for reply in replies:
-                await session.ws.send(reply, text=True)
+            await self._write(session.ws, replies)  # an ack and its snapshot go together
 
     def _bad_request_reply(self) -> bytes:
         if self.venue == "binance":
@@ -628,6 +643,10 @@ class SimExchange:
                 reply["req_id"] = req["req_id"]
             if op == "subscribe":
                 session.add(list(req["args"]))
+                if isinstance(session.market, _SimMarket):
+                    snapshots = [m for topic in req["args"]
+                                 for m in session.market.subscribed(topic)]
+                    return [orjson.dumps(reply), *snapshots]
             elif op == "unsubscribe":
                 session.remove(list(req["args"]))
             elif op == "ping":
@@ -706,17 +725,21 @@ class SimExchange:
         """Write the buffered frames with one socket write and flow control."""
         if not out:
             return
-        ws = session.ws
-        async with ws.send_context():  # checks the state; drains and flow-controls on exit
-            protocol = ws.protocol
-            for message in out:
-                protocol.send_text(message)
-            # one write for the batch: send_data() would write (and send(2)) frame by frame
-            ws.transport.write(b"".join(protocol.data_to_send()))
+        await self._write(session.ws, out)
         self.stats.messages += len(out)
         self.stats.bytes += sum(map(len, out))
         out.clear()
         await asyncio.sleep(0)  # let REST requests, reads and connection_lost run
+
+    @staticmethod
+    async def _write(ws: ServerConnection, frames: list[bytes]) -> None:
+        """Send text frames with one socket write (send_data() would send(2) frame by frame),
+        under the connection's state check and flow control."""
+        async with ws.send_context():
+            protocol = ws.protocol
+            for frame in frames:
+                protocol.send_text(frame)
+            ws.transport.write(b"".join(protocol.data_to_send()))
 
     # ---- REST ------------------------------------------------------------------------------
     def _http(self, ws: ServerConnection, request: Request) -> Response | None:

@@ -7,7 +7,9 @@ futures would send on its combined stream, byte for byte in the venue's layout:
 `trade` (one per fill), `depthUpdate` (`U`/`u`/`pu`, `@depth@0ms`) and `bookTicker`, plus the
 REST depth snapshot (`GET /fapi/v1/depth`, `lastUpdateId`). Formats: Binance USD-M Futures API
 docs, "Websocket Market Streams" (Diff. Book Depth Streams, Individual Symbol Book Ticker
-Streams, Trade Streams) and "Market Data Endpoints / Order Book".
+Streams, Trade Streams) and "Market Data Endpoints / Order Book". With `venue="bybit"` it
+speaks Bybit v5 instead ("WebSocket Stream > Public": `orderbook.{depth}.{symbol}` snapshot
+and deltas of the top `depth` levels with `u` + 1 per message, `publicTrade.{symbol}`).
 
 The model (all in simulated time, deterministic for a seed):
 - reference mid: a random walk on a fixed step (`vol_step_ms`) whose variance follows
@@ -39,6 +41,8 @@ import orjson
 from workbench.errors import ConfigError
 
 NS_PER_MS = 1_000_000
+FORMATS = ("binance", "bybit")
+BYBIT_DEPTHS = (1, 50, 200, 500)  # linear orderbook depths (Bybit v5 "Orderbook")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class SimConfig:
     step_ticks_sd: unconditional s.d. of the mid per vol step, in ticks. start_ms: exchange
     time of the first event (ms since the epoch). first_update_id: `lastUpdateId` of the initial
     book. id_gap_mean: mean number of other symbols' updates between two of ours.
+    venue: message format, 'binance' (USD-M combined stream) or 'bybit' (v5 linear
+    `orderbook.{book_depth}.{symbol}` and `publicTrade.{symbol}`).
     """
 
     symbol: str = "BTCUSDT"
@@ -77,6 +83,8 @@ class SimConfig:
     start_ms: int = 1_723_161_255_000
     first_update_id: int = 5_000_000_000_000
     id_gap_mean: float = 2.0
+    venue: str = "binance"
+    book_depth: int = 50
 
     def __post_init__(self) -> None:
         positive = ("mid", "limit_rate", "cancel_rate", "market_rate", "size_sigma",
@@ -97,6 +105,11 @@ class SimConfig:
             raise ConfigError(f"SimConfig.symbol must be alphanumeric, got {self.symbol!r}")
         if self.id_gap_mean < 0:
             raise ConfigError(f"SimConfig.id_gap_mean must be >= 0, got {self.id_gap_mean!r}")
+        if self.venue not in FORMATS:
+            raise ConfigError(f"SimConfig.venue must be one of {FORMATS}, got {self.venue!r}")
+        if self.book_depth not in BYBIT_DEPTHS:
+            raise ConfigError(f"SimConfig.book_depth must be one of {BYBIT_DEPTHS}, got "
+                              f"{self.book_depth!r}")
 
 
 def _fmt(units: int, decimals: int) -> str:
@@ -119,9 +132,10 @@ class MarketSimulator:
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = cfg = config or SimConfig()
         self._rng = np.random.default_rng(cfg.seed)
-        self._lower = cfg.symbol.lower()
-        self._streams = (f"{self._lower}@trade", f"{self._lower}@depth@0ms",
-                         f"{self._lower}@bookTicker")
+        lower = cfg.symbol.lower()
+        self._streams = (f"{lower}@trade", f"{lower}@depth@0ms", f"{lower}@bookTicker")
+        self._topics = (f"publicTrade.{cfg.symbol}", f"orderbook.{cfg.book_depth}.{cfg.symbol}")
+        self.book_update_id = 1000  # Bybit orderbook `u` (u == 1 would mean a restart)
         self._rates = np.array([cfg.limit_rate, cfg.cancel_rate, cfg.market_rate])
         self._total_rate = float(self._rates.sum())
         self._cum = np.cumsum(self._rates) / self._total_rate
@@ -144,6 +158,7 @@ class MarketSimulator:
             self.bids[center - k] = self._size()
             self.asks[center + 1 + k] = self._size()
         self._bbo = self._best()
+        self._view = self._top_view()
 
     # ---- model -------------------------------------------------------------------------
     def _size(self) -> int:
@@ -222,6 +237,21 @@ class MarketSimulator:
             self._vol_step()
             self._next_vol_ns += self._step_ns
         fills, changes, buy = self._order()
+        n_changes = len(changes["b"]) + len(changes["a"])
+        prev = self.last_update_id
+        if n_changes:
+            first = prev + 1 + int(self._rng.poisson(self.config.id_gap_mean))
+            self.last_update_id = first + n_changes - 1
+        if self.config.venue == "bybit":
+            out = self._bybit(fills, buy, n_changes)
+        else:
+            out = self._binance(fills, changes, buy, prev)
+        self.messages += len(out)
+        return out
+
+    def _binance(self, fills: list[tuple[int, int]], changes: dict, buy: bool, prev: int
+                 ) -> list[tuple[int, str, bytes]]:
+        """trade per fill, depthUpdate (U/u/pu), bookTicker when the top changed."""
         out: list[tuple[int, str, bytes]] = []
         ms = self.time_ns // NS_PER_MS
         cfg = self.config
@@ -232,11 +262,8 @@ class MarketSimulator:
                     "q": _fmt(qty, cfg.qty_decimals), "X": "MARKET", "m": not buy}
             self.trade_id += 1
             out.append((self.time_ns, trade_stream, self._wrap(trade_stream, data)))
-        n_changes = len(changes["b"]) + len(changes["a"])
-        if n_changes:
-            prev = self.last_update_id
-            first = prev + 1 + int(self._rng.poisson(cfg.id_gap_mean))
-            self.last_update_id = first + n_changes - 1
+        if self.last_update_id != prev:
+            first = self.last_update_id - (len(changes["b"]) + len(changes["a"])) + 1
             data = {"e": "depthUpdate", "E": ms, "T": ms, "s": cfg.symbol, "U": first,
                     "u": self.last_update_id, "pu": prev,
                     "b": self._levels(sorted(changes["b"].items(), reverse=True)),
@@ -252,8 +279,59 @@ class MarketSimulator:
                         "a": _fmt(ask * cfg.tick_units, cfg.price_decimals),
                         "A": _fmt(ask_qty, cfg.qty_decimals), "T": ms, "E": ms}
                 out.append((self.time_ns, ticker_stream, self._wrap(ticker_stream, data)))
-        self.messages += len(out)
         return out
+
+    def _bybit(self, fills: list[tuple[int, int]], buy: bool, n_changes: int
+               ) -> list[tuple[int, str, bytes]]:
+        """One publicTrade message for the fills, one orderbook delta for the change of the
+        top `book_depth` levels (levels leaving the window are sent with size 0)."""
+        out: list[tuple[int, str, bytes]] = []
+        ms = self.time_ns // NS_PER_MS
+        cfg = self.config
+        trade_topic, book_topic = self._topics
+        if fills:
+            trades = []
+            for price, qty in fills:
+                trades.append({"T": ms, "s": cfg.symbol, "S": "Buy" if buy else "Sell",
+                               "v": _fmt(qty, cfg.qty_decimals),
+                               "p": _fmt(price * cfg.tick_units, cfg.price_decimals),
+                               "L": "ZeroPlusTick", "i": str(self.trade_id), "BT": False})
+                self.trade_id += 1
+            message = {"topic": trade_topic, "type": "snapshot", "ts": ms, "data": trades}
+            out.append((self.time_ns, trade_topic, orjson.dumps(message)))
+        if n_changes:
+            old, self._view = self._view, self._top_view()
+            sides = []
+            for side, descending in (("b", True), ("a", False)):
+                before, after = old[side], self._view[side]
+                diff = {p: 0 for p in before if p not in after}
+                diff.update((p, q) for p, q in after.items() if before.get(p) != q)
+                sides.append(self._levels(sorted(diff.items(), reverse=descending)))
+            if sides[0] or sides[1]:
+                self.book_update_id += 1
+                data = {"s": cfg.symbol, "b": sides[0], "a": sides[1],
+                        "u": self.book_update_id, "seq": self.last_update_id}
+                message = {"topic": book_topic, "type": "delta", "ts": ms, "data": data,
+                           "cts": ms}
+                out.append((self.time_ns, book_topic, orjson.dumps(message)))
+        return out
+
+    def _top_view(self) -> dict[str, dict[int, int]]:
+        depth = self.config.book_depth
+        return {"b": dict(sorted(self.bids.items(), reverse=True)[:depth]),
+                "a": dict(sorted(self.asks.items())[:depth])}
+
+    def bybit_snapshot(self) -> bytes:
+        """The Bybit v5 `orderbook.{book_depth}.{symbol}` snapshot message of the current book
+        (what the venue sends on subscribe), with the current `u`."""
+        ms = self.time_ns // NS_PER_MS
+        cfg = self.config
+        view = self._top_view()
+        data = {"s": cfg.symbol, "b": self._levels(sorted(view["b"].items(), reverse=True)),
+                "a": self._levels(sorted(view["a"].items())), "u": self.book_update_id,
+                "seq": self.last_update_id}
+        return orjson.dumps({"topic": self._topics[1], "type": "snapshot", "ts": ms,
+                             "data": data, "cts": ms})
 
     @staticmethod
     def _wrap(stream: str, data: dict) -> bytes:
