@@ -1,10 +1,12 @@
 """SimExchange: a real websocket server on loopback speaking a venue's market-data protocol.
 
-It serves either a recording (read through `ReplayFeed`: the recorded message bytes, unchanged,
-in recorded order, paced by the recorded receive times scaled by `speed`, or flat out with
-`speed=None`) or the built-in market simulator (`workbench.feed.simulator`, the default
-source), filtered to what each connection subscribed. It runs a `websockets.asyncio.server`
-on 127.0.0.1 in its own thread with its own asyncio loop.
+It serves either a recording (read once through `ReplayFeed`: the recorded message bytes,
+unchanged, in recorded order, paced on the server's own asyncio clock by the recorded receive
+times scaled by `speed`, or flat out with `speed=None`) or the built-in market simulator
+(`workbench.feed.simulator`, the default source; Binance or Bybit format), filtered to what
+each connection subscribed. It runs a `websockets.asyncio.server` on 127.0.0.1 in its own
+thread with its own asyncio loop; flat out, frames go out in batches of `chunk` per socket
+write.
 
 Protocols (one per exchange; `venue` picks it):
 - binance: combined stream `/stream?streams=a/b/c` (messages `{"stream":..,"data":..}`) or raw
@@ -17,8 +19,8 @@ Protocols (one per exchange; `venue` picks it):
   limit ("General Info: LIMITS").
 - bybit: `/v5/public/{linear,spot,inverse,option}`, `{"op":"subscribe","args":[topics],
   "req_id":..}` answered `{"success":true,"ret_msg":"","conn_id":..,"req_id":..,
-  "op":"subscribe"}`, and `{"op":"ping"}` answered with `"ret_msg":"pong"` (Bybit v5 docs,
-  "WebSocket Connect").
+  "op":"subscribe"}` (with the simulator, followed by the orderbook snapshot, as Bybit does),
+  and `{"op":"ping"}` answered with `"ret_msg":"pong"` (Bybit v5 docs, "WebSocket Connect").
 - coinbase: Advanced Trade, one `{"type":"subscribe","product_ids":[..],"channel":C}` per
   channel, answered by a `subscriptions` message; `sequence_num` is per connection, so the
   server numbers its own frames and rewrites that field (Coinbase Advanced Trade docs,
@@ -31,7 +33,8 @@ Subscriptions match a message by (channel, symbol), ignoring the update speed or
 The REST snapshot is consistent with the stream: for a recording, the recorded snapshot line
 until the stream passes it, then the book the exchange has at the stream position (the
 recorded snapshot plus every recorded delta up to there, by the Binance sync rules), with
-`lastUpdateId` the `u` of the last delta streamed; for the simulator, its current book.
+`lastUpdateId` the `u` of the last delta streamed (computed with the venue normalizer,
+BookSync and L2Book, lazily per request); for the simulator, its current book.
 
 Connections: each connection streams from the start of the source, except that with
 `resume=True` (the default) a connection opened after one closed continues where that one
