@@ -230,7 +230,7 @@ def _quickstart(page: object, lab: dict) -> None:
     assert _number(page, "events") > first  # the counters keep rising
     live = page.evaluate(FIGURES_JS)
     assert len(live) >= 5 and all(w > 100 and h > 100 for _, w, h, _ in live)
-    page.locator(".hft-panel").first.scroll_into_view_if_needed()
+    page.locator(".hft-panel").first.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(ARTIFACTS / "quickstart-live.png"))
     print(f"\nafter %hft start returned: P50/P99 counters live in {counters_live_s:.2f} s, "
           f"first per-second P50/P99 point plotted in {plot_live_s:.2f} s")
@@ -241,4 +241,5 @@ def _quickstart(page: object, lab: dict) -> None:
     body = page.locator(".jp-Notebook").first.inner_text()
     assert "hft: stopped run" in body and "running [polling]" in body
     assert "Traceback" not in body
-    page.screenshot(path=str(ARTIFACTS / "quickstart-end.png"), full_page=True)
+    page.locator(".jp-Cell").last.evaluate("e => e.scrollIntoView({block: 'end'})")
+    page.screenshot(path=str(ARTIFACTS / "quickstart-end.png"))

@@ -123,10 +123,21 @@ def test_start_status_dispatch_stop_on_a_real_engine(shell: InteractiveShell, tm
     shell.run_line_magic("hft", "stop")
     assert _lines(capsys) == ["hft: no engine running"]
 
-    before = len(shell.display_pub.outputs)
-    shell.run_line_magic("hft", "plot latency")
-    plotted = shell.display_pub.outputs[before:]
-    assert any(BOKEH_EXEC_MIME in o["data"] for o in plotted)
+    for what in ("latency", "spikes", "pnl", "ring"):
+        before = len(shell.display_pub.outputs)
+        shell.run_line_magic("hft", f"plot {what}")
+        plotted = shell.display_pub.outputs[before:]
+        assert sum(BOKEH_EXEC_MIME in o["data"] for o in plotted) == 1, what
+
+
+def test_bench_prints_the_claimed_vs_measured_table(shell: InteractiveShell,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    shell.run_line_magic("hft", "bench memory.slots_quote --quick")
+    out = capsys.readouterr().out
+    assert "claimed vs measured" in out and "memory.slots_quote" in out
+    shell.run_line_magic("hft", "bench no_such_topic")
+    [line] = _lines(capsys)
+    assert line.startswith("hft: unknown phase or topic 'no_such_topic'")
 
 
 def test_unload_extension_stops_the_engine(capsys: pytest.CaptureFixture[str]) -> None:

@@ -162,7 +162,7 @@ class HftMagics(Magics):
         from workbench.bench.runner import run_phases
 
         results, _ = run_phases(select(args.names), quick=args.quick)
-        Console().print(results_table(results))
+        Console(width=140).print(results_table(results))
 
     def _cmd_profile(self, args: argparse.Namespace) -> None:
         from workbench.jupyter.profile import profile_kernel

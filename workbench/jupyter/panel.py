@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ipywidgets
+
 from workbench.errors import EngineError
 from workbench.jupyter import plots
 from workbench.latency.stages import LOCAL_STAGES
@@ -410,6 +412,13 @@ class Session:
         self.profiled.append(path)
 
 
+class PanelBox(ipywidgets.VBox):
+    """The panel's box; its text form (exported notebooks, no kernel) says what it is."""
+
+    def __repr__(self) -> str:
+        return "hft-workbench control panel (live: open the notebook with a running kernel)"
+
+
 class ControlPanel:
     """ipywidgets panel of a Session: controls, live counters and the live plots (`.widget`)."""
 
@@ -455,7 +464,7 @@ class ControlPanel:
         self.stop_button.on_click(lambda _b: self._stop())
         self.dispatch.observe(self._on_dispatch, names="value")
         session._listeners.append(self._sync_state)
-        self.widget = w.VBox([
+        self.widget = PanelBox([
             w.HBox([self.start_button, self.stop_button, self.dispatch]),
             w.HBox([self.source, self.venue, self.symbols, self.speed]),
             w.HBox([self.ema_fast, self.ema_slow, self.target_qty, self.max_position,

@@ -368,6 +368,7 @@ class LivePlots:
         self._pnl_src = ColumnDataSource({"t": [], "pnl": [], "position": []}, name="live_pnl")
         self._ring_src = ColumnDataSource({"t": [], "events_per_s": [], "drops": [], "gaps": []},
                                           name="live_ring")
+        self._cdf_fig = _cdf_plot(self._cdf_src)
         self._pending: dict[ColumnDataSource, dict[str, deque]] = {}
         self._spike_counts: dict[float, dict[str, int]] = {}
         self._last_cdf: dict[str, list[list[float]]] | None = None
@@ -376,7 +377,7 @@ class LivePlots:
             [
                 [_latency_series_plot(self._series_src, self.stages,
                                       "P50 (solid) and P99 (dashed) per second"),
-                 _cdf_plot(self._cdf_src)],
+                 self._cdf_fig],
                 [_spikes_plot(self._spike_src, spike_bucket_s), _pnl_plot(self._pnl_src)],
                 [_ring_plot(self._ring_src), None],
             ],
@@ -425,7 +426,7 @@ class LivePlots:
             source.data = {c: v[-self.rollover:] for c, v in merged.items()}
         self._pending.clear()
         if self._last_cdf is not None:
-            self._cdf_src.data = self._last_cdf
+            self._set_cdf(self._last_cdf)
         self._spike_src.data = self._spike_data()
 
     def _stream(self, source: ColumnDataSource, rows: dict[str, list]) -> None:
@@ -453,8 +454,17 @@ class LivePlots:
             self._last_cdf = _cdf_data(frame.cdfs, self.stages)
             self._dirty = True
             if self.has_view:
-                self._cdf_src.data = self._last_cdf
+                self._set_cdf(self._last_cdf)
         self.frames_applied += 1
+
+    def _set_cdf(self, data: dict[str, list[list[float]]]) -> None:
+        """Replace the CDF curves and fit the log x range to them (BokehJS does not refit a
+        DataRange1d when a multi_line source is replaced)."""
+        self._cdf_src.data = data
+        xs = [x for line in data["xs"] for x in line if x > 0]
+        if xs:
+            self._cdf_fig.x_range.start = min(xs) / 1.5
+            self._cdf_fig.x_range.end = max(xs) * 1.5
 
     def _apply_spikes(self, spikes: list[tuple[float, Sequence[str]]]) -> None:
         rows = spike_rows(spikes, self.spike_bucket_s)
