@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,9 +45,11 @@ def _bundled_series(bundle: dict) -> dict:
 
 
 @pytest.fixture
-def session() -> Iterator[Session]:
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
     from IPython.core.displaypub import CapturingDisplayPublisher
     from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.chdir(tmp_path)  # the panel's runs go to ./runs/<run-id>/
 
     InteractiveShell.instance().display_pub = CapturingDisplayPublisher()
     s = Session()
@@ -90,6 +93,8 @@ def test_panel_starts_toggles_and_stops_a_real_engine(session: Session) -> None:
     assert panel.message.value.startswith(f"stopped run {engine.run_id}")
     assert not panel.start_button.disabled and not panel.ema_fast.disabled
     assert int(_counter(panel, "events").replace(",", "")) == engine.status()["events"]
+    assert Path(engine.run_dir).resolve() == (Path.cwd() / "runs" / engine.run_id).resolve()
+    assert (Path(engine.run_dir) / "summary.json").exists()
 
 
 def test_bad_parameters_show_the_field_and_start_nothing(session: Session) -> None:

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 from bokeh.io import output_notebook, show
 from bokeh.layouts import gridplot
-from bokeh.models import ColumnDataSource, DataRange1d, HoverTool, LayoutDOM, LinearAxis
+from bokeh.models import (
+    ColumnDataSource,
+    DataRange1d,
+    HoverTool,
+    LayoutDOM,
+    LinearAxis,
+    Range1d,
+)
 from bokeh.palettes import Category10_10
 from bokeh.plotting import figure
 from bokeh.resources import Resources
@@ -183,9 +190,18 @@ def _cdf_data(cdfs: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     return {"xs": xs, "ys": ys, "stage": names, "color": colors}
 
 
+def log_span(xs_lists: Iterable[Sequence[float]], default: tuple[float, float] = (0.1, 1e5)
+             ) -> tuple[float, float]:
+    """(start, end) of a log axis holding every positive x of several lines, with a margin."""
+    xs = [x for line in xs_lists for x in line if x > 0]
+    return (min(xs) / 1.5, max(xs) * 1.5) if xs else default
+
+
 def _cdf_plot(source: ColumnDataSource) -> Any:
+    # An explicit Range1d: BokehJS does not refit a DataRange1d when the source is replaced.
     fig = _figure("Latency CDF per stage", "fraction of batches", x_label="latency (µs)",
-                  x_axis_type="log", y_range=(0, 1.01))
+                  x_axis_type="log", y_range=(0, 1.01),
+                  x_range=Range1d(*log_span(source.data["xs"])))
     fig.multi_line("xs", "ys", source=source, color="color", line_width=2, legend_field="stage")
     _legend_outside(fig)
     return fig
@@ -458,13 +474,10 @@ class LivePlots:
         self.frames_applied += 1
 
     def _set_cdf(self, data: dict[str, list[list[float]]]) -> None:
-        """Replace the CDF curves and fit the log x range to them (BokehJS does not refit a
-        DataRange1d when a multi_line source is replaced)."""
+        """Replace the CDF curves and fit the log x range to them."""
         self._cdf_src.data = data
-        xs = [x for line in data["xs"] for x in line if x > 0]
-        if xs:
-            self._cdf_fig.x_range.start = min(xs) / 1.5
-            self._cdf_fig.x_range.end = max(xs) * 1.5
+        if data["xs"]:
+            self._cdf_fig.x_range.start, self._cdf_fig.x_range.end = log_span(data["xs"])
 
     def _apply_spikes(self, spikes: list[tuple[float, Sequence[str]]]) -> None:
         rows = spike_rows(spikes, self.spike_bucket_s)
