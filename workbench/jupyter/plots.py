@@ -100,8 +100,14 @@ def _series_columns(stages: Iterable[str]) -> list[str]:
     return cols
 
 
+def _series_values(data: Mapping[str, Sequence[float]]) -> list[list[float]]:
+    return [[v for v in values if v == v] for c, values in data.items() if c != "t"]
+
+
 def _latency_series_plot(source: ColumnDataSource, stages: Sequence[str], title: str) -> Any:
-    fig = _figure(title, "latency (µs)", y_axis_type="log")
+    # An explicit Range1d: a log DataRange1d that first rendered without data stays at 0.1..10.
+    fig = _figure(title, "latency (µs)", y_axis_type="log",
+                  y_range=Range1d(*log_span(_series_values(source.data), (0.1, 1e4))))
     for s in stages:
         color = STAGE_COLORS[s]
         fig.line("t", f"{s}_p50", source=source, color=color, line_width=2,
@@ -385,14 +391,16 @@ class LivePlots:
         self._ring_src = ColumnDataSource({"t": [], "events_per_s": [], "drops": [], "gaps": []},
                                           name="live_ring")
         self._cdf_fig = _cdf_plot(self._cdf_src)
+        self._series_fig = _latency_series_plot(self._series_src, self.stages,
+                                                "P50 (solid) and P99 (dashed) per second")
+        self._series_span: list[float] = []
         self._pending: dict[ColumnDataSource, dict[str, deque]] = {}
         self._spike_counts: dict[float, dict[str, int]] = {}
         self._last_cdf: dict[str, list[list[float]]] | None = None
         self.frames_applied = 0
         self.layout = gridplot(
             [
-                [_latency_series_plot(self._series_src, self.stages,
-                                      "P50 (solid) and P99 (dashed) per second"),
+                [self._series_fig,
                  self._cdf_fig],
                 [_spikes_plot(self._spike_src, spike_bucket_s), _pnl_plot(self._pnl_src)],
                 [_ring_plot(self._ring_src), None],
@@ -410,6 +418,7 @@ class LivePlots:
         self._pending.clear()
         self._spike_counts.clear()
         self._last_cdf = None
+        self._series_span = []
         self.frames_applied = 0
         detached = not self.has_view
         if detached:
@@ -443,6 +452,7 @@ class LivePlots:
         self._pending.clear()
         if self._last_cdf is not None:
             self._set_cdf(self._last_cdf)
+        self._fit_series()
         self._spike_src.data = self._spike_data()
 
     def _stream(self, source: ColumnDataSource, rows: dict[str, list]) -> None:
@@ -457,9 +467,21 @@ class LivePlots:
         for c, v in rows.items():
             cols[c].extend(v)
 
+    def _fit_series(self) -> None:
+        if self._series_span:
+            self._series_fig.y_range.start, self._series_fig.y_range.end = log_span(
+                [self._series_span])
+
     def apply(self, frame: UiFrame) -> None:
         """Push one frame into the figures (kernel event loop only)."""
-        self._stream(self._series_src, series_rows(frame.series, frame.t0_perf_s, self.stages))
+        rows = series_rows(frame.series, frame.t0_perf_s, self.stages)
+        self._stream(self._series_src, rows)
+        seen = [v for values in _series_values(rows) for v in values if v > 0]
+        if seen:
+            span = self._series_span
+            self._series_span = [min([*span, *seen]), max([*span, *seen])]
+            if self._series_span != span and self.has_view:
+                self._fit_series()
         self._stream(self._pnl_src, {"t": [frame.t_s], "pnl": [frame.pnl],
                                      "position": [frame.position]})
         self._stream(self._ring_src, {"t": [frame.t_s], "events_per_s": [frame.events_per_s],
