@@ -50,6 +50,7 @@ SPIKE_CAUSES: tuple[str, ...] = (
     "gc",
     "journal_flush",
     "snapshot_publish",
+    "latency_summary",
     "book_rebuild",
     "display_refresh",
     "latency_fold",
