@@ -322,7 +322,8 @@ def bench_trend_figure(nights: Sequence[str], values: Mapping[str, Sequence[floa
                        y_axis_type: str = "linear") -> Any:
     """One line per phase over nights (x = night label); flagged[phase][i] marks a regression
     at night i with a red circle."""
-    fig = figure(title=title, width=WIDTH * 2, height=HEIGHT + 60, x_range=list(nights),
+    fig = figure(title=title, width=WIDTH * 2, height=max(HEIGHT + 60, 17 * len(values) + 90),
+                 x_range=list(nights),
                  y_axis_label=y_label, y_axis_type=y_axis_type,
                  tools="pan,wheel_zoom,box_zoom,reset,save")
     fig.toolbar.logo = None
@@ -576,9 +577,8 @@ def nightly_trends(history: Any, *, window: int = 7, threshold: float = 0.10,
             if figure_name is not None:
                 marks[phase] = flags.get((phase, figure_name), [False] * len(run_ids))
         if values:
-            figures.append(bench_trend_figure(
-                labels, values, title=title, y_label=column, flagged=marks,
-                y_axis_type="linear" if figure_name is None else "log"))
+            figures.append(bench_trend_figure(labels, values, title=title, y_label=column,
+                                              flagged=marks, y_axis_type="log"))
     return NightlyTrends(figures, len(run_ids))
 
 
