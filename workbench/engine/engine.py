@@ -72,6 +72,7 @@ BID = int(EventKind.BID_LEVEL)
 ASK = int(EventKind.ASK_LEVEL)
 SNAPSHOT_BEGIN = int(EventKind.SNAPSHOT_BEGIN)
 SNAPSHOT_LIMIT = 1000
+SNAPSHOT_RETRY_S = 1.0
 REST_MARKETS = {"binance": "spot", "binance-usdm": "usdm", "binance-coinm": "coinm"}
 HOUSEKEEPING = ("journal_flush", "latency_fold", "publish", "book_check")
 
@@ -398,8 +399,11 @@ class Engine:
         symbol = SYMBOLS.symbol(symbol_id)
         try:
             body = await self._rest.afetch(symbol, SNAPSHOT_LIMIT)
-        except Exception as exc:
-            log.warning("snapshot of %s failed (%s); retrying at the next gap", symbol, exc)
+        except Exception as exc:  # the client already retried with backoff
+            log.warning("snapshot of %s failed (%s); asking again in %g s", symbol, exc,
+                        SNAPSHOT_RETRY_S)
+            await asyncio.sleep(SNAPSHOT_RETRY_S)
+            self._resync_wanted.add(symbol_id)
             return
         finally:
             self._resync_inflight.discard(symbol_id)
