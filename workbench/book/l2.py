@@ -7,11 +7,15 @@ made a numba sorted-array book only ~1.3x a dict + heapq book. Here:
 - every level of both sides lives in one open-addressing hash table (linear probing, float64
   keys: +price for bids, -price for asks, so a key also names its side; tombstones on delete;
   the table doubles at 60% load): any update is O(1);
-- a sorted cache of the best `TOP` (128) levels per side, best at the end, serves the top of
-  book in O(1) and `depth(n)` for n <= 128 without sorting. An update better than the cache's
-  worst level goes into the cache (a shift of at most 128 slots); worse ones touch only the
-  table. When deletes leave fewer than `REFILL` (32) cached levels while the table has more,
-  the cache is rebuilt from the table (O(levels) selection: rare, amortized).
+- a sorted cache of the best `TOP` (128) levels per side serves the top of book in O(1) and
+  `depth(n)` for n <= 128 without sorting. It sits in a row of 2 * TOP slots, best first, with
+  free room on both ends, so an insert or delete at rank r shifts min(r, n - r) slots (the
+  better levels or the worse ones, whichever are fewer); real updates cluster near the top.
+  An update better than the cache's worst level goes into the cache (past TOP the worst cached
+  level leaves it); worse ones touch only the table. When deletes leave fewer than `REFILL`
+  (8) cached levels while the table has more, the cache is rebuilt from the table (O(levels)
+  selection: rare, amortized; measured ~31 rebuilds in the 6.5k depth messages of the USD-M
+  dump).
 There is no depth limit (the table grows); memory is 16 bytes per table slot. Prices are
 compared exactly as float64: venues send decimal strings parsed once to the same double.
 
@@ -19,6 +23,11 @@ Snapshots: SNAPSHOT_BEGIN clears the book; levels until SNAPSHOT_END go to the t
 repeated price: the last one wins; qty 0 is dropped); SNAPSHOT_END builds the caches. Level
 events with qty 0 delete the level (a no-op if absent). BBO, TRADE and HEARTBEAT events and
 events of other symbols are ignored. Kernels are compiled with `cache=True`, warmed on import.
+
+Two ways in: `apply(batch)` per message (one compiled call each, ~1-2 µs of Python and
+dispatch overhead on top of the levels), and `apply_messages(events, ends)` for many messages
+in one compiled call, still applied one message at a time, returning the top of book after
+each message (replay, inspection, backtests: no per-message dispatch).
 
 Microprice (Stoikov, "The micro-price: a high-frequency estimator of future prices", 2018,
 weighted mid-price): (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty).
@@ -39,7 +48,8 @@ _END = int(EventKind.SNAPSHOT_END)
 _SNAP = int(EventFlag.SNAPSHOT)
 
 TOP = 128  # cached best levels per side
-REFILL = 32  # rebuild the cache from the table below this many cached levels
+CACHE_SLOTS = 2 * TOP  # row length of the cache: TOP levels plus room to shift either way
+REFILL = 8  # rebuild the cache from the table below this many cached levels
 MAX_LOAD = 0.6
 MAX_TABLE = 1 << 26
 _TOMB = 1  # key bits of a deleted slot (the denormal 5e-324: never a price); 0 = empty
@@ -47,9 +57,10 @@ _SIGN = np.int64(-(2**63))
 
 # state slots (int64)
 S_SYMBOL, S_NBID, S_NASK, S_IN_SNAPSHOT, S_UPDATES, S_SNAPSHOTS = range(6)
-S_TOTAL_BID, S_TOTAL_ASK, S_USED, S_LIMIT, S_REFILLS = range(6, 11)
-STATE_SIZE = 12
-# rows of the cache array (float64, shape (4, TOP))
+S_TOTAL_BID, S_TOTAL_ASK, S_USED, S_LIMIT, S_REFILLS, S_LO_BID, S_LO_ASK = range(6, 13)
+STATE_SIZE = 13
+# rows of the cache array (float64, shape (4, CACHE_SLOTS)): per side, sort keys (-price for
+# bids, +price for asks: ascending = best first) in [lo, lo + n) and their quantities
 R_BID_KEY, R_BID_QTY, R_ASK_KEY, R_ASK_QTY = range(4)
 
 
@@ -77,13 +88,11 @@ def _slot(tbits, bits):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _search(cache, row, n, key):
-    """First index in cache[row, :n] (ascending) whose value is >= key."""
-    lo = 0
-    hi = n
+def _search(keys, lo, hi, ck):
+    """First index in keys[lo:hi] (ascending) whose value is >= ck (hi if none)."""
     while lo < hi:
         mid = (lo + hi) >> 1
-        if cache[row, mid] < key:
+        if keys[mid] < ck:
             lo = mid + 1
         else:
             hi = mid
@@ -92,50 +101,69 @@ def _search(cache, row, n, key):
 
 @nb.njit(cache=True, nogil=True)
 def _refill(table, cache, state, side):
-    """Rebuild one side's cache with the best TOP levels of the table."""
+    """Rebuild one side's cache with the best TOP levels of the table, centred in its row:
+    one pass over the table keeping the TOP largest keys in a min-heap (O(slots + TOP log TOP
+    * log(levels / TOP)) expected for levels in hash order), then one sort of those TOP."""
     keys = table[0]
     qtys = table[1]
     tbits = keys.view(np.int64)
-    m = state[S_TOTAL_BID + side]
-    sel_k = np.empty(m, dtype=np.float64)
-    sel_q = np.empty(m, dtype=np.float64)
-    j = 0
+    heap_k = np.empty(TOP, dtype=np.float64)
+    heap_q = np.empty(TOP, dtype=np.float64)
+    size = 0
     for i in range(keys.shape[0]):
         b = tbits[i]
         if b == 0 or b == _TOMB:
             continue
         k = keys[i]
-        if (k > 0.0) == (side == 0):
-            sel_k[j] = k
-            sel_q[j] = qtys[i]
-            j += 1
-    take = min(j, TOP)
-    if j > TOP:  # select the best TOP in O(j) (np.partition), then sort only those
-        thresh = np.partition(sel_k[:j], j - TOP)[j - TOP]
-        c = 0
-        for x in range(j):
-            if sel_k[x] >= thresh:  # keys are unique: exactly TOP of them
-                sel_k[c] = sel_k[x]
-                sel_q[c] = sel_q[x]
-                c += 1
-    order = np.argsort(sel_k[:take])
-    kr = 2 * side
-    for c in range(take):
-        o = order[c]
-        cache[kr, c] = sel_k[o]
-        cache[kr + 1, c] = sel_q[o]
-    state[S_NBID + side] = take
+        if (k > 0.0) != (side == 0):
+            continue
+        if size < TOP:  # sift up
+            c = size
+            size += 1
+            while c > 0:
+                parent = (c - 1) >> 1
+                if heap_k[parent] <= k:
+                    break
+                heap_k[c] = heap_k[parent]
+                heap_q[c] = heap_q[parent]
+                c = parent
+            heap_k[c] = k
+            heap_q[c] = qtys[i]
+        elif k > heap_k[0]:  # replace the smallest kept key, sift down
+            c = 0
+            while True:
+                child = 2 * c + 1
+                if child >= TOP:
+                    break
+                if child + 1 < TOP and heap_k[child + 1] < heap_k[child]:
+                    child += 1
+                if heap_k[child] >= k:
+                    break
+                heap_k[c] = heap_k[child]
+                heap_q[c] = heap_q[child]
+                c = child
+            heap_k[c] = k
+            heap_q[c] = qtys[i]
+    order = np.argsort(heap_k[:size])
+    ckeys = cache[2 * side]
+    cqty = cache[2 * side + 1]
+    lo = (CACHE_SLOTS - size) >> 1
+    for c in range(size):
+        o = order[size - 1 - c]  # best (largest table key) first
+        ckeys[lo + c] = -heap_k[o]
+        cqty[lo + c] = heap_q[o]
+    state[S_NBID + side] = size
+    state[S_LO_BID + side] = lo
     state[S_REFILLS] += 1
 
 
 @nb.njit(cache=True, nogil=True)
-def apply_events(words, table, cache, state, start):
-    """Apply events[start:] of symbol state[S_SYMBOL] (see the module docstring).
+def _apply_range(words, table, cache, state, start, stop):
+    """Apply events[start:stop] of symbol state[S_SYMBOL] (see the module docstring).
 
     words: the batch viewed as int64, shape (8 * n,): EVENT_DTYPE is 8 words, word 5 packs
-    symbol_id | kind << 32 | side << 40 | flags << 48, words 6 and 7 hold price and qty. (Plain
-    int64 arrays dispatch in ~0.3 µs; numba's typeof on a structured array costs ~10x that.)
-    table: float64 (2, 2**k) keys and qtys. cache: float64 (4, TOP). state: int64 slots S_*.
+    symbol_id | kind << 32 | side << 40 | flags << 48, words 6 and 7 hold price and qty.
+    table: float64 (2, 2**k) keys and qtys. cache: float64 (4, CACHE_SLOTS). state: int64 S_*.
     Returns -1 when done, or the index of an event that needs a bigger table first (not yet
     applied; the caller rehashes and calls again from there).
     """
@@ -144,7 +172,7 @@ def apply_events(words, table, cache, state, start):
     tkeys = table[0]
     tqty = table[1]
     tbits = tkeys.view(np.int64)
-    for i in range(start, words.shape[0] >> 3):
+    for i in range(start, stop):
         w = words[8 * i + 5]
         if (w & 0xFFFFFFFF) != sid:
             continue
@@ -157,7 +185,6 @@ def apply_events(words, table, cache, state, start):
             if side == 1:
                 bits = bits ^ _SIGN
             price = floats[8 * i + 6]
-            key = price if side == 0 else -price
             qty = floats[8 * i + 7]
             found, slot = _slot(tbits, bits)
             if state[S_IN_SNAPSHOT]:
@@ -173,14 +200,17 @@ def apply_events(words, table, cache, state, start):
                     state[S_TOTAL_BID + side] -= 1
                 continue
             state[S_UPDATES] += 1
-            kr = 2 * side
+            ck = -price if side == 0 else price  # cache order: ascending, best first
+            ckeys = cache[2 * side]
+            cqty = cache[2 * side + 1]
             n = state[S_NBID + side]
+            lo = state[S_LO_BID + side]
             if qty > 0.0:
                 if found >= 0:  # a new quantity at an existing level
                     tqty[found] = qty
-                    if n > 0 and key >= cache[kr, 0]:
-                        p = n - 1 if cache[kr, n - 1] == key else _search(cache, kr, n, key)
-                        cache[kr + 1, p] = qty
+                    if n > 0 and ck <= ckeys[lo + n - 1]:
+                        p = lo if ckeys[lo] == ck else _search(ckeys, lo, lo + n, ck)
+                        cqty[p] = qty
                     continue
                 if tbits[slot] == 0:
                     state[S_USED] += 1
@@ -188,36 +218,39 @@ def apply_events(words, table, cache, state, start):
                 tqty[slot] = qty
                 total = state[S_TOTAL_BID + side] + 1
                 state[S_TOTAL_BID + side] = total
-                if n > 0 and key > cache[kr, 0]:
-                    p = _search(cache, kr, n, key)
-                    if n == TOP:  # evict the worst cached level (it stays in the table)
-                        for j in range(p - 1):
-                            cache[kr, j] = cache[kr, j + 1]
-                            cache[kr + 1, j] = cache[kr + 1, j + 1]
-                        p -= 1
+                # cached when better than the worst cached level, or the cache holds the side
+                if (n > 0 and ck < ckeys[lo + n - 1]) or (n == total - 1 and n < TOP):
+                    r = _search(ckeys, lo, lo + n, ck) - lo
+                    # shift the shorter part: the r better levels left, or the worse ones right
+                    if lo > 0 and (r <= n - r or lo + n == CACHE_SLOTS):
+                        for j in range(lo - 1, lo + r - 1):
+                            ckeys[j] = ckeys[j + 1]
+                            cqty[j] = cqty[j + 1]
+                        lo -= 1
+                        state[S_LO_BID + side] = lo
                     else:
-                        for j in range(n, p, -1):
-                            cache[kr, j] = cache[kr, j - 1]
-                            cache[kr + 1, j] = cache[kr + 1, j - 1]
-                        state[S_NBID + side] = n + 1
-                    cache[kr, p] = key
-                    cache[kr + 1, p] = qty
-                elif n == total - 1 and n < TOP:  # the cache holds the whole side
-                    for j in range(n, 0, -1):
-                        cache[kr, j] = cache[kr, j - 1]
-                        cache[kr + 1, j] = cache[kr + 1, j - 1]
-                    cache[kr, 0] = key
-                    cache[kr + 1, 0] = qty
-                    state[S_NBID + side] = n + 1
+                        for j in range(lo + n, lo + r, -1):
+                            ckeys[j] = ckeys[j - 1]
+                            cqty[j] = cqty[j - 1]
+                    ckeys[lo + r] = ck
+                    cqty[lo + r] = qty
+                    # more than TOP: the worst cached level leaves (it stays in the table)
+                    state[S_NBID + side] = min(n + 1, TOP)
             elif found >= 0:  # delete
                 tbits[found] = _TOMB
                 total = state[S_TOTAL_BID + side] - 1
                 state[S_TOTAL_BID + side] = total
-                if n > 0 and key >= cache[kr, 0]:
-                    p = n - 1 if cache[kr, n - 1] == key else _search(cache, kr, n, key)
-                    for j in range(p, n - 1):
-                        cache[kr, j] = cache[kr, j + 1]
-                        cache[kr + 1, j] = cache[kr + 1, j + 1]
+                if n > 0 and ck <= ckeys[lo + n - 1]:
+                    p = lo if ckeys[lo] == ck else _search(ckeys, lo, lo + n, ck)
+                    if p - lo <= lo + n - 1 - p:  # shift the better levels right
+                        for j in range(p, lo, -1):
+                            ckeys[j] = ckeys[j - 1]
+                            cqty[j] = cqty[j - 1]
+                        state[S_LO_BID + side] = lo + 1
+                    else:
+                        for j in range(p, lo + n - 1):
+                            ckeys[j] = ckeys[j + 1]
+                            cqty[j] = cqty[j + 1]
                     n -= 1
                     state[S_NBID + side] = n
                     if n < REFILL and total > n:
@@ -232,6 +265,43 @@ def apply_events(words, table, cache, state, start):
             _refill(table, cache, state, 1)
             state[S_IN_SNAPSHOT] = 0
             state[S_SNAPSHOTS] += 1
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def apply_events(words, table, cache, state, start):
+    """Apply events[start:] (see `_apply_range`): -1 when done, else the event index that
+    needs a bigger table first."""
+    return _apply_range(words, table, cache, state, start, words.shape[0] >> 3)
+
+
+@nb.njit(cache=True, nogil=True)
+def _read_top(cache, state, tops, m):
+    """tops[m] = (best bid, bid qty, best ask, ask qty), NaN for an empty side."""
+    for side in range(2):
+        n = state[S_NBID + side]
+        lo = state[S_LO_BID + side]
+        if n > 0:
+            k = cache[2 * side, lo]
+            tops[m, 2 * side] = -k if side == 0 else k
+            tops[m, 2 * side + 1] = cache[2 * side + 1, lo]
+        else:
+            tops[m, 2 * side] = np.nan
+            tops[m, 2 * side + 1] = np.nan
+
+
+@nb.njit(cache=True, nogil=True)
+def apply_messages_kernel(words, ends, table, cache, state, first, tops):
+    """Apply messages first.. one at a time (message m = events ends[m-1]:ends[m]) and write
+    the top of book after each into tops[m]. Returns -1 when done, or the index of a message
+    whose levels may not fit the table (not applied; the caller grows it and resumes)."""
+    for m in range(first, ends.shape[0]):
+        lo = ends[m - 1] if m > 0 else 0
+        hi = ends[m]
+        if state[S_USED] + (hi - lo) > state[S_LIMIT]:
+            return m
+        _apply_range(words, table, cache, state, lo, hi)
+        _read_top(cache, state, tops, m)
     return -1
 
 
@@ -292,7 +362,7 @@ class L2Book:
             raise BookError(f"capacity must be in 8..{MAX_TABLE // 2} levels, got {capacity}")
         self.symbol_id = symbol_id
         self.valid = False
-        self._cache = np.zeros((4, TOP), dtype=np.float64)
+        self._cache = np.zeros((4, CACHE_SLOTS), dtype=np.float64)
         self._state = np.zeros(STATE_SIZE, dtype=np.int64)
         self._state[S_SYMBOL] = symbol_id
         size = 16
@@ -322,10 +392,44 @@ class L2Book:
         if state[S_SNAPSHOTS] != snapshots:
             self.valid = True
 
-    def _grow(self) -> None:
+    def apply_messages(self, events: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Apply many messages in one compiled call, one message at a time, recording the top
+        of book after each (for replay, inspection and backtests).
+
+        events: EVENT_DTYPE, shape (n,), the messages' events back to back (e.g.
+        `np.concatenate` of per-message batches). ends: int64, shape (m,), non-decreasing:
+        message k is events[ends[k-1]:ends[k]] (ends[-1] == n). Returns float64 (m, 4):
+        (best bid, bid qty, best ask, ask qty) after each message, NaN for an empty side; the
+        book ends as `apply` of each message in turn would leave it (`valid` included).
+        Raises ValueError for ends that do not partition events.
+        """
+        ends = np.ascontiguousarray(ends, dtype=np.int64)
+        if ends.ndim != 1 or (len(ends) and (ends[-1] != len(events) or ends[0] < 0
+                                              or (np.diff(ends) < 0).any())):
+            raise ValueError(f"ends must be non-decreasing int64 ending at {len(events)} "
+                             f"events, got {ends[-3:] if ends.ndim == 1 else ends.shape}")
+        if not events.flags.c_contiguous:
+            events = np.ascontiguousarray(events)
+        words = np.frombuffer(events, dtype=np.int64)
+        tops = np.empty((len(ends), 4), dtype=np.float64)
+        state = self._state
+        snapshots = state[S_SNAPSHOTS]
+        stop = apply_messages_kernel(words, ends, self._table, self._cache, state, 0, tops)
+        while stop >= 0:
+            self._grow(int(ends[stop] - (ends[stop - 1] if stop else 0)))
+            stop = apply_messages_kernel(words, ends, self._table, self._cache, state, stop,
+                                         tops)
+        if state[S_SNAPSHOTS] != snapshots:
+            self.valid = True
+        return tops
+
+    def _grow(self, need: int = 0) -> None:
+        """Rehash into a table with room for `need` more levels (doubled when half full)."""
         old = self._table
         live = int(self._state[S_TOTAL_BID] + self._state[S_TOTAL_ASK])
         size = old.shape[1] * (2 if live >= old.shape[1] * MAX_LOAD / 2 else 1)
+        while live + need > size * MAX_LOAD:
+            size *= 2
         if size > MAX_TABLE:
             raise BookError(f"book of symbol {self.symbol_id} exceeds {MAX_TABLE} slots")
         self._new_table(size)
@@ -359,23 +463,23 @@ class L2Book:
 
     @property
     def best_bid(self) -> float:
-        n = self._state[S_NBID]
-        return float(self._cache[R_BID_KEY, n - 1]) if n else np.nan
+        state = self._state
+        return float(-self._cache[R_BID_KEY, state[S_LO_BID]]) if state[S_NBID] else np.nan
 
     @property
     def best_ask(self) -> float:
-        n = self._state[S_NASK]
-        return float(-self._cache[R_ASK_KEY, n - 1]) if n else np.nan
+        state = self._state
+        return float(self._cache[R_ASK_KEY, state[S_LO_ASK]]) if state[S_NASK] else np.nan
 
     @property
     def best_bid_qty(self) -> float:
-        n = self._state[S_NBID]
-        return float(self._cache[R_BID_QTY, n - 1]) if n else np.nan
+        state = self._state
+        return float(self._cache[R_BID_QTY, state[S_LO_BID]]) if state[S_NBID] else np.nan
 
     @property
     def best_ask_qty(self) -> float:
-        n = self._state[S_NASK]
-        return float(self._cache[R_ASK_QTY, n - 1]) if n else np.nan
+        state = self._state
+        return float(self._cache[R_ASK_QTY, state[S_LO_ASK]]) if state[S_NASK] else np.nan
 
     def top(self) -> tuple[float, float, float, float]:
         """(best bid, bid qty, best ask, ask qty); NaN for an empty side."""
@@ -413,10 +517,11 @@ class L2Book:
             cached = int(self._state[S_NBID + side])
             total = int(self._state[S_TOTAL_BID + side])
             if n <= cached or cached == total:
-                k = min(n, cached)
-                keys = self._cache[2 * side, cached - k:cached][::-1]
-                out += [keys.copy() if side == 0 else -keys,
-                        self._cache[2 * side + 1, cached - k:cached][::-1].copy()]
+                lo = int(self._state[S_LO_BID + side])
+                hi = lo + min(n, cached)
+                keys = self._cache[2 * side, lo:hi]
+                out += [-keys if side == 0 else keys.copy(),
+                        self._cache[2 * side + 1, lo:hi].copy()]
             else:
                 prices, qtys = _side_levels(self._table, side)
                 out += [prices[:n], qtys[:n]]
@@ -439,6 +544,7 @@ def _warm() -> None:
     book.apply(ev)
     book._grow()
     book.depth(200)
+    book.apply_messages(ev, np.array([4, 6], dtype=np.int64))
 
 
 _warm()
