@@ -106,6 +106,80 @@ def test_random_updates_match_reference_through_growth_and_refills() -> None:
     assert book.capacity > 8
 
 
+def random_messages(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    """A snapshot, then n delta messages (inserts/deletes near the top and deep, absent
+    deletes, empty messages, other symbols' levels, trades), a second snapshot midway."""
+    out = [snapshot([(1000.0 - i * 0.25, 1.0) for i in range(50)],
+                    [(1000.25 + i * 0.25, 1.0) for i in range(50)])]
+    for step in range(n):
+        if step == n // 2:
+            out.append(snapshot([(990.0, 2.0), (989.5, 1.0)], [(990.5, 3.0)]))
+            continue
+        rows = []
+        for _ in range(int(rng.integers(0, 60))):
+            side = BID if rng.random() < 0.5 else ASK
+            ticks = int(rng.integers(1, 600)) if rng.random() < 0.5 else int(rng.integers(1, 12))
+            price = 1000.0 - ticks * 0.25 if side == BID else 1000.25 + ticks * 0.25
+            rows.append((side, price, 0.0 if rng.random() < 0.45 else float(rng.integers(1, 9))))
+        ev = batch([*rows, (int(EventKind.TRADE), 1000.0, 1.0)])
+        if len(ev) > 2:
+            ev[0]["symbol_id"] = 2  # another symbol's level: ignored
+        out.append(ev)
+    return out
+
+
+def test_apply_messages_equals_reference_after_every_message() -> None:
+    """apply_messages (one call, the table growing mid-batch) gives, after every message, the
+    top of book of a dict reference, and leaves the same book as apply per message."""
+    msgs = random_messages(np.random.default_rng(11), 400)
+    ref_b: dict[float, float] = {}
+    ref_a: dict[float, float] = {}
+    want = []
+    for ev in msgs:
+        for row in ev:
+            kind, price, qty = int(row["kind"]), float(row["price"]), float(row["qty"])
+            if kind == int(EventKind.SNAPSHOT_BEGIN):
+                ref_b.clear()
+                ref_a.clear()
+            if kind not in (BID, ASK) or int(row["symbol_id"]) != 1:
+                continue
+            ref = ref_b if kind == BID else ref_a
+            if qty:
+                ref[price] = qty
+            else:
+                ref.pop(price, None)
+        bid = max(ref_b) if ref_b else math.nan
+        ask = min(ref_a) if ref_a else math.nan
+        want.append((bid, ref_b.get(bid, math.nan), ask, ref_a.get(ask, math.nan)))
+    book = L2Book(1, capacity=8)
+    ends = np.cumsum([len(ev) for ev in msgs])
+    tops = book.apply_messages(np.concatenate(msgs), ends)
+    assert tops.shape == (len(msgs), 4) and tops.dtype == np.float64
+    np.testing.assert_array_equal(tops, np.array(want))
+    assert book.valid and book.capacity > 8
+    per_call = L2Book(1, capacity=8)
+    for ev in msgs:
+        per_call.apply(ev)
+    for a, b in zip(book.depth(10_000), per_call.depth(10_000), strict=True):
+        np.testing.assert_array_equal(a, b)
+    want_b = sorted(ref_b.items(), reverse=True)
+    assert list(zip(*book.depth(10_000)[:2], strict=True)) == want_b
+
+
+def test_apply_messages_edges() -> None:
+    book = L2Book(1)
+    assert book.apply_messages(empty_batch(0), np.zeros(0, dtype=np.int64)).shape == (0, 4)
+    assert not book.valid
+    snap = snapshot([(10.0, 1.0)], [(11.0, 2.0)])
+    tops = book.apply_messages(snap, np.array([0, len(snap), len(snap)]))  # empty messages
+    assert np.isnan(tops[0]).all() and tops[1:].tolist() == [[10.0, 1.0, 11.0, 2.0]] * 2
+    assert book.valid
+    for ends in ([1, 2], [len(snap), 1], [[len(snap)]], [-1, len(snap)]):
+        with pytest.raises(ValueError):
+            book.apply_messages(snap, np.array(ends))
+    assert book.top() == (10.0, 1.0, 11.0, 2.0)  # a rejected call changes nothing
+
+
 def test_bad_construction() -> None:
     with pytest.raises(BookError):
         L2Book(0)

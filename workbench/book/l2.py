@@ -110,12 +110,14 @@ def _refill(table, cache, state, side):
     heap_k = np.empty(TOP, dtype=np.float64)
     heap_q = np.empty(TOP, dtype=np.float64)
     size = 0
+    bid = side == 0
+    least = -np.inf  # a key must beat this to enter the heap (its minimum once full)
     for i in range(keys.shape[0]):
         b = tbits[i]
-        if b == 0 or b == _TOMB:
-            continue
         k = keys[i]
-        if (k > 0.0) != (side == 0):
+        # one branch, taken rarely once the heap is full (non-short-circuit &: no branches
+        # on the random empty/tombstone/side pattern of the slots)
+        if not ((b != 0) & (b != _TOMB) & ((k > 0.0) == bid) & (k > least)):
             continue
         if size < TOP:  # sift up
             c = size
@@ -129,7 +131,9 @@ def _refill(table, cache, state, side):
                 c = parent
             heap_k[c] = k
             heap_q[c] = qtys[i]
-        elif k > heap_k[0]:  # replace the smallest kept key, sift down
+            if size == TOP:
+                least = heap_k[0]
+        else:  # replace the smallest kept key, sift down
             c = 0
             while True:
                 child = 2 * c + 1
@@ -144,6 +148,7 @@ def _refill(table, cache, state, side):
                 c = child
             heap_k[c] = k
             heap_q[c] = qtys[i]
+            least = heap_k[0]
     order = np.argsort(heap_k[:size])
     ckeys = cache[2 * side]
     cqty = cache[2 * side + 1]
