@@ -163,6 +163,7 @@ class Engine:
         self.strategy_errors = 0
         self._strategy_halted = False
         self._flatten_pending = False
+        self._stop_deadline = math.inf  # time.monotonic() by which stop() must return
         self.last_strategy_traceback = ""
         self.invalid_books = 0
         self.book_rebuilds = 0
@@ -221,6 +222,7 @@ class Engine:
         Returns within `timeout_s` (if the threads have not finished by then, the status says
         so in `error`). Returns the final status. Idempotent."""
         deadline = time.monotonic() + timeout_s
+        self._stop_deadline = min(self._stop_deadline, deadline)
         if self._state == "new":
             self._state = "stopped"
             return self.status()
@@ -522,7 +524,7 @@ class Engine:
         self._stop_requested.set()
         self._close_source()
         if self._feed_thread is not None:
-            self._feed_thread.join(5.0)
+            self._feed_thread.join(self._time_left(5.0))
         with self.dispatcher.lock:
             if not self._error and self.dispatcher.depth:
                 self.dispatcher._drain_locked()
@@ -582,7 +584,11 @@ class Engine:
                 feed.stop()
         if self._simex is not None:
             with contextlib.suppress(Exception):
-                self._simex.stop(5.0)
+                self._simex.stop(self._time_left(5.0))
+
+    def _time_left(self, most_s: float) -> float:
+        """Seconds a shutdown step may take: at most `most_s`, and within stop()'s timeout."""
+        return max(0.05, min(most_s, self._stop_deadline - time.monotonic()))
 
     def _feed_main(self) -> None:
         cfg = self.config
