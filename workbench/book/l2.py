@@ -89,14 +89,17 @@ def _slot(tbits, bits):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _search(keys, lo, hi, ck):
-    """First index in keys[lo:hi] (ascending) whose value is >= ck (hi if none)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < ck:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+    """First index in keys[lo:hi] (ascending) whose value is >= ck (hi if none); branch-free
+    halving (the comparison picks the base by a conditional move, no mispredictions)."""
+    n = hi - lo
+    if n == 0:
+        return lo
+    base = lo
+    while n > 1:
+        half = n >> 1
+        base = base + half if keys[base + half] < ck else base
+        n -= half
+    return base + (1 if keys[base] < ck else 0)
 
 
 @nb.njit(cache=True, nogil=True)
