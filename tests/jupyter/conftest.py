@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,14 @@ def nightly_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build_report(out / "first", quick=True, history=history, phases=REPORT_PHASES, timeout_s=300)
     html = build_report(out, quick=True, history=history, phases=REPORT_PHASES, timeout_s=300)
     return {"html": html, "ipynb": html.with_suffix(".ipynb"), "history": history, "out": out}
+
+
+@pytest.fixture(autouse=True)
+def kernel_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A current event loop in the main thread, as an IPython kernel has; closed after the test
+    (earlier tests' `asyncio.run` leave the main thread without one)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()

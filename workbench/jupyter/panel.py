@@ -48,6 +48,22 @@ def ensure_bokeh_loaded() -> None:
         _bokeh_loaded = True
 
 
+def thread_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of the calling (kernel) thread: the running one, else the thread's current
+    loop, else a new loop made current. `asyncio.run` elsewhere in the process leaves the main
+    thread with no current loop, so `asyncio.get_event_loop()` alone may raise RuntimeError."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    try:
+        return asyncio.get_event_loop()
+    except RuntimeError:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        return loop
+
+
 class UiPump:
     """Engine snapshots -> kernel event loop, at most `max_hz` updates a second.
 
@@ -60,7 +76,7 @@ class UiPump:
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._tick = tick
         self._min_interval = 1.0 / max_hz
-        self._loop = loop or asyncio.get_event_loop()
+        self._loop = loop or thread_loop()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._scheduled = False
