@@ -27,7 +27,10 @@ events of other symbols are ignored. Kernels are compiled with `cache=True`, war
 Two ways in: `apply(batch)` per message (one compiled call each, ~1-2 µs of Python and
 dispatch overhead on top of the levels), and `apply_messages(events, ends)` for many messages
 in one compiled call, still applied one message at a time, returning the top of book after
-each message (replay, inspection, backtests: no per-message dispatch).
+each message (replay, inspection, backtests: no per-message dispatch). Measured on the USD-M
+dump (6.5k depth messages, ~68 levels each): apply_messages ~17-23M level updates/s (~45 ns a
+level: ~19 ns hash probe and loop, the rest top-cache upkeep and data-dependent branches);
+apply per message plus a best bid/ask read ~9M/s (~3 µs of Python and dispatch a message).
 
 Microprice (Stoikov, "The micro-price: a high-frequency estimator of future prices", 2018,
 weighted mid-price): (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty).
