@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml setup.py workbench/feed/_feed_build.py $(wildcard csrc/
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m workbench.bench ring --quick
+	$(BIN)/python -m workbench.engine.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
