@@ -51,6 +51,13 @@ class RestStats:
     used_weight: int = -1
 
 
+def full_jitter_s(rng: random.Random, attempt: int, base_s: float, max_s: float) -> float:
+    """Delay in seconds before retry `attempt` (0-based): uniform in
+    [0, min(max_s, base_s * 2**attempt)] ("full jitter", AWS Architecture Blog, "Exponential
+    Backoff And Jitter", 2015). Shared by the REST client and WebSocketFeed reconnects."""
+    return rng.uniform(0.0, min(max_s, base_s * 2**attempt))
+
+
 class DepthSnapshotClient:
     """Fetch Binance REST depth snapshots (raw JSON bytes) with one pooled connection pool.
 
@@ -111,7 +118,7 @@ class DepthSnapshotClient:
         return wait
 
     def _backoff(self, attempt: int) -> float:
-        return self._rng.uniform(0.0, min(self.backoff_max_s, self.backoff_s * 2**attempt))
+        return full_jitter_s(self._rng, attempt, self.backoff_s, self.backoff_max_s)
 
     def _judge(self, response: httpx.Response, attempt: int, what: str) -> float | None:
         """None if `response` is the snapshot; else the seconds to wait before retrying.

@@ -50,7 +50,7 @@ from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
 from workbench.errors import ConfigError, FeedError
-from workbench.feed.rest import DepthSnapshotClient
+from workbench.feed.rest import DepthSnapshotClient, full_jitter_s
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
 from workbench.feed.venues import normalizer_for
 from workbench.feed.venues.base import M_MALFORMED, Normalizer
@@ -265,9 +265,8 @@ class WebSocketFeed:
                     raise FeedError(f"{self.url}: {failures} connection attempts delivered "
                                     f"nothing; last error: {self.stats.last_error}")
                 self.stats.reconnects += 1
-                delay = self._rng.uniform(0.0, min(self.backoff_max_s,
-                                                   self.backoff_s * 2**failures))
-                await asyncio.sleep(delay)
+                await asyncio.sleep(full_jitter_s(self._rng, failures, self.backoff_s,
+                                                  self.backoff_max_s))
         finally:
             watchdog.cancel()
             for task in list(self._tasks):
