@@ -302,3 +302,96 @@ def test_bybit_simulator_gap_resubscribes_and_reconnect_heals_the_book() -> None
         np.testing.assert_array_equal(bid_qty, bids[:, 1])
         np.testing.assert_array_equal(ask_px, asks[:, 0])
         np.testing.assert_array_equal(ask_qty, asks[:, 1])
+
+
+# ---- frame splitting against a hand-written server (RFC 6455 section 5) ------------------------
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """An unmasked frame as a server sends it (7-, 16- or 64-bit length)."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 65536:
+        head += bytes([126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+async def _read_client_frame(reader) -> tuple[int, bytes]:
+    """(opcode, unmasked payload) of the next masked frame from the client."""
+    b0, b1 = await reader.readexactly(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await reader.readexactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await reader.readexactly(8), "big")
+    mask = await reader.readexactly(4)
+    data = await reader.readexactly(n)
+    return b0 & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_frames_split_across_reads_fragments_pings_and_close() -> None:
+    """A raw TCP server speaks the handshake and then writes, in pieces of 1-300 bytes: frames
+    of 7-, 16- and 64-bit lengths, a fragmented message with a ping between its fragments,
+    the first frame in the same write as the 101 response, and a close. The sink gets every
+    message whole and in order, the ping is answered with a pong of the same payload, and the
+    close with a close."""
+    import asyncio
+    import base64
+    import hashlib
+    import random
+
+    rng = random.Random(5)
+    whole = [b"first", b'{"a":1}', bytes(rng.randrange(256) for _ in range(300)),
+             b"x" * 70_000, b"joined: one two three"]
+    stream = (_server_frame(1, whole[1]) + _server_frame(2, whole[2])
+              + _server_frame(1, whole[3])
+              + _server_frame(1, b"joined: ", fin=False) + _server_frame(0, b"one ", fin=False)
+              + _server_frame(9, b"are you there")
+              + _server_frame(0, b"two three") + _server_frame(8, (1000).to_bytes(2, "big")))
+    got: list[bytes] = []
+    replies: list[tuple[int, bytes]] = []
+
+    async def serve(reader, writer) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key"))
+        accept = base64.b64encode(hashlib.sha1(
+            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                     + _server_frame(1, whole[0]))
+        replies.append(await _read_client_frame(reader))  # the subscribe frame
+        i = 0
+        while i < len(stream):
+            step = rng.randint(1, 300)
+            writer.write(stream[i:i + step])
+            await writer.drain()
+            await asyncio.sleep(0.0005)
+            i += step
+        while len(replies) < 3:
+            replies.append(await _read_client_frame(reader))
+        writer.close()
+
+    async def main() -> WebSocketFeed:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        feed = WebSocketFeed(f"ws://127.0.0.1:{port}/stream", "binance-usdm", ["BTCUSDT"],
+                             lambda batch, message, recv_ns: got.append(message),
+                             registry=SymbolRegistry(), snapshots=False, max_connects=1)
+        task = asyncio.ensure_future(feed.run())
+        deadline = time.monotonic() + 20
+        while len(replies) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        feed.stop()
+        await asyncio.wait_for(task, 10)
+        server.close()
+        return feed
+
+    feed = asyncio.run(main())
+    assert got == whole
+    assert feed.stats.messages == len(whole)
+    assert replies[1] == (0xA, b"are you there")  # pong
+    assert replies[2][0] == 0x8 and replies[2][1][:2] == (1000).to_bytes(2, "big")  # close
