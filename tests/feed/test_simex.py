@@ -8,6 +8,7 @@ with a same-seed simulator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from workbench.errors import ConfigError, FeedError, RecordingError
 from workbench.feed.replay import ReplayFeed
-from workbench.feed.simex import Faults, SimExchange
+from workbench.feed.simex import Faults, SimExchange, Window
 from workbench.feed.simulator import MarketSimulator, SimConfig
 
 USDM = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
@@ -217,6 +218,40 @@ def test_paced_replay_keeps_the_recorded_spacing(shared_data: Path,
 
         elapsed = talk(ex.url + "/stream?streams=btcusdt@trade", script)
     assert elapsed >= 0.6 * 0.9
+
+
+def test_window_serves_the_recorded_slice_fast_forward_then_pause_then_paced(
+        shared_data: Path, usdm: list[tuple[int, bytes]]) -> None:
+    """Window(start_s=30, pause_s=0.4, duration_s=1.5) at speed 1: exactly the subscribed
+    recorded messages received in [first, first + 31.5 s), in order; the first 30 s of them
+    arrive flat out (far faster than recorded), then nothing for the pause, then the last
+    1.5 s paced as recorded; nothing after the window."""
+    path = shared_data / USDM
+    stream = [(t, m) for t, m in usdm if m.startswith(b'{"stream"')]
+    first = stream[0][0]
+    ff_end, end = first + 30 * 10**9, first + 31_500_000_000
+    want = [(t, m) for t, m in stream if t < end and stream_of(m) == b"btcusdt@trade"]
+    n_ff = sum(1 for t, _ in want if t < ff_end)
+    assert 100 < n_ff < len(want)
+    with SimExchange(path, speed=1.0, window=Window(30.0, 0.4, 1.5)) as ex:
+
+        async def script(ws: ClientConnection) -> tuple[list[bytes], list[float]]:
+            got, at = [], []
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    got.append(await asyncio.wait_for(ws.recv(decode=False), 1.5))
+                    at.append(time.perf_counter())
+            return got, at
+
+        got, at = talk(ex.url + "/stream?streams=btcusdt@trade", script)
+    assert got == [m for _, m in want]
+    assert at[n_ff - 1] - at[0] < 3.0  # 30 s of recording, fast-forwarded
+    assert at[n_ff] - at[n_ff - 1] >= 0.4 * 0.9  # the pause
+    paced_wall = at[-1] - at[n_ff]
+    paced_recorded = (want[-1][0] - want[n_ff][0]) / 1e9
+    assert paced_recorded * 0.9 <= paced_wall <= paced_recorded + 0.3
+    with pytest.raises(ConfigError):
+        Window(start_s=-1.0)
 
 
 def test_bybit_v5_protocol_serves_the_recorded_topics(shared_data: Path) -> None:

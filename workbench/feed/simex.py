@@ -1,12 +1,15 @@
 """SimExchange: a real websocket server on loopback speaking a venue's market-data protocol.
 
 It serves either a recording (read once through `ReplayFeed`: the recorded message bytes,
-unchanged, in recorded order, paced on the server's own asyncio clock by the recorded receive
-times scaled by `speed`, or flat out with `speed=None`) or the built-in market simulator
-(`workbench.feed.simulator`, the default source; Binance or Bybit format), filtered to what
-each connection subscribed. It runs a `websockets.asyncio.server` on 127.0.0.1 in its own
-thread with its own asyncio loop; flat out, frames go out in batches of `chunk` per socket
-write.
+unchanged, in recorded order, paced by the recorded receive times scaled by `speed`, or flat
+out with `speed=None`) or the built-in market simulator (`workbench.feed.simulator`, the
+default source; Binance or Bybit format), filtered to what each connection subscribed. It runs
+a `websockets.asyncio.server` on 127.0.0.1 in its own thread with its own asyncio loop; frames
+go out in batches of at most `chunk` per socket write (paced: the messages already due).
+Pacing waits on the loop's clock (ms resolution) and finishes with a short blocking sleep and
+an optional spin, so a message leaves within ~0.1 ms of its due time (the loop alone is ~1 ms
+late, which would merge the recording's bursts). A `Window` serves part of the source:
+fast-forward, pause, then paced.
 
 Protocols (one per exchange; `venue` picks it):
 - binance: combined stream `/stream?streams=a/b/c` (messages `{"stream":..,"data":..}`) or raw
@@ -80,6 +83,8 @@ REST_PATHS = ("/api/v3/depth", "/fapi/v1/depth", "/dapi/v1/depth")
 FUTURES_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 WEIGHT_LIMIT_1M = 2400
 MALFORMED_FRAME = b'{"stream":"malformed","data":{"e":"depthUpdate","b":[["1.0",'
+LOOP_SLACK_NS = 2_000_000  # paced waits longer than this sleep in the event loop
+SPIN_NS = 50_000  # the last this-many ns of a paced wait spin (sleep overshoots ~60 µs)
 _SPEED_SUFFIX = re.compile(rb"@\d+ms$")
 _CB_SEQ = re.compile(rb'"sequence_num":\d+')
 Source = str | Path | list[str | Path]
@@ -125,6 +130,32 @@ class Faults:
                               f"{self.stall_s!r}, {self.retry_after_s!r}, {self.rest_errors!r}")
         if self.rest_status not in (418, 429):
             raise ConfigError(f"Faults.rest_status must be 418 or 429, got {self.rest_status!r}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Serve a window of the source on every connection (each from the source's start).
+
+    Messages received less than `start_s` seconds (source time: recorded receive times, or
+    simulated time) after the first message the connection is served are sent flat out
+    (fast-forward: the client's book and strategy warm up on the real messages), then
+    nothing for `pause_s` seconds of wall time (the client drains what it queued), then the
+    source at the
+    exchange's `speed` (flat out if None) for `duration_s` seconds of source time (None: to
+    the end). After the window the connection stays open and silent, as at the end of a
+    recording. Raises ConfigError for negative values.
+    """
+
+    start_s: float = 0.0
+    pause_s: float = 0.5
+    duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.start_s >= 0 and self.pause_s >= 0
+                and (self.duration_s is None or self.duration_s > 0)):
+            raise ConfigError(f"Window: expected start_s >= 0, pause_s >= 0, duration_s None "
+                              f"or > 0; got {self.start_s!r}, {self.pause_s!r}, "
+                              f"{self.duration_s!r}")
 
 
 @dataclass
@@ -427,7 +458,11 @@ class SimExchange:
     Bybit subscribe to an orderbook topic it first sends that book's snapshot).
     speed: replay speed (1.0 = recorded or simulated real time, N = N times faster),
     None = flat out. sim: SimConfig(s) of the simulated symbols (default one BTCUSDT).
-    port: 0 picks a free port. chunk: messages written per socket write when flat out.
+    port: 0 picks a free port. chunk: most messages written per socket write (paced: the
+    messages already due go out together). window: serve only a window of the source on each
+    connection (`Window`: fast-forward, pause, paced part). spin_us: paced waits spin for
+    their last `spin_us` µs (a blocking sleep overshoots by ~60 µs; spinning holds this
+    thread's GIL, so 0 in-process and ~50 in a server process of its own).
     Use as a context manager or call start() / stop(); `url` and `rest_url` are valid after
     start(). Raises ConfigError for bad arguments, RecordingError for a bad recording and
     FeedError if the server cannot start within `start_timeout_s`.
@@ -437,7 +472,8 @@ class SimExchange:
                  speed: float | None = 1.0, sim: SimConfig | tuple[SimConfig, ...] | None = None,
                  port: int = 0, faults: Faults | None = None, resume: bool = True,
                  conn: str | None = None,
-                 chunk: int = 64, start_timeout_s: float = 30.0) -> None:
+                 chunk: int = 64, window: Window | None = None, spin_us: float = 0.0,
+                 start_timeout_s: float = 30.0) -> None:
         if venue not in VENUES:
             raise ConfigError(f"venue must be one of {VENUES}, got {venue!r}")
         if speed is not None and not speed > 0:
@@ -449,11 +485,15 @@ class SimExchange:
             raise ConfigError(f"port must be in 0..65535, got {port!r}")
         if chunk < 1:
             raise ConfigError(f"chunk must be >= 1, got {chunk!r}")
+        if not 0 <= spin_us <= 10_000:
+            raise ConfigError(f"spin_us must be in 0..10000, got {spin_us!r}")
         self.venue = venue
         self.speed = speed
         self.faults = faults or Faults()
         self.resume = resume
         self.chunk = chunk
+        self.window = window
+        self._spin_ns = int(spin_us * 1000)
         self.stats = SimExchangeStats()
         self._port = port
         self._start_timeout_s = start_timeout_s
@@ -679,7 +719,10 @@ class SimExchange:
         await session.subscribed.wait()
         faults = self.faults
         speed = self.speed
-        t0_wall = t0_src = None
+        window = self.window
+        clock = time.perf_counter_ns
+        first_ts = ff_end = end_ts = None  # source times: first message, fast-forward end, end
+        t0_wall = t0_src = None  # pacing origin
         out: list[bytes] = []
         while True:
             item = market.next()
@@ -688,15 +731,29 @@ class SimExchange:
                 await session.ws.wait_closed()
                 return
             ts, key, message = item
+            if first_ts is None:
+                first_ts = ts
+                if window is not None:
+                    ff_end = ts + int(window.start_s * 1e9)
+            if ff_end is not None and ts >= ff_end:  # fast-forward done: pause, then pace
+                ff_end = None
+                await self._flush(session, out)
+                await asyncio.sleep(window.pause_s)
+                if window.duration_s is not None:
+                    end_ts = ts + int(window.duration_s * 1e9)
+            if end_ts is not None and ts >= end_ts:  # the window is over: as at the end
+                await self._flush(session, out)
+                await session.ws.wait_closed()
+                return
             if key not in session.subs:
                 continue
-            if speed is not None:
+            if speed is not None and ff_end is None:
                 if t0_src is None:
-                    t0_wall, t0_src = time.perf_counter_ns(), ts
-                delay = (t0_wall + (ts - t0_src) / speed - time.perf_counter_ns()) / 1e9
-                if delay > 0.0005:
+                    t0_wall, t0_src = clock(), ts
+                due = t0_wall + int((ts - t0_src) / speed)
+                if due > clock():  # what is due goes out in one write, then wait for this one
                     await self._flush(session, out)
-                    await asyncio.sleep(delay)
+                    await self._wait_until(due)
             if session.rest_seen != self.rest_snapshots:
                 session.rest_seen, session.since_rest = self.rest_snapshots, 0
             if session.armed("gap", faults.gap_after) and _is_delta(self.venue, message):
@@ -721,8 +778,21 @@ class SimExchange:
                 await self._flush(session, out)
                 await session.ws.close(1001, "simex: injected disconnect")
                 return
-            if len(out) >= self.chunk or speed is not None:
+            if len(out) >= self.chunk:
                 await self._flush(session, out)
+
+    async def _wait_until(self, due_ns: int) -> None:
+        """Wait until perf_counter_ns() reaches `due_ns`: the event loop's sleep (ms
+        resolution) for all but the last LOOP_SLACK_NS, then a blocking sleep (the loop waits
+        at most that long), then a spin of at most `spin_us`."""
+        left = due_ns - time.perf_counter_ns()
+        if left > LOOP_SLACK_NS:
+            await asyncio.sleep((left - LOOP_SLACK_NS) / 1e9)
+            left = due_ns - time.perf_counter_ns()
+        if left > self._spin_ns:
+            time.sleep((left - self._spin_ns) / 1e9)
+        while time.perf_counter_ns() < due_ns:
+            pass
 
     async def _flush(self, session: _Session, out: list[bytes]) -> None:
         """Write the buffered frames with one socket write and flow control."""
@@ -806,7 +876,8 @@ class SimExchange:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]
-    [--no-resume] [--disconnect-after N] [--quiet-after N]`: serve until stdin closes;
+    [--no-resume] [--window-start-s S [--window-s N] [--pause-s P]] [--spin-us U]
+    [--disconnect-after N] [--quiet-after N]`: serve until stdin closes;
     prints `READY <url>` on stdout once listening (benchmarks run the server in its own
     process this way)."""
     import argparse
@@ -820,6 +891,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="every connection streams from the start of the source")
     parser.add_argument("--disconnect-after", type=int, default=None,
                         help="close every connection after this many messages")
+    parser.add_argument("--window-start-s", type=float, default=None,
+                        help="serve a window: fast-forward this many source seconds, pause, "
+                             "then pace (see Window)")
+    parser.add_argument("--window-s", type=float, default=None,
+                        help="seconds of source time paced in the window (default: to the end)")
+    parser.add_argument("--pause-s", type=float, default=0.5,
+                        help="wall seconds of silence between fast-forward and paced part")
+    parser.add_argument("--spin-us", type=float, default=50.0,
+                        help="paced waits spin for their last this-many µs")
     parser.add_argument("--quiet-after", type=int, default=None,
                         help="send nothing more after this many messages on a connection "
                              "(until the client hangs up)")
@@ -828,8 +908,11 @@ def main(argv: list[str] | None = None) -> int:
     faults = Faults(disconnect_after=args.disconnect_after, stall_after=args.quiet_after,
                     stall_s=3600.0 if args.quiet_after is not None else 0.0,
                     every_connection=True)
+    window = (Window(args.window_start_s, args.pause_s, args.window_s)
+              if args.window_start_s is not None else None)
     with SimExchange(args.source, venue=args.venue, speed=speed, port=args.port,
-                     resume=not args.no_resume, faults=faults) as ex:
+                     resume=not args.no_resume, faults=faults, window=window,
+                     spin_us=args.spin_us) as ex:
         print(f"READY {ex.url}", flush=True)
         sys.stdin.read()
     return 0
