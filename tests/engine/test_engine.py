@@ -83,6 +83,30 @@ def test_identical_fills_and_pnl_in_both_modes_and_repeated_runs(recording):
     assert runs[1].dispatcher.max_depth > 1  # the polling run really queued
 
 
+def test_latency_warmup_processes_everything_and_measures_only_after_it(recording):
+    """latency_warmup_s=60: every batch is processed and trades as without it, but latency
+    rows (and spikes) start with the first batch at least 60 s of market time after the
+    first one (counted here independently from the normalizer's events)."""
+    normalizer = normalizer_for("binance")
+    start = last = 0
+    after = 0
+    for _, message in ReplayFeed(recording, None):
+        batch = normalizer.normalize(message, 0)
+        if not len(batch) or not batch["symbol_id"][0]:
+            continue
+        last = int(batch["ts_event_ns"][0]) or last
+        start = start or last
+        after += last >= start + 60 * 10**9
+    warm = run_replay(recording, latency_warmup_s=60.0)
+    plain = run_replay(recording)
+    assert 0 < after < warm.batches == plain.batches
+    assert warm.latency.summary()["tick_to_trade"]["count"] == after
+    assert plain.latency.summary()["tick_to_trade"]["count"] == plain.batches
+    assert fills_of(warm) == fills_of(plain)
+    measured = warm.status()["measured"]
+    assert 0 < measured["wall_s"] <= warm.status()["elapsed_s"] and measured["cpu_s"] > 0
+
+
 def test_switching_dispatch_100_times_loses_and_duplicates_nothing(recording, expected_seqs):
     strategy = Recorder()
     cfg = EngineConfig(source=f"replay:{recording}", speed=100, out_dir=None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from workbench.engine.strategy import OrderRequest
 from workbench.events import Side
@@ -29,10 +30,11 @@ TOP_LEVELS = 5
 DEPTH_LEVELS = 50
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
+class Fill(NamedTuple):
     """One execution: order_id, symbol_id, side (Side), price, qty (> 0), fee (quote),
-    liquidity (`maker` | `taker`), ts_ns (market time, ns), seq (batch sequence number)."""
+    liquidity (`maker` | `taker`), ts_ns (market time, ns), seq (batch sequence number).
+    An immutable record (a NamedTuple: built ~5x faster than a frozen dataclass, on the order
+    path)."""
 
     order_id: int
     symbol_id: int
@@ -80,7 +82,8 @@ class PaperBroker:
         self.taker_rate = taker_fee_bps / 10_000.0
         self.latency_ns = int(latency_ns)
         self._ids = itertools.count(1)
-        self._active: dict[int, list[Order]] = {}  # symbol_id -> pending and open orders
+        self.active: dict[int, list[Order]] = {}  # symbol_id -> pending and open orders
+        # (read-only outside the broker)
         self.orders: dict[int, Order] = {}
         self.rejected = 0
 
@@ -89,7 +92,7 @@ class PaperBroker:
         after now_ns + latency_ns."""
         order = Order(next(self._ids), request, now_ns, now_ns + self.latency_ns)
         self.orders[order.order_id] = order
-        self._active.setdefault(request.symbol_id, []).append(order)
+        self.active.setdefault(request.symbol_id, []).append(order)
         return order
 
     def cancel(self, order_id: int) -> bool:
@@ -98,20 +101,20 @@ class PaperBroker:
         if order is None or order.status not in ("pending", "open"):
             return False
         order.status = "cancelled"
-        self._active[order.request.symbol_id].remove(order)
+        self.active[order.request.symbol_id].remove(order)
         return True
 
     def has_active(self, symbol_id: int) -> bool:
         """Whether `symbol_id` has pending or resting orders."""
-        return bool(self._active.get(symbol_id))
+        return bool(self.active.get(symbol_id))
 
     def orders_active(self, symbol_id: int) -> list[Order]:
         """The symbol's pending and resting orders (a copy)."""
-        return list(self._active.get(symbol_id, ()))
+        return list(self.active.get(symbol_id, ()))
 
     def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0) -> list[Fill]:
         """Match the symbol's arrived orders against `book`; returns the fills (maybe none)."""
-        active = self._active.get(symbol_id)
+        active = self.active.get(symbol_id)
         if not active:
             return []
         fills: list[Fill] = []

@@ -48,6 +48,9 @@ class EngineConfig:
     recording at speed 0 uses 1.0 s, otherwise never).
     strategy_warmup_s: market-time seconds after the first batch during which the strategy is
     not called (the book syncs meanwhile; makes live runs of a recording comparable).
+    latency_warmup_s: market-time seconds after the first batch whose batches are processed
+    but not measured (no latency rows, no spikes): e.g. a fast-forwarded start of a recording
+    (SimExchange `Window`) before the paced part that is measured.
     dispatch: `polling` (queue drained every poll_interval_ms; 0 = busy polling), `blocking`
     (queue, engine blocks on it), `callback` (feed thread calls Engine.on_events).
     Strategy: EmaCross of mid with ema_fast/ema_slow updates, target position +-target_qty,
@@ -72,6 +75,7 @@ class EngineConfig:
     dispatch: str = "callback"
     poll_interval_ms: float = 50.0
     strategy_warmup_s: float = 0.0
+    latency_warmup_s: float = 0.0
     ema_fast: int = 20
     ema_slow: int = 100
     target_qty: float = 0.01
@@ -140,6 +144,7 @@ class EngineConfig:
             ):
                 raise _fail(name, "basis points in [-100, 100]", value)
         self._number("strategy_warmup_s", 0.0)
+        self._number("latency_warmup_s", 0.0)
         for name in ("duration_s", "idle_end_s", "gil_switch_interval_us"):
             if getattr(self, name) is not None:
                 self._number(name, 0.0, strict=True)

@@ -75,6 +75,7 @@ SNAPSHOT_LIMIT = 1000
 SNAPSHOT_RETRY_S = 1.0
 REST_MARKETS = {"binance": "spot", "binance-usdm": "usdm", "binance-coinm": "coinm"}
 HOUSEKEEPING = ("journal_flush", "latency_fold", "publish", "book_check")
+_now = time.perf_counter_ns
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -142,7 +143,12 @@ class Engine:
         self._clock_offset_ns = 0
         self._threshold_ns = self.spikes.threshold_ns
         self._warmup_ns = int(cfg.strategy_warmup_s * SECOND_NS)
+        self._latency_warmup_ns = int(cfg.latency_warmup_s * SECOND_NS)
         self._trade_from_ns = 0
+        self._measure_from_ns = 0
+        # (perf_counter_ns, process_time) at the first measured batch
+        self._measured_since: tuple[int, float] | None = None
+        self._measured_cpu_s = 0.0
         self._market_ns = 0  # venue time of the last batch (ns)
         self._state = "new"
         self._stop_requested = threading.Event()
@@ -279,8 +285,9 @@ class Engine:
 
         Called by the Dispatcher (callback mode: on the feed thread) with the dispatch lock
         held; `publish_ns` is the submit stamp, `dseq` the dispatch sequence number."""
-        t_pick = time.perf_counter_ns()
-        if self._closed or len(batch) == 0:
+        t_pick = _now()
+        n = len(batch)
+        if self._closed or n == 0:
             return
         if dseq:
             last = self._last_dseq
@@ -297,31 +304,34 @@ class Engine:
         if not sid:  # no instrument (venue heartbeats): nothing to book or trade
             if info is not None:
                 self.sync.process(batch, info)  # per-connection sequence checks still apply
-            self.events += len(batch)
+            self.events += n
             self.batches += 1
             return
         market_ns = first[0] or self._market_ns  # venue time; messages without one keep the last
         self._market_ns = market_ns
         if not self._trade_from_ns:
             self._trade_from_ns = market_ns + self._warmup_ns
+            self._measure_from_ns = market_ns + self._latency_warmup_ns
         sync = self.sync
         if info is None:
             info = _info_of(batch, first)
         changed = sync.process(batch, info)
         book = changed or sync.book(sid)
-        if sid in self._ahead and changed is not None and info.kind == M_DELTA:
-            self._ahead.discard(sid)  # the stream has caught up with the REST snapshot
-        bid, ask = book.best_bid, book.best_ask
-        valid = book.valid and bid < ask  # NaN compares False
-        if valid and sid in self._ahead:  # synced but ahead of these batches: wait, no streak
+        ahead = self._ahead
+        if ahead and sid in ahead and changed is not None and info.kind == M_DELTA:
+            ahead.discard(sid)  # the stream has caught up with the REST snapshot
+        valid = book.valid and book.best_bid < book.best_ask  # NaN compares False
+        if valid and ahead and sid in ahead:  # synced but ahead of these batches: no streak
             valid = None
-        t_book = time.perf_counter_ns()
+        t_book = _now()
         executor = self.executor
         orders = None
         if valid:
             if sid not in self._ever_valid:
                 self._ever_valid.add(sid)
-            self.risk.on_book(True)
+            risk = self.risk
+            if risk.bad_books:
+                risk.on_book(True)
             if market_ns >= self._trade_from_ns and not self._strategy_halted:
                 try:
                     orders = self.strategy.on_events(book, batch)
@@ -332,8 +342,8 @@ class Engine:
             self.invalid_books += 1
             if self.risk.on_book(False):
                 log.warning("trading halted: %s", self.risk.halt_reason)
-        t_strat = time.perf_counter_ns()
-        if executor.broker.has_active(sid):
+        t_strat = _now()
+        if executor.broker.active.get(sid):
             executor.on_book(sid, book, market_ns, seq)
         if self._flatten_pending:
             self._flatten_pending = False
@@ -343,11 +353,17 @@ class Engine:
         if orders:
             executor.submit(orders, market_ns, seq)
             executor.on_book(sid, book, market_ns, seq)
-            t_ack = time.perf_counter_ns()
+            t_ack = _now()
             order_ns = t_ack - t_strat
         else:
             t_ack = t_strat
             order_ns = -1
+        self.events += n
+        self.batches += 1
+        if market_ns < self._measure_from_ns:  # latency warm-up: processed, not measured
+            return
+        if not self._measured_since:
+            self._measured_since = (t_pick, time.process_time())
         if not publish_ns:
             publish_ns = t_pick
         t2t = t_ack - recv_ns
@@ -358,8 +374,6 @@ class Engine:
             parse = publish_ns - recv_ns
         self.latency.add((t_ack, wire, parse, t_pick - publish_ns, t_book - t_pick,
                           t_strat - t_book, order_ns, t2t))
-        self.events += len(batch)
-        self.batches += 1
         if t2t > self._threshold_ns:
             self._spike(recv_ns, queue_depth, t2t, seq, publish_ns, t_pick, t_book, t_strat,
                         order_ns)
@@ -530,6 +544,8 @@ class Engine:
                 self.dispatcher._drain_locked()
             self._closed = True
             self._t_end = time.perf_counter_ns()
+            if self._measured_since:
+                self._measured_cpu_s = time.process_time() - self._measured_since[1]
         self.latency.close()
         self.spikes.remove_gc_hook()
         tuning.restore_gc(self.config.gc_mode)
@@ -742,6 +758,7 @@ class Engine:
             "events": self.events,
             "batches": self.batches,
             "events_per_s": self.events / elapsed if elapsed > 0 else 0.0,
+            "measured": self._measured(),
             "submitted": self.dispatcher.submitted,
             "handled": self.dispatcher.handled,
             "queue_depth": self.dispatcher.depth,
@@ -768,6 +785,16 @@ class Engine:
             "feed": dict(self._feed_stats),
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
+
+    def _measured(self) -> dict[str, float]:
+        """The measured part of the run (after `latency_warmup_s`): wall seconds from its first
+        batch to the end of the run (or now) and the process CPU seconds meanwhile."""
+        if not self._measured_since:
+            return {"wall_s": 0.0, "cpu_s": 0.0}
+        since_ns, cpu0 = self._measured_since
+        end = self._t_end or time.perf_counter_ns()
+        cpu = self._measured_cpu_s if self._t_end else time.process_time() - cpu0
+        return {"wall_s": (end - since_ns) / 1e9, "cpu_s": cpu}
 
     def summary(self) -> dict[str, Any]:
         """What summary.json holds: config, counts, fills, PnL, tuning, per-stage latency."""

@@ -57,26 +57,32 @@ class Executor:
     def submit(self, requests: list[OrderRequest], now_ns: int, seq: int = 0) -> int:
         """Slice, risk-check and send each request; returns the broker acks."""
         acks = 0
+        slice_qty = self.slice_qty
+        journal = self.journal
         for parent in requests:
-            for child in slice_order(parent, self.slice_qty):
+            children = ((parent,) if slice_qty <= 0 or parent.qty <= slice_qty
+                        else slice_order(parent, slice_qty))
+            for child in children:
                 sid = child.symbol_id
-                reason = self.risk.check(child, self.positions.qty(sid), self.pending_qty(sid),
-                                         now_ns)
-                signed = child.qty if child.side == Side.BUY else -child.qty
+                pending = self._pending.get(sid, 0.0)
+                reason = self.risk.check(child, self.positions.qty(sid), pending, now_ns)
                 if reason is not None:
                     self.orders_rejected += 1
-                    self._journal_order(0, child, now_ns, seq, f"rejected:{reason}")
+                    if journal is not None:
+                        self._journal_order(0, child, now_ns, seq, f"rejected:{reason}")
                     continue
                 order = self.broker.submit(child, now_ns)
-                self._pending[sid] = self.pending_qty(sid) + signed
+                self._pending[sid] = pending + (child.qty if child.side == Side.BUY
+                                                else -child.qty)
                 self.orders_sent += 1
                 acks += 1
-                self._journal_order(order.order_id, child, now_ns, seq, "ack")
+                if journal is not None:
+                    self._journal_order(order.order_id, child, now_ns, seq, "ack")
         return acks
 
     def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0) -> list[Fill]:
         """Let the broker match this symbol's orders on the updated book; book the fills."""
-        if not self.broker.has_active(symbol_id):
+        if not self.broker.active.get(symbol_id):
             return []
         fills = self.broker.on_book(symbol_id, book, now_ns, seq)
         if fills:
@@ -108,7 +114,7 @@ class Executor:
 
     def _sync_pending(self, symbol_id: int) -> None:
         total = 0.0
-        for order in self.broker.orders_active(symbol_id):
+        for order in self.broker.active.get(symbol_id, ()):
             q = order.remaining
             total += q if order.request.side == Side.BUY else -q
         self._pending[symbol_id] = total
@@ -126,10 +132,9 @@ class Executor:
 
     def _journal_order(self, order_id: int, req: OrderRequest, now_ns: int, seq: int,
                        status: str) -> None:
-        if self.journal is not None:
-            self.journal.append("orders", {
-                "order_id": order_id, "symbol_id": req.symbol_id, "side": int(req.side),
-                "qty": req.qty, "order_type": req.order_type, "price": req.price,
-                "post_only": req.post_only, "tag": req.tag, "ts_ns": now_ns, "seq": seq,
-                "status": status,
-            })
+        self.journal.append("orders", {
+            "order_id": order_id, "symbol_id": req.symbol_id, "side": int(req.side),
+            "qty": req.qty, "order_type": req.order_type, "price": req.price,
+            "post_only": req.post_only, "tag": req.tag, "ts_ns": now_ns, "seq": seq,
+            "status": status,
+        })

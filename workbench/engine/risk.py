@@ -30,7 +30,7 @@ class RiskLimits:
         self.max_orders_per_s = max_orders_per_s
         self.invalid_book_streak = invalid_book_streak
         self._sent: deque[int] = deque()
-        self._bad_books = 0
+        self.bad_books = 0  # consecutive invalid books so far
         self.halted = False
         self.halt_reason = ""
         self.rejects: dict[str, int] = {}
@@ -62,11 +62,11 @@ class RiskLimits:
     def on_book(self, valid: bool) -> bool:
         """Count a batch's book state; returns True when this batch started a halt."""
         if valid:
-            self._bad_books = 0
+            self.bad_books = 0
             return False
-        self._bad_books += 1
-        if self._bad_books >= self.invalid_book_streak and not self.halted:
-            self.kill(f"{self._bad_books} consecutive invalid books")
+        self.bad_books += 1
+        if self.bad_books >= self.invalid_book_streak and not self.halted:
+            self.kill(f"{self.bad_books} consecutive invalid books")
             return True
         return False
 
@@ -79,4 +79,4 @@ class RiskLimits:
         """Lift a halt."""
         self.halted = False
         self.halt_reason = ""
-        self._bad_books = 0
+        self.bad_books = 0
