@@ -1,42 +1,53 @@
-"""L2Book: one symbol's price-level book, updated from event batches by a numba kernel.
+"""L2Book: one symbol's price-level book on a tick-indexed ladder, updated by numba kernels.
 
-Layout (the choice and its limits). Real feeds update levels anywhere in a book of thousands
-(Binance futures `depth@0ms` touches levels 5% away from the mid in most messages), so one sorted
-array per side costs a shift of O(n) per deep insert or delete: measured on the USD-M dump that
-made a numba sorted-array book only ~1.3x a dict + heapq book. Here:
-- every level of both sides lives in one open-addressing hash table (linear probing, float64
-  keys: +price for bids, -price for asks, so a key also names its side; tombstones on delete;
-  the table doubles at 60% load): any update is O(1);
-- a sorted cache of the best `TOP` (128) levels per side serves the top of book in O(1) and
-  `depth(n)` for n <= 128 without sorting. It sits in a row of 2 * TOP slots, best first, with
-  free room on both ends, so an insert or delete at rank r shifts min(r, n - r) slots (the
-  better levels or the worse ones, whichever are fewer); real updates cluster near the top.
-  An update better than the cache's worst level goes into the cache (past TOP the worst cached
-  level leaves it); worse ones touch only the table. When deletes leave fewer than `REFILL`
-  (8) cached levels while the table has more, the cache is rebuilt from the table (O(levels)
-  selection: rare, amortized; measured ~31 rebuilds in the 6.5k depth messages of the USD-M
-  dump).
-There is no depth limit (the table grows); memory is 16 bytes per table slot. Prices are
-compared exactly as float64: venues send decimal strings parsed once to the same double.
+Layout (the choice and its limits). A price maps to an integer tick index t = round(price /
+tick). Each side keeps a ladder: `window` quantity slots over a range of ticks, indexed by t
+minus the side's base (asks by -t, so on both sides a higher slot is a better level), and the
+slot of its best level. An update inside the window is one store with no load of the slot
+(a load of a cold deep slot and branches on it cost ~2x on real feeds); a delete of the best
+level walks down to the next occupied slot (levels near the top are dense). Levels worse than
+the window (Binance futures `depth@0ms` touches levels 5% from the mid: ~8% of updates at 8192
+ticks on the USD-M dump) live in an overflow open-addressing hash table (linear probing,
+float64 keys: +price for bids, -price for asks; tombstones on delete; the table doubles at 60%
+load). Invariants: each side's levels at or above its base are in its ladder, those below in
+the table, and a side's ladder is empty only when the side is. So the best level is always the
+ladder's best: O(1) reads, exact `depth(n)` (the ladder walked from the best, then the table's
+levels sorted). `n_bids`/`n_asks` count the ladder on demand (O(window)).
+Re-centring (a rebuild of both sides from all their levels, O(window + levels), rare): when a
+level arrives above a side's window (the market moved up past it), when a level goes to the
+table while the best sits in the lowest eighth of the window (the market moved down), when a
+side's ladder empties while the table still holds levels of it, and at the end of every
+snapshot. A rebuild puts each side's best `window // 4` slots below the window's top.
 
-Snapshots: SNAPSHOT_BEGIN clears the book; levels until SNAPSHOT_END go to the table only (a
-repeated price: the last one wins; qty 0 is dropped); SNAPSHOT_END builds the caches. Level
-events with qty 0 delete the level (a no-op if absent). BBO, TRADE and HEARTBEAT events and
-events of other symbols are ignored. Kernels are compiled with `cache=True`, warmed on import.
+Tick size: given (`tick_size`, from the venue's symbol metadata) or inferred at the end of the
+snapshot from all its prices: the fewest decimals d that write every price, then the gcd of
+the prices in units of 10^-d (so a 0.5-tick book gets 0.5, not 0.1). A price fits the grid
+(tick = g / 10^d) when it equals (t * g) / 10^d exactly for t = round(price / tick): one
+double per tick, the one a decimal string parses to, so the ladder keeps quantities only and
+rebuilds prices exactly. A price that does not fit (a finer increment appears) re-derives the
+grid from every level and that price (the new tick divides the old one) and rebuilds. Prices
+must be decimals with at most 15 decimals and below 2**53 units of 10^-d (any venue's parsed
+decimal strings): others raise BookError.
+
+Snapshots: SNAPSHOT_BEGIN clears the book; levels until SNAPSHOT_END go to the hash table only
+(a repeated price: the last one wins; qty 0 is dropped); SNAPSHOT_END infers the tick size if
+needed and builds the ladders. Level events with qty 0 delete the level (a no-op if absent).
+BBO, TRADE and HEARTBEAT events and events of other symbols are ignored. Prices must be
+positive and finite (normalizers reject others; the book raises BookError). Kernels are
+compiled with `cache=True`, warmed on import.
 
 Two ways in: `apply(batch)` per message (one compiled call each, ~1-2 µs of Python and
 dispatch overhead on top of the levels), and `apply_messages(events, ends)` for many messages
-in one compiled call, still applied one message at a time, returning the top of book after
-each message (replay, inspection, backtests: no per-message dispatch). Measured on the USD-M
-dump (6.5k depth messages, ~68 levels each): apply_messages ~17-23M level updates/s (~45 ns a
-level: ~19 ns hash probe and loop, the rest top-cache upkeep and data-dependent branches);
-apply per message plus a best bid/ask read ~9M/s (~3 µs of Python and dispatch a message).
+in one compiled call, still applied one at a time, returning the top of book after each
+message (replay, inspection, backtests: no per-message dispatch).
 
 Microprice (Stoikov, "The micro-price: a high-frequency estimator of future prices", 2018,
 weighted mid-price): (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty).
 """
 
 from __future__ import annotations
+
+import math
 
 import numba as nb
 import numpy as np
@@ -50,21 +61,25 @@ _BEGIN = int(EventKind.SNAPSHOT_BEGIN)
 _END = int(EventKind.SNAPSHOT_END)
 _SNAP = int(EventFlag.SNAPSHOT)
 
-TOP = 128  # cached best levels per side
-CACHE_SLOTS = 2 * TOP  # row length of the cache: TOP levels plus room to shift either way
-REFILL = 8  # rebuild the cache from the table below this many cached levels
+WINDOW = 65536  # ladder slots per side (ticks): 512 KiB of quantities a side
+MIN_WINDOW = 16
+MAX_WINDOW = 1 << 22
 MAX_LOAD = 0.6
 MAX_TABLE = 1 << 26
+MAX_DECIMALS = 15
+MAX_UNITS = float(2**53)  # prices in units of 10^-d must be exact integers in float64
 _TOMB = 1  # key bits of a deleted slot (the denormal 5e-324: never a price); 0 = empty
 _SIGN = np.int64(-(2**63))
+_NONE = -(2**62)  # "no level" for a side's best tick
 
-# state slots (int64)
-S_SYMBOL, S_NBID, S_NASK, S_IN_SNAPSHOT, S_UPDATES, S_SNAPSHOTS = range(6)
-S_TOTAL_BID, S_TOTAL_ASK, S_USED, S_LIMIT, S_REFILLS, S_LO_BID, S_LO_ASK = range(6, 13)
-STATE_SIZE = 13
-# rows of the cache array (float64, shape (4, CACHE_SLOTS)): per side, sort keys (-price for
-# bids, +price for asks: ascending = best first) in [lo, lo + n) and their quantities
-R_BID_KEY, R_BID_QTY, R_ASK_KEY, R_ASK_QTY = range(4)
+# state slots (int64; S_INV, S_UNITS_F, S_SCALE and S_BAD hold float64 through a view)
+S_SYMBOL, S_IN_SNAPSHOT, S_UPDATES, S_SNAPSHOTS, S_USED, S_LIMIT, S_REBUILDS = range(7)
+S_NEED, S_MSG, S_ERROR, S_HAS_GRID, S_DECIMALS, S_TICK_UNITS, S_INV = range(7, 14)
+S_UNITS_F, S_SCALE, S_BAD = range(14, 17)
+S_BASE, S_BEST, S_NOVER = 17, 19, 21  # two slots each: bid, ask
+STATE_SIZE = 23
+# S_ERROR codes
+E_NONE, E_PRICE, E_GRID = 0, 1, 2
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -91,228 +106,424 @@ def _slot(tbits, bits):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _search(keys, lo, hi, ck):
-    """First index in keys[lo:hi] (ascending) whose value is >= ck (hi if none); branch-free
-    halving (the comparison picks the base by a conditional move, no mispredictions)."""
-    n = hi - lo
-    if n == 0:
-        return lo
-    base = lo
-    while n > 1:
-        half = n >> 1
-        base = base + half if keys[base + half] < ck else base
-        n -= half
-    return base + (1 if keys[base] < ck else 0)
+def _tick(price, inv, units, scale):
+    """The tick index of `price` on the grid (units / scale, inv = scale / units) as a float,
+    or NaN when the price is not exactly (t * units) / scale."""
+    t = np.floor(price * inv + 0.5)
+    return t if t * units / scale == price and abs(t) * units < MAX_UNITS else np.nan
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _price(state, side, j):
+    """The price of slot j of a side's ladder."""
+    f = state.view(np.float64)
+    k = j + state[S_BASE + side]
+    return np.float64(k if side == 0 else -k) * f[S_UNITS_F] / f[S_SCALE]
 
 
 @nb.njit(cache=True, nogil=True)
-def _refill(table, cache, state, side):
-    """Rebuild one side's cache with the best TOP levels of the table, centred in its row:
-    one pass over the table keeping the TOP largest keys in a min-heap (O(slots + TOP log TOP
-    * log(levels / TOP)) expected for levels in hash order), then one sort of those TOP."""
-    keys = table[0]
-    qtys = table[1]
-    tbits = keys.view(np.int64)
-    heap_k = np.empty(TOP, dtype=np.float64)
-    heap_q = np.empty(TOP, dtype=np.float64)
-    size = 0
-    bid = side == 0
-    least = -np.inf  # a key must beat this to enter the heap (its minimum once full)
-    for i in range(keys.shape[0]):
+def _table_set(table, state, side, key, qty):
+    """Set (qty > 0) or delete one level in the hash table; key: the bits of the float64
+    +price (bid) or -price (ask). Returns 1 when the table needs room first (state[S_NEED] =
+    1, nothing done), else 0."""
+    tbits = table[0].view(np.int64)
+    found, slot = _slot(tbits, key)
+    if qty > 0.0:
+        if found < 0:
+            if tbits[slot] == 0:
+                if state[S_USED] >= state[S_LIMIT]:
+                    state[S_NEED] = 1
+                    return 1
+                state[S_USED] += 1
+            tbits[slot] = key
+            state[S_NOVER + side] += 1
+        table[1, slot] = qty
+    elif found >= 0:
+        tbits[found] = _TOMB
+        state[S_NOVER + side] -= 1
+    return 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _decimals(p):
+    """The fewest decimals d (0..MAX_DECIMALS) with p == round(p * 10^d) / 10^d, -1 if none."""
+    scale = 1.0
+    for d in range(MAX_DECIMALS + 1):
+        n = np.floor(p * scale + 0.5)
+        if n >= MAX_UNITS:
+            return -1
+        if n / scale == p:
+            return d
+        scale *= 10.0
+    return -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _set_grid(state, d, units):
+    f = state.view(np.float64)
+    state[S_DECIMALS] = d
+    state[S_TICK_UNITS] = units
+    f[S_SCALE] = 10.0**d
+    f[S_UNITS_F] = np.float64(units)
+    f[S_INV] = 10.0**d / units
+    state[S_HAS_GRID] = 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _derive_grid(prices, n, state):
+    """Set the tick grid to the coarsest decimal grid every price fits that divides the
+    current grid (if any): d = the most decimals any price needs, units = the gcd of the
+    prices in units of 10^-d. Returns False when a price has no such grid."""
+    has = state[S_HAS_GRID] != 0
+    d = state[S_DECIMALS] if has else 0
+    for i in range(n):
+        dp = _decimals(prices[i])
+        if dp < 0:
+            return False
+        d = max(d, dp)
+    scale = 10.0**d
+    g = state[S_TICK_UNITS] * 10 ** (d - state[S_DECIMALS]) if has else 0
+    for i in range(n):
+        a = np.int64(np.floor(prices[i] * scale + 0.5))
+        while a:
+            g, a = a, g % a
+    if g <= 0 or (not has and n < 2):
+        g = 1  # one price tells no tick: the finest step of its decimals
+    _set_grid(state, d, g)
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _zero_ladder(ladder, state):
+    """Empty both ladders (the slots from each best down)."""
+    for side in range(2):
+        for j in range(state[S_BEST + side] + 1):
+            ladder[side, j] = 0.0
+
+
+@nb.njit(cache=True, nogil=True)
+def _rebuild(ladder, table, state, extra_side, extra_price, extra_qty):
+    """Re-derive the grid if a price does not fit it and rebuild both sides from all their
+    levels (plus one new level when extra_side >= 0, a price in neither the ladder nor the
+    table): each side's best `window // 4` slots below the top of its window, worse levels in
+    the table. Returns 0, 1 when the table needs room first (state[S_NEED]), 2 on a grid error
+    (state[S_ERROR]); nothing changes unless 0."""
+    width = ladder.shape[1]
+    f = state.view(np.float64)
+    n = state[S_NOVER] + state[S_NOVER + 1] + (1 if extra_side >= 0 else 0)
+    for side in range(2):
+        for j in range(state[S_BEST + side] + 1):
+            n += ladder[side, j] != 0.0
+    sides = np.empty(n, dtype=np.int64)
+    prices = np.empty(n, dtype=np.float64)
+    qtys = np.empty(n, dtype=np.float64)
+    m = 0
+    for side in range(2):
+        for j in range(state[S_BEST + side], -1, -1):
+            if ladder[side, j] != 0.0:
+                sides[m] = side
+                prices[m] = _price(state, side, j)
+                qtys[m] = ladder[side, j]
+                m += 1
+    tkeys = table[0]
+    tbits = tkeys.view(np.int64)
+    for i in range(tkeys.shape[0]):
         b = tbits[i]
-        k = keys[i]
-        # one branch, taken rarely once the heap is full (non-short-circuit &: no branches
-        # on the random empty/tombstone/side pattern of the slots)
-        if not ((b != 0) & (b != _TOMB) & ((k > 0.0) == bid) & (k > least)):
-            continue
-        if size < TOP:  # sift up
-            c = size
-            size += 1
-            while c > 0:
-                parent = (c - 1) >> 1
-                if heap_k[parent] <= k:
-                    break
-                heap_k[c] = heap_k[parent]
-                heap_q[c] = heap_q[parent]
-                c = parent
-            heap_k[c] = k
-            heap_q[c] = qtys[i]
-            if size == TOP:
-                least = heap_k[0]
-        else:  # replace the smallest kept key, sift down
-            c = 0
-            while True:
-                child = 2 * c + 1
-                if child >= TOP:
-                    break
-                if child + 1 < TOP and heap_k[child + 1] < heap_k[child]:
-                    child += 1
-                if heap_k[child] >= k:
-                    break
-                heap_k[c] = heap_k[child]
-                heap_q[c] = heap_q[child]
-                c = child
-            heap_k[c] = k
-            heap_q[c] = qtys[i]
-            least = heap_k[0]
-    order = np.argsort(heap_k[:size])
-    ckeys = cache[2 * side]
-    cqty = cache[2 * side + 1]
-    lo = (CACHE_SLOTS - size) >> 1
-    for c in range(size):
-        o = order[size - 1 - c]  # best (largest table key) first
-        ckeys[lo + c] = -heap_k[o]
-        cqty[lo + c] = heap_q[o]
-    state[S_NBID + side] = size
-    state[S_LO_BID + side] = lo
-    state[S_REFILLS] += 1
+        if b != 0 and b != _TOMB:
+            k = tkeys[i]
+            sides[m] = 0 if k > 0.0 else 1
+            prices[m] = abs(k)
+            qtys[m] = table[1, i]
+            m += 1
+    if extra_side >= 0:
+        sides[m] = extra_side
+        prices[m] = extra_price
+        qtys[m] = extra_qty
+        m += 1
+    saved = (state[S_HAS_GRID], state[S_DECIMALS], state[S_TICK_UNITS])
+    fits = saved[0] != 0
+    for i in range(m):
+        if not fits:
+            break
+        fits = not np.isnan(_tick(prices[i], f[S_INV], f[S_UNITS_F], f[S_SCALE]))
+    if not fits and not _derive_grid(prices, m, state):
+        state[S_ERROR] = E_GRID
+        f[S_BAD] = extra_price if extra_side >= 0 else np.nan
+        return 2
+    keys = np.empty(m, dtype=np.int64)
+    best = np.full(2, _NONE, dtype=np.int64)
+    for i in range(m):
+        t = np.int64(_tick(prices[i], f[S_INV], f[S_UNITS_F], f[S_SCALE]))
+        keys[i] = t if sides[i] == 0 else -t
+        best[sides[i]] = max(best[sides[i]], keys[i])
+    base = np.empty(2, dtype=np.int64)
+    for side in range(2):
+        base[side] = best[side] - (width - width // 4) if best[side] != _NONE \
+            else state[S_BASE + side]
+    over = 0
+    for i in range(m):
+        over += keys[i] < base[sides[i]]
+    if over > state[S_LIMIT]:
+        if saved[0]:
+            _set_grid(state, saved[1], saved[2])
+        else:
+            state[S_HAS_GRID] = 0
+        state[S_NEED] = over
+        return 1
+    _zero_ladder(ladder, state)
+    tbits[:] = 0
+    state[S_USED] = 0
+    state[S_NOVER] = 0
+    state[S_NOVER + 1] = 0
+    scratch = np.empty(1, dtype=np.float64)
+    sbits = scratch.view(np.int64)
+    for i in range(m):
+        side = sides[i]
+        j = keys[i] - base[side]
+        if j >= 0:
+            ladder[side, j] = qtys[i]
+        else:
+            scratch[0] = prices[i] if side == 0 else -prices[i]
+            _table_set(table, state, side, sbits[0], qtys[i])
+    for side in range(2):
+        state[S_BASE + side] = base[side]
+        state[S_BEST + side] = best[side] - base[side] if best[side] != _NONE else -1
+    state[S_REBUILDS] += 1
+    return 0
 
 
 @nb.njit(cache=True, nogil=True)
-def _apply_range(words, table, cache, state, start, stop):
+def _set_level(ladder, table, state, side, price, key, qty):
+    """One level update outside the fast path (any case, exactly); key: the table key bits
+    (see `_table_set`). Returns 0, 1 when the table needs room first, 2 on an error
+    (state[S_ERROR]); when not 0 the caller applies the event again after fixing that (every
+    step before is idempotent: setting a level)."""
+    f = state.view(np.float64)
+    if not (price > 0.0 and price < np.inf):
+        state[S_ERROR] = E_PRICE
+        f[S_BAD] = price
+        return 2
+    if state[S_IN_SNAPSHOT]:
+        return _table_set(table, state, side, key, qty)
+    tf = _tick(price, f[S_INV], f[S_UNITS_F], f[S_SCALE])
+    if state[S_HAS_GRID] == 0 or np.isnan(tf):
+        # a price off the grid is never in the book: a delete is a no-op
+        return _rebuild(ladder, table, state, side, price, qty) if qty > 0.0 else 0
+    t = np.int64(tf)
+    j = (t if side == 0 else -t) - state[S_BASE + side]
+    width = ladder.shape[1]
+    best = state[S_BEST + side]
+    if j >= width:  # above the window: a new best (no level lives above the window)
+        return _rebuild(ladder, table, state, side, price, qty) if qty > 0.0 else 0
+    if j < 0:  # below the window: the table (then the window comes down if the best is low)
+        code = _table_set(table, state, side, key, qty)
+        if code == 0 and qty > 0.0 and best < (width >> 3):
+            code = _rebuild(ladder, table, state, -1, 0.0, 0.0)
+        return code
+    ladder[side, j] = qty
+    if qty > 0.0:
+        state[S_BEST + side] = max(best, j)
+    elif j == best:
+        best -= 1
+        while best >= 0 and ladder[side, best] == 0.0:
+            best -= 1
+        state[S_BEST + side] = best
+        if best < 0 and state[S_NOVER + side] > 0:  # the table still holds levels: bring them
+            return _rebuild(ladder, table, state, -1, 0.0, 0.0)
+    return 0
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _load(state):
+    """The state the event loop keeps in locals."""
+    f = state.view(np.float64)
+    snap = state[S_IN_SNAPSHOT]
+    return (snap, state[S_HAS_GRID] != 0 and snap == 0, f[S_INV], f[S_UNITS_F], f[S_SCALE],
+            state[S_BASE], state[S_BASE + 1], state[S_BEST], state[S_BEST + 1],
+            state[S_NOVER], state[S_NOVER + 1], state[S_USED])
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _save(state, best_b, best_a, no_b, no_a, used):
+    """Write the event loop's locals back (bases and the grid change only in callees)."""
+    state[S_BEST] = best_b
+    state[S_BEST + 1] = best_a
+    state[S_NOVER] = no_b
+    state[S_NOVER + 1] = no_a
+    state[S_USED] = used
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _ladder_set(lad, j, qty, best, n_over):
+    """Set slot j of one side's ladder: (done, new best). Not done when the delete of the
+    best emptied the ladder while the table holds levels (a rebuild follows)."""
+    lad[j] = qty
+    if qty == 0.0 and j == best:  # the next occupied slot down
+        best -= 1
+        while best >= 0 and lad[best] == 0.0:
+            best -= 1
+        return best >= 0 or n_over == 0, best
+    return True, max(best, j if qty > 0.0 else best)  # selects, no branch on the level kind
+
+
+@nb.njit(cache=True, nogil=True)
+def _apply_range(words, ladder, table, state, start, stop):
     """Apply events[start:stop] of symbol state[S_SYMBOL] (see the module docstring).
 
     words: the batch viewed as int64, shape (8 * n,): EVENT_DTYPE is 8 words, word 5 packs
     symbol_id | kind << 32 | side << 40 | flags << 48, words 6 and 7 hold price and qty.
-    table: float64 (2, 2**k) keys and qtys. cache: float64 (4, CACHE_SLOTS). state: int64 S_*.
-    Returns -1 when done, or the index of an event that needs a bigger table first (not yet
-    applied; the caller rehashes and calls again from there).
+    ladder: float64 (2, window) quantities. table: float64 (2, 2**k) keys and qtys. state:
+    int64 S_*. Returns -1 when done, or the index of an event to apply again after the caller
+    grew the table (state[S_NEED] slots) or raised the error in state[S_ERROR].
+
+    The loop handles the common cases with the state in locals: a price on the grid inside
+    the window, a delete below it, a level going to the table while the window is well
+    placed, a snapshot's levels. Everything else goes through `_set_level`.
     """
     sid = state[S_SYMBOL]
     floats = words.view(np.float64)
-    tkeys = table[0]
+    width = ladder.shape[1]
+    low = width >> 3
+    lb = ladder[0]
+    la = ladder[1]
+    tbits = table[0].view(np.int64)
     tqty = table[1]
-    tbits = tkeys.view(np.int64)
+    limit = state[S_LIMIT]
+    snap, fast, inv, units, scale, base_b, base_a, best_b, best_a, no_b, no_a, used = \
+        _load(state)
+    updates = 0
+    result = -1
     for i in range(start, stop):
         w = words[8 * i + 5]
         if (w & 0xFFFFFFFF) != sid:
             continue
         kind = (w >> 32) & 0xFF
         if kind in (_BID, _ASK):
-            if state[S_USED] >= state[S_LIMIT]:
-                return i
-            side = 0 if kind == _BID else 1
-            bits = words[8 * i + 6]
-            if side == 1:
-                bits = bits ^ _SIGN
             price = floats[8 * i + 6]
             qty = floats[8 * i + 7]
-            found, slot = _slot(tbits, bits)
-            if state[S_IN_SNAPSHOT]:
+            bid = kind == _BID
+            updates += 1 - snap
+            to_table = False
+            if fast:
+                tf = np.floor(price * inv + 0.5)
+                if tf * units / scale == price and price > 0.0:
+                    t = np.int64(tf)
+                    if bid:
+                        j = t - base_b
+                        if 0 <= j < width:
+                            done, best_b = _ladder_set(lb, j, qty, best_b, no_b)
+                            if done:
+                                continue
+                        elif j < 0:
+                            to_table = qty == 0.0 or (best_b >= low and used < limit)
+                        elif qty == 0.0:
+                            continue  # no level lives above the window
+                    else:
+                        j = -t - base_a
+                        if 0 <= j < width:
+                            done, best_a = _ladder_set(la, j, qty, best_a, no_a)
+                            if done:
+                                continue
+                        elif j < 0:
+                            to_table = qty == 0.0 or (best_a >= low and used < limit)
+                        elif qty == 0.0:
+                            continue
+            elif snap:
+                to_table = used < limit and 0.0 < price < np.inf
+            bits = words[8 * i + 6] if bid else words[8 * i + 6] ^ _SIGN
+            if to_table:
+                found, slot = _slot(tbits, bits)
                 if qty > 0.0:
                     if found < 0:
                         if tbits[slot] == 0:
-                            state[S_USED] += 1
+                            used += 1
                         tbits[slot] = bits
-                        state[S_TOTAL_BID + side] += 1
+                        if bid:
+                            no_b += 1
+                        else:
+                            no_a += 1
                     tqty[slot] = qty
                 elif found >= 0:
                     tbits[found] = _TOMB
-                    state[S_TOTAL_BID + side] -= 1
+                    if bid:
+                        no_b -= 1
+                    else:
+                        no_a -= 1
                 continue
-            state[S_UPDATES] += 1
-            ck = -price if side == 0 else price  # cache order: ascending, best first
-            ckeys = cache[2 * side]
-            cqty = cache[2 * side + 1]
-            n = state[S_NBID + side]
-            lo = state[S_LO_BID + side]
-            if qty > 0.0:
-                if found >= 0:  # a new quantity at an existing level
-                    tqty[found] = qty
-                    if n > 0 and ck <= ckeys[lo + n - 1]:
-                        p = lo if ckeys[lo] == ck else _search(ckeys, lo, lo + n, ck)
-                        cqty[p] = qty
-                    continue
-                if tbits[slot] == 0:
-                    state[S_USED] += 1
-                tbits[slot] = bits
-                tqty[slot] = qty
-                total = state[S_TOTAL_BID + side] + 1
-                state[S_TOTAL_BID + side] = total
-                # cached when better than the worst cached level, or the cache holds the side
-                if (n > 0 and ck < ckeys[lo + n - 1]) or (n == total - 1 and n < TOP):
-                    r = _search(ckeys, lo, lo + n, ck) - lo
-                    # shift the shorter part: the r better levels left, or the worse ones right
-                    if lo > 0 and (r <= n - r or lo + n == CACHE_SLOTS):
-                        for j in range(lo - 1, lo + r - 1):
-                            ckeys[j] = ckeys[j + 1]
-                            cqty[j] = cqty[j + 1]
-                        lo -= 1
-                        state[S_LO_BID + side] = lo
-                    else:
-                        for j in range(lo + n, lo + r, -1):
-                            ckeys[j] = ckeys[j - 1]
-                            cqty[j] = cqty[j - 1]
-                    ckeys[lo + r] = ck
-                    cqty[lo + r] = qty
-                    # more than TOP: the worst cached level leaves (it stays in the table)
-                    state[S_NBID + side] = min(n + 1, TOP)
-            elif found >= 0:  # delete
-                tbits[found] = _TOMB
-                total = state[S_TOTAL_BID + side] - 1
-                state[S_TOTAL_BID + side] = total
-                if n > 0 and ck <= ckeys[lo + n - 1]:
-                    p = lo if ckeys[lo] == ck else _search(ckeys, lo, lo + n, ck)
-                    if p - lo <= lo + n - 1 - p:  # shift the better levels right
-                        for j in range(p, lo, -1):
-                            ckeys[j] = ckeys[j - 1]
-                            cqty[j] = cqty[j - 1]
-                        state[S_LO_BID + side] = lo + 1
-                    else:
-                        for j in range(p, lo + n - 1):
-                            ckeys[j] = ckeys[j + 1]
-                            cqty[j] = cqty[j + 1]
-                    n -= 1
-                    state[S_NBID + side] = n
-                    if n < REFILL and total > n:
-                        _refill(table, cache, state, side)
-        elif kind == _BEGIN:
-            tbits[:] = 0
-            for s in (S_NBID, S_NASK, S_TOTAL_BID, S_TOTAL_ASK, S_USED):
-                state[s] = 0
-            state[S_IN_SNAPSHOT] = 1
-        elif kind == _END and state[S_IN_SNAPSHOT]:
-            _refill(table, cache, state, 0)
-            _refill(table, cache, state, 1)
-            state[S_IN_SNAPSHOT] = 0
-            state[S_SNAPSHOTS] += 1
-    return -1
+            # any other case: the general path, the state written back and reloaded
+            _save(state, best_b, best_a, no_b, no_a, used)
+            if _set_level(ladder, table, state, 0 if bid else 1, price, bits, qty) != 0:
+                updates -= 1 - snap
+                result = i
+                break
+        elif kind == _BEGIN or (kind == _END and snap):
+            _save(state, best_b, best_a, no_b, no_a, used)
+            if kind == _BEGIN:
+                _clear(ladder, table, state)
+                state[S_IN_SNAPSHOT] = 1
+            else:
+                state[S_IN_SNAPSHOT] = 0
+                if _rebuild(ladder, table, state, -1, 0.0, 0.0) != 0:
+                    state[S_IN_SNAPSHOT] = 1
+                    result = i
+                    break
+                state[S_SNAPSHOTS] += 1
+        else:
+            continue
+        snap, fast, inv, units, scale, base_b, base_a, best_b, best_a, no_b, no_a, used = \
+            _load(state)
+    if result < 0:
+        _save(state, best_b, best_a, no_b, no_a, used)
+    state[S_UPDATES] += updates
+    return result
 
 
 @nb.njit(cache=True, nogil=True)
-def apply_events(words, table, cache, state, start):
-    """Apply events[start:] (see `_apply_range`): -1 when done, else the event index that
-    needs a bigger table first."""
-    return _apply_range(words, table, cache, state, start, words.shape[0] >> 3)
+def _clear(ladder, table, state):
+    """Empty both sides (the grid and the windows' bases stay)."""
+    _zero_ladder(ladder, state)
+    table[0].view(np.int64)[:] = 0
+    for s in (S_USED, S_IN_SNAPSHOT, S_NOVER, S_NOVER + 1):
+        state[s] = 0
+    state[S_BEST] = -1
+    state[S_BEST + 1] = -1
 
 
 @nb.njit(cache=True, nogil=True)
-def _read_top(cache, state, tops, m):
+def apply_events(words, ladder, table, state, start):
+    """Apply events[start:] (see `_apply_range`): -1 when done, else the event index to
+    resume at after the caller grew the table (or raised the error in state[S_ERROR])."""
+    return _apply_range(words, ladder, table, state, start, words.shape[0] >> 3)
+
+
+@nb.njit(cache=True, nogil=True)
+def _read_top(ladder, state, tops, m):
     """tops[m] = (best bid, bid qty, best ask, ask qty), NaN for an empty side."""
     for side in range(2):
-        n = state[S_NBID + side]
-        lo = state[S_LO_BID + side]
-        if n > 0:
-            k = cache[2 * side, lo]
-            tops[m, 2 * side] = -k if side == 0 else k
-            tops[m, 2 * side + 1] = cache[2 * side + 1, lo]
+        j = state[S_BEST + side]
+        if j >= 0:
+            tops[m, 2 * side] = _price(state, side, j)
+            tops[m, 2 * side + 1] = ladder[side, j]
         else:
             tops[m, 2 * side] = np.nan
             tops[m, 2 * side + 1] = np.nan
 
 
 @nb.njit(cache=True, nogil=True)
-def apply_messages_kernel(words, ends, table, cache, state, first, tops):
-    """Apply messages first.. one at a time (message m = events ends[m-1]:ends[m]) and write
-    the top of book after each into tops[m]. Returns -1 when done, or the index of a message
-    whose levels may not fit the table (not applied; the caller grows it and resumes)."""
+def apply_messages_kernel(words, ends, ladder, table, state, first, start, tops):
+    """Apply messages first.. one at a time (message m = events ends[m-1]:ends[m]; message
+    `first` from event `start` on) and write the top of book after each into tops[m].
+    Returns -1 when done, or the event index to resume at (its message in state[S_MSG]) after
+    the caller grew the table or raised the error in state[S_ERROR]."""
     for m in range(first, ends.shape[0]):
         lo = ends[m - 1] if m > 0 else 0
-        hi = ends[m]
-        if state[S_USED] + (hi - lo) > state[S_LIMIT]:
-            return m
-        _apply_range(words, table, cache, state, lo, hi)
-        _read_top(cache, state, tops, m)
+        if m == first and start > lo:
+            lo = start
+        stop = _apply_range(words, ladder, table, state, lo, ends[m])
+        if stop >= 0:
+            state[S_MSG] = m
+            return stop
+        _read_top(ladder, state, tops, m)
     return -1
 
 
@@ -334,8 +545,8 @@ def _rehash(old, new, state):
 
 
 @nb.njit(cache=True, nogil=True)
-def _side_levels(table, side):
-    """All levels of one side, best first: (prices, qtys)."""
+def _table_levels(table, side):
+    """The table's levels of one side, best first: (prices, qtys)."""
     keys = table[0]
     tbits = keys.view(np.int64)
     n = 0
@@ -357,25 +568,76 @@ def _side_levels(table, side):
     return prices, q[order]
 
 
+@nb.njit(cache=True, nogil=True)
+def _depth(ladder, table, state, side, n):
+    """The best min(n, levels) levels of one side: the ladder from its best down, then the
+    table's levels sorted. Returns (prices, qtys), float64."""
+    prices = np.empty(n, dtype=np.float64)
+    qtys = np.empty(n, dtype=np.float64)
+    c = 0
+    j = state[S_BEST + side]
+    while c < n and j >= 0:
+        if ladder[side, j] != 0.0:
+            prices[c] = _price(state, side, j)
+            qtys[c] = ladder[side, j]
+            c += 1
+        j -= 1
+    if c < n and state[S_NOVER + side] > 0:
+        tp, tq = _table_levels(table, side)
+        for i in range(min(n - c, tp.shape[0])):
+            prices[c] = tp[i]
+            qtys[c] = tq[i]
+            c += 1
+    return prices[:c], qtys[:c]
+
+
+@nb.njit(cache=True, nogil=True)
+def _count(ladder, state, side):
+    """Levels of one side: the ladder's occupied slots plus the table's."""
+    n = state[S_NOVER + side]
+    for j in range(state[S_BEST + side] + 1):
+        n += ladder[side, j] != 0.0
+    return n
+
+
+def _grid_of(tick_size: float) -> tuple[int, int]:
+    """(decimals d, units g) with tick_size == g / 10**d, for a decimal tick size."""
+    if not (math.isfinite(tick_size) and tick_size > 0):
+        raise BookError(f"tick_size must be a positive finite price step, got {tick_size}")
+    d = int(_decimals(tick_size))
+    if d < 0:
+        raise BookError(f"tick_size must be a decimal step with at most {MAX_DECIMALS} "
+                        f"decimals, got {tick_size!r}")
+    return d, round(tick_size * 10**d)
+
+
 class L2Book:
     """Price-level book of one symbol (see the module docstring for the layout).
 
-    symbol_id: the events' symbol_id this book follows. capacity: levels (both sides) the
-    table holds before its first growth. `valid` is False until a snapshot completed;
-    BookSync clears it on a sequence gap. Prices and quantities are float64 in venue units;
-    an empty side reads as NaN.
+    symbol_id: the events' symbol_id this book follows. capacity: levels the overflow table
+    holds before its first growth. tick_size: the venue's price step when known (symbol
+    metadata), else None: inferred from the first snapshot (and refined when a finer price
+    appears). window: ladder slots (ticks) per side. `valid` is False until a snapshot
+    completed; BookSync clears it on a sequence gap. Prices and quantities are float64 in venue
+    units; an empty side reads as NaN. Raises BookError for bad arguments.
     """
 
-    def __init__(self, symbol_id: int, capacity: int = 1024):
+    def __init__(self, symbol_id: int, capacity: int = 1024, tick_size: float | None = None,
+                 window: int = WINDOW):
         if not 0 < symbol_id < 2**32:
             raise BookError(f"symbol_id must be in 1..2**32-1, got {symbol_id}")
         if not 8 <= capacity <= MAX_TABLE // 2:
             raise BookError(f"capacity must be in 8..{MAX_TABLE // 2} levels, got {capacity}")
+        if not MIN_WINDOW <= window <= MAX_WINDOW:
+            raise BookError(f"window must be in {MIN_WINDOW}..{MAX_WINDOW} ticks, got {window}")
         self.symbol_id = symbol_id
         self.valid = False
-        self._cache = np.zeros((4, CACHE_SLOTS), dtype=np.float64)
+        self._ladder = np.zeros((2, window), dtype=np.float64)
         self._state = np.zeros(STATE_SIZE, dtype=np.int64)
         self._state[S_SYMBOL] = symbol_id
+        self._state[S_BEST] = self._state[S_BEST + 1] = -1
+        if tick_size is not None:
+            _set_grid(self._state, *_grid_of(tick_size))
         size = 16
         while size * MAX_LOAD < capacity:
             size *= 2
@@ -388,7 +650,9 @@ class L2Book:
     # ---- updates -----------------------------------------------------------------------
     def apply(self, events: np.ndarray) -> None:
         """Apply a batch (EVENT_DTYPE, shape (n,)) to the book: level events of this symbol,
-        snapshot brackets. Other events are ignored. Sets `valid` after a snapshot."""
+        snapshot brackets. Other events are ignored. Sets `valid` after a snapshot. Raises
+        BookError for a price that is not positive and finite or on no decimal grid (the
+        events before it are applied)."""
         if not events.flags.c_contiguous:
             events = np.ascontiguousarray(events)
         # frombuffer, not .view(): numba's dispatcher types an int64 view whose base is a
@@ -396,12 +660,14 @@ class L2Book:
         words = np.frombuffer(events, dtype=np.int64)
         state = self._state
         snapshots = state[S_SNAPSHOTS]
-        stop = apply_events(words, self._table, self._cache, state, 0)
-        while stop >= 0:
-            self._grow()
-            stop = apply_events(words, self._table, self._cache, state, stop)
-        if state[S_SNAPSHOTS] != snapshots:
-            self.valid = True
+        try:
+            stop = apply_events(words, self._ladder, self._table, state, 0)
+            while stop >= 0:
+                self._resolve()
+                stop = apply_events(words, self._ladder, self._table, state, stop)
+        finally:
+            if state[S_SNAPSHOTS] != snapshots:
+                self.valid = True
 
     def apply_messages(self, events: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Apply many messages in one compiled call, one message at a time, recording the top
@@ -412,7 +678,7 @@ class L2Book:
         message k is events[ends[k-1]:ends[k]] (ends[-1] == n). Returns float64 (m, 4):
         (best bid, bid qty, best ask, ask qty) after each message, NaN for an empty side; the
         book ends as `apply` of each message in turn would leave it (`valid` included).
-        Raises ValueError for ends that do not partition events.
+        Raises ValueError for ends that do not partition events, BookError as `apply`.
         """
         ends = np.ascontiguousarray(ends, dtype=np.int64)
         if ends.ndim != 1 or (len(ends) and (ends[-1] != len(events) or ends[0] < 0
@@ -425,72 +691,117 @@ class L2Book:
         tops = np.empty((len(ends), 4), dtype=np.float64)
         state = self._state
         snapshots = state[S_SNAPSHOTS]
-        stop = apply_messages_kernel(words, ends, self._table, self._cache, state, 0, tops)
-        while stop >= 0:
-            self._grow(int(ends[stop] - (ends[stop - 1] if stop else 0)))
-            stop = apply_messages_kernel(words, ends, self._table, self._cache, state, stop,
+        try:
+            stop = apply_messages_kernel(words, ends, self._ladder, self._table, state, 0, 0,
                                          tops)
-        if state[S_SNAPSHOTS] != snapshots:
-            self.valid = True
+            while stop >= 0:
+                self._resolve()
+                stop = apply_messages_kernel(words, ends, self._ladder, self._table, state,
+                                             state[S_MSG], stop, tops)
+        finally:
+            if state[S_SNAPSHOTS] != snapshots:
+                self.valid = True
         return tops
+
+    def _resolve(self) -> None:
+        """A kernel stopped: raise its error, or grow the table for the room it needs."""
+        state = self._state
+        error = int(state[S_ERROR])
+        if error != E_NONE:
+            state[S_ERROR] = E_NONE
+            bad = float(state.view(np.float64)[S_BAD])
+            if error == E_PRICE:
+                raise BookError(f"symbol {self.symbol_id}: expected a positive finite price, "
+                                f"got {bad}")
+            raise BookError(f"symbol {self.symbol_id}: price {bad} and the book's levels lie "
+                            f"on no decimal tick grid (<= {MAX_DECIMALS} decimals, "
+                            f"< 2**51 ticks)")
+        self._grow(int(state[S_NEED]))
 
     def _grow(self, need: int = 0) -> None:
         """Rehash into a table with room for `need` more levels (doubled when half full)."""
         old = self._table
-        live = int(self._state[S_TOTAL_BID] + self._state[S_TOTAL_ASK])
+        state = self._state
+        live = int(state[S_NOVER] + state[S_NOVER + 1])
         size = old.shape[1] * (2 if live >= old.shape[1] * MAX_LOAD / 2 else 1)
         while live + need > size * MAX_LOAD:
             size *= 2
         if size > MAX_TABLE:
             raise BookError(f"book of symbol {self.symbol_id} exceeds {MAX_TABLE} slots")
         self._new_table(size)
-        _rehash(old, self._table, self._state)
+        _rehash(old, self._table, state)
 
     def clear(self) -> None:
         """Empty both sides and mark the book invalid."""
-        self._table[0].view(np.int64)[:] = 0
-        for slot in (S_NBID, S_NASK, S_TOTAL_BID, S_TOTAL_ASK, S_USED, S_IN_SNAPSHOT):
-            self._state[slot] = 0
+        _clear(self._ladder, self._table, self._state)
         self.valid = False
 
     # ---- reads -------------------------------------------------------------------------
     @property
     def capacity(self) -> int:
-        """Levels the table holds before it grows."""
+        """Levels the overflow table holds before it grows."""
         return int(self._state[S_LIMIT])
 
     @property
+    def window(self) -> int:
+        """Ladder slots (ticks) per side."""
+        return int(self._ladder.shape[1])
+
+    @property
+    def tick_size(self) -> float:
+        """The price step of the ladder (given, inferred or refined); NaN before any."""
+        state = self._state
+        if not state[S_HAS_GRID]:
+            return math.nan
+        return int(state[S_TICK_UNITS]) / 10.0 ** int(state[S_DECIMALS])
+
+    @property
+    def rebuilds(self) -> int:
+        """Ladder rebuilds (snapshots, re-centring, tick refinement) since construction."""
+        return int(self._state[S_REBUILDS])
+
+    @property
     def n_bids(self) -> int:
-        return int(self._state[S_TOTAL_BID])
+        """Bid levels (counted: O(window))."""
+        return int(_count(self._ladder, self._state, 0))
 
     @property
     def n_asks(self) -> int:
-        return int(self._state[S_TOTAL_ASK])
+        """Ask levels (counted: O(window))."""
+        return int(_count(self._ladder, self._state, 1))
 
     @property
     def updates(self) -> int:
         """Level updates applied outside snapshots since construction."""
         return int(self._state[S_UPDATES])
 
+    def _best(self, side: int) -> float:
+        """The best price of a side (exactly as `_price` computes it), NaN if empty."""
+        state = self._state
+        j = int(state[S_BEST + side])
+        if j < 0:
+            return math.nan
+        k = j + int(state[S_BASE + side])
+        return float(k if side == 0 else -k) * int(state[S_TICK_UNITS]) \
+            / 10.0 ** int(state[S_DECIMALS])
+
     @property
     def best_bid(self) -> float:
-        state = self._state
-        return float(-self._cache[R_BID_KEY, state[S_LO_BID]]) if state[S_NBID] else np.nan
+        return self._best(0)
 
     @property
     def best_ask(self) -> float:
-        state = self._state
-        return float(self._cache[R_ASK_KEY, state[S_LO_ASK]]) if state[S_NASK] else np.nan
+        return self._best(1)
 
     @property
     def best_bid_qty(self) -> float:
-        state = self._state
-        return float(self._cache[R_BID_QTY, state[S_LO_BID]]) if state[S_NBID] else np.nan
+        j = self._state[S_BEST]
+        return float(self._ladder[0, j]) if j >= 0 else math.nan
 
     @property
     def best_ask_qty(self) -> float:
-        state = self._state
-        return float(self._cache[R_ASK_QTY, state[S_LO_ASK]]) if state[S_NASK] else np.nan
+        j = self._state[S_BEST + 1]
+        return float(self._ladder[1, j]) if j >= 0 else math.nan
 
     def top(self) -> tuple[float, float, float, float]:
         """(best bid, bid qty, best ask, ask qty); NaN for an empty side."""
@@ -519,43 +830,34 @@ class L2Book:
 
     def depth(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The top `n` levels per side, best first: (bid_prices, bid_qtys, ask_prices,
-        ask_qtys), each float64 of shape (min(n, levels on that side),); copies. Served from
-        the cache for n <= 128, else sorted from the table."""
+        ask_qtys), each float64 of shape (min(n, levels on that side),); new arrays. The
+        ladder is walked from the best; past it, the overflow's levels are sorted."""
         if n < 0:
             raise ValueError(f"depth needs n >= 0, got {n}")
-        out = []
-        for side in (0, 1):
-            cached = int(self._state[S_NBID + side])
-            total = int(self._state[S_TOTAL_BID + side])
-            if n <= cached or cached == total:
-                lo = int(self._state[S_LO_BID + side])
-                hi = lo + min(n, cached)
-                keys = self._cache[2 * side, lo:hi]
-                out += [-keys if side == 0 else keys.copy(),
-                        self._cache[2 * side + 1, lo:hi].copy()]
-            else:
-                prices, qtys = _side_levels(self._table, side)
-                out += [prices[:n], qtys[:n]]
-        return out[0], out[1], out[2], out[3]
+        bp, bq = _depth(self._ladder, self._table, self._state, 0, n)
+        ap, aq = _depth(self._ladder, self._table, self._state, 1, n)
+        return bp, bq, ap, aq
 
     def __repr__(self) -> str:
         return (f"L2Book(symbol_id={self.symbol_id}, bids={self.n_bids}, asks={self.n_asks}, "
-                f"best={self.best_bid}/{self.best_ask}, valid={self.valid})")
+                f"best={self.best_bid}/{self.best_ask}, tick={self.tick_size}, "
+                f"valid={self.valid})")
 
 
 def _warm() -> None:
-    """Compile (or load from the numba cache) the kernels on import."""
-    ev = np.zeros(6, dtype=EVENT_DTYPE)
+    """Compile (or load from the numba cache) the kernels on import: snapshot, deltas in and
+    below the window, a re-centre, a finer tick, a table growth, depth past the ladder."""
+    ev = np.zeros(10, dtype=EVENT_DTYPE)
     ev["symbol_id"] = 1
-    ev["kind"] = [_BEGIN, _BID, _ASK, _END, _BID, _ASK]
-    ev["flags"] = [_SNAP, _SNAP, _SNAP, _SNAP, 0, 0]
-    ev["price"] = [0.0, 1.0, 2.0, 0.0, 1.5, 2.0]
-    ev["qty"] = [0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
-    book = L2Book(1, capacity=8)
+    ev["kind"] = [_BEGIN, _BID, _ASK, _END, _BID, _ASK, _BID, _ASK, _BID, _ASK]
+    ev["flags"] = [_SNAP, _SNAP, _SNAP, _SNAP, 0, 0, 0, 0, 0, 0]
+    ev["price"] = [0.0, 10.0, 11.0, 0.0, 9.0, 40.0, 10.5, 11.0, 90.0, 2.0]
+    ev["qty"] = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    book = L2Book(1, capacity=8, window=MIN_WINDOW)
     book.apply(ev)
-    book._grow()
+    book._grow(64)
     book.depth(200)
-    book.apply_messages(ev, np.array([4, 6], dtype=np.int64))
+    L2Book(1, tick_size=0.5).apply_messages(ev, np.array([4, 10], dtype=np.int64))
 
 
 _warm()
