@@ -225,7 +225,8 @@ def test_window_serves_the_recorded_slice_fast_forward_then_pause_then_paced(
     """Window(start_s=30, pause_s=0.4, duration_s=1.5) at speed 1: exactly the subscribed
     recorded messages received in [first, first + 31.5 s), in order; the first 30 s of them
     arrive flat out (far faster than recorded), then nothing for the pause, then the last
-    1.5 s paced as recorded; nothing after the window."""
+    1.5 s paced as recorded; nothing after the window. With ff_speed=60 the same first 30 s
+    take at least their recorded span / 60."""
     path = shared_data / USDM
     stream = [(t, m) for t, m in usdm if m.startswith(b'{"stream"')]
     first = stream[0][0]
@@ -250,8 +251,14 @@ def test_window_serves_the_recorded_slice_fast_forward_then_pause_then_paced(
     paced_wall = at[-1] - at[n_ff]
     paced_recorded = (want[-1][0] - want[n_ff][0]) / 1e9
     assert paced_recorded * 0.9 <= paced_wall <= paced_recorded + 0.3
+    with SimExchange(path, speed=1.0, window=Window(30.0, 0.0, 0.01, ff_speed=60.0)) as ex:
+        paced_ff, at = talk(ex.url + "/stream?streams=btcusdt@trade", script)
+    assert paced_ff[:n_ff] == got[:n_ff]
+    assert at[n_ff - 1] - at[0] >= (want[n_ff - 1][0] - want[0][0]) / 1e9 / 60 * 0.9
     with pytest.raises(ConfigError):
         Window(start_s=-1.0)
+    with pytest.raises(ConfigError):
+        Window(ff_speed=0.0)
 
 
 def test_bybit_v5_protocol_serves_the_recorded_topics(shared_data: Path) -> None:

@@ -137,10 +137,11 @@ class Window:
     """Serve a window of the source on every connection (each from the source's start).
 
     Messages received less than `start_s` seconds (source time: recorded receive times, or
-    simulated time) after the first message the connection is served are sent flat out
-    (fast-forward: the client's book and strategy warm up on the real messages), then
-    nothing for `pause_s` seconds of wall time (the client drains what it queued), then the
-    source at the
+    simulated time) after the first message the connection is served are fast-forwarded: sent
+    flat out, or at `ff_speed` times their pace (the client's book and strategy warm up on
+    the real messages; a client that takes a REST snapshot gets it at a stream position that
+    does not depend on timing when `ff_speed` leaves it the time). Then nothing for `pause_s`
+    seconds of wall time (the client drains what it queued), then the source at the
     exchange's `speed` (flat out if None) for `duration_s` seconds of source time (None: to
     the end). After the window the connection stays open and silent, as at the end of a
     recording. Raises ConfigError for negative values.
@@ -149,13 +150,15 @@ class Window:
     start_s: float = 0.0
     pause_s: float = 0.5
     duration_s: float | None = None
+    ff_speed: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.start_s >= 0 and self.pause_s >= 0
-                and (self.duration_s is None or self.duration_s > 0)):
-            raise ConfigError(f"Window: expected start_s >= 0, pause_s >= 0, duration_s None "
-                              f"or > 0; got {self.start_s!r}, {self.pause_s!r}, "
-                              f"{self.duration_s!r}")
+                and (self.duration_s is None or self.duration_s > 0)
+                and (self.ff_speed is None or self.ff_speed > 0)):
+            raise ConfigError(f"Window: expected start_s >= 0, pause_s >= 0, duration_s and "
+                              f"ff_speed None or > 0; got {self.start_s!r}, {self.pause_s!r}, "
+                              f"{self.duration_s!r}, {self.ff_speed!r}")
 
 
 @dataclass
@@ -736,7 +739,7 @@ class SimExchange:
                 if window is not None:
                     ff_end = ts + int(window.start_s * 1e9)
             if ff_end is not None and ts >= ff_end:  # fast-forward done: pause, then pace
-                ff_end = None
+                ff_end = t0_src = None
                 await self._flush(session, out)
                 await asyncio.sleep(window.pause_s)
                 if window.duration_s is not None:
@@ -747,10 +750,11 @@ class SimExchange:
                 return
             if key not in session.subs:
                 continue
-            if speed is not None and ff_end is None:
+            pace = speed if ff_end is None else window.ff_speed
+            if pace is not None:
                 if t0_src is None:
                     t0_wall, t0_src = clock(), ts
-                due = t0_wall + int((ts - t0_src) / speed)
+                due = t0_wall + int((ts - t0_src) / pace)
                 if due > clock():  # what is due goes out in one write, then wait for this one
                     await self._flush(session, out)
                     await self._wait_until(due)
@@ -876,7 +880,8 @@ class SimExchange:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]
-    [--no-resume] [--window-start-s S [--window-s N] [--pause-s P]] [--spin-us U]
+    [--no-resume] [--window-start-s S [--window-s N] [--pause-s P] [--ff-speed F]]
+    [--spin-us U]
     [--disconnect-after N] [--quiet-after N]`: serve until stdin closes;
     prints `READY <url>` on stdout once listening (benchmarks run the server in its own
     process this way)."""
@@ -896,6 +901,8 @@ def main(argv: list[str] | None = None) -> int:
                              "then pace (see Window)")
     parser.add_argument("--window-s", type=float, default=None,
                         help="seconds of source time paced in the window (default: to the end)")
+    parser.add_argument("--ff-speed", type=float, default=None,
+                        help="pace of the fast-forward (default: flat out)")
     parser.add_argument("--pause-s", type=float, default=0.5,
                         help="wall seconds of silence between fast-forward and paced part")
     parser.add_argument("--spin-us", type=float, default=50.0,
@@ -908,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = Faults(disconnect_after=args.disconnect_after, stall_after=args.quiet_after,
                     stall_s=3600.0 if args.quiet_after is not None else 0.0,
                     every_connection=True)
-    window = (Window(args.window_start_s, args.pause_s, args.window_s)
+    window = (Window(args.window_start_s, args.pause_s, args.window_s, args.ff_speed)
               if args.window_start_s is not None else None)
     with SimExchange(args.source, venue=args.venue, speed=speed, port=args.port,
                      resume=not args.no_resume, faults=faults, window=window,
