@@ -179,6 +179,7 @@ def _derive_grid(prices, n, state):
     for i in range(n):
         dp = _decimals(prices[i])
         if dp < 0:
+            state.view(np.float64)[S_BAD] = prices[i]
             return False
         d = max(d, dp)
     scale = 10.0**d
@@ -246,9 +247,8 @@ def _rebuild(ladder, table, state, extra_side, extra_price, extra_qty):
         if not fits:
             break
         fits = not np.isnan(_tick(prices[i], f[S_INV], f[S_UNITS_F], f[S_SCALE]))
-    if not fits and not _derive_grid(prices, m, state):
+    if not fits and not _derive_grid(prices, m, state):  # S_BAD: the price
         state[S_ERROR] = E_GRID
-        f[S_BAD] = extra_price if extra_side >= 0 else np.nan
         return 2
     keys = np.empty(m, dtype=np.int64)
     best = np.full(2, _NONE, dtype=np.int64)
@@ -328,8 +328,9 @@ def _set_level(ladder, table, state, side, price, key, qty):
         while best >= 0 and ladder[side, best] == 0.0:
             best -= 1
         state[S_BEST + side] = best
-        if best < 0 and state[S_NOVER + side] > 0:  # the table still holds levels: bring them
-            return _rebuild(ladder, table, state, -1, 0.0, 0.0)
+    if state[S_BEST + side] < 0 and state[S_NOVER + side] > 0:
+        # the ladder emptied (here or in the fast path) and the table holds levels: bring them
+        return _rebuild(ladder, table, state, -1, 0.0, 0.0)
     return 0
 
 
@@ -406,7 +407,7 @@ def _apply_range(words, ladder, table, state, start, stop):
             to_table = False
             if fast:
                 tf = np.floor(price * inv + 0.5)
-                if tf * units / scale == price and price > 0.0:
+                if tf * units / scale == price and 0.0 < price < np.inf:
                     t = np.int64(tf)
                     if bid:
                         j = t - base_b
@@ -713,9 +714,8 @@ class L2Book:
             if error == E_PRICE:
                 raise BookError(f"symbol {self.symbol_id}: expected a positive finite price, "
                                 f"got {bad}")
-            raise BookError(f"symbol {self.symbol_id}: price {bad} and the book's levels lie "
-                            f"on no decimal tick grid (<= {MAX_DECIMALS} decimals, "
-                            f"< 2**51 ticks)")
+            raise BookError(f"symbol {self.symbol_id}: expected prices that are decimals with "
+                            f"at most {MAX_DECIMALS} decimals (a tick grid), got {bad!r}")
         self._grow(int(state[S_NEED]))
 
     def _grow(self, need: int = 0) -> None:
