@@ -242,3 +242,17 @@ def test_apply_messages_rebuilds_and_grows_mid_batch() -> None:
     assert_same_book(one, ref, "apply_messages end")
     for a, b in zip(one.depth(10_000), per.depth(10_000), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_deltas_before_any_snapshot() -> None:
+    """No snapshot, no tick size: the first level gives a grid (its decimals), later prices
+    refine it, deletes of off-grid or absent prices are no-ops."""
+    book = L2Book(1)
+    ref = RefBook()
+    both(book, ref, [(BID, 0.2, 0.0)], "delete on an empty book")
+    assert math.isnan(book.tick_size) and book.n_bids == 0
+    both(book, ref, [(BID, 100.0, 1.0)], "first level")
+    assert book.tick_size == 1.0
+    both(book, ref, [(ASK, 100.5, 2.0), (BID, 99.0, 0.0), (ASK, 101.0, 1.0)], "finer")
+    assert book.tick_size == 0.5 and book.top() == (100.0, 1.0, 100.5, 2.0)
+    assert not book.valid  # valid only after a snapshot

@@ -27,7 +27,8 @@ double per tick, the one a decimal string parses to, so the ladder keeps quantit
 rebuilds prices exactly. A price that does not fit (a finer increment appears) re-derives the
 grid from every level and that price (the new tick divides the old one) and rebuilds. Prices
 must be decimals with at most 15 decimals and below 2**53 units of 10^-d (any venue's parsed
-decimal strings): others raise BookError.
+decimal strings): others raise BookError. Kernels use numba's numpy error model (no
+division-by-zero checks in the loops; every division is by a grid's nonzero scale).
 
 Snapshots: SNAPSHOT_BEGIN clears the book; levels until SNAPSHOT_END go to the hash table only
 (a repeated price: the last one wins; qty 0 is dropped); SNAPSHOT_END infers the tick size if
@@ -82,7 +83,7 @@ STATE_SIZE = 23
 E_NONE, E_PRICE, E_GRID = 0, 1, 2
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _slot(tbits, bits):
     """(index of `bits` or -1, the slot an insert would use) in the table."""
     mask = tbits.shape[0] - 1
@@ -105,7 +106,7 @@ def _slot(tbits, bits):
         i = (i + 1) & mask
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _tick(price, inv, units, scale):
     """The tick index of `price` on the grid (units / scale, inv = scale / units) as a float,
     or NaN when the price is not exactly (t * units) / scale."""
@@ -113,7 +114,7 @@ def _tick(price, inv, units, scale):
     return t if t * units / scale == price and abs(t) * units < MAX_UNITS else np.nan
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _price(state, side, j):
     """The price of slot j of a side's ladder."""
     f = state.view(np.float64)
@@ -121,7 +122,7 @@ def _price(state, side, j):
     return np.float64(k if side == 0 else -k) * f[S_UNITS_F] / f[S_SCALE]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _table_set(table, state, side, key, qty):
     """Set (qty > 0) or delete one level in the hash table; key: the bits of the float64
     +price (bid) or -price (ask). Returns 1 when the table needs room first (state[S_NEED] =
@@ -144,7 +145,7 @@ def _table_set(table, state, side, key, qty):
     return 0
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _decimals(p):
     """The fewest decimals d (0..MAX_DECIMALS) with p == round(p * 10^d) / 10^d, -1 if none."""
     scale = 1.0
@@ -158,7 +159,7 @@ def _decimals(p):
     return -1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _set_grid(state, d, units):
     f = state.view(np.float64)
     state[S_DECIMALS] = d
@@ -169,7 +170,7 @@ def _set_grid(state, d, units):
     state[S_HAS_GRID] = 1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _derive_grid(prices, n, state):
     """Set the tick grid to the coarsest decimal grid every price fits that divides the
     current grid (if any): d = the most decimals any price needs, units = the gcd of the
@@ -194,7 +195,7 @@ def _derive_grid(prices, n, state):
     return True
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _zero_ladder(ladder, state):
     """Empty both ladders (the slots from each best down)."""
     for side in range(2):
@@ -202,7 +203,7 @@ def _zero_ladder(ladder, state):
             ladder[side, j] = 0.0
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _rebuild(ladder, table, state, extra_side, extra_price, extra_qty):
     """Re-derive the grid if a price does not fit it and rebuild both sides from all their
     levels (plus one new level when extra_side >= 0, a price in neither the ladder nor the
@@ -292,7 +293,7 @@ def _rebuild(ladder, table, state, extra_side, extra_price, extra_qty):
     return 0
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _set_level(ladder, table, state, side, price, key, qty):
     """One level update outside the fast path (any case, exactly); key: the table key bits
     (see `_table_set`). Returns 0, 1 when the table needs room first, 2 on an error
@@ -305,8 +306,8 @@ def _set_level(ladder, table, state, side, price, key, qty):
         return 2
     if state[S_IN_SNAPSHOT]:
         return _table_set(table, state, side, key, qty)
-    tf = _tick(price, f[S_INV], f[S_UNITS_F], f[S_SCALE])
-    if state[S_HAS_GRID] == 0 or np.isnan(tf):
+    tf = _tick(price, f[S_INV], f[S_UNITS_F], f[S_SCALE]) if state[S_HAS_GRID] else np.nan
+    if np.isnan(tf):
         # a price off the grid is never in the book: a delete is a no-op
         return _rebuild(ladder, table, state, side, price, qty) if qty > 0.0 else 0
     t = np.int64(tf)
@@ -334,7 +335,7 @@ def _set_level(ladder, table, state, side, price, key, qty):
     return 0
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _load(state):
     """The state the event loop keeps in locals."""
     f = state.view(np.float64)
@@ -344,7 +345,7 @@ def _load(state):
             state[S_NOVER], state[S_NOVER + 1], state[S_USED])
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _save(state, best_b, best_a, no_b, no_a, used):
     """Write the event loop's locals back (bases and the grid change only in callees)."""
     state[S_BEST] = best_b
@@ -354,7 +355,7 @@ def _save(state, best_b, best_a, no_b, no_a, used):
     state[S_USED] = used
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _ladder_set(lad, j, qty, best, n_over):
     """Set slot j of one side's ladder: (done, new best). Not done when the delete of the
     best emptied the ladder while the table holds levels (a rebuild follows)."""
@@ -367,7 +368,7 @@ def _ladder_set(lad, j, qty, best, n_over):
     return True, max(best, j if qty > 0.0 else best)  # selects, no branch on the level kind
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _apply_range(words, ladder, table, state, start, stop):
     """Apply events[start:stop] of symbol state[S_SYMBOL] (see the module docstring).
 
@@ -479,7 +480,7 @@ def _apply_range(words, ladder, table, state, start, stop):
     return result
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _clear(ladder, table, state):
     """Empty both sides (the grid and the windows' bases stay)."""
     _zero_ladder(ladder, state)
@@ -490,14 +491,14 @@ def _clear(ladder, table, state):
     state[S_BEST + 1] = -1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def apply_events(words, ladder, table, state, start):
     """Apply events[start:] (see `_apply_range`): -1 when done, else the event index to
     resume at after the caller grew the table (or raised the error in state[S_ERROR])."""
     return _apply_range(words, ladder, table, state, start, words.shape[0] >> 3)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _read_top(ladder, state, tops, m):
     """tops[m] = (best bid, bid qty, best ask, ask qty), NaN for an empty side."""
     for side in range(2):
@@ -510,7 +511,7 @@ def _read_top(ladder, state, tops, m):
             tops[m, 2 * side + 1] = np.nan
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def apply_messages_kernel(words, ends, ladder, table, state, first, start, tops):
     """Apply messages first.. one at a time (message m = events ends[m-1]:ends[m]; message
     `first` from event `start` on) and write the top of book after each into tops[m].
@@ -528,7 +529,7 @@ def apply_messages_kernel(words, ends, ladder, table, state, first, start, tops)
     return -1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _rehash(old, new, state):
     """Move the live entries of table `old` into the empty table `new`."""
     obits = old[0].view(np.int64)
@@ -545,7 +546,7 @@ def _rehash(old, new, state):
     state[S_USED] = used
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _table_levels(table, side):
     """The table's levels of one side, best first: (prices, qtys)."""
     keys = table[0]
@@ -569,7 +570,7 @@ def _table_levels(table, side):
     return prices, q[order]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _depth(ladder, table, state, side, n):
     """The best min(n, levels) levels of one side: the ladder from its best down, then the
     table's levels sorted. Returns (prices, qtys), float64."""
@@ -592,7 +593,7 @@ def _depth(ladder, table, state, side, n):
     return prices[:c], qtys[:c]
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _count(ladder, state, side):
     """Levels of one side: the ladder's occupied slots plus the table's."""
     n = state[S_NOVER + side]
