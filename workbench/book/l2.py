@@ -369,18 +369,22 @@ def _ladder_set(lad, j, qty, best, n_over):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _apply_range(words, ladder, table, state, start, stop):
-    """Apply events[start:stop] of symbol state[S_SYMBOL] (see the module docstring).
+def _apply(words, ladder, table, state, ends, first, start, tops):
+    """Apply messages first.. of symbol state[S_SYMBOL] one at a time (message m = events
+    ends[m-1]:ends[m], message `first` from event `start` on) and write the top of book
+    after each into tops[m] (best bid, bid qty, best ask, ask qty; NaN for an empty side).
+    An empty `ends` is one message: every event from `start`, no top written.
 
     words: the batch viewed as int64, shape (8 * n,): EVENT_DTYPE is 8 words, word 5 packs
     symbol_id | kind << 32 | side << 40 | flags << 48, words 6 and 7 hold price and qty.
     ladder: float64 (2, window) quantities. table: float64 (2, 2**k) keys and qtys. state:
-    int64 S_*. Returns -1 when done, or the index of an event to apply again after the caller
-    grew the table (state[S_NEED] slots) or raised the error in state[S_ERROR].
+    int64 S_*. Returns -1 when done, or the index of an event to apply again (its message in
+    state[S_MSG]) after the caller grew the table (state[S_NEED] slots) or raised the error
+    in state[S_ERROR].
 
-    The loop handles the common cases with the state in locals: a price on the grid inside
-    the window, a delete below it, a level going to the table while the window is well
-    placed, a snapshot's levels. Everything else goes through `_set_level`.
+    The loop handles the common cases with the state in locals across messages: a price on
+    the grid inside the window, a delete below it, a level going to the table while the
+    window is well placed, a snapshot's levels. Everything else goes through `_set_level`.
     """
     sid = state[S_SYMBOL]
     floats = words.view(np.float64)
@@ -395,87 +399,109 @@ def _apply_range(words, ladder, table, state, start, stop):
         _load(state)
     updates = 0
     result = -1
-    for i in range(start, stop):
-        w = words[8 * i + 5]
-        if (w & 0xFFFFFFFF) != sid:
-            continue
-        kind = (w >> 32) & 0xFF
-        if kind in (_BID, _ASK):
-            price = floats[8 * i + 6]
-            qty = floats[8 * i + 7]
-            bid = kind == _BID
-            updates += 1 - snap
-            to_table = False
-            if fast:
-                tf = np.floor(price * inv + 0.5)
-                if tf * units / scale == price and 0.0 < price < np.inf:
-                    t = np.int64(tf)
-                    if bid:
-                        j = t - base_b
-                        if 0 <= j < width:
-                            done, best_b = _ladder_set(lb, j, qty, best_b, no_b)
-                            if done:
-                                continue
-                        elif j < 0:
-                            to_table = qty == 0.0 or (best_b >= low and used < limit)
-                        elif qty == 0.0:
-                            continue  # no level lives above the window
-                    else:
-                        j = -t - base_a
-                        if 0 <= j < width:
-                            done, best_a = _ladder_set(la, j, qty, best_a, no_a)
-                            if done:
-                                continue
-                        elif j < 0:
-                            to_table = qty == 0.0 or (best_a >= low and used < limit)
-                        elif qty == 0.0:
-                            continue
-            elif snap:
-                to_table = used < limit and 0.0 < price < np.inf
-            bits = words[8 * i + 6] if bid else words[8 * i + 6] ^ _SIGN
-            if to_table:
-                found, slot = _slot(tbits, bits)
-                if qty > 0.0:
-                    if found < 0:
-                        if tbits[slot] == 0:
-                            used += 1
-                        tbits[slot] = bits
-                        if bid:
-                            no_b += 1
-                        else:
-                            no_a += 1
-                    tqty[slot] = qty
-                elif found >= 0:
-                    tbits[found] = _TOMB
-                    if bid:
-                        no_b -= 1
-                    else:
-                        no_a -= 1
+    n_msgs = ends.shape[0]
+    m = first
+    while m < max(n_msgs, 1):
+        lo = (ends[m - 1] if m > 0 else 0) if n_msgs else 0
+        stop = ends[m] if n_msgs else words.shape[0] >> 3
+        for i in range(max(lo, start) if m == first else lo, stop):
+            w = words[8 * i + 5]
+            if (w & 0xFFFFFFFF) != sid:
                 continue
-            # any other case: the general path, the state written back and reloaded
-            _save(state, best_b, best_a, no_b, no_a, used)
-            if _set_level(ladder, table, state, 0 if bid else 1, price, bits, qty) != 0:
-                updates -= 1 - snap
-                result = i
-                break
-        elif kind == _BEGIN or (kind == _END and snap):
-            _save(state, best_b, best_a, no_b, no_a, used)
-            if kind == _BEGIN:
-                _clear(ladder, table, state)
-                state[S_IN_SNAPSHOT] = 1
-            else:
-                state[S_IN_SNAPSHOT] = 0
-                if _rebuild(ladder, table, state, -1, 0.0, 0.0) != 0:
-                    state[S_IN_SNAPSHOT] = 1
+            kind = (w >> 32) & 0xFF
+            if kind in (_BID, _ASK):
+                price = floats[8 * i + 6]
+                qty = floats[8 * i + 7]
+                bid = kind == _BID
+                updates += 1 - snap
+                to_table = False
+                if fast:
+                    tf = np.floor(price * inv + 0.5)
+                    if tf * units / scale == price and 0.0 < price < np.inf:
+                        t = np.int64(tf)
+                        if bid:
+                            j = t - base_b
+                            if 0 <= j < width:
+                                done, best_b = _ladder_set(lb, j, qty, best_b, no_b)
+                                if done:
+                                    continue
+                            elif j < 0:
+                                to_table = qty == 0.0 or (best_b >= low and used < limit)
+                            elif qty == 0.0:
+                                continue  # no level lives above the window
+                        else:
+                            j = -t - base_a
+                            if 0 <= j < width:
+                                done, best_a = _ladder_set(la, j, qty, best_a, no_a)
+                                if done:
+                                    continue
+                            elif j < 0:
+                                to_table = qty == 0.0 or (best_a >= low and used < limit)
+                            elif qty == 0.0:
+                                continue
+                elif snap:
+                    to_table = used < limit and 0.0 < price < np.inf
+                bits = words[8 * i + 6] if bid else words[8 * i + 6] ^ _SIGN
+                if to_table:
+                    found, slot = _slot(tbits, bits)
+                    if qty > 0.0:
+                        if found < 0:
+                            if tbits[slot] == 0:
+                                used += 1
+                            tbits[slot] = bits
+                            if bid:
+                                no_b += 1
+                            else:
+                                no_a += 1
+                        tqty[slot] = qty
+                    elif found >= 0:
+                        tbits[found] = _TOMB
+                        if bid:
+                            no_b -= 1
+                        else:
+                            no_a -= 1
+                    continue
+                # any other case: the general path, the state written back and reloaded
+                _save(state, best_b, best_a, no_b, no_a, used)
+                if _set_level(ladder, table, state, 0 if bid else 1, price, bits, qty) != 0:
+                    updates -= 1 - snap
                     result = i
                     break
-                state[S_SNAPSHOTS] += 1
-        else:
-            continue
-        snap, fast, inv, units, scale, base_b, base_a, best_b, best_a, no_b, no_a, used = \
-            _load(state)
+            elif kind == _BEGIN or (kind == _END and snap):
+                _save(state, best_b, best_a, no_b, no_a, used)
+                if kind == _BEGIN:
+                    _clear(ladder, table, state)
+                    state[S_IN_SNAPSHOT] = 1
+                else:
+                    state[S_IN_SNAPSHOT] = 0
+                    if _rebuild(ladder, table, state, -1, 0.0, 0.0) != 0:
+                        state[S_IN_SNAPSHOT] = 1
+                        result = i
+                        break
+                    state[S_SNAPSHOTS] += 1
+            else:
+                continue
+            snap, fast, inv, units, scale, base_b, base_a, best_b, best_a, no_b, no_a, used = \
+                _load(state)
+        if result >= 0:
+            break
+        if n_msgs:
+            if best_b >= 0:
+                tops[m, 0] = np.float64(best_b + base_b) * units / scale
+                tops[m, 1] = lb[best_b]
+            else:
+                tops[m, 0] = np.nan
+                tops[m, 1] = np.nan
+            if best_a >= 0:
+                tops[m, 2] = -np.float64(best_a + base_a) * units / scale
+                tops[m, 3] = la[best_a]
+            else:
+                tops[m, 2] = np.nan
+                tops[m, 3] = np.nan
+        m += 1
     if result < 0:
         _save(state, best_b, best_a, no_b, no_a, used)
+    state[S_MSG] = m
     state[S_UPDATES] += updates
     return result
 
@@ -493,40 +519,18 @@ def _clear(ladder, table, state):
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def apply_events(words, ladder, table, state, start):
-    """Apply events[start:] (see `_apply_range`): -1 when done, else the event index to
-    resume at after the caller grew the table (or raised the error in state[S_ERROR])."""
-    return _apply_range(words, ladder, table, state, start, words.shape[0] >> 3)
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _read_top(ladder, state, tops, m):
-    """tops[m] = (best bid, bid qty, best ask, ask qty), NaN for an empty side."""
-    for side in range(2):
-        j = state[S_BEST + side]
-        if j >= 0:
-            tops[m, 2 * side] = _price(state, side, j)
-            tops[m, 2 * side + 1] = ladder[side, j]
-        else:
-            tops[m, 2 * side] = np.nan
-            tops[m, 2 * side + 1] = np.nan
+    """Apply events[start:] as one message (see `_apply`): -1 when done, else the event
+    index to resume at after the caller grew the table (or raised state[S_ERROR])."""
+    return _apply(words, ladder, table, state, np.empty(0, dtype=np.int64), 0, start,
+                  np.empty((0, 4), dtype=np.float64))
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def apply_messages_kernel(words, ends, ladder, table, state, first, start, tops):
-    """Apply messages first.. one at a time (message m = events ends[m-1]:ends[m]; message
-    `first` from event `start` on) and write the top of book after each into tops[m].
-    Returns -1 when done, or the event index to resume at (its message in state[S_MSG]) after
-    the caller grew the table or raised the error in state[S_ERROR]."""
-    for m in range(first, ends.shape[0]):
-        lo = ends[m - 1] if m > 0 else 0
-        if m == first and start > lo:
-            lo = start
-        stop = _apply_range(words, ladder, table, state, lo, ends[m])
-        if stop >= 0:
-            state[S_MSG] = m
-            return stop
-        _read_top(ladder, state, tops, m)
-    return -1
+    """Apply messages first.. one at a time and write the top of book after each into
+    tops[m] (see `_apply`). Returns -1 when done, or the event index to resume at (its
+    message in state[S_MSG]) after the caller grew the table or raised state[S_ERROR]."""
+    return _apply(words, ladder, table, state, ends, first, start, tops)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
