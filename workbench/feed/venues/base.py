@@ -208,7 +208,7 @@ class Normalizer:
         kept for SNAPSHOT_BEGIN); ids land in `self._ids`. Returns the level count, or a
         negative `_levels` error code (see `_level_error`). The scanner is tolerant, so a
         message that does not end its top-level object (truncated) is rejected first."""
-        if message[-1:] != b"}" and not message.rstrip().endswith(b"}"):
+        if not message.endswith(b"}") and not message.rstrip().endswith(b"}"):
             return _levels.BAD_SYNTAX
         k = _levels.parse_book(message, self._ints, self._sides, 1, self._ids, _levels.POW10)
         if k == _levels.NO_ROOM:  # a level takes at least 8 bytes of JSON
