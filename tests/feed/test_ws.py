@@ -353,6 +353,7 @@ def test_frames_split_across_reads_fragments_pings_and_close() -> None:
               + _server_frame(0, b"two three") + _server_frame(8, (1000).to_bytes(2, "big")))
     got: list[bytes] = []
     replies: list[tuple[int, bytes]] = []
+    stopped: asyncio.Event | None = None
 
     async def serve(reader, writer) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
@@ -373,9 +374,12 @@ def test_frames_split_across_reads_fragments_pings_and_close() -> None:
             i += step
         while len(replies) < 3:
             replies.append(await _read_client_frame(reader))
+        await stopped.wait()  # no reconnect to serve again before the feed is stopped
         writer.close()
 
     async def main() -> WebSocketFeed:
+        nonlocal stopped
+        stopped = asyncio.Event()
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         feed = WebSocketFeed(f"ws://127.0.0.1:{port}/stream", "binance-usdm", ["BTCUSDT"],
@@ -386,6 +390,7 @@ def test_frames_split_across_reads_fragments_pings_and_close() -> None:
         while len(replies) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         feed.stop()
+        stopped.set()
         await asyncio.wait_for(task, 10)
         server.close()
         return feed

@@ -184,21 +184,21 @@ class PaperBroker:
 
 class _Levels:
     """The book's levels as the broker reads them, fetched lazily and only as deep as an order
-    needs: the best level (`book.top()`, no array copies), else the top TOP_LEVELS, else the
+    needs: the best level of the side (no array copies), else the top TOP_LEVELS, else the
     top DEPTH_LEVELS."""
 
     def __init__(self, book) -> None:
         self.book = book
-        self._top: tuple[float, float, float, float] | None = None
         self._cache: dict[tuple[bool, int], tuple[list[float], list[float]]] = {}
 
     def side(self, bids: bool, qty: float) -> tuple[list[float], list[float]]:
         """(prices, sizes) of the bid (True) or ask side, best first, deep enough to show
         `qty` if the top DEPTH_LEVELS can (empty lists for an empty side)."""
-        if self._top is None:
-            self._top = self.book.top()
-        bid, bid_qty, ask, ask_qty = self._top
-        price, size = (bid, bid_qty) if bids else (ask, ask_qty)
+        book = self.book
+        if bids:
+            price, size = book.best_bid, book.best_bid_qty
+        else:
+            price, size = book.best_ask, book.best_ask_qty
         if size >= qty:  # NaN (empty side) compares False
             return [price], [size]
         for n in (TOP_LEVELS, DEPTH_LEVELS):
