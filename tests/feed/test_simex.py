@@ -222,7 +222,7 @@ def test_paced_replay_keeps_the_recorded_spacing(shared_data: Path,
 
 def test_window_serves_the_recorded_slice_fast_forward_then_pause_then_paced(
         shared_data: Path, usdm: list[tuple[int, bytes]]) -> None:
-    """Window(start_s=30, pause_s=0.4, duration_s=1.5) at speed 1: exactly the subscribed
+    """Window(start_s=30, pause_s=1.0, duration_s=1.5) at speed 1: exactly the subscribed
     recorded messages received in [first, first + 31.5 s), in order; the first 30 s of them
     arrive flat out (far faster than recorded), then nothing for the pause, then the last
     1.5 s paced as recorded; nothing after the window. With ff_speed=60 the same first 30 s
@@ -234,7 +234,7 @@ def test_window_serves_the_recorded_slice_fast_forward_then_pause_then_paced(
     want = [(t, m) for t, m in stream if t < end and stream_of(m) == b"btcusdt@trade"]
     n_ff = sum(1 for t, _ in want if t < ff_end)
     assert 100 < n_ff < len(want)
-    with SimExchange(path, speed=1.0, window=Window(30.0, 0.4, 1.5)) as ex:
+    with SimExchange(path, speed=1.0, window=Window(30.0, 1.0, 1.5)) as ex:
 
         async def script(ws: ClientConnection) -> tuple[list[bytes], list[float]]:
             got, at = [], []
@@ -247,7 +247,9 @@ def test_window_serves_the_recorded_slice_fast_forward_then_pause_then_paced(
         got, at = talk(ex.url + "/stream?streams=btcusdt@trade", script)
     assert got == [m for _, m in want]
     assert at[n_ff - 1] - at[0] < 3.0  # 30 s of recording, fast-forwarded
-    assert at[n_ff] - at[n_ff - 1] >= 0.4 * 0.9  # the pause
+    # the pause: nothing for 1 s after the fast-forward was sent (the client may still be
+    # reading its tail, so the gap it sees can be shorter)
+    assert at[n_ff] - at[0] >= 0.95 and at[n_ff] - at[n_ff - 1] >= 0.5
     paced_wall = at[-1] - at[n_ff]
     paced_recorded = (want[-1][0] - want[n_ff][0]) / 1e9
     assert paced_recorded * 0.9 <= paced_wall <= paced_recorded + 0.3
