@@ -78,7 +78,8 @@ S_SYMBOL, S_IN_SNAPSHOT, S_UPDATES, S_SNAPSHOTS, S_USED, S_LIMIT, S_REBUILDS = r
 S_NEED, S_MSG, S_ERROR, S_HAS_GRID, S_DECIMALS, S_TICK_UNITS, S_INV = range(7, 14)
 S_UNITS_F, S_SCALE, S_BAD = range(14, 17)
 S_BASE, S_BEST, S_NOVER = 17, 19, 21  # two slots each: bid, ask
-STATE_SIZE = 23
+S_TOP = 23  # four float64 slots: best bid, bid qty, best ask, ask qty (NaN: empty side)
+STATE_SIZE = 27
 # S_ERROR codes
 E_NONE, E_PRICE, E_GRID = 0, 1, 2
 
@@ -502,8 +503,19 @@ def _apply(words, ladder, table, state, ends, first, start, tops):
     if result < 0:
         _save(state, best_b, best_a, no_b, no_a, used)
     state[S_MSG] = m
+    _write_top(ladder, state)
     state[S_UPDATES] += updates
     return result
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _write_top(ladder, state):
+    """The top of book into state[S_TOP:S_TOP + 4] (float64), for O(1) reads from Python."""
+    f = state.view(np.float64)
+    for side in range(2):
+        j = state[S_BEST + side]
+        f[S_TOP + 2 * side] = _price(state, side, j) if j >= 0 else np.nan
+        f[S_TOP + 2 * side + 1] = ladder[side, j] if j >= 0 else np.nan
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -515,6 +527,7 @@ def _clear(ladder, table, state):
         state[s] = 0
     state[S_BEST] = -1
     state[S_BEST + 1] = -1
+    _write_top(ladder, state)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -642,6 +655,8 @@ class L2Book:
         self._state = np.zeros(STATE_SIZE, dtype=np.int64)
         self._state[S_SYMBOL] = symbol_id
         self._state[S_BEST] = self._state[S_BEST + 1] = -1
+        self._fstate = self._state.view(np.float64)
+        self._fstate[S_TOP:S_TOP + 4] = np.nan
         if tick_size is not None:
             _set_grid(self._state, *_grid_of(tick_size))
         size = 16
@@ -780,37 +795,27 @@ class L2Book:
         """Level updates applied outside snapshots since construction."""
         return int(self._state[S_UPDATES])
 
-    def _best(self, side: int) -> float:
-        """The best price of a side (exactly as `_price` computes it), NaN if empty."""
-        state = self._state
-        j = int(state[S_BEST + side])
-        if j < 0:
-            return math.nan
-        k = j + int(state[S_BASE + side])
-        return float(k if side == 0 else -k) * int(state[S_TICK_UNITS]) \
-            / 10.0 ** int(state[S_DECIMALS])
-
+    # the kernels leave the top of book in state[S_TOP:S_TOP + 4] (float64)
     @property
     def best_bid(self) -> float:
-        return self._best(0)
+        return float(self._fstate[S_TOP])
 
     @property
     def best_ask(self) -> float:
-        return self._best(1)
+        return float(self._fstate[S_TOP + 2])
 
     @property
     def best_bid_qty(self) -> float:
-        j = self._state[S_BEST]
-        return float(self._ladder[0, j]) if j >= 0 else math.nan
+        return float(self._fstate[S_TOP + 1])
 
     @property
     def best_ask_qty(self) -> float:
-        j = self._state[S_BEST + 1]
-        return float(self._ladder[1, j]) if j >= 0 else math.nan
+        return float(self._fstate[S_TOP + 3])
 
     def top(self) -> tuple[float, float, float, float]:
         """(best bid, bid qty, best ask, ask qty); NaN for an empty side."""
-        return self.best_bid, self.best_bid_qty, self.best_ask, self.best_ask_qty
+        bid, bid_qty, ask, ask_qty = self._fstate[S_TOP:S_TOP + 4].tolist()
+        return bid, bid_qty, ask, ask_qty
 
     @property
     def mid(self) -> float:
