@@ -8,6 +8,7 @@ id (simulator source) or a dict book rebuilt from the recording file (recording 
 from __future__ import annotations
 
 import json
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -332,54 +333,47 @@ async def _read_client_frame(reader) -> tuple[int, bytes]:
     return b0 & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
-def test_frames_split_across_reads_fragments_pings_and_close() -> None:
-    """A raw TCP server speaks the handshake and then writes, in pieces of 1-300 bytes: frames
-    of 7-, 16- and 64-bit lengths, a fragmented message with a ping between its fragments,
-    the first frame in the same write as the 101 response, and a close. The sink gets every
-    message whole and in order, the ping is answered with a pong of the same payload, and the
-    close with a close."""
+def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, seed: int = 5
+              ) -> tuple[list[bytes], list[tuple[int, bytes]], WebSocketFeed]:
+    """A raw TCP server speaks the opening handshake (RFC 6455 section 4.2.2), sends `first`
+    in the same write as the 101 response, reads the feed's subscribe frame, then writes
+    `stream` in pieces of 1-300 bytes and reads the feed's frames until it has
+    `replies_wanted` (the subscribe included). Returns (messages the sink got, the feed's
+    frames as (opcode, payload), the stopped feed)."""
     import asyncio
     import base64
     import hashlib
     import random
 
-    rng = random.Random(5)
-    whole = [b"first", b'{"a":1}', bytes(rng.randrange(256) for _ in range(300)),
-             b"x" * 70_000, b"joined: one two three"]
-    stream = (_server_frame(1, whole[1]) + _server_frame(2, whole[2])
-              + _server_frame(1, whole[3])
-              + _server_frame(1, b"joined: ", fin=False) + _server_frame(0, b"one ", fin=False)
-              + _server_frame(9, b"are you there")
-              + _server_frame(0, b"two three") + _server_frame(8, (1000).to_bytes(2, "big")))
+    rng = random.Random(seed)
     got: list[bytes] = []
     replies: list[tuple[int, bytes]] = []
-    stopped: asyncio.Event | None = None
-
-    async def serve(reader, writer) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key"))
-        accept = base64.b64encode(hashlib.sha1(
-            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-                     + _server_frame(1, whole[0]))
-        replies.append(await _read_client_frame(reader))  # the subscribe frame
-        i = 0
-        while i < len(stream):
-            step = rng.randint(1, 300)
-            writer.write(stream[i:i + step])
-            await writer.drain()
-            await asyncio.sleep(0.0005)
-            i += step
-        while len(replies) < 3:
-            replies.append(await _read_client_frame(reader))
-        await stopped.wait()  # no reconnect to serve again before the feed is stopped
-        writer.close()
 
     async def main() -> WebSocketFeed:
-        nonlocal stopped
         stopped = asyncio.Event()
+
+        async def serve(reader, writer) -> None:
+            request = await reader.readuntil(b"\r\n\r\n")
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1(
+                key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
+                         + b"\r\n\r\n" + first)
+            replies.append(await _read_client_frame(reader))  # the subscribe frame
+            i = 0
+            while i < len(stream):
+                step = rng.randint(1, 300)
+                writer.write(stream[i:i + step])
+                await writer.drain()
+                await asyncio.sleep(0.0005)
+                i += step
+            while len(replies) < replies_wanted:
+                replies.append(await _read_client_frame(reader))
+            await stopped.wait()  # no reconnect to serve again before the feed is stopped
+            writer.close()
+
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         feed = WebSocketFeed(f"ws://127.0.0.1:{port}/stream", "binance-usdm", ["BTCUSDT"],
@@ -387,7 +381,7 @@ def test_frames_split_across_reads_fragments_pings_and_close() -> None:
                              registry=SymbolRegistry(), snapshots=False, max_connects=1)
         task = asyncio.ensure_future(feed.run())
         deadline = time.monotonic() + 20
-        while len(replies) < 3 and time.monotonic() < deadline:
+        while len(replies) < replies_wanted and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         feed.stop()
         stopped.set()
@@ -396,7 +390,35 @@ def test_frames_split_across_reads_fragments_pings_and_close() -> None:
         return feed
 
     feed = asyncio.run(main())
+    return got, replies, feed
+
+
+def test_frames_split_across_reads_fragments_pings_and_close() -> None:
+    """Frames of 7-, 16- and 64-bit lengths written in pieces of 1-300 bytes, a fragmented
+    message with a ping between its fragments, the first frame in the same write as the 101
+    response, and a close: the sink gets every message whole and in order, the ping is
+    answered with a pong of the same payload, and the close with a close."""
+    rng = random.Random(7)
+    whole = [b"first", b'{"a":1}', bytes(rng.randrange(256) for _ in range(300)),
+             b"x" * 70_000, b"joined: one two three"]
+    stream = (_server_frame(1, whole[1]) + _server_frame(2, whole[2])
+              + _server_frame(1, whole[3])
+              + _server_frame(1, b"joined: ", fin=False) + _server_frame(0, b"one ", fin=False)
+              + _server_frame(9, b"are you there")
+              + _server_frame(0, b"two three") + _server_frame(8, (1000).to_bytes(2, "big")))
+    got, replies, feed = _talk_raw(_server_frame(1, whole[0]), stream, 3)
     assert got == whole
     assert feed.stats.messages == len(whole)
     assert replies[1] == (0xA, b"are you there")  # pong
     assert replies[2][0] == 0x8 and replies[2][1][:2] == (1000).to_bytes(2, "big")  # close
+
+
+def test_protocol_errors_close_with_1002_and_deliver_nothing_after() -> None:
+    """A new data message while a fragmented one is open, or a masked frame from the server
+    (RFC 6455 sections 5.4 and 5.1), fail the connection: the feed answers with a close 1002
+    and delivers nothing of it or after it."""
+    for bad in (_server_frame(1, b"half", fin=False) + _server_frame(1, b"new"),
+                b"\x81\x83abcd" + bytes(b ^ k for b, k in zip(b"bad", b"abc", strict=True))):
+        got, replies, _ = _talk_raw(_server_frame(1, b"ok"), bad + _server_frame(1, b"late"), 2)
+        assert got == [b"ok"]
+        assert replies[1][0] == 0x8 and replies[1][1][:2] == (1002).to_bytes(2, "big")

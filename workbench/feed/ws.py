@@ -467,7 +467,7 @@ class _Wire(asyncio.Protocol):
             end = start + length
             if end > n:
                 break
-            if b0 == 0x81 or b0 == 0x82:  # FIN + TEXT / BINARY: one whole message
+            if (b0 == 0x81 or b0 == 0x82) and not self._parts:  # FIN + TEXT / BINARY
                 deliver(data[start:end], recv_ns)
             else:
                 if not self._fragment(b0, data, start, end, recv_ns):
@@ -485,9 +485,10 @@ class _Wire(asyncio.Protocol):
 
     def _fragment(self, b0: int, data: bytes, start: int, end: int, recv_ns: int) -> bool:
         """A fragment of a data message (TEXT/BINARY without FIN, then CONT frames): kept,
-        and the joined message delivered at its FIN. False for any other frame (a CONT
-        outside a message is left to the ClientProtocol, which fails the connection)."""
-        if b0 == 0x01 or b0 == 0x02:
+        and the joined message delivered at its FIN; a new TEXT/BINARY frame while one is
+        open fails the connection (1002). False for any other frame (a CONT outside a
+        message is left to the ClientProtocol, which fails the connection)."""
+        if b0 == 0x01 or b0 == 0x02 or b0 == 0x81 or b0 == 0x82:
             if self._parts:
                 self._parts = []
                 self.protocol.fail(CloseCode.PROTOCOL_ERROR, "expected a continuation frame")
