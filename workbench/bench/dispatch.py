@@ -103,13 +103,17 @@ class _Exchange:
 
 
 @lru_cache(maxsize=4)
-def _exchange(speed: float, window_s: float) -> _Exchange:
-    """One SimExchange process per pace for every phase of the topic (stopped at exit)."""
+def _exchange(speed: float, window_s: float, spin_us: float) -> _Exchange:
+    """One SimExchange process per pace for every phase of the topic (stopped at exit).
+    spin_us: its paced waits spin for their last spin_us µs (precise pacing at the live pace;
+    0 at the stress pace, where gaps are mostly shorter than that and the spin would take a
+    core from the engine on this 2-core machine)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "workbench.feed.simex", "--source", str(shared_path(RECORDING)),
          "--venue", "binance", "--speed", f"{speed:g}", "--no-resume",
          "--window-start-s", f"{FF_S:g}", "--pause-s", f"{PAUSE_S:g}",
-         "--window-s", f"{window_s:g}", "--ff-speed", f"{FF_SPEED:g}"],
+         "--window-s", f"{window_s:g}", "--ff-speed", f"{FF_SPEED:g}",
+         "--spin-us", f"{spin_us:g}"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     if not line.startswith("READY "):
@@ -127,8 +131,8 @@ def prepare(quick: bool) -> dict[str, Any]:
     short flat-out replay, and the cache of the baseline run (one per topic run: the phases
     share it)."""
     _warm_replay()
-    return {"live": _exchange(1.0, LIVE_QUICK_S if quick else LIVE_S),
-            "stress": _exchange(STRESS_SPEED, STRESS_QUICK_S if quick else STRESS_S),
+    return {"live": _exchange(1.0, LIVE_QUICK_S if quick else LIVE_S, 50.0),
+            "stress": _exchange(STRESS_SPEED, STRESS_QUICK_S if quick else STRESS_S, 0.0),
             "runs": {}}
 
 
