@@ -1,12 +1,19 @@
 """Numba kernels of the backtester (all `cache=True`, warmed on import of this module).
 
 `on_bar` and `on_break` hold the trading rules and the execution model for one symbol and one
-bar; every phase calls them (phases 0-2 through `.py_func`, the same source run by the
+bar (`hold_bar` is the held-position part of `on_bar`, `volume_confirmed` the volume test);
+every phase applies them (phases 0-2 through `.py_func`, the same source run by the
 interpreter), so the phases differ only in how they walk the bars, which is what they measure.
-`run_symbol` walks one symbol's row of the aligned arrays: the volume sum is a running sum
-(O(1) per bar); the N-bar high and low are scanned only on the bars that need them (flat,
-volume-confirmed). `run_serial` (phase 3) loops over symbols;
-`run_parallel` (phase 4) runs the same loop with `prange`.
+
+`run_symbol` (phase 3's walk of one symbol's row of the aligned arrays) is smarter than phases
+0-2, with identical trades and PnL: a first pass computes the running volume sum (`volume_sums`,
+O(1) per bar) and from it one flag per bar (has data, warmed up, volume confirmed); then the walk
+visits only the bars where something can happen. Flat with nothing pending it jumps from flag to
+flag (on any other flat bar `on_bar` changes nothing and asks no break test) and scans the N-bar
+high and low only there; holding a position with nothing pending it runs `hold_bar` alone in a
+tight loop until an exit is decided (that is all `on_bar` does on such a bar); every other bar
+(a fill, a watched fakeout, the symbol's last bar) goes through `on_bar`. `run_serial` (phase 3)
+loops over symbols; `run_parallel` (phase 4) runs the same loop with `prange`.
 
 Execution model (documented once, here): decisions are taken at a bar's close and fill at the
 symbol's next bar with data, at its open, moved against us by the slippage (bp) and charged the
@@ -20,7 +27,10 @@ over bar t (fees included), so its sum over a trade equals the trade's PnL up to
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # parameter vector (float64), built by strategies.pack_params
 P_KIND, P_LOOKBACK, P_VOL_WINDOW, P_VOL_MULT, P_STOP, P_TARGET, P_MAX_HOLD, P_CONFIRM = range(8)
@@ -42,6 +52,31 @@ T_ENTRY, T_EXIT, T_SIDE, T_ENTRY_PX, T_EXIT_PX, T_REASON, T_HELD, T_PNL = range(
 N_TRADE_FIELDS = 8
 REASON_STOP, REASON_TARGET, REASON_TIME, REASON_END = 1.0, 2.0, 3.0, 4.0
 REASONS = {1: "stop", 2: "target", 3: "time", 4: "end"}
+_ONE = np.uint64(1)
+PREFETCH_AHEAD = 64  # bars: a cache line is 8 bars of float64, DRAM latency about 100 ns
+
+
+@intrinsic
+def prefetch(typingctx, rows, idx):
+    """Hint the CPU to bring the cache line of row[idx] in, for every array in the tuple rows
+    (LLVM `llvm.prefetch`: read, high locality). A hint: it never faults, also past the end of
+    a row, and changes no result. Emitted straight from the tuple: binding the arrays to loop
+    variables would cost reference counting on every call."""
+    sig = types.void(rows, idx)
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        for k, aryty in enumerate(signature.args[0]):
+            ary = context.make_array(aryty)(context, builder, builder.extract_value(args[0], k))
+            ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+            builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(cache=True, inline="always")
@@ -59,20 +94,43 @@ def _exit(raw_px, reason, p, st, d):
 
 
 @njit(cache=True, inline="always")
-def on_bar(t, o, c, v, vsum, ready, is_last, p, st):
+def volume_confirmed(v, vsum, p):
+    """The volume test: v at least k times the M-bar mean, i.e. v * M >= k * vsum (vsum: sum
+    of the previous M bars' volumes; False when vsum is NaN)."""
+    return v * p[P_VOL_WINDOW] >= p[P_VOL_MULT] * vsum
+
+
+@njit(cache=True, inline="always")
+def hold_bar(c, pos, ref, sc, held, stop_px, tgt_px, max_hold):
+    """One bar of a held position (side pos, +1 or -1) closing at c: returns (pnl change,
+    bars held, exit reason or 0). The PnL change is sc x (c - ref), ref the previous mark.
+    A stop is hit when the close reaches stop_px = entry x (1 - side x stop), a target at
+    tgt_px = entry x (1 + side x target), both fixed at the entry fill; time after max_hold."""
+    held += 1.0
+    d = sc * (c - ref)
+    if pos * c <= pos * stop_px:
+        reason = REASON_STOP
+    elif pos * c >= pos * tgt_px:
+        reason = REASON_TARGET
+    elif held >= max_hold:
+        reason = REASON_TIME
+    else:
+        reason = 0.0
+    return d, held, reason
+
+
+@njit(cache=True, inline="always")
+def on_bar(t, o, c, vol_ok, ready, is_last, p, st):
     """Apply one bar of one symbol up to the break test.
 
     Returns (state, test, pnl, closed): the new state tuple; True when a break must be tested
-    (`on_break` with the range), i.e. flat, ready, not tracking a break, and volume confirmed:
-    v * M >= k * vsum (v at least k times the M-bar mean); the bar's marked-to-market PnL
-    change (capital units, fees included); True when a trade closed on this bar (at most one
-    can; `write_trade` records it from the state).
+    (`on_break` with the range), i.e. flat, ready, not the last bar, not watching a break, and
+    vol_ok; the bar's marked-to-market PnL change (capital units, fees included); True when a
+    trade closed on this bar (at most one can; `write_trade` records it from the state).
 
-    t: clock index (int); o, c: open and close price; v: volume; vsum: sum of the volumes of
-    the previous M bars with data; ready: N and M bars of history exist; is_last: the symbol's
-    last bar. p: params (tuple of N_PARAMS floats); st: state tuple [N_STATE].
-    A stop is hit when the close reaches entry x (1 - side x stop), a target at
-    entry x (1 + side x target), both fixed at the entry fill.
+    t: clock index (int); o, c: open and close price; vol_ok: the bar's volume is confirmed
+    (`volume_confirmed`); ready: N and M bars of history exist; is_last: the symbol's last
+    bar. p: params (tuple of N_PARAMS floats); st: state tuple [N_STATE]. Exits: `hold_bar`.
     """
     d = 0.0
     closed = False
@@ -94,17 +152,9 @@ def on_bar(t, o, c, v, vsum, ready, is_last, p, st):
         d -= p[P_NOTIONAL] * p[P_FEE]
     test = False
     if pos != 0.0:
-        held += 1.0
-        d += sc * (c - ref)
+        dd, held, reason = hold_bar(c, pos, ref, sc, held, stop_px, tgt_px, p[P_MAX_HOLD])
+        d += dd
         ref = c
-        if pos * c <= pos * stop_px:
-            reason = REASON_STOP
-        elif pos * c >= pos * tgt_px:
-            reason = REASON_TARGET
-        elif held >= p[P_MAX_HOLD]:
-            reason = REASON_TIME
-        else:
-            reason = 0.0
         if reason != 0.0:
             pend = PENDING_EXIT
     elif ready and not is_last:
@@ -115,7 +165,7 @@ def on_bar(t, o, c, v, vsum, ready, is_last, p, st):
                 bdir = 0.0
             elif bage >= p[P_CONFIRM]:
                 bdir = 0.0
-        test = pend == 0.0 and bdir == 0.0 and v * p[P_VOL_WINDOW] >= p[P_VOL_MULT] * vsum
+        test = pend == 0.0 and bdir == 0.0 and vol_ok
     st = (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
           sc, st[S_CLOSED_SIDE], st[S_CLOSED_PX], st[S_CLOSED_PNL])
     if is_last and pos != 0.0:
@@ -170,15 +220,19 @@ def initial_state() -> tuple[float, ...]:
 
 
 @njit(cache=True)
-def volume_sums(v, mask, m, out):
+def volume_sums(v, mask, m, out, ahead):
     """Running sum of the volumes of the previous m bars with data, at each bar with data:
     out[t] (float64 [T]) = sum of v over those bars, NaN until m bars precede (and where mask
     is False). O(1) per bar: add the new bar, subtract the one m bars back (found by walking a
-    tail index over the mask), no buffer."""
+    tail index over the mask), no buffer. The sum is a chain of dependent additions, so the
+    loop waits on it; meanwhile it prefetches the rows in `ahead` (a tuple of [T] arrays that
+    the caller reads next) PREFETCH_AHEAD bars ahead."""
     vsum = 0.0
     tail = 0
     j = 0
     for t in range(v.shape[0]):
+        if t & 7 == 0:
+            prefetch(ahead, t + PREFETCH_AHEAD)
         if not mask[t]:
             out[t] = np.nan
             continue
@@ -199,47 +253,117 @@ def volume_mean(v: np.ndarray, mask: np.ndarray, m: int) -> np.ndarray:
     kernels' running sum / m. On gap-free data it equals polars `rolling_mean(m).shift(1)` up
     to rounding."""
     out = np.empty(v.shape[0])
-    volume_sums(v, mask, m, out)
+    volume_sums(v, mask, m, out, (v,))
     return out / m
+
+
+@njit(cache=True, inline="always")
+def window_range(h, lo_, mask, t, n_look):
+    """Highest high and lowest low of the n_look bars with data before bar t (t: uint64, at
+    least n_look such bars precede). One branch-free pass when those are the n_look clock bars
+    right before t, else a walk back over the mask. Indices are unsigned: no wraparound
+    checks."""
+    hi, lo = -np.inf, np.inf
+    full = True
+    for i in range(t - np.uint64(n_look), t):
+        x, y = h[i], lo_[i]
+        hi = x if x > hi else hi
+        lo = y if y < lo else lo
+        full &= mask[i]
+    if full:
+        return hi, lo
+    hi, lo, n, i = -np.inf, np.inf, n_look, t
+    while n > 0:
+        i -= _ONE
+        if mask[i]:
+            x, y = h[i], lo_[i]
+            hi = x if x > hi else hi
+            lo = y if y < lo else lo
+            n -= 1
+    return hi, lo
+
+
+@njit(cache=True)
+def volume_flags(v, mask, vs, warm, p, flags):
+    """flags[t] (bool [T]) = bar t has data, at least `warm` bars with data precede it, and
+    `volume_confirmed(v[t], vs[t])` (vs: `volume_sums`, NaN where undefined). Returns the clock
+    index of the first bar with `warm` bars with data before it (T when there is none)."""
+    n_t = v.shape[0]
+    ready_t = n_t
+    j = 0
+    for t in range(n_t):
+        if mask[t]:
+            if j == warm:
+                ready_t = t
+                break
+            j += 1
+    for t in range(n_t):
+        flags[t] = (t >= ready_t) & volume_confirmed(v[t], vs[t], p)
+    return ready_t
+
 
 
 @njit(cache=True, error_model="numpy")
 def run_symbol(o, h, lo_, c, v, mask, last_t, p, st, trades, mtm):
-    """Walk one symbol's bars (float64 [T] rows, mask bool [T]) through `on_bar`, starting
-    from and leaving its state in st (float64 [N_STATE]); trades appended, mtm [T] written.
+    """Walk one symbol's bars (float64 [T] rows, mask bool [T]; last_t its last clock index
+    with data, -1 for none) from and back into its state st (float64 [N_STATE]); trades
+    appended, mtm [T] (zeroed) written where the PnL changes. How: the module docstring.
 
-    The volume sums come from one `volume_sums` pass; the N-bar high and low are scanned back
-    over the row only when `on_bar` asks for a break test (volume-confirmed bars), inline: a
-    helper call taking arrays costs reference counting, so per-bar helpers take scalars and the
-    state tuple (`write_trade` takes arrays, once per closed trade).
+    Time indices are uint64 (no wraparound checks). Per-bar helpers take scalars and the state
+    tuple; the array helpers (`window_range`, `write_trade`) are plain calls LLVM inlines.
     """
     n_look = int(p[P_LOOKBACK])
     m = int(p[P_VOL_WINDOW])
-    warm = max(n_look, m)
+    max_hold = p[P_MAX_HOLD]
+    n_t = np.uint64(o.shape[0])
+    last = np.uint64(last_t) if last_t >= 0 else n_t
     vs = np.empty(o.shape[0])
-    volume_sums(v, mask, m, vs)
+    volume_sums(v, mask, m, vs, (o, h, lo_, c, mtm))
+    flags = np.empty(o.shape[0], dtype=np.bool_)
+    ready_t = np.uint64(volume_flags(v, mask, vs, max(n_look, m), p, flags))
     pt = (p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10])
     state = (st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10],
              st[11], st[12], st[13], st[14], st[15], st[16])
-    j = 0
-    for t in range(o.shape[0]):
-        if not mask[t]:
+    t = np.uint64(0)
+    while t < n_t:
+        (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr, stop_px, tgt_px,
+         sc, c_side, c_px, c_pnl) = state
+        if pos != 0.0 and pend == 0.0 and t < last:
+            # holding, nothing pending: hold_bar alone until an exit or the last bar
+            reason = 0.0
+            while t < last and reason == 0.0:
+                if mask[t]:
+                    ct = c[t]
+                    dd, held, reason = hold_bar(ct, pos, ref, sc, held, stop_px, tgt_px,
+                                                max_hold)
+                    mtm[t] = 0.0 + dd
+                    ref = ct
+                t += _ONE
+            if reason != 0.0:
+                pend = PENDING_EXIT
+            state = (pos, pend, reason, entry, entry_t, held, ref, bdir, blevel, bage, ntr,
+                     stop_px, tgt_px, sc, c_side, c_px, c_pnl)
             continue
-        state, test, d, closed = on_bar(t, o[t], c[t], v[t], vs[t], j >= warm, t == last_t, pt,
-                                        state)
-        mtm[t] = d
-        if closed:
-            write_trade(trades, t, state)
-        if test:  # highest high and lowest low of the previous n_look bars with data
-            hi, lo, n, i = -np.inf, np.inf, n_look, t - 1
-            while n > 0:
-                if mask[i]:
-                    hi = max(hi, h[i])
-                    lo = min(lo, lo_[i])
-                    n -= 1
-                i -= 1
+        if pos == 0.0 and pend == 0.0 and bdir == 0.0:
+            # flat, nothing pending or watched: only a flagged bar before the last can act
+            while t < n_t and not flags[t]:
+                t += _ONE
+            if t >= last:
+                break
+            test = True
+        else:
+            if not mask[t]:
+                t += _ONE
+                continue
+            state, test, d, closed = on_bar(t, o[t], c[t], flags[t], t >= ready_t, t == last,
+                                            pt, state)
+            mtm[t] = d
+            if closed:
+                write_trade(trades, t, state)
+        if test:
+            hi, lo = window_range(h, lo_, mask, t, n_look)
             state = on_break(c[t], hi, lo, pt, state)
-        j += 1
+        t += _ONE
     for i in range(N_STATE):
         st[i] = state[i]
 
@@ -294,7 +418,7 @@ def _warm() -> None:
     for kernel in (run_serial, run_parallel):
         kernel(x, x, x, x, x, mask, np.full(s, n - 1, np.int64), p, np.zeros((s, N_STATE)),
                np.empty((s, trade_capacity(n), N_TRADE_FIELDS)), np.zeros((s, n)))
-    volume_sums(np.ones(n), np.ones(n, dtype=np.bool_), 2, np.empty(n))
+    volume_mean(np.ones(n), np.ones(n, dtype=np.bool_), 2)
     compact_trades(np.zeros((s, N_STATE)), np.empty((s, trade_capacity(n), N_TRADE_FIELDS)))
 
 

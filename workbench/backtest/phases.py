@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,9 +33,21 @@ import numpy as np
 from workbench.backtest import kernels as k
 from workbench.backtest.bars import Bars
 
-_on_bar = k.on_bar.py_func
-_on_break = k.on_break.py_func
-_write_trade = k.write_trade.py_func
+
+def _interpreted(kernel: Callable[..., object]) -> Callable[..., object]:
+    """A kernel's Python source (`.py_func`) with the kernels it calls (`_exit`, `hold_bar`, ...)
+    bound to their Python source too, so the interpreted phases never call compiled code."""
+    fn = kernel.py_func
+    scope = {**fn.__globals__, **{name: getattr(obj, "py_func", obj)
+                                  for name, obj in fn.__globals__.items()
+                                  if name in fn.__code__.co_names}}
+    return types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+_on_bar = _interpreted(k.on_bar)
+_on_break = _interpreted(k.on_break)
+_volume_confirmed = _interpreted(k.volume_confirmed)
+_write_trade = _interpreted(k.write_trade)
 _NAN = math.nan
 
 
@@ -99,7 +112,8 @@ def _apply(t: int, o: float, c: float, v: float, vsum: float, hi: float, lo: flo
            ready: bool, is_last: bool, p: tuple[float, ...], st: tuple[float, ...],
            trades: np.ndarray, mtm: np.ndarray) -> tuple[float, ...]:
     """One bar of one symbol through the kernels' rules (interpreted): returns the state."""
-    st, test, pnl, closed = _on_bar(t, o, c, v, vsum, ready, is_last, p, st)
+    st, test, pnl, closed = _on_bar(t, o, c, _volume_confirmed(v, vsum, p), ready, is_last, p,
+                                    st)
     mtm[t] = pnl
     if closed:
         _write_trade(trades, t, st)
