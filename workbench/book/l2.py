@@ -6,8 +6,10 @@ minus the side's base (asks by -t, so on both sides a higher slot is a better le
 slot of its best level. An update inside the window is one store with no load of the slot
 (a load of a cold deep slot and branches on it cost ~2x on real feeds); a delete of the best
 level walks down to the next occupied slot (levels near the top are dense). Levels worse than
-the window (Binance futures `depth@0ms` touches levels 5% from the mid: ~8% of updates at 8192
-ticks on the USD-M dump) live in an overflow open-addressing hash table (linear probing,
+the window live in an overflow open-addressing hash table (Binance futures `depth@0ms` touches
+levels far from the mid: on the USD-M dump 4.6% of updates fall below the default window,
+24576 ticks under the best, 3.8% even below 8% from the mid, mostly at round prices such as
+1000 and 5000; 9.7% would at 8192 ticks). The table: linear probing,
 float64 keys: +price for bids, -price for asks; tombstones on delete; the table doubles at 60%
 load). Invariants: each side's levels at or above its base are in its ladder, those below in
 the table, and a side's ladder is empty only when the side is. So the best level is always the
@@ -40,7 +42,12 @@ compiled with `cache=True`, warmed on import.
 Two ways in: `apply(batch)` per message (one compiled call each, ~1-2 µs of Python and
 dispatch overhead on top of the levels), and `apply_messages(events, ends)` for many messages
 in one compiled call, still applied one at a time, returning the top of book after each
-message (replay, inspection, backtests: no per-message dispatch).
+message (replay, inspection, backtests: no per-message dispatch). The kernels leave the top of
+book in the state array, so best bid/ask reads are O(1) from Python. Measured on the USD-M dump
+(6.5k depth messages, 445k level updates, a 2-core machine shared with other jobs):
+apply_messages ~7-8 ns a level (~120-135M/s unloaded, 80-100M/s under load), the window size
+between 16k and 128k ticks within noise; apply per message plus a best bid/ask read ~2.8 µs a
+message (68 levels); the previous hash-table + sorted-cache book ~45 ns a level.
 
 Microprice (Stoikov, "The micro-price: a high-frequency estimator of future prices", 2018,
 weighted mid-price): (bid * ask_qty + ask * bid_qty) / (bid_qty + ask_qty).
@@ -62,7 +69,7 @@ _BEGIN = int(EventKind.SNAPSHOT_BEGIN)
 _END = int(EventKind.SNAPSHOT_END)
 _SNAP = int(EventFlag.SNAPSHOT)
 
-WINDOW = 65536  # ladder slots per side (ticks): 512 KiB of quantities a side
+WINDOW = 32768  # ladder slots per side (ticks): 256 KiB of quantities a side
 MIN_WINDOW = 16
 MAX_WINDOW = 1 << 22
 MAX_LOAD = 0.6
