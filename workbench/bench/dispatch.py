@@ -15,7 +15,7 @@ queued, then a paced part, the only part measured (`latency_warmup_s`).
   looks like, ~270 messages/s in bursts: half of the messages have another one less than
   100 µs before them) for LIVE_S seconds (quick: LIVE_QUICK_S);
 - stress, `extra["stress"]`: the paced part at STRESS_SPEED x the recorded pace for
-  STRESS_S seconds of the recording (quick: STRESS_QUICK_S): bursts 20x denser than any live
+  STRESS_S seconds of the recording (not run with --quick): bursts 20x denser than any live
   feed, a stress figure, not the live figure.
 
 Each variant call is one engine run per pace; its figures are the engine's own HDR histograms
@@ -67,7 +67,7 @@ MEASURE_AFTER_S = 0.25  # market seconds into the paced part before measuring (c
 IDLE_END_S = 0.6  # silence that ends a run (longer than the pause)
 LIVE_S, LIVE_QUICK_S = 30.0, 2.0
 STRESS_SPEED = 20.0
-STRESS_S, STRESS_QUICK_S = 150.0, 20.0
+STRESS_S = 150.0
 # spike causes that are housekeeping jobs of ours (not gc, not a backed-up queue)
 HOUSEKEEPING_CAUSES = frozenset({"journal_flush", "latency_fold", "latency_summary",
                                  "snapshot_publish", "display_refresh", "book_rebuild"})
@@ -127,12 +127,12 @@ def _exchange(speed: float, window_s: float, spin_us: float) -> _Exchange:
 
 @lru_cache(maxsize=2)
 def prepare(quick: bool) -> dict[str, Any]:
-    """The two SimExchange processes (live pace, stress pace), the engine code warmed by a
-    short flat-out replay, and the cache of the baseline run (one per topic run: the phases
-    share it)."""
+    """The two SimExchange processes (live pace, stress pace; --quick: live pace only), the
+    engine code warmed by a short flat-out replay, and the cache of the baseline run (one per
+    topic run: the phases share it)."""
     _warm_replay()
     return {"live": _exchange(1.0, LIVE_QUICK_S if quick else LIVE_S, 50.0),
-            "stress": _exchange(STRESS_SPEED, STRESS_QUICK_S if quick else STRESS_S, 0.0),
+            "stress": None if quick else _exchange(STRESS_SPEED, STRESS_S, 0.0),
             "runs": {}}
 
 
@@ -181,27 +181,28 @@ def _fills(engine: Any) -> tuple:
 
 
 def run_variant(prepared: dict[str, Any], name: str) -> Outcome:
-    """Variant `name` (a key of VARIANTS) at the live pace, then at the stress pace.
-    Outcome.result is ((fills, market time reached in ns) per pace)."""
+    """Variant `name` (a key of VARIANTS) at the live pace, then at the stress pace (not with
+    --quick). Outcome.result is ((pace, fills, market time reached in ns) per pace)."""
     runs = prepared["runs"]
     if name in runs:
         return runs[name]
-    live, live_extra = _paced_run(prepared["live"], name)
-    stress, stress_extra = _paced_run(prepared["stress"], name)
-    outcome = Outcome(
-        result=((_fills(live), live.market_time_ns), (_fills(stress), stress.market_time_ns)),
-        items=live_extra["messages"], latencies_ns=live.latency.values(Stage.TICK_TO_TRADE),
-        extra={**live_extra, "stress": stress_extra})
+    live, extra = _paced_run(prepared["live"], name)
+    result = [("live", _fills(live), live.market_time_ns)]
+    if prepared["stress"] is not None:
+        stress, extra["stress"] = _paced_run(prepared["stress"], name)
+        result.append(("stress", _fills(stress), stress.market_time_ns))
+    outcome = Outcome(result=tuple(result), items=extra["messages"],
+                      latencies_ns=live.latency.values(Stage.TICK_TO_TRADE), extra=extra)
     if name == "polling_50ms":
         runs[name] = outcome
     return outcome
 
 
 def check(baseline: tuple, optimized: tuple) -> None:
-    """Per pace: identical fills (seq, side, price, qty, liquidity, market time) in the same
-    order, up to the market time both runs reached."""
-    for pace, (base_fills, base_end), (opt_fills, opt_end) in zip(
-            ("live", "stress"), baseline, optimized, strict=True):
+    """Per run (pace): identical fills (seq, side, price, qty, liquidity, market time) in the
+    same order, up to the market time both runs reached."""
+    for (pace, base_fills, base_end), (_, opt_fills, opt_end) in zip(
+            baseline, optimized, strict=True):
         end = min(base_end, opt_end)
         base = [f for f in base_fills if f[-1] < end]
         opt = [f for f in opt_fills if f[-1] < end]
@@ -272,7 +273,7 @@ def run_flat(prepared: dict[str, Any], name: str) -> Outcome:
         "stages": {s.value: summary[s.value] for s in LOCAL_STAGES},
     }
     end = engine.market_time_ns
-    return Outcome(result=((_fills(engine), end), (_fills(engine), end)), items=events,
+    return Outcome(result=(("flat out", _fills(engine), end),), items=events,
                    latencies_ns=engine.latency.values(Stage.TICK_TO_TRADE), extra=extra)
 
 
