@@ -249,3 +249,20 @@ def test_coinbase_injected_gap_heals(shared_data: Path) -> None:
         sid = registry.lookup("coinbase", product)
         assert sync.is_valid(sid)
         assert_same_book(sync.book(sid), rbook, product)
+
+
+def test_tick_sizes_from_symbol_metadata() -> None:
+    """A tick size given per symbol (metadata) sets the ladder's grid before any snapshot;
+    other symbols infer theirs from the snapshot; a finer price still refines it."""
+    registry = SymbolRegistry()
+    norm = normalizer_for("binance-usdm", registry, default_symbol="BTCUSDT")
+    sid = registry.id("binance-usdm", "BTCUSDT")
+    sync = BookSync("binance-usdm", tick_sizes={sid: 0.1})
+    assert sync.book(sid).tick_size == 0.1 and sync.book(sid + 1).tick_size != 0.1
+    for message in (depth(1, 5, 0, [["10.1", "1"]], []),
+                    rest(5, [["10.1", "1"], ["9.9", "2"]], [["10.3", "1"]]),
+                    depth(6, 7, 5, [["10.15", "3"]], [])):
+        sync.process(norm.normalize(message, 1), norm.last)
+    book = sync.book(sid)
+    assert book.valid and book.depth(5)[0].tolist() == [10.15, 10.1, 9.9]
+    assert book.tick_size == 0.05

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,18 +91,22 @@ class BookSync:
     venue: a normalizer venue key ('binance', 'binance-usdm', 'bybit', 'coinbase', ...).
     on_resync(symbol_id): called when a book needs a snapshot (first delta before any
     snapshot, or after a gap); it must not block (schedule the REST call / resubscribe).
-    capacity: initial levels per side of each L2Book. max_buffer: deltas kept per symbol
-    while waiting for a snapshot (older ones are dropped and counted in buffer_overflow).
+    capacity: initial levels of each L2Book's overflow table. max_buffer: deltas kept per
+    symbol while waiting for a snapshot (older ones are dropped and counted in
+    buffer_overflow). tick_sizes: symbol_id -> the venue's price step (symbol metadata) for
+    the books' ladders; symbols not in it infer theirs from the first snapshot.
     """
 
     def __init__(self, venue: str, on_resync: Callable[[int], None] | None = None,
-                 capacity: int = 1024, max_buffer: int = 100_000):
+                 capacity: int = 1024, max_buffer: int = 100_000,
+                 tick_sizes: Mapping[int, float] | None = None):
         if max_buffer < 1:
             raise BookError(f"max_buffer must be >= 1, got {max_buffer}")
         self.venue = venue
         self.rule = rule_for(venue)
         self.on_resync = on_resync
         self.capacity = capacity
+        self.tick_sizes = dict(tick_sizes or {})
         self.max_buffer = max_buffer
         self.stats = SyncStats()
         self._symbols: dict[int, _Symbol] = {}
@@ -131,8 +135,8 @@ class BookSync:
     def _symbol(self, symbol_id: int) -> _Symbol:
         s = self._symbols.get(symbol_id)
         if s is None:
-            s = self._symbols[symbol_id] = _Symbol(L2Book(symbol_id, self.capacity),
-                                                   self.max_buffer)
+            book = L2Book(symbol_id, self.capacity, tick_size=self.tick_sizes.get(symbol_id))
+            s = self._symbols[symbol_id] = _Symbol(book, self.max_buffer)
         return s
 
     # ---- the entry point ---------------------------------------------------------------
