@@ -154,10 +154,11 @@ def _table_set(table, state, side, key, qty):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _decimals(p):
-    """The fewest decimals d (0..MAX_DECIMALS) with p == round(p * 10^d) / 10^d, -1 if none."""
-    scale = 1.0
-    for d in range(MAX_DECIMALS + 1):
+def _decimals(p, start=0):
+    """The fewest decimals d (start..MAX_DECIMALS) with p == round(p * 10^d) / 10^d, -1 if
+    none (a price written with fewer decimals also fits with more)."""
+    scale = 10.0**start
+    for d in range(start, MAX_DECIMALS + 1):
         n = np.floor(p * scale + 0.5)
         if n >= MAX_UNITS:
             return -1
@@ -185,15 +186,16 @@ def _derive_grid(prices, n, state):
     prices in units of 10^-d. Returns False when a price has no such grid."""
     has = state[S_HAS_GRID] != 0
     d = state[S_DECIMALS] if has else 0
-    for i in range(n):
-        dp = _decimals(prices[i])
-        if dp < 0:
+    for i in range(n):  # one division a price once d is reached
+        d = _decimals(prices[i], d)
+        if d < 0:
             state.view(np.float64)[S_BAD] = prices[i]
             return False
-        d = max(d, dp)
     scale = 10.0**d
     g = state[S_TICK_UNITS] * 10 ** (d - state[S_DECIMALS]) if has else 0
     for i in range(n):
+        if g == 1:  # the finest grid of d decimals: no price changes it
+            break
         a = np.int64(np.floor(prices[i] * scale + 0.5))
         while a:
             g, a = a, g % a
@@ -251,19 +253,23 @@ def _rebuild(ladder, table, state, extra_side, extra_price, extra_qty):
         qtys[m] = extra_qty
         m += 1
     saved = (state[S_HAS_GRID], state[S_DECIMALS], state[S_TICK_UNITS])
+    keys = np.empty(m, dtype=np.int64)
     fits = saved[0] != 0
     for i in range(m):
-        if not fits:
+        tf = _tick(prices[i], f[S_INV], f[S_UNITS_F], f[S_SCALE]) if fits else np.nan
+        if np.isnan(tf):
+            fits = False
             break
-        fits = not np.isnan(_tick(prices[i], f[S_INV], f[S_UNITS_F], f[S_SCALE]))
-    if not fits and not _derive_grid(prices, m, state):  # S_BAD: the price
-        state[S_ERROR] = E_GRID
-        return 2
-    keys = np.empty(m, dtype=np.int64)
+        keys[i] = np.int64(tf)
+    if not fits:
+        if not _derive_grid(prices, m, state):  # S_BAD: the price
+            state[S_ERROR] = E_GRID
+            return 2
+        for i in range(m):  # every price fits the derived grid
+            keys[i] = np.int64(np.floor(prices[i] * f[S_INV] + 0.5))
     best = np.full(2, _NONE, dtype=np.int64)
     for i in range(m):
-        t = np.int64(_tick(prices[i], f[S_INV], f[S_UNITS_F], f[S_SCALE]))
-        keys[i] = t if sides[i] == 0 else -t
+        keys[i] = keys[i] if sides[i] == 0 else -keys[i]
         best[sides[i]] = max(best[sides[i]], keys[i])
     base = np.empty(2, dtype=np.int64)
     for side in range(2):
