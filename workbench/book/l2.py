@@ -373,7 +373,7 @@ def _save(state, best_b, best_a, no_b, no_a, used):
 def _ladder_set(lad, j, qty, best, n_over):
     """Set slot j of one side's ladder: (done, new best). Not done when the delete of the
     best emptied the ladder while the table holds levels (a rebuild follows)."""
-    lad[j] = qty
+    lad[np.uint64(j)] = qty  # 0 <= j < window: unsigned, no wraparound code
     if qty == 0.0 and j == best:  # the next occupied slot down
         best -= 1
         while best >= 0 and lad[best] == 0.0:
@@ -419,19 +419,21 @@ def _apply(words, ladder, table, state, ends, first, start, tops):
         lo = (ends[m - 1] if m > 0 else 0) if n_msgs else 0
         stop = ends[m] if n_msgs else words.shape[0] >> 3
         for i in range(max(lo, start) if m == first else lo, stop):
-            w = words[8 * i + 5]
+            row = np.uint64(i) << np.uint64(3)  # unsigned: no negative-index wraparound code
+            w = words[row + np.uint64(5)]
             if (w & 0xFFFFFFFF) != sid:
                 continue
             kind = (w >> 32) & 0xFF
             if kind in (_BID, _ASK):
-                price = floats[8 * i + 6]
-                qty = floats[8 * i + 7]
+                price = floats[row + np.uint64(6)]
+                qty = floats[row + np.uint64(7)]
                 bid = kind == _BID
                 updates += 1 - snap
                 to_table = False
                 if fast:
                     tf = np.floor(price * inv + 0.5)
-                    if tf * units / scale == price and 0.0 < price < np.inf:
+                    # on the grid, and positive and finite (a tick in 1..2**53)
+                    if tf * units / scale == price and 0.0 < tf < MAX_UNITS:
                         t = np.int64(tf)
                         if bid:
                             j = t - base_b
