@@ -56,15 +56,19 @@ DEFAULT_CHANNELS = ("depth@100ms", "bookTicker", "trade")
 MS = 1_000_000
 
 
-class _Ticker(msgspec.Struct, gc=False):  # gc=False: no GC tracking, ~9% faster decode
+class _Ticker(msgspec.Struct, gc=False, kw_only=True):
+    """Fields in the `bookTicker` message's order, `e` included (see `_Trade`; ~10% faster
+    here). gc=False: decoded structs are not tracked by the cyclic GC."""
+
+    e: str = ""
+    u: int = -1
     s: str
     b: float
     B: float
     a: float
     A: float
-    u: int = -1
-    E: int = 0
     T: int = 0
+    E: int = 0
 
 
 class _Trade(msgspec.Struct, gc=False, kw_only=True):
