@@ -379,8 +379,9 @@ def volume_flags4(v4, f4, first, last, p, ahead):
 def walk_symbol(o, h, lo_, c, mask, flags, ready_t, last_t, p, st, trades, mtm):
     """Walk one symbol's bars (float64 [T] rows, mask and flags bool [T] from `symbol_flags`,
     ready_t its first ready bar, last_t its last clock index with data, -1 for none) from and
-    back into its state st (float64 [N_STATE]); trades appended, mtm [T] (zeroed) written where
-    the PnL changes. How: the module docstring.
+    back into its state st (float64 [N_STATE]); trades appended, every element of mtm [T]
+    written (0.0 where the PnL does not change: the caller need not zero it). How: the module
+    docstring.
 
     Time indices are uint64 (no wraparound checks). Per-bar helpers take scalars and the state
     tuple; the array helpers (`window_range`, `write_trade`) are inlined.
@@ -407,6 +408,8 @@ def walk_symbol(o, h, lo_, c, mask, flags, ready_t, last_t, p, st, trades, mtm):
                                                 max_hold)
                     mtm[t] = 0.0 + dd
                     ref = ct
+                else:
+                    mtm[t] = 0.0
                 t += _ONE
             if reason != 0.0:
                 pend = PENDING_EXIT
@@ -416,12 +419,15 @@ def walk_symbol(o, h, lo_, c, mask, flags, ready_t, last_t, p, st, trades, mtm):
         if pos == 0.0 and pend == 0.0 and bdir == 0.0:
             # flat, nothing pending or watched: only a flagged bar before the last can act
             while t < n_t and not flags[t]:
+                mtm[t] = 0.0
                 t += _ONE
             if t >= last:
                 break
+            mtm[t] = 0.0
             test = True
         else:
             if not mask[t]:
+                mtm[t] = 0.0
                 t += _ONE
                 continue
             state, test, d, closed = on_bar(t, o[t], c[t], flags[t], t >= ready_t, t == last,
@@ -433,6 +439,8 @@ def walk_symbol(o, h, lo_, c, mask, flags, ready_t, last_t, p, st, trades, mtm):
             hi, lo = window_range(h, lo_, mask, t, n_look)
             state = on_break(c[t], hi, lo, pt, state)
         t += _ONE
+    for i in range(t, n_t):
+        mtm[i] = 0.0
     for i in range(N_STATE):
         st[i] = state[i]
 
@@ -448,7 +456,8 @@ def run_symbol(o, h, lo_, c, v, mask, last_t, p, st, trades, mtm):
 @njit(cache=True)
 def run_serial(o, h, lo_, c, v, mask, last_t, p, state, trades, mtm):
     """Phase 3: every symbol in turn. Arrays [S, T] (C order), last_t int64 [S], p [N_PARAMS],
-    state [S, N_STATE], trades [S, capacity, N_TRADE_FIELDS], mtm [S, T] zeroed.
+    state [S, N_STATE], trades [S, capacity, N_TRADE_FIELDS], mtm [S, T] (every element
+    written: it can come from np.empty).
 
     Symbols with data on every bar from their first to their last go 4 at a time through
     `volume_flags4`, then their 4 walks (the 4 symbols' rows, prefetched, are still in the
