@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numba as nb
 import numpy as np
@@ -36,69 +36,79 @@ SECOND_NS = 1_000_000_000
 
 
 @nb.njit(cache=True, nogil=True)
-def _add_values(values, counts, mask, unit_magnitude, half_magnitude, half_count, highest):
-    """Add every value >= 0 of `values` (int64, 1-D, any stride; clamped to `highest`) to the
-    HDR `counts` array; returns (how many, min, max) of them (min = highest + 1 if none).
+def _add_rows_kernel(values, counts, mask, unit_magnitude, half_magnitude, half_count,
+                     highest, stats):
+    """Add every value >= 0 of column j of `values` (int64, (rows, stages), any strides;
+    clamped to `highest`) to the HDR counts array `counts[j]` (a tuple, one per stage);
+    stats[j] = (how many, min, max) of them (min = highest + 1 if none).
 
     Index of a value, as HdrHistogram._counts_index_for (HdrHistogram by Gil Tene): bucket =
     bit_length(v | sub_bucket_mask) - unit_magnitude - (sub_bucket_half_count_magnitude + 1);
     sub bucket = v >> (bucket + unit_magnitude); index = ((bucket + 1) <<
     half_count_magnitude) + sub - half_count. bit_length from frexp (exact below 2**53).
-    Runs without the GIL: the feed thread goes on while the engine folds."""
-    n = 0
-    low = highest + 1
-    high = -1
-    for i in range(values.shape[0]):
-        v = values[i]
-        if v < 0:
-            continue
-        if v > highest:
-            v = highest
-        bit_length = math.frexp(float(v | mask))[1]
-        bucket = bit_length - unit_magnitude - (half_magnitude + 1)
-        sub = v >> (bucket + unit_magnitude)
-        counts[((bucket + 1) << half_magnitude) + sub - half_count] += 1
-        n += 1
-        low = min(low, v)
-        high = max(high, v)
-    return n, low, high
+    One call for all stages, without the GIL: the feed thread goes on while the engine
+    folds."""
+    for j in range(values.shape[1]):
+        row = counts[j]
+        n = 0
+        low = highest + 1
+        high = -1
+        for i in range(values.shape[0]):
+            v = values[i, j]
+            if v < 0:
+                continue
+            if v > highest:
+                v = highest
+            bit_length = math.frexp(float(v | mask))[1]
+            bucket = bit_length - unit_magnitude - (half_magnitude + 1)
+            sub = v >> (bucket + unit_magnitude)
+            row[((bucket + 1) << half_magnitude) + sub - half_count] += 1
+            n += 1
+            low = min(low, v)
+            high = max(high, v)
+        stats[j, 0] = n
+        stats[j, 1] = low
+        stats[j, 2] = high
 
 
 @nb.njit(cache=True, nogil=True)
-def _rank_indices(counts, base, targets):
-    """Index of the bucket holding each rank of `targets` (ascending, 1-based) in the counts
-    `counts - base`: one pass, no temporary arrays, without the GIL."""
-    out = np.empty(targets.shape[0], dtype=np.int64)
-    k = 0
-    total = 0
-    for i in range(counts.shape[0]):
-        total += counts[i] - base[i]
-        while k < targets.shape[0] and total >= targets[k]:
-            out[k] = i
+def _rank_kernel(counts, bases, targets):
+    """out[j, k]: index of the bucket holding rank targets[j, k] (ascending in k, 1-based)
+    in the counts `counts[j] - bases[j]` (tuples, one array per stage): one pass each, no
+    temporary arrays, one call for all stages, without the GIL."""
+    out = np.empty(targets.shape, dtype=np.int64)
+    for j in range(targets.shape[0]):
+        row = counts[j]
+        base = bases[j]
+        k = 0
+        total = 0
+        for i in range(row.shape[0]):
+            total += row[i] - base[i]
+            while k < targets.shape[1] and total >= targets[j, k]:
+                out[j, k] = i
+                k += 1
+            if k == targets.shape[1]:
+                break
+        while k < targets.shape[1]:
+            out[j, k] = row.shape[0] - 1
             k += 1
-        if k == targets.shape[0]:
-            break
-    while k < targets.shape[0]:
-        out[k] = counts.shape[0] - 1
-        k += 1
     return out
 
 
-def _percentiles(h: HdrHistogram, counts: np.ndarray, base: np.ndarray, total: int,
-                 pcts: Iterable[float]) -> list:
-    """Values at percentiles of `counts - base` (laid out like `h`, `total` values): the same
-    result as `HdrHistogram.get_value_at_percentile`, without its per-bucket Python loop."""
-    pcts = list(pcts)
-    if total == 0:
-        return [0 for _ in pcts]
-    targets = np.array([max(int(min(p, 100.0) * total / 100 + 0.5), 1) for p in pcts],
-                       dtype=np.int64)
-    order = np.argsort(targets, kind="stable")
-    found = _rank_indices(counts, base, targets[order])
-    index = np.empty_like(found)
-    index[order] = found
-    return [int(h.get_highest_equivalent_value(h.get_value_from_index(int(i))))
-            for i in index]
+def _percentiles(hists: list[_StageHistogram], bases: tuple[np.ndarray, ...],
+                 totals: list[int], pcts: tuple[float, ...]) -> list[list[int]]:
+    """Per histogram, the values at percentiles `pcts` (ascending) of `counts - base` holding
+    `totals` values (all 0 when a total is 0): the same result as
+    `HdrHistogram.get_value_at_percentile`, without its per-bucket Python loop."""
+    targets = np.array([[max(int(min(p, 100.0) * total / 100 + 0.5), 1) for p in pcts]
+                        for total in totals], dtype=np.int64)
+    found = _rank_kernel(tuple(hist.counts for hist in hists), bases, targets)
+    out = []
+    for hist, total, row in zip(hists, totals, found.tolist(), strict=True):
+        h = hist.h
+        out.append([int(h.get_highest_equivalent_value(h.get_value_from_index(i)))
+                    if total else 0 for i in row])
+    return out
 
 
 class _StageHistogram:
@@ -114,39 +124,17 @@ class _StageHistogram:
         self.second_total = 0
         self.second_max = 0
 
-    def add(self, values: np.ndarray) -> None:
-        """Add a column of values (ns, -1 = absent) to the histogram."""
-        h = self.h
-        n, vmin, vmax = _add_values(values, self.counts, h.sub_bucket_mask, h.unit_magnitude,
-                                    h.sub_bucket_half_count_magnitude,
-                                    h.sub_bucket_half_count, HIGHEST_NS)
+    def added(self, n: int, vmin: int, vmax: int) -> None:
+        """Account n values in [vmin, vmax] the fold kernel put in the counts."""
         if not n:
             return
+        h = self.h
         h.total_count += n
         h.min_value = min(h.min_value, vmin)
         h.max_value = max(h.max_value, vmax)
         self.max_ns = max(self.max_ns, vmax)
         self.second_total += n
         self.second_max = max(self.second_max, vmax)
-
-    def close_second(self) -> tuple[int, int, int] | None:
-        if self.second_total == 0:
-            return None
-        p50, p99 = _percentiles(self.h, self.counts, self.base, self.second_total,
-                                (50.0, 99.0))
-        out = (p50, p99, self.second_max)
-        self.base[:] = self.counts
-        self.second_total = 0
-        self.second_max = 0
-        return out
-
-    def summary(self) -> dict[str, int]:
-        total = int(self.h.total_count)
-        values = _percentiles(self.h, self.counts, self.zeros, total, PERCENTILES.values())
-        out = dict(zip(PERCENTILES, values, strict=True))
-        out["max_ns"] = int(self.max_ns)
-        out["count"] = total
-        return out
 
 
 class LatencyRecorder:
@@ -171,6 +159,9 @@ class LatencyRecorder:
         self._rows = array("q")
         self._lock = threading.Lock()
         self._hist = {s: _StageHistogram() for s in STAGES}
+        self._hists = [self._hist[s] for s in STAGES]
+        self._counts = tuple(hist.counts for hist in self._hists)
+        self._zeros = tuple(hist.zeros for hist in self._hists)
         self._current_second: int | None = None
         self._series: dict[Stage, list[tuple[int, int, int, int]]] = {s: [] for s in STAGES}
         self._col = {s: i + 1 for i, s in enumerate(STAGES)}
@@ -231,20 +222,37 @@ class LatencyRecorder:
         return n
 
     def _add_rows(self, values: np.ndarray) -> None:
-        """Each stage's column into its histogram (compiled, without the GIL)."""
-        for j, stage in enumerate(STAGES):
-            self._hist[stage].add(values[:, j])
+        """Each stage's column into its histogram (one compiled call, without the GIL)."""
+        hists = self._hists
+        h = hists[0].h  # every stage's histogram has the same layout
+        stats = np.empty((len(hists), 3), dtype=np.int64)
+        _add_rows_kernel(values, self._counts, h.sub_bucket_mask, h.unit_magnitude,
+                         h.sub_bucket_half_count_magnitude, h.sub_bucket_half_count,
+                         HIGHEST_NS, stats)
+        for hist, (n, vmin, vmax) in zip(hists, stats.tolist(), strict=True):
+            hist.added(n, vmin, vmax)
 
     def _close_second(self) -> None:
-        for stage, hist in self._hist.items():
-            point = hist.close_second()
-            if point is not None:
-                self._series[stage].append((self._current_second, *point))
+        hists = self._hists
+        points = _percentiles(hists, tuple(hist.base for hist in hists),
+                              [hist.second_total for hist in hists], (50.0, 99.0))
+        for stage, hist, (p50, p99) in zip(STAGES, hists, points, strict=True):
+            if hist.second_total:
+                self._series[stage].append((self._current_second, p50, p99, hist.second_max))
+                hist.base[:] = hist.counts
+                hist.second_total = 0
+                hist.second_max = 0
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per stage name: p50_ns, p99_ns, p999_ns, max_ns, count (folded rows only)."""
+        hists = self._hists
         with self._lock:
-            return {s.value: self._hist[s].summary() for s in STAGES}
+            totals = [int(hist.h.total_count) for hist in hists]
+            values = _percentiles(hists, self._zeros, totals, tuple(PERCENTILES.values()))
+            return {stage.value: {**dict(zip(PERCENTILES, row, strict=True)),
+                                  "max_ns": int(hist.max_ns), "count": total}
+                    for stage, hist, row, total in zip(STAGES, hists, values, totals,
+                                                       strict=True)}
 
     def series(self, stage: Stage | str) -> dict[str, np.ndarray]:
         """Per-second points of one stage: `t_s` (perf_counter seconds, int64), `p50_ns`,
