@@ -91,7 +91,7 @@ class EngineConfig:
     spike_threshold_us: float = 1000.0
     journal_flush_ms: float = 1000.0
     publish_ms: float = 100.0
-    latency_fold_ms: float = 100.0
+    latency_fold_ms: float = 25.0
     book_check_ms: float = 2000.0
     stagger: bool = False
     gc_mode: str = "default"

@@ -100,8 +100,9 @@ def _percentiles(hists: list[_StageHistogram], bases: tuple[np.ndarray, ...],
     """Per histogram, the values at percentiles `pcts` (ascending) of `counts - base` holding
     `totals` values (all 0 when a total is 0): the same result as
     `HdrHistogram.get_value_at_percentile`, without its per-bucket Python loop."""
-    targets = np.array([[max(int(min(p, 100.0) * total / 100 + 0.5), 1) for p in pcts]
-                        for total in totals], dtype=np.int64)
+    # an empty histogram gets targets 0: its walk stops at the first bucket
+    targets = np.array([[max(int(min(p, 100.0) * total / 100 + 0.5), 1) if total else 0
+                         for p in pcts] for total in totals], dtype=np.int64)
     found = _rank_kernel(tuple(hist.counts for hist in hists), bases, targets)
     out = []
     for hist, total, row in zip(hists, totals, found.tolist(), strict=True):
