@@ -33,7 +33,7 @@ from workbench.feed.symbols import SYMBOLS, SymbolRegistry
 from workbench.feed.venues.base import (
     BUY,
     DEFAULT_CAPACITY,
-    EVENT_STRUCT,
+    EVENT_WORDS,
     INF,
     K_BBO,
     K_TRADE,
@@ -46,10 +46,16 @@ from workbench.feed.venues.base import (
     SELL,
     Normalizer,
     begin_message,
+    event_word,
 )
 
-pack_into = EVENT_STRUCT.pack_into
-pack_two = struct.Struct("<" + EVENT_STRUCT.format.lstrip("<") * 2).pack_into  # BBO bid + ask
+pack_into = EVENT_WORDS.pack_into
+pack_two = struct.Struct("<" + EVENT_WORDS.format.lstrip("<") * 2).pack_into  # BBO bid + ask
+# event words without the symbol_id (or'ed in per message)
+_BBO_BID = event_word(0, K_BBO, BUY, 0)
+_BBO_ASK = event_word(0, K_BBO, SELL, LAST)
+_TRADE_BUY = event_word(0, K_TRADE, BUY, LAST)
+_TRADE_SELL = event_word(0, K_TRADE, SELL, LAST)
 
 MARKETS = {"spot": "binance", "usdm": "binance-usdm", "coinm": "binance-coinm"}
 DEFAULT_CHANNELS = ("depth@100ms", "bookTicker", "trade")
@@ -254,8 +260,8 @@ class BinanceNormalizer(Normalizer):
         info.ts_event_ns = ts
         if u < 0:
             u = 0
-        pack_two(self._buf, 0, ts, recv_ns, 0, n, u, sid, K_BBO, BUY, 0, bid, bid_qty,
-                 ts, recv_ns, 0, n, u, sid, K_BBO, SELL, LAST, ask, ask_qty)
+        pack_two(self._buf, 0, ts, recv_ns, n, u, sid | _BBO_BID, bid, bid_qty,
+                 ts, recv_ns, n, u, sid | _BBO_ASK, ask, ask_qty)
         stats.events += 2
         return self._head[2]
 
@@ -280,8 +286,8 @@ class BinanceNormalizer(Normalizer):
         info.symbol_id = sid
         info.last_id = trade_id
         info.ts_event_ns = ts
-        pack_into(self._buf, 0, ts, recv_ns, 0, n, trade_id, sid, K_TRADE,
-                  SELL if t.m else BUY, LAST, price, qty)
+        pack_into(self._buf, 0, ts, recv_ns, n, trade_id,
+                  sid | (_TRADE_SELL if t.m else _TRADE_BUY), price, qty)
         stats.events += 1
         return self._head[1]
 
