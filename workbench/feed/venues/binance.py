@@ -136,14 +136,18 @@ class BinanceNormalizer(Normalizer):
         start = self.stats.messages
         try:
             if message.startswith(b'{"stream":"'):
-                # the channel from the stream name's bytes after '@', no slice allocated
+                # the channel from the stream name's first bytes after '@' (ints, no slice):
+                # b = bookTicker, tr = trade, ag = aggTrade, d = depth (the only ones so
+                # starting among Binance's stream names); anything else is `_other`
                 at = message.find(b"@", 11, 64) + 1
                 if at > 0:
-                    if message.startswith(b"bookTicker", at):
+                    c = message[at]
+                    if c == 98:
                         return self._ticker(_TICKER_ENV.decode(message).data, recv_ns, message)
-                    if message.startswith(b"trade", at) or message.startswith(b"aggTrade", at):
+                    c2 = message[at + 1]
+                    if (c == 116 and c2 == 114) or (c == 97 and c2 == 103):
                         return self._trade(_TRADE_ENV.decode(message).data, recv_ns, message)
-                    if message.startswith(b"depth", at):
+                    if c == 100:
                         return self._book(message, recv_ns, message[11:at - 1])
                 return self._other(_EVENT_ENV.decode(message).data.e or "stream", message)
             return self._bare(message, recv_ns)
@@ -239,8 +243,10 @@ class BinanceNormalizer(Normalizer):
     def _ticker(self, t: _Ticker, recv_ns: int, message: bytes) -> np.ndarray:
         stats = self.stats
         n = stats.messages = stats.messages + 1
-        bc = stats.by_channel
-        bc["bookTicker"] = bc.get("bookTicker", 0) + 1
+        try:
+            stats.by_channel["bookTicker"] += 1
+        except KeyError:
+            stats.by_channel["bookTicker"] = 1
         info = self.last
         bid, bid_qty, ask, ask_qty = t.b, t.B, t.a, t.A
         if not (0.0 < bid < INF and 0.0 < ask < INF and 0.0 <= bid_qty < INF
@@ -269,8 +275,10 @@ class BinanceNormalizer(Normalizer):
         stats = self.stats
         n = stats.messages = stats.messages + 1
         channel = "trade" if t.a < 0 else "aggTrade"
-        bc = stats.by_channel
-        bc[channel] = bc.get(channel, 0) + 1
+        try:
+            stats.by_channel[channel] += 1
+        except KeyError:
+            stats.by_channel[channel] = 1
         info = self.last
         price, qty = t.p, t.q
         if not (0.0 < price < INF and 0.0 <= qty < INF):
