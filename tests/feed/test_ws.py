@@ -216,8 +216,10 @@ def test_recording_is_delivered_exactly_and_the_book_heals_after_gap_and_disconn
     # the gap 3,000 messages after the REST snapshot the client syncs from (served within the
     # first ~30k messages: flat out, the server runs ahead by the socket buffers)
     faults = Faults(gap_after=3_000, gap_after_snapshot=True, disconnect_after=70_000)
+    # a checkpoint every 2,500 frames while the book is valid (flat out it is not for up to
+    # a socket buffer's worth of frames after each of the three snapshots)
     with SimExchange(path, speed=None, faults=faults) as ex, \
-            BookFeed(ex, checkpoint_every=5000) as bf:
+            BookFeed(ex, checkpoint_every=2500) as bf:
         wait_until(lambda: bf.stream_frames >= len(recorded) - 1 and bf.book.valid, 60,
                    "the whole recording and a valid book")
         time.sleep(0.2)  # nothing more may come

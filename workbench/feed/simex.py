@@ -57,6 +57,7 @@ import http
 import itertools
 import logging
 import re
+import struct
 import sys
 import threading
 import time
@@ -172,6 +173,21 @@ class SimExchangeStats:
     rest_requests: dict[int, int] = field(default_factory=dict)
     bad_requests: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+
+
+_HEAD7 = struct.Struct("!BB")
+_HEAD16 = struct.Struct("!BBH")
+_HEAD64 = struct.Struct("!BBQ")
+
+
+def _text_frame(payload: bytes) -> bytes:
+    """An unmasked FIN + TEXT frame (RFC 6455 section 5.2) carrying `payload`."""
+    n = len(payload)
+    if n < 126:
+        return _HEAD7.pack(0x81, n) + payload
+    if n < 65536:
+        return _HEAD16.pack(0x81, 126, n) + payload
+    return _HEAD64.pack(0x81, 127, n) + payload
 
 
 # ---- what a message is: its subscription key and whether it is a book delta ------------------
@@ -811,12 +827,13 @@ class SimExchange:
     @staticmethod
     async def _write(ws: ServerConnection, frames: list[bytes]) -> None:
         """Send text frames with one socket write (send_data() would send(2) frame by frame),
-        under the connection's state check and flow control."""
+        under the connection's state check and flow control. The frames are built here
+        (RFC 6455 section 5.2: FIN + TEXT, unmasked from a server, 7/16/64-bit length; no
+        extension is negotiated: compression=None): ~0.3 µs a frame against ~2.5 µs through
+        the protocol's send_text (websockets' Sans-I/O state is only needed for control
+        frames, which it still sends itself)."""
         async with ws.send_context():
-            protocol = ws.protocol
-            for frame in frames:
-                protocol.send_text(frame)
-            ws.transport.write(b"".join(protocol.data_to_send()))
+            ws.transport.write(b"".join([_text_frame(frame) for frame in frames]))
 
     # ---- REST ------------------------------------------------------------------------------
     def _http(self, ws: ServerConnection, request: Request) -> Response | None:
