@@ -829,7 +829,7 @@ class SimExchange:
         """Send text frames with one socket write (send_data() would send(2) frame by frame),
         under the connection's state check and flow control. The frames are built here
         (RFC 6455 section 5.2: FIN + TEXT, unmasked from a server, 7/16/64-bit length; no
-        extension is negotiated: compression=None): ~0.3 µs a frame against ~2.5 µs through
+        extension is negotiated: compression=None): ~0.3 µs a frame against ~1.7 µs through
         the protocol's send_text (websockets' Sans-I/O state is only needed for control
         frames, which it still sends itself)."""
         async with ws.send_context():
