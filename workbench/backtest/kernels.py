@@ -463,7 +463,7 @@ def run_serial(o, h, lo_, c, v, mask, last_t, p, state, trades, mtm):
     `volume_flags4`, then their 4 walks (the 4 symbols' rows, prefetched, are still in the
     cache); the others through `run_symbol`."""
     n_sym = o.shape[0]
-    flags = np.zeros(mask.shape, dtype=np.bool_)
+    flags = np.empty((4, o.shape[1]), dtype=np.bool_)  # one group's rows, reused
     gap_free = np.empty(n_sym, dtype=np.int64)
     first = np.empty(n_sym, dtype=np.int64)
     n_free = 0
@@ -484,14 +484,15 @@ def run_serial(o, h, lo_, c, v, mask, last_t, p, state, trades, mtm):
                        trades[s], mtm[s])
     for g in range(0, n_free - 3, 4):
         a, b, cc, d = gap_free[g], gap_free[g + 1], gap_free[g + 2], gap_free[g + 3]
+        flags[:] = False
         ready = volume_flags4(
-            (v[a], v[b], v[cc], v[d]), (flags[a], flags[b], flags[cc], flags[d]),
+            (v[a], v[b], v[cc], v[d]), (flags[0], flags[1], flags[2], flags[3]),
             (first[a], first[b], first[cc], first[d]),
             (last_t[a], last_t[b], last_t[cc], last_t[d]), p,
             (o[a], h[a], lo_[a], c[a], mtm[a], o[b], h[b], lo_[b], c[b], mtm[b],
              o[cc], h[cc], lo_[cc], c[cc], mtm[cc], o[d], h[d], lo_[d], c[d], mtm[d]))
         for i, s in enumerate((a, b, cc, d)):
-            walk_symbol(o[s], h[s], lo_[s], c[s], mask[s], flags[s], ready[i], last_t[s], p,
+            walk_symbol(o[s], h[s], lo_[s], c[s], mask[s], flags[i], ready[i], last_t[s], p,
                         state[s], trades[s], mtm[s])
     for g in range(n_free - n_free % 4, n_free):
         s = gap_free[g]
