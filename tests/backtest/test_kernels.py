@@ -12,7 +12,7 @@ from workbench.backtest import kernels as k
 from workbench.backtest.bars import MINUTE_NS, align
 from workbench.backtest.execution import ExecutionModel
 from workbench.backtest.kernels import volume_mean
-from workbench.backtest.phases import _alloc, run_phase
+from workbench.backtest.phases import run_phase
 from workbench.backtest.strategies import Fakeout, TrueBreakout, pack_params
 
 T0 = 1_700_000_040 * 1_000_000_000  # a minute boundary (2023-11-14)
@@ -42,11 +42,11 @@ def test_volume_mean_skips_bars_without_data() -> None:
 
 def _kernel_on_garbage(bars, p):
     """Phase 3 with mtm pre-filled with NaN: the walk must write every element."""
-    state, trades, mtm = _alloc(bars.n_symbols, bars.n_bars)
-    mtm[:] = np.nan
-    k.run_serial(bars.open, bars.high, bars.low, bars.close, bars.volume, bars.has_data,
-                 bars.last_t, p, state, trades, mtm)
-    return k.compact_trades(state, trades), mtm
+    mtm = np.full((bars.n_symbols, bars.n_bars), np.nan)
+    trades = k.run_serial(bars.open, bars.high, bars.low, bars.close, bars.volume,
+                          bars.has_data, bars.last_t, p, np.zeros((bars.n_symbols, k.N_STATE)),
+                          mtm)
+    return trades, mtm
 
 
 @pytest.mark.parametrize("strategy", [TrueBreakout(), Fakeout(lookback=30, confirm=3)],

@@ -454,50 +454,67 @@ def run_symbol(o, h, lo_, c, v, mask, last_t, p, st, trades, mtm):
 
 
 @njit(cache=True)
-def run_serial(o, h, lo_, c, v, mask, last_t, p, state, trades, mtm):
+def run_serial(o, h, lo_, c, v, mask, last_t, p, state, mtm):
     """Phase 3: every symbol in turn. Arrays [S, T] (C order), last_t int64 [S], p [N_PARAMS],
-    state [S, N_STATE], trades [S, capacity, N_TRADE_FIELDS], mtm [S, T] (every element
-    written: it can come from np.empty).
+    state [S, N_STATE] (zeros), mtm [S, T] (every element written: it can come from np.empty).
+    Returns the trades as `compact_trades` does, float64 [n, 1 + N_TRADE_FIELDS] ordered by
+    symbol then entry: each symbol's walk appends to one buffer sized for the most trades
+    possible, and the result is a view of its first n rows (only the rows written are ever
+    touched: fresh pages cost a fault each).
 
     Symbols with data on every bar from their first to their last go 4 at a time through
-    `volume_flags4`, then their 4 walks (the 4 symbols' rows, prefetched, are still in the
-    cache); the others through `run_symbol`."""
-    n_sym = o.shape[0]
-    flags = np.empty((4, o.shape[1]), dtype=np.bool_)  # one group's rows, reused
-    gap_free = np.empty(n_sym, dtype=np.int64)
+    `volume_flags4` (the next 4 such symbols, when a symbol's walk needs its flags), each then
+    walked in symbol order with its rows prefetched; the others through `run_symbol`."""
+    n_sym, n_t = o.shape
+    trades = np.empty((n_sym * trade_capacity(n_t), 1 + N_TRADE_FIELDS))
+    flags = np.empty((4, n_t), dtype=np.bool_)  # the current group's rows
+    ready = np.empty(4, dtype=np.int64)
+    slot = np.full(n_sym, -1)  # a symbol's row in the current group
     first = np.empty(n_sym, dtype=np.int64)
-    n_free = 0
+    gap_free = np.zeros(n_sym, dtype=np.bool_)
     for s in range(n_sym):
         row = mask[s]
         f = 0
-        while f < row.shape[0] and not row[f]:
+        while f < n_t and not row[f]:
             f += 1
         first[s] = f
         n_data = 0
-        for t in range(row.shape[0]):
+        for t in range(n_t):
             n_data += row[t]
-        if last_t[s] >= 0 and n_data == last_t[s] - first[s] + 1:
-            gap_free[n_free] = s
-            n_free += 1
-        else:
-            run_symbol(o[s], h[s], lo_[s], c[s], v[s], mask[s], last_t[s], p, state[s],
-                       trades[s], mtm[s])
-    for g in range(0, n_free - 3, 4):
-        a, b, cc, d = gap_free[g], gap_free[g + 1], gap_free[g + 2], gap_free[g + 3]
-        flags[:] = False
-        ready = volume_flags4(
-            (v[a], v[b], v[cc], v[d]), (flags[0], flags[1], flags[2], flags[3]),
-            (first[a], first[b], first[cc], first[d]),
-            (last_t[a], last_t[b], last_t[cc], last_t[d]), p,
-            (o[a], h[a], lo_[a], c[a], mtm[a], o[b], h[b], lo_[b], c[b], mtm[b],
-             o[cc], h[cc], lo_[cc], c[cc], mtm[cc], o[d], h[d], lo_[d], c[d], mtm[d]))
-        for i, s in enumerate((a, b, cc, d)):
+        gap_free[s] = last_t[s] >= 0 and n_data == last_t[s] - f + 1
+    n = 0
+    for s in range(n_sym):
+        if gap_free[s] and slot[s] < 0:
+            g = np.empty(4, dtype=np.int64)
+            k = 0
+            for x in range(s, n_sym):
+                if gap_free[x] and k < 4:
+                    g[k] = x
+                    k += 1
+            if k == 4:
+                a, b, cc, d = g[0], g[1], g[2], g[3]
+                flags[:] = False
+                ra, rb, rc, rd = volume_flags4(
+                    (v[a], v[b], v[cc], v[d]), (flags[0], flags[1], flags[2], flags[3]),
+                    (first[a], first[b], first[cc], first[d]),
+                    (last_t[a], last_t[b], last_t[cc], last_t[d]), p,
+                    (o[a], h[a], lo_[a], c[a], mtm[a], o[b], h[b], lo_[b], c[b], mtm[b],
+                     o[cc], h[cc], lo_[cc], c[cc], mtm[cc], o[d], h[d], lo_[d], c[d], mtm[d]))
+                ready[0], ready[1], ready[2], ready[3] = ra, rb, rc, rd
+                for i in range(4):
+                    slot[g[i]] = i
+        out = trades[n:, 1:]
+        if slot[s] >= 0:
+            i = slot[s]
             walk_symbol(o[s], h[s], lo_[s], c[s], mask[s], flags[i], ready[i], last_t[s], p,
-                        state[s], trades[s], mtm[s])
-    for g in range(n_free - n_free % 4, n_free):
-        s = gap_free[g]
-        run_symbol(o[s], h[s], lo_[s], c[s], v[s], mask[s], last_t[s], p, state[s],
-                   trades[s], mtm[s])
+                        state[s], out, mtm[s])
+        else:
+            run_symbol(o[s], h[s], lo_[s], c[s], v[s], mask[s], last_t[s], p, state[s], out,
+                       mtm[s])
+        n_s = int(state[s, S_NTRADES])
+        trades[n:n + n_s, 0] = s
+        n += n_s
+    return trades[:n]
 
 
 @njit(cache=True, parallel=True)
@@ -525,6 +542,7 @@ def compact_trades(state, trades):
     return out
 
 
+@njit(cache=True)
 def trade_capacity(n_bars: int) -> int:
     """Most trades one symbol can make on n_bars bars (a trade spans at least 2 bars, but
     the last one may open and end on the same bar)."""
@@ -538,11 +556,13 @@ def _warm() -> None:
     mask = np.ones((s, n), dtype=np.bool_)
     p = np.zeros(N_PARAMS)
     p[P_LOOKBACK] = p[P_VOL_WINDOW] = p[P_MAX_HOLD] = p[P_CONFIRM] = 1.0
-    for kernel in (run_serial, run_parallel):
-        kernel(x, x, x, x, x, mask, np.full(s, n - 1, np.int64), p, np.zeros((s, N_STATE)),
-               np.empty((s, trade_capacity(n), N_TRADE_FIELDS)), np.zeros((s, n)))
+    last_t = np.full(s, n - 1, np.int64)
+    run_serial(x, x, x, x, x, mask, last_t, p, np.zeros((s, N_STATE)), np.empty((s, n)))
+    trades = np.empty((s, trade_capacity(n), N_TRADE_FIELDS))
+    run_parallel(x, x, x, x, x, mask, last_t, p, np.zeros((s, N_STATE)), trades,
+                 np.empty((s, n)))
     volume_mean(np.ones(n), np.ones(n, dtype=np.bool_), 2)
-    compact_trades(np.zeros((s, N_STATE)), np.empty((s, trade_capacity(n), N_TRADE_FIELDS)))
+    compact_trades(np.zeros((s, N_STATE)), trades)
 
 
 _warm()

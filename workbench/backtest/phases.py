@@ -267,19 +267,23 @@ def phase2(pb: PyBars, p: np.ndarray) -> RawRun:
     return _collect(state, trades, mtm)
 
 
-def _kernel_phase(kernel: Callable[..., None]) -> Callable[[Bars, np.ndarray], RawRun]:
-    def run(bars: Bars, p: np.ndarray) -> RawRun:
-        state, trades, mtm = _alloc(bars.n_symbols, bars.n_bars, zeroed=False)
-        kernel(bars.open, bars.high, bars.low, bars.close, bars.volume, bars.has_data,
-               bars.last_t, p, state, trades, mtm)
-        return _collect(state, trades, mtm)
+def phase3(bars: Bars, p: np.ndarray) -> RawRun:
+    """Phase 3: one numba kernel over the aligned arrays (`kernels.run_serial`), which also
+    lays the trades out (no `compact_trades` pass)."""
+    mtm = np.empty((bars.n_symbols, bars.n_bars))
+    trades = k.run_serial(bars.open, bars.high, bars.low, bars.close, bars.volume,
+                          bars.has_data, bars.last_t, p, np.zeros((bars.n_symbols, k.N_STATE)),
+                          mtm)
+    return RawRun(trades, mtm)
 
-    run.__doc__ = kernel.__doc__
-    return run
 
+def phase4(bars: Bars, p: np.ndarray) -> RawRun:
+    """Phase 4: phase 3 parallel over symbols (`kernels.run_parallel`, `prange`)."""
+    state, trades, mtm = _alloc(bars.n_symbols, bars.n_bars, zeroed=False)
+    k.run_parallel(bars.open, bars.high, bars.low, bars.close, bars.volume, bars.has_data,
+                   bars.last_t, p, state, trades, mtm)
+    return _collect(state, trades, mtm)
 
-phase3 = _kernel_phase(k.run_serial)
-phase4 = _kernel_phase(k.run_parallel)
 
 PHASES: dict[int, Callable[..., RawRun]] = {0: phase0, 1: phase1, 2: phase2, 3: phase3, 4: phase4}
 PYTHON_PHASES = frozenset({0, 1, 2})
