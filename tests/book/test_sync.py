@@ -266,3 +266,18 @@ def test_tick_sizes_from_symbol_metadata() -> None:
     book = sync.book(sid)
     assert book.valid and book.depth(5)[0].tolist() == [10.15, 10.1, 9.9]
     assert book.tick_size == 0.05
+
+
+def test_price_refused_by_the_book_is_a_gap_and_heals() -> None:
+    p = Pipe("binance-usdm")
+    p(rest(100, [["11", "5"]], [["21", "1"]]))
+    p(depth(99, 101, 98, [["12", "1"]], []))
+    book = p.book()
+    assert book.valid and book.best_bid == 12.0
+    p(depth(102, 103, 101, [["1.0000000000000002", "1"]], []))  # 16 decimals: off every grid
+    assert p.sync.stats.rejected == 1 and p.sync.stats.gaps == 1
+    assert not book.valid and p.resyncs == [1]  # the first snapshot came unasked
+    p(depth(104, 105, 103, [["13", "1"]], []))  # buffered while the snapshot comes
+    p(rest(104, [["12", "2"]], [["21", "1"]]))
+    assert book.valid and book.depth(2)[0].tolist() == [13.0, 12.0]
+    assert p.sync.stats.rejected == 1

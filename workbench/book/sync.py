@@ -22,6 +22,10 @@ snapshot arrives. Rules per venue:
   are older than the next snapshot on the same connection and are dropped as stale.
 - Tardis CSV replays: snapshots reset, deltas apply in order (no sequence ids in the data).
 
+A message the book refuses (a price off every decimal grid, `L2Book.apply`'s BookError) is
+counted in `stats.rejected`, logged, and treated as a gap: the book is invalid until a new
+snapshot, and the feed goes on.
+
 After a reconnect call `connection_reset()`: every book becomes invalid and waits for a
 snapshot (the Coinbase sequence restarts).
 """
@@ -71,6 +75,7 @@ class SyncStats:
     dropped_stale: int = 0  # buffered or live deltas older than the book
     buffer_overflow: int = 0  # buffered deltas dropped because the buffer was full
     crossed: int = 0  # messages after which the book was crossed
+    rejected: int = 0  # messages the book refused (BookError): handled as a gap
 
 
 class _Symbol:
@@ -180,9 +185,10 @@ class BookSync:
         self._buffer(s, first, last, prev, events)
         return None
 
-    def _snapshot(self, events: np.ndarray, info: MessageInfo) -> L2Book:
+    def _snapshot(self, events: np.ndarray, info: MessageInfo) -> L2Book | None:
         s = self._symbol(info.symbol_id)
-        s.book.apply(events)
+        if not self._applied(s, events):
+            return None
         self.stats.snapshots += 1
         s.resync_pending = False
         s.snapshot_id = s.last_id = info.last_id
@@ -209,7 +215,9 @@ class BookSync:
                 ok = self._straddles(s.snapshot_id, first, last)
                 s.live = ok
             if ok:
-                self._apply(s, events, last)
+                if self._apply(s, events, last) is None:  # refused: resync requested
+                    s.buffer.extend(buffered[j + 1:])
+                    return
                 continue
             if s.live and self._stale(last, s.last_id):
                 self.stats.dropped_stale += 1
@@ -247,8 +255,19 @@ class BookSync:
         return True
 
     # ---- actions -----------------------------------------------------------------------
-    def _apply(self, s: _Symbol, events: np.ndarray, last: int) -> L2Book:
-        s.book.apply(events)
+    def _applied(self, s: _Symbol, events: np.ndarray) -> bool:
+        """Apply events to s's book; a BookError is counted and handled as a gap."""
+        try:
+            s.book.apply(events)
+        except BookError as exc:
+            self.stats.rejected += 1
+            self._gap(s, f"message refused by the book: {exc}")
+            return False
+        return True
+
+    def _apply(self, s: _Symbol, events: np.ndarray, last: int) -> L2Book | None:
+        if not self._applied(s, events):
+            return None
         s.last_id = last
         self.stats.applied += 1
         if s.book.crossed:
