@@ -52,6 +52,7 @@ class Dispatcher:
         self.max_depth = 0
         self.mode = "callback"
         self.poll_interval_s = poll_interval_ms / 1000.0
+        self._next_poll_ns = 0  # polling: perf_counter_ns of the next poll
         self.set_mode(mode)
 
     def set_mode(self, mode: str) -> None:
@@ -94,6 +95,18 @@ class Dispatcher:
         with self.lock:
             return self._drain_locked()
 
+    def poll(self) -> int:
+        """Engine thread, after each `wait`: drain when the mode says so. polling: once the
+        poll interval has passed since the last poll (the engine also wakes for its
+        housekeeping jobs; those wake-ups must not poll sooner); other modes: always.
+        Returns the batches handled."""
+        if self.mode == "polling":
+            now = time.perf_counter_ns()
+            if now < self._next_poll_ns:
+                return 0
+            self._next_poll_ns = now + int(self.poll_interval_s * 1e9)
+        return self.drain()
+
     def _drain_locked(self) -> int:
         queue = self._queue
         handler = self._handler
@@ -107,12 +120,14 @@ class Dispatcher:
 
     async def wait(self, timeout_s: float) -> None:
         """Engine thread (inside its event loop): wait for work in the current mode, at most
-        `timeout_s`. polling: sleep the poll interval (busy polling: `asyncio.sleep(0)`, one
-        loop turn); blocking: block the thread until a submit (the loop's other tasks wait),
-        then one loop turn; callback: sleep (the feed thread does the work)."""
+        `timeout_s`. polling: sleep until the next poll is due (busy polling:
+        `asyncio.sleep(0)`, one loop turn); blocking: block the thread until a submit (the
+        loop's other tasks wait), then one loop turn; callback: sleep (the feed thread does
+        the work)."""
         mode = self.mode
         if mode == "polling":
-            await asyncio.sleep(min(self.poll_interval_s, timeout_s))
+            until_poll = (self._next_poll_ns - time.perf_counter_ns()) / 1e9
+            await asyncio.sleep(max(0.0, min(until_poll, timeout_s)))
         elif mode == "blocking":
             if not self._queue:
                 self._ready.wait(timeout_s)

@@ -470,7 +470,7 @@ class Engine:
             now = time.perf_counter_ns()
             wait_s = min(MAX_WAIT_S, max(0.0, (min(due.values()) - now) / 1e9))
             await dispatcher.wait(wait_s)
-            dispatcher.drain()
+            dispatcher.poll()
             now = time.perf_counter_ns()
             for name, at in due.items():
                 if now >= at:
