@@ -12,8 +12,12 @@ visits only the bars where something can happen. Flat with nothing pending it ju
 flag (on any other flat bar `on_bar` changes nothing and asks no break test) and scans the N-bar
 high and low only there; holding a position with nothing pending it runs `hold_bar` alone in a
 tight loop until an exit is decided (that is all `on_bar` does on such a bar); every other bar
-(a fill, a watched fakeout, the symbol's last bar) goes through `on_bar`. `run_serial` (phase 3)
-loops over symbols; `run_parallel` (phase 4) runs the same loop with `prange`.
+(a fill, a watched fakeout, the symbol's last bar) goes through `on_bar`. The walk writes every
+element of its mtm row and prefetches nothing itself: the first pass prefetches the rows.
+`run_serial` (phase 3) loops over symbols; symbols with data on every bar between their first
+and last get their flags 4 at a time (`volume_flags4`: one symbol's running sum is a chain of
+dependent additions, 4 chains overlap), and it lays the trades out itself. `run_parallel`
+(phase 4) runs `run_symbol` for every symbol with `prange`.
 
 Execution model (documented once, here): decisions are taken at a bar's close and fill at the
 symbol's next bar with data, at its open, moved against us by the slippage (bp) and charged the

@@ -12,7 +12,8 @@ Python source):
   threads or barrier.
 - phase 2: phase 1 with a double-buffered has-data bitmap (the next minute's flags are filled
   while the current one is used; no lock, no dict) and an O(1) volume cache (running sum).
-- phase 3: one numba kernel over the aligned arrays (`kernels.run_serial`).
+- phase 3: one numba kernel over the aligned arrays (`kernels.run_serial`); it visits only the
+  bars where something can happen (flags from a first pass, see `kernels`), same trades.
 - phase 4: phase 3 parallel over symbols (`kernels.run_parallel`, `prange`).
 
 Phases 0-2 take `PyBars` (Python structures built once from `Bars` by `python_bars`, outside
