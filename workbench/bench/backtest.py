@@ -14,11 +14,12 @@ numba cache in place (target < 2 s). `backtest.backtrader` runs backtrader 1.9 (
 symbol, the same rules, market orders at the next open, the same percent slippage and fee)
 against phase 3 on 16 symbols x 1 day (--quick) or 5 days, the issue's reference slice
 (115,200 bar-steps); target >= 10,000x. The runner times phase 3 right after a backtrader
-call, so it runs cold: its inputs (4.6 MB for 5 days) come from DRAM, and its outputs (per-bar
-PnL 0.9 MB, trades) land on fresh pages, at about 3 µs a page fault on this VM: about twice
-its warm time. Every pair checks identical trades. Each variant's extra carries its process
-CPU seconds (`cpu_s`) beside the runner's wall time: on a shared machine the two differ, and
-the short numba calls suffer most from waiting for a core.
+call, so it runs cold: its inputs (4.6 MB for 5 days) come from DRAM, the branch predictors
+were trained by backtrader, and its outputs (per-bar PnL 0.9 MB, trades) may land on fresh
+pages (about 3 µs a page fault on this VM): measured at 2-3x its warm time. Every pair checks
+identical trades. Each variant's extra carries its process CPU seconds (`cpu_s`) beside the
+runner's wall time: on a shared machine the two differ, and the short numba calls suffer most
+from waiting for a core.
 """
 
 from __future__ import annotations
