@@ -281,3 +281,14 @@ def test_price_refused_by_the_book_is_a_gap_and_heals() -> None:
     p(rest(104, [["12", "2"]], [["21", "1"]]))
     assert book.valid and book.depth(2)[0].tolist() == [13.0, 12.0]
     assert p.sync.stats.rejected == 1
+
+
+def test_binance_futures_first_delta_may_continue_the_snapshot_exactly() -> None:
+    p = Pipe("binance-usdm")
+    p(rest(100, [["11", "5"]], [["21", "1"]]))  # taken between two deltas: none straddles
+    p(depth(101, 104, 100, [["12", "1"]], []))  # pu == lastUpdateId: the next update
+    assert p.book().valid and p.book().best_bid == 12.0 and p.sync.stats.gaps == 0
+    q = Pipe("binance-usdm")
+    q(rest(100, [["11", "5"]], [["21", "1"]]))
+    q(depth(102, 104, 101, [["12", "1"]], []))  # neither straddles nor continues: a gap
+    assert not q.book().valid and q.sync.stats.gaps == 1

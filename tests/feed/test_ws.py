@@ -213,12 +213,14 @@ def test_recording_is_delivered_exactly_and_the_book_heals_after_gap_and_disconn
     path = shared_data / USDM
     messages = [m for _, m in ReplayFeed(path, speed=None)]
     recorded = [m for m in messages if m.startswith(b'{"stream"')]
-    # the gap 3,000 messages after the REST snapshot the client syncs from (served within the
-    # first ~30k messages: flat out, the server runs ahead by the socket buffers)
+    # the gap 3,000 messages after the REST snapshot the client syncs from. Paced at 100x
+    # (3.5 s): the server computes each snapshot by replaying the recording to its stream
+    # position (~0.1-0.5 s); flat out, the client would take the next 40k messages in that
+    # time and the gap's snapshot would arrive after the disconnect (and be discarded)
     faults = Faults(gap_after=3_000, gap_after_snapshot=True, disconnect_after=70_000)
-    # a checkpoint every 2,500 frames while the book is valid (flat out it is not for up to
-    # a socket buffer's worth of frames after each of the three snapshots)
-    with SimExchange(path, speed=None, faults=faults) as ex, \
+    # a checkpoint every 2,500 frames while the book is valid (it is not for a while after
+    # each of the three snapshots: the buffered deltas up to it are replayed)
+    with SimExchange(path, speed=100, faults=faults) as ex, \
             BookFeed(ex, checkpoint_every=2500) as bf:
         wait_until(lambda: bf.stream_frames >= len(recorded) - 1 and bf.book.valid, 60,
                    "the whole recording and a valid book")

@@ -10,9 +10,10 @@ snapshot arrives. Rules per venue:
 - Binance ("How to manage a local order book correctly", spot and USDⓈ-M/COIN-M futures docs):
   buffer deltas; on the snapshot (lastUpdateId L) drop buffered deltas with u <= L (spot) or
   u < L (futures); the first applied delta must straddle L: U <= L+1 <= u (spot) or
-  U <= L <= u (futures); afterwards each delta must follow the previous one: U == previous u + 1
-  (spot) or pu == previous u (futures). A first delta with U beyond the straddle means the
-  snapshot is too old: resync again.
+  U <= L <= u (futures; also a delta with pu == L, the update right after the snapshot: a
+  snapshot taken between two deltas has no straddling one); afterwards each delta must
+  follow the previous one: U == previous u + 1 (spot) or pu == previous u (futures). A first
+  delta with U beyond the straddle means the snapshot is too old: resync again.
 - Bybit v5 (orderbook docs): a snapshot (or a message with u == 1, marked SNAPSHOT by the
   normalizer) replaces the book; each delta's u must be previous u + 1; buffered deltas with
   u <= the snapshot's u are stale.
@@ -175,7 +176,7 @@ class BookSync:
             if self._stale(last, s.snapshot_id):
                 self.stats.dropped_stale += 1
                 return None
-            if self._straddles(s.snapshot_id, first, last):
+            if self._straddles(s.snapshot_id, first, last, prev):
                 s.live = True
                 return self._apply(s, events, last)
             self._gap(s, f"first delta {first}..{last} does not follow the snapshot "
@@ -212,7 +213,7 @@ class BookSync:
                 if self._stale(last, s.snapshot_id):
                     self.stats.dropped_stale += 1
                     continue
-                ok = self._straddles(s.snapshot_id, first, last)
+                ok = self._straddles(s.snapshot_id, first, last, prev)
                 s.live = ok
             if ok:
                 if self._apply(s, events, last) is None:  # refused: resync requested
@@ -245,9 +246,9 @@ class BookSync:
             return last <= reference
         return False
 
-    def _straddles(self, snapshot_id: int, first: int, last: int) -> bool:
+    def _straddles(self, snapshot_id: int, first: int, last: int, prev: int) -> bool:
         if self.rule == "binance-futures":
-            return first <= snapshot_id <= last
+            return first <= snapshot_id <= last or prev == snapshot_id
         if self.rule == "binance-spot":
             return first <= snapshot_id + 1 <= last
         if self.rule == "bybit":

@@ -6,10 +6,10 @@ out with `speed=None`) or the built-in market simulator (`workbench.feed.simulat
 default source; Binance or Bybit format), filtered to what each connection subscribed. It runs
 a `websockets.asyncio.server` on 127.0.0.1 in its own thread with its own asyncio loop; frames
 go out in batches of at most `chunk` per socket write (paced: the messages already due).
-Pacing waits on the loop's clock (ms resolution) and finishes with a short blocking sleep and
-an optional spin, so a message leaves within ~0.1 ms of its due time (the loop alone is ~1 ms
-late, which would merge the recording's bursts). A `Window` serves part of the source:
-fast-forward, pause, then paced.
+Pacing waits on the loop's clock (ms resolution, ~1 ms late, which merges the recording's
+bursts); with `spin_us` set (an exchange in a process of its own) it finishes with a short
+blocking sleep and a spin, so a message leaves within ~0.1 ms of its due time.
+A `Window` serves part of the source: fast-forward, pause, then paced.
 
 Protocols (one per exchange; `venue` picks it):
 - binance: combined stream `/stream?streams=a/b/c` (messages `{"stream":..,"data":..}`) or raw
@@ -57,7 +57,6 @@ import http
 import itertools
 import logging
 import re
-import struct
 import sys
 import threading
 import time
@@ -173,21 +172,6 @@ class SimExchangeStats:
     rest_requests: dict[int, int] = field(default_factory=dict)
     bad_requests: int = 0
     faults: dict[str, int] = field(default_factory=dict)
-
-
-_HEAD7 = struct.Struct("!BB")
-_HEAD16 = struct.Struct("!BBH")
-_HEAD64 = struct.Struct("!BBQ")
-
-
-def _text_frame(payload: bytes) -> bytes:
-    """An unmasked FIN + TEXT frame (RFC 6455 section 5.2) carrying `payload`."""
-    n = len(payload)
-    if n < 126:
-        return _HEAD7.pack(0x81, n) + payload
-    if n < 65536:
-        return _HEAD16.pack(0x81, 126, n) + payload
-    return _HEAD64.pack(0x81, 127, n) + payload
 
 
 # ---- what a message is: its subscription key and whether it is a book delta ------------------
@@ -477,11 +461,15 @@ class SimExchange:
     Bybit subscribe to an orderbook topic it first sends that book's snapshot).
     speed: replay speed (1.0 = recorded or simulated real time, N = N times faster),
     None = flat out. sim: SimConfig(s) of the simulated symbols (default one BTCUSDT).
-    port: 0 picks a free port. chunk: most messages written per socket write (paced: the
-    messages already due go out together). window: serve only a window of the source on each
-    connection (`Window`: fast-forward, pause, paced part). spin_us: paced waits spin for
-    their last `spin_us` µs (a blocking sleep overshoots by ~60 µs; spinning holds this
-    thread's GIL, so 0 in-process and ~50 in a server process of its own).
+    port: 0 picks a free port. chunk: most messages written per socket write when flat out (or,
+    with precise pacing, the messages already due; paced on the loop alone, each message is its
+    own write and the loop turns in between, so REST requests are served promptly). window:
+    serve only a window of the source on each connection (`Window`: fast-forward, pause, paced
+    part). spin_us: None (in-process use) paces on the event loop alone, which never blocks; a
+    number makes pacing precise: the last LOOP_SLACK_NS of a wait is a blocking sleep (REST
+    requests and other connections wait meanwhile) and its last `spin_us` µs a spin (a sleep
+    overshoots by ~60 µs; spinning holds this thread's GIL): for a server process of its own
+    (`python -m workbench.feed.simex`).
     Use as a context manager or call start() / stop(); `url` and `rest_url` are valid after
     start(). Raises ConfigError for bad arguments, RecordingError for a bad recording and
     FeedError if the server cannot start within `start_timeout_s`.
@@ -491,7 +479,7 @@ class SimExchange:
                  speed: float | None = 1.0, sim: SimConfig | tuple[SimConfig, ...] | None = None,
                  port: int = 0, faults: Faults | None = None, resume: bool = True,
                  conn: str | None = None,
-                 chunk: int = 64, window: Window | None = None, spin_us: float = 0.0,
+                 chunk: int = 64, window: Window | None = None, spin_us: float | None = None,
                  start_timeout_s: float = 30.0) -> None:
         if venue not in VENUES:
             raise ConfigError(f"venue must be one of {VENUES}, got {venue!r}")
@@ -504,7 +492,7 @@ class SimExchange:
             raise ConfigError(f"port must be in 0..65535, got {port!r}")
         if chunk < 1:
             raise ConfigError(f"chunk must be >= 1, got {chunk!r}")
-        if not 0 <= spin_us <= 10_000:
+        if spin_us is not None and not 0 <= spin_us <= 10_000:
             raise ConfigError(f"spin_us must be in 0..10000, got {spin_us!r}")
         self.venue = venue
         self.speed = speed
@@ -512,7 +500,7 @@ class SimExchange:
         self.resume = resume
         self.chunk = chunk
         self.window = window
-        self._spin_ns = int(spin_us * 1000)
+        self._spin_ns = None if spin_us is None else int(spin_us * 1000)
         self.stats = SimExchangeStats()
         self._port = port
         self._start_timeout_s = start_timeout_s
@@ -798,14 +786,19 @@ class SimExchange:
                 await self._flush(session, out)
                 await session.ws.close(1001, "simex: injected disconnect")
                 return
-            if len(out) >= self.chunk:
+            if len(out) >= self.chunk or (pace is not None and self._spin_ns is None):
                 await self._flush(session, out)
 
     async def _wait_until(self, due_ns: int) -> None:
         """Wait until perf_counter_ns() reaches `due_ns`: the event loop's sleep (ms
-        resolution) for all but the last LOOP_SLACK_NS, then a blocking sleep (the loop waits
-        at most that long), then a spin of at most `spin_us`."""
+        resolution); precise pacing (spin_us set) sleeps on the loop for all but the last
+        LOOP_SLACK_NS, then a blocking sleep (the loop waits at most that long), then a spin of
+        at most `spin_us`."""
         left = due_ns - time.perf_counter_ns()
+        if self._spin_ns is None:
+            if left > 0:
+                await asyncio.sleep(left / 1e9)
+            return
         if left > LOOP_SLACK_NS:
             await asyncio.sleep((left - LOOP_SLACK_NS) / 1e9)
             left = due_ns - time.perf_counter_ns()
@@ -826,14 +819,14 @@ class SimExchange:
 
     @staticmethod
     async def _write(ws: ServerConnection, frames: list[bytes]) -> None:
-        """Send text frames with one socket write (send_data() would send(2) frame by frame),
-        under the connection's state check and flow control. The frames are built here
-        (RFC 6455 section 5.2: FIN + TEXT, unmasked from a server, 7/16/64-bit length; no
-        extension is negotiated: compression=None): ~0.3 µs a frame against ~1.7 µs through
-        the protocol's send_text (websockets' Sans-I/O state is only needed for control
-        frames, which it still sends itself)."""
+        """Send text frames, framed by the connection's websockets protocol (`send_text`), with
+        one socket write (the connection's send() would write frame by frame), under its state
+        check and flow control (`send_context`)."""
         async with ws.send_context():
-            ws.transport.write(b"".join([_text_frame(frame) for frame in frames]))
+            protocol = ws.protocol
+            for frame in frames:
+                protocol.send_text(frame)
+            ws.transport.write(b"".join(protocol.data_to_send()))
 
     # ---- REST ------------------------------------------------------------------------------
     def _http(self, ws: ServerConnection, request: Request) -> Response | None:

@@ -1,12 +1,10 @@
 """WebSocketFeed: connect, subscribe, normalize, hand batches to a sink; reconnect and resync.
 
-One websocket connection at a time to `url` on an asyncio transport: the `websockets`
-library's Sans-I/O `ClientProtocol` speaks the opening handshake, ping/pong and the closing
-handshake; data frames are split here (see `_Wire`: ~0.7 µs a frame against ~4.6 µs in the
-library's parser). Every frame of one socket read is stamped with the
-`time.perf_counter_ns()` of that read (the receive time, `ts_recv_ns`; no queue between the
-socket and the stamp), normalized by the venue normalizer, and given to the sink in the same
-callback:
+One websocket connection at a time to `url`, spoken by the `websockets` library's Sans-I/O
+`ClientProtocol` (handshake, framing, ping/pong, close) on an asyncio transport: every frame
+of one socket read is stamped with the `time.perf_counter_ns()` of that read (the receive time,
+`ts_recv_ns`; no queue between the socket and the stamp), normalized by the venue normalizer,
+and given to the sink in the same callback:
 
     sink(batch, message, recv_ns) -> None
 
@@ -47,7 +45,7 @@ from typing import Any
 import numpy as np
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidState, InvalidURI
-from websockets.frames import CloseCode, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
@@ -384,24 +382,12 @@ class WebSocketFeed:
 
 
 class _Wire(asyncio.Protocol):
-    """One connection: websockets' Sans-I/O ClientProtocol for the opening handshake, control
-    frames and the closing handshake; data frames split here.
-
-    Until the handshake completes, bytes go to the ClientProtocol up to the end of the HTTP
-    response head only, so its frame parser is left at a frame boundary. From then on each
-    read is split into frames here (RFC 6455 section 5.2: a server's frames are unmasked):
-    complete TEXT/BINARY frames, and fragmented messages joined from their CONT frames, go to
-    `feed._deliver` with the read's perf_counter_ns; any other frame (ping, pong, close, or
-    one with RSV bits, a mask or a reserved opcode) is handed whole to the ClientProtocol,
-    which answers pings, runs the closing handshake or fails the connection (1002) as the RFC
-    says. After a close frame every byte goes to the ClientProtocol. The split costs ~0.7 µs a
-    frame against ~4.6 µs for the ClientProtocol's generator parser (measured on the USD-M
-    dump, 64 KiB reads), and a frame split across reads is joined once, when its last byte
-    arrived.
+    """One connection: websockets' Sans-I/O ClientProtocol driven by an asyncio transport.
 
     `opened` resolves when the opening handshake succeeded (or fails with its error), `lost`
-    when the TCP connection ended. An exception from the sink is kept in `error`, the
-    connection is aborted, and the session re-raises it.
+    when the TCP connection ended. Frames of each socket read go to `feed._deliver` with the
+    read's perf_counter_ns; fragmented messages are joined first. An exception from the sink
+    is kept in `error`, the connection is aborted, and the session re-raises it.
     """
 
     def __init__(self, feed: WebSocketFeed, uri: WebSocketURI,
@@ -413,12 +399,7 @@ class _Wire(asyncio.Protocol):
         self.opened: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[None] = loop.create_future()
         self.error: BaseException | None = None
-        self._parts: list[bytes] = []  # a fragmented message's frames so far
-        self._head = b""  # bytes before the end of the handshake response
-        self._split = False  # handshake done: frames are split here
-        self._pending: list[bytes] = []  # reads holding an incomplete frame
-        self._have = 0  # their total length
-        self._need = 0  # bytes that complete that frame (header included)
+        self._parts: list[bytes] = []
         self._abort_later: asyncio.TimerHandle | None = None
 
     # ---- asyncio.Protocol --------------------------------------------------------------
@@ -429,128 +410,30 @@ class _Wire(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         recv_ns = time.perf_counter_ns()
-        self.feed._last_frame_ns = recv_ns
-        try:
-            if self._split:
-                if self._pending:
-                    self._pending.append(data)
-                    self._have += len(data)
-                    if self._have < self._need:
-                        return
-                    data = b"".join(self._pending)
-                    self._pending.clear()
-                self._frames(data, recv_ns)
-            elif self.protocol.state is State.CONNECTING and self.protocol.handshake_exc is None:
-                self._handshake_bytes(data, recv_ns)
-            else:
-                self._to_protocol(data, recv_ns)
-        except Exception as exc:  # the sink failed: stop this feed with it
-            self.error = exc
-            self.abort()
-
-    def _frames(self, data: bytes, recv_ns: int) -> None:
-        """Split `data` (starting at a frame boundary) into frames; keep an incomplete last
-        frame for the next read."""
-        deliver = self.feed._deliver
-        n = len(data)
-        i = 0
-        while i + 2 <= n:
-            b0 = data[i]
-            length = data[i + 1]
-            start = i + 2
-            if length > 125:
-                if length > 127:  # masked: a protocol error from a server (the slow way)
-                    b0, start = -1, i + _frame_size(data[i:i + 14])
-                    length = 0
-                else:
-                    start += 2 if length == 126 else 8
-                    if start > n:
-                        break
-                    length = int.from_bytes(data[i + 2:start], "big")
-            end = start + length
-            if end > n:
-                break
-            if (b0 == 0x81 or b0 == 0x82) and not self._parts:  # FIN + TEXT / BINARY
-                deliver(data[start:end], recv_ns)
-            else:
-                if not self._fragment(b0, data, start, end, recv_ns):
-                    self._to_protocol(data[i:end], recv_ns)
-                if not self._split:  # closing or failed: the rest belongs to the protocol
-                    if end < n:
-                        self._to_protocol(data[end:], recv_ns)
-                    return
-            i = end
-        if i < n:
-            rest = data[i:]
-            self._pending.append(rest)
-            self._have = len(rest)
-            self._need = _frame_size(rest)
-
-    def _fragment(self, b0: int, data: bytes, start: int, end: int, recv_ns: int) -> bool:
-        """A fragment of a data message (TEXT/BINARY without FIN, then CONT frames): kept,
-        and the joined message delivered at its FIN; a new TEXT/BINARY frame while one is
-        open fails the connection (1002). False for any other frame (a CONT outside a
-        message is left to the ClientProtocol, which fails the connection)."""
-        if b0 == 0x01 or b0 == 0x02 or b0 == 0x81 or b0 == 0x82:
-            if self._parts:
-                self._parts = []
-                self.protocol.fail(CloseCode.PROTOCOL_ERROR, "expected a continuation frame")
-                self._split = False
-                self._write()
-                self._close_if_expected()
-            else:
-                self._parts.append(data[start:end])
-            return True
-        if (b0 == 0x00 or b0 == 0x80) and self._parts:
-            self._parts.append(data[start:end])
-            if b0 == 0x80:
-                message = b"".join(self._parts)
-                self._parts = []
-                self.feed._deliver(message, recv_ns)
-            return True
-        return False
-
-    def _handshake_bytes(self, data: bytes, recv_ns: int) -> None:
-        """Bytes while the handshake runs: the HTTP response head to the ClientProtocol, what
-        follows it to the frame splitter."""
-        head = self._head + data
-        end = head.find(b"\r\n\r\n")
-        if end < 0:
-            self._head = head[-3:]
-            self._to_protocol(data, recv_ns)
-            return
-        cut = len(data) - (len(head) - end - 4)
-        self._head = b""
-        self._to_protocol(data[:cut], recv_ns)
-        if cut < len(data):
-            if self._split:
-                self._frames(data[cut:], recv_ns)
-            else:
-                self._to_protocol(data[cut:], recv_ns)
-
-    def _to_protocol(self, data: bytes, recv_ns: int) -> None:
-        """Bytes for the ClientProtocol: the handshake response, whole control frames, and
-        everything once the connection is closing (data frames it parses then are
-        delivered like the others)."""
         protocol = self.protocol
         protocol.receive_data(data)
         deliver = self.feed._deliver
-        for event in protocol.events_received():
-            if type(event) is not Frame:  # the handshake response
-                self._handshake_done()
-                continue
-            opcode = event.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                if event.fin:
-                    deliver(bytes(event.data), recv_ns)
-                else:
-                    self._parts = [bytes(event.data)]
-            elif opcode is Opcode.CONT:
-                self._parts.append(bytes(event.data))
-                if event.fin:
-                    message, self._parts = b"".join(self._parts), []
-                    deliver(message, recv_ns)
-        self._split = protocol.state is State.OPEN and protocol.handshake_exc is None
+        self.feed._last_frame_ns = recv_ns
+        try:
+            for event in protocol.events_received():
+                if type(event) is not Frame:  # the handshake response
+                    self._handshake_done()
+                    continue
+                opcode = event.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    if event.fin:
+                        deliver(bytes(event.data), recv_ns)
+                    else:
+                        self._parts = [bytes(event.data)]
+                elif opcode is Opcode.CONT:
+                    self._parts.append(bytes(event.data))
+                    if event.fin:
+                        message, self._parts = b"".join(self._parts), []
+                        deliver(message, recv_ns)
+        except Exception as exc:  # the sink failed: stop this feed with it
+            self.error = exc
+            self.abort()
+            return
         self._write()
         self._close_if_expected()
 
@@ -607,21 +490,6 @@ class _Wire(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
-
-
-def _frame_size(head: bytes) -> int:
-    """Total length (header + payload) of the frame starting `head`, or len(head) + 1 while
-    even its header is incomplete (RFC 6455 section 5.2, unmasked)."""
-    if len(head) < 2:
-        return len(head) + 1
-    length = head[1] & 0x7F
-    size = 2 + (4 if head[1] & 0x80 else 0)
-    if length < 126:
-        return size + length
-    extra = 2 if length == 126 else 8
-    if len(head) < 2 + extra:
-        return len(head) + 1
-    return size + extra + int.from_bytes(head[2:2 + extra], "big")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
