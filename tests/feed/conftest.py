@@ -15,10 +15,11 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session", autouse=True)
 def no_shm_leftovers() -> Iterator[None]:
-    """Fails the session when /dev/shm holds objects after the suite that it did not before."""
-    before = set(os.listdir(SHM))
+    """Fails the session when /dev/shm holds rings (`wb-*`) after the suite that it did not
+    before (other processes' objects, e.g. multiprocessing semaphores, are not ours to judge)."""
+    before = set(SHM.glob("wb-*"))
     yield
-    left = sorted(set(os.listdir(SHM)) - before)
+    left = sorted(str(p) for p in set(SHM.glob("wb-*")) - before)
     assert not left, f"left in /dev/shm after the test suite: {left}"
 
 
