@@ -60,11 +60,9 @@ class Executor:
         slice_qty = self.slice_qty
         journal = self.journal
         for parent in requests:
-            children = ((parent,) if slice_qty <= 0 or parent.qty <= slice_qty
-                        else slice_order(parent, slice_qty))
-            for child in children:
+            for child in slice_order(parent, slice_qty):
                 sid = child.symbol_id
-                pending = self._pending.get(sid, 0.0)
+                pending = self.pending_qty(sid)
                 reason = self.risk.check(child, self.positions.qty(sid), pending, now_ns)
                 if reason is not None:
                     self.orders_rejected += 1
