@@ -42,7 +42,7 @@ def test_phase_check_passes_and_names_a_changed_trade(small: bb.Prepared) -> Non
 
 def test_backtrader_makes_the_same_trades_as_phase_3(small: bb.Prepared) -> None:
     ours = run_phase(3, small.bars, small.p)
-    theirs = bb._bt_run(small.bars, small.p)
+    theirs = bb._bt_run(bb.bt_inputs(small.bars), small.p)
     assert len([t for t in theirs if t[0] != "open"]) > 10
     bb.check_backtrader(theirs, ours)
     closed = [t for t in theirs if t[0] != "open"]

@@ -109,6 +109,16 @@ def test_quick_caps_repeats_for_slow_phases() -> None:
     assert res.ratio == pytest.approx(2.5)
 
 
+def test_a_variant_that_times_itself_is_taken_at_its_word() -> None:
+    clock = FakeClock()
+    # the optimized call takes 9,000 ns on the clock but reports its measured part as 2,000
+    phase, _ = _phase(clock, 10_000, 9_000,
+                      wall_ns=lambda key: 2_000 if key == "o" else None)
+    res = run_phase(phase, quick=True, clock=clock)
+    assert res.optimized["median"] == 2_000 and res.baseline["median"] == 10_000
+    assert res.ratio == pytest.approx(5.0)
+
+
 def test_throughput_uses_items_per_second() -> None:
     clock = FakeClock()
     phase, _ = _phase(clock, 2_000_000_000, 500_000_000, metric="throughput", items=1000,

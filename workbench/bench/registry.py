@@ -58,6 +58,8 @@ class Outcome:
     latencies_ns: int64 array of per-item latencies in ns -> P50/P99/P99.9/max.
     nbytes: a size in bytes (memory per instance, payload size) for the memory/bytes metrics.
     extra: other figures to print and store (CPU %, spike causes, drops, ...).
+    wall_ns: the variant's own timing of its measured part, when it times itself (e.g. the
+      median of back-to-back calls); the runner then uses it instead of the call's wall time.
     """
 
     result: Any = None
@@ -65,6 +67,7 @@ class Outcome:
     latencies_ns: np.ndarray | None = None
     nbytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    wall_ns: int | None = None
 
 
 @dataclass(frozen=True)

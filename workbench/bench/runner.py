@@ -12,7 +12,8 @@ on. Automatic garbage collection is off during the measured calls unless the pha
 latency (see `Phase.gc_during`).
 
 Per-call figures by metric:
-  time        wall ns of the call (`clock`, default `time.perf_counter_ns`)
+  time        wall ns of the call (`clock`, default `time.perf_counter_ns`), or
+              Outcome.wall_ns when the variant timed itself
   throughput  Outcome.items / wall s of the call (items/s)
   latency     P99 of Outcome.latencies_ns (P50, P99.9 and max are reported too)
   memory      Outcome.nbytes (e.g. bytes per instance, from tracemalloc)
@@ -206,7 +207,7 @@ def _call(fn: Callable[[Any], Outcome], prepared: Any, clock: Clock, gc_during: 
             gc.enable()
     if not isinstance(outcome, Outcome):
         raise TypeError(f"a variant must return an Outcome, got {type(outcome).__name__}")
-    return Sample(wall, outcome)
+    return Sample(wall if outcome.wall_ns is None else outcome.wall_ns, outcome)
 
 
 def run_phase(phase: Phase, quick: bool = False, clock: Clock = time.perf_counter_ns,
