@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from workbench.book.l2 import L2Book
 from workbench.book.sync import BookSync
@@ -24,6 +25,7 @@ from workbench.feed.simex import Faults, SimExchange
 from workbench.feed.simulator import MarketSimulator, SimConfig
 from workbench.feed.symbols import SymbolRegistry
 from workbench.feed.venues.base import M_DELTA
+from workbench.feed.wires import WIRES
 from workbench.feed.ws import WebSocketFeed
 
 USDM = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
@@ -208,8 +210,9 @@ def reference_tops(messages: list[bytes], update_ids: set[int], n: int = 20
     return out
 
 
+@pytest.mark.parametrize("wire", WIRES)
 def test_recording_is_delivered_exactly_and_the_book_heals_after_gap_and_disconnect(
-        shared_data: Path) -> None:
+        shared_data: Path, wire: str) -> None:
     path = shared_data / USDM
     messages = [m for _, m in ReplayFeed(path, speed=None)]
     recorded = [m for m in messages if m.startswith(b'{"stream"')]
@@ -221,7 +224,7 @@ def test_recording_is_delivered_exactly_and_the_book_heals_after_gap_and_disconn
     # a checkpoint every 2,500 frames while the book is valid (it is not for a while after
     # each of the three snapshots: the buffered deltas up to it are replayed)
     with SimExchange(path, speed=100, faults=faults) as ex, \
-            BookFeed(ex, checkpoint_every=2500) as bf:
+            BookFeed(ex, checkpoint_every=2500, wire=wire) as bf:
         wait_until(lambda: bf.stream_frames >= len(recorded) - 1 and bf.book.valid, 60,
                    "the whole recording and a valid book")
         time.sleep(0.2)  # nothing more may come
@@ -337,7 +340,7 @@ async def _read_client_frame(reader) -> tuple[int, bytes]:
     return b0 & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
-def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, seed: int = 5
+def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed: int = 5
               ) -> tuple[list[bytes], list[tuple[int, bytes]], WebSocketFeed]:
     """A raw TCP server speaks the opening handshake (RFC 6455 section 4.2.2), sends `first`
     in the same write as the 101 response, reads the feed's subscribe frame, then writes
@@ -382,7 +385,8 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, seed: int = 5
         port = server.sockets[0].getsockname()[1]
         feed = WebSocketFeed(f"ws://127.0.0.1:{port}/stream", "binance-usdm", ["BTCUSDT"],
                              lambda batch, message, recv_ns: got.append(message),
-                             registry=SymbolRegistry(), snapshots=False, max_connects=1)
+                             registry=SymbolRegistry(), snapshots=False, max_connects=1,
+                             wire=wire)
         task = asyncio.ensure_future(feed.run())
         deadline = time.monotonic() + 20
         while len(replies) < replies_wanted and time.monotonic() < deadline:
@@ -397,7 +401,8 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, seed: int = 5
     return got, replies, feed
 
 
-def test_frames_split_across_reads_fragments_pings_and_close() -> None:
+@pytest.mark.parametrize("wire", WIRES)
+def test_frames_split_across_reads_fragments_pings_and_close(wire: str) -> None:
     """Frames of 7-, 16- and 64-bit lengths written in pieces of 1-300 bytes, a fragmented
     message with a ping between its fragments, the first frame in the same write as the 101
     response, and a close: the sink gets every message whole and in order, the ping is
@@ -410,19 +415,23 @@ def test_frames_split_across_reads_fragments_pings_and_close() -> None:
               + _server_frame(1, b"joined: ", fin=False) + _server_frame(0, b"one ", fin=False)
               + _server_frame(9, b"are you there")
               + _server_frame(0, b"two three") + _server_frame(8, (1000).to_bytes(2, "big")))
-    got, replies, feed = _talk_raw(_server_frame(1, whole[0]), stream, 3)
+    got, replies, feed = _talk_raw(_server_frame(1, whole[0]), stream, 3, wire)
     assert got == whole
     assert feed.stats.messages == len(whole)
     assert replies[1] == (0xA, b"are you there")  # pong
     assert replies[2][0] == 0x8 and replies[2][1][:2] == (1000).to_bytes(2, "big")  # close
 
 
-def test_protocol_errors_close_with_1002_and_deliver_nothing_after() -> None:
-    """A new data message while a fragmented one is open, or a masked frame from the server
-    (RFC 6455 sections 5.4 and 5.1), fail the connection: the feed answers with a close 1002
-    and delivers nothing of it or after it."""
+@pytest.mark.parametrize("wire", WIRES)
+def test_protocol_errors_close_with_1002_and_deliver_nothing_after(wire: str) -> None:
+    """A new data message while a fragmented one is open, a masked frame from the server, or a
+    continuation frame with no message open (RFC 6455 sections 5.4 and 5.1) fail the
+    connection, with either wire: the feed answers with a close 1002 and delivers nothing of it
+    or after it."""
     for bad in (_server_frame(1, b"half", fin=False) + _server_frame(1, b"new"),
-                b"\x81\x83abcd" + bytes(b ^ k for b, k in zip(b"bad", b"abc", strict=True))):
-        got, replies, _ = _talk_raw(_server_frame(1, b"ok"), bad + _server_frame(1, b"late"), 2)
+                b"\x81\x83abcd" + bytes(b ^ k for b, k in zip(b"bad", b"abc", strict=True)),
+                _server_frame(0, b"no message to continue")):
+        got, replies, _ = _talk_raw(_server_frame(1, b"ok"), bad + _server_frame(1, b"late"), 2,
+                                    wire)
         assert got == [b"ok"]
         assert replies[1][0] == 0x8 and replies[1][1][:2] == (1002).to_bytes(2, "big")

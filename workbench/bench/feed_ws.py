@@ -10,9 +10,10 @@ full: all 93,953), then sends nothing more, so a REST snapshot that arrives afte
 message (the server computes it for its stream position) still completes the book.
 Throughput = N / wall time of the call (connect and snapshot included).
 
-baseline: the default asyncio event loop + `json.loads` with one event row written per level
-(the usual Python client). optimized: uvloop + the msgspec-typed BinanceNormalizer with the
-compiled level parser. The check: both books are valid and hold the same top 20 levels at the
+baseline: the default asyncio event loop + the `websockets` library's frame parser (pure
+Python) + `json.loads` with one event row written per level (the usual Python client).
+optimized: uvloop + picows (a compiled frame parser) + the msgspec-typed BinanceNormalizer with
+the compiled level parser. The check: both books are valid and hold the same top 20 levels at the
 same final update id. Issue 3's target: >= 100k msgs/s for the optimized pipeline
 (`extra["msgs_per_s"]` and `extra["target_met"]`); `extra["client_cpu_us_per_msg"]` is the
 client process's CPU time per message, which does not depend on what else runs on the
@@ -186,7 +187,8 @@ def prepare(quick: bool) -> Loopback:
     return loopback
 
 
-def _run(lb: Loopback, loop: str, make: Callable[[SymbolRegistry], Normalizer]) -> Outcome:
+def _run(lb: Loopback, loop: str, wire: str, make: Callable[[SymbolRegistry], Normalizer]
+         ) -> Outcome:
     registry = SymbolRegistry()
     normalizer = make(registry)
     last = normalizer.last
@@ -214,7 +216,7 @@ def _run(lb: Loopback, loop: str, make: Callable[[SymbolRegistry], Normalizer]) 
 
     feed = WebSocketFeed(lb.url, VENUE, ["BTCUSDT"], sink, normalizer=normalizer,
                          registry=registry, rest_url=lb.rest_url, channels=CHANNELS,
-                         on_connect=sync.connection_reset, max_connects=3)
+                         on_connect=sync.connection_reset, max_connects=3, wire=wire)
     sync.on_resync = feed.request_resync
     started, cpu_started = time.perf_counter(), time.process_time()
     feed.start(loop)
@@ -228,18 +230,18 @@ def _run(lb: Loopback, loop: str, make: Callable[[SymbolRegistry], Normalizer]) 
                         f"(feed {feed.stats}, error {feed.error})")
     # valid after the n-th message: every delta up to the last one received is applied
     return Outcome(result=(True, final["last_id"], final["depth"]), items=n,
-                   extra={"loop": loop, "msgs_per_s": round(rate),
+                   extra={"loop": loop, "wire": wire, "msgs_per_s": round(rate),
                           "client_cpu_us_per_msg": round(cpu_us, 2),
                           "target_met": rate >= TARGET_MSGS_PER_S,
                           "snapshots": final["snapshots"], "gaps": final["gaps"]})
 
 
 def baseline(lb: Loopback) -> Outcome:
-    return _run(lb, "asyncio", lambda registry: JsonBinanceNormalizer(registry))
+    return _run(lb, "asyncio", "websockets", lambda registry: JsonBinanceNormalizer(registry))
 
 
 def optimized(lb: Loopback) -> Outcome:
-    return _run(lb, "uvloop", lambda registry: normalizer_for(VENUE, registry))
+    return _run(lb, "uvloop", "picows", lambda registry: normalizer_for(VENUE, registry))
 
 
 def check(base: tuple, opt: tuple) -> None:
@@ -263,8 +265,9 @@ register(Phase(
     topic="feed",
     claim=Claim(
         "uvloop makes asyncio 2-4x faster (uvloop README, echo-server benchmark); here with "
-        "msgspec typed structs instead of json.loads in the parse. Issue 3 target: SimExchange "
-        f"-> WebSocketFeed -> book >= {TARGET_MSGS_PER_S // 1000}k msgs/s over loopback.",
+        "picows frames and msgspec typed structs instead of websockets and json.loads. Issue 3 "
+        f"target: SimExchange -> WebSocketFeed -> book >= {TARGET_MSGS_PER_S // 1000}k msgs/s "
+        "over loopback.",
         2.0, 4.0),
     prepare=prepare,
     baseline=baseline,
@@ -273,6 +276,6 @@ register(Phase(
     metric="throughput",
     repeats=3,
     warmup=1,
-    baseline_label="asyncio + json.loads",
-    optimized_label="uvloop + msgspec normalizer",
+    baseline_label="asyncio + websockets + json.loads",
+    optimized_label="uvloop + picows + msgspec normalizer",
 ))

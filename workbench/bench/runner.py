@@ -50,7 +50,7 @@ MAX_REPEAT_FACTOR = 10
 POINT_TOLERANCE = 0.10
 PACKAGES = (
     "hft-workbench", "numpy", "orjson", "msgpack", "lz4", "polars", "pandas", "websockets",
-    "uvloop", "numba", "msgspec", "hdrhistogram", "rich",
+    "picows", "uvloop", "numba", "msgspec", "hdrhistogram", "rich",
 )
 
 

@@ -1,10 +1,10 @@
 """WebSocketFeed: connect, subscribe, normalize, hand batches to a sink; reconnect and resync.
 
-One websocket connection at a time to `url`, spoken by the `websockets` library's Sans-I/O
-`ClientProtocol` (handshake, framing, ping/pong, close) on an asyncio transport: every frame
-of one socket read is stamped with the `time.perf_counter_ns()` of that read (the receive time,
-`ts_recv_ns`; no queue between the socket and the stamp), normalized by the venue normalizer,
-and given to the sink in the same callback:
+One websocket connection at a time to `url`, spoken by a websocket library (a `Wire`, see
+`workbench.feed.wires`: picows by default, or websockets): every frame of one socket read is
+stamped with the `time.perf_counter_ns()` of that read (the receive time, `ts_recv_ns`; no
+queue between the socket and the stamp), normalized by the venue normalizer, and given to the
+sink in the same callback:
 
     sink(batch, message, recv_ns) -> None
 
@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -43,17 +42,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidHandshake, InvalidState, InvalidURI
-from websockets.frames import Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import WebSocketURI, parse_uri
 
 from workbench.errors import ConfigError, FeedError
 from workbench.feed.rest import DepthSnapshotClient, full_jitter_s
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
 from workbench.feed.venues import normalizer_for
 from workbench.feed.venues.base import M_MALFORMED, Normalizer
+from workbench.feed.wires import OPEN_ERRORS, WIRES, Wire, open_wire
 
 log = logging.getLogger("workbench.feed.ws")
 
@@ -62,7 +57,6 @@ Sink = Callable[[np.ndarray, bytes, int], None]
 # normalizer venue key -> REST depth market for Binance venues
 REST_MARKETS = {"binance": "spot", "binance-usdm": "usdm", "binance-coinm": "coinm"}
 LOOPS = ("asyncio", "uvloop")
-CLOSE_TIMEOUT_S = 1.0
 
 
 @dataclass
@@ -103,7 +97,8 @@ class WebSocketFeed:
     after this many connection attempts in a row without a frame; None: never.
     on_connect(): called on the feed's loop after each (re)connect and subscribe, before any
     frame, e.g. `BookSync.connection_reset` (whose resync requests go to `request_resync`).
-    Raises ConfigError for bad arguments.
+    wire: the websocket library (`workbench.feed.wires`): 'picows' (compiled, the default) or
+    'websockets'. Raises ConfigError for bad arguments.
     """
 
     def __init__(self, url: str, venue: str, symbols: list[str] | tuple[str, ...], sink: Sink,
@@ -113,7 +108,7 @@ class WebSocketFeed:
                  open_timeout_s: float = 5.0, rest_url: str | None = None,
                  snapshots: bool = True, snapshot_limit: int = 1000,
                  max_connects: int | None = None, on_connect: Callable[[], None] | None = None,
-                 seed: int | None = None) -> None:
+                 wire: str = "picows", seed: int | None = None) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"url must start with ws:// or wss://, got {url!r}")
         if not symbols:
@@ -124,6 +119,9 @@ class WebSocketFeed:
                               f"{backoff_max_s}, {open_timeout_s}")
         if max_connects is not None and max_connects < 1:
             raise ConfigError(f"max_connects must be None or >= 1, got {max_connects}")
+        if wire not in WIRES:
+            raise ConfigError(f"wire must be one of {WIRES}, got {wire!r}")
+        self.wire = wire
         self.url = url
         self.venue = venue
         self.symbols = [s.upper() for s in symbols]
@@ -143,11 +141,10 @@ class WebSocketFeed:
         self.rest = DepthSnapshotClient(market, rest_url) if market else None
         self.snapshots = snapshots and self.rest is not None
         self._rng = random.Random(seed)
-        self._wire: _Wire | None = None
+        self._wire: Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._switch_to: str | None = None
-        self._last_frame_ns = 0
         self._resyncing: set[str] = set()
         self._synced: set[str] = set()  # symbols with a snapshot on this connection
         self._in_connect = False
@@ -281,18 +278,11 @@ class WebSocketFeed:
         """One connection: open, subscribe, deliver frames until it ends. Returns True if any
         frame arrived. Raises what the sink raised."""
         received = self.stats.messages
-        wire: _Wire | None = None
+        wire: Wire | None = None
         try:
-            uri = parse_uri(url)
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout(self.open_timeout_s):
-                _, wire = await loop.create_connection(
-                    lambda: _Wire(self, uri, loop), uri.host, uri.port,
-                    ssl=ssl.create_default_context() if uri.secure else None)
-                await wire.opened
+            wire = await open_wire(self.wire, url, self._deliver, self.open_timeout_s)
             self._wire = wire
             self.stats.connects += 1
-            self._last_frame_ns = time.perf_counter_ns()
             for frame in self.subscribe_frames:
                 wire.send_text(frame)
             self._resyncing.clear()
@@ -307,13 +297,11 @@ class WebSocketFeed:
                 for symbol in self.symbols:
                     self._spawn_resync(symbol)
             self.connected.set()
-            await wire.lost
+            await wire.wait_closed()
             if wire.error is not None:
                 raise wire.error
-            closed = wire.protocol.state is State.CLOSED
-            self.stats.last_error = (f"closed: {wire.protocol.close_exc}" if closed
-                                     else "connection lost without a close frame")
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.stats.last_error = wire.closed_info
+        except OPEN_ERRORS as exc:
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("ws %s: %s", url, self.stats.last_error)
         finally:
@@ -342,8 +330,10 @@ class WebSocketFeed:
         while True:
             await asyncio.sleep(period)
             wire = self._wire
-            silent_s = (time.perf_counter_ns() - self._last_frame_ns) / 1e9
-            if wire is not None and silent_s >= self.silence_s:
+            if wire is None:
+                continue
+            silent_s = (time.perf_counter_ns() - wire.last_read_ns) / 1e9
+            if silent_s >= self.silence_s:
                 self.stats.silences += 1
                 self.stats.last_error = f"silent for {silent_s:.1f} s"
                 log.warning("ws %s: no frame for %.1f s, reconnecting", self.url, silent_s)
@@ -357,7 +347,7 @@ class WebSocketFeed:
         self._resyncing.add(symbol)
         self._spawn(self._resync(symbol, self._wire))
 
-    async def _resync(self, symbol: str, wire: _Wire) -> None:
+    async def _resync(self, symbol: str, wire: Wire) -> None:
         try:
             if self.rest is None:
                 for frame in self.subscribe_frames:
@@ -373,123 +363,12 @@ class WebSocketFeed:
             self.stats.events += len(batch)
             self._synced.add(symbol)
             self.sink(batch, body, recv_ns)
-        except (FeedError, InvalidState) as exc:
+        except FeedError as exc:
             self.stats.last_error = f"resync {symbol}: {exc}"
             log.warning("ws %s: resync of %s failed: %s", self.url, symbol, exc)
         finally:
             if wire is self._wire:
                 self._resyncing.discard(symbol)
-
-
-class _Wire(asyncio.Protocol):
-    """One connection: websockets' Sans-I/O ClientProtocol driven by an asyncio transport.
-
-    `opened` resolves when the opening handshake succeeded (or fails with its error), `lost`
-    when the TCP connection ended. Frames of each socket read go to `feed._deliver` with the
-    read's perf_counter_ns; fragmented messages are joined first. An exception from the sink
-    is kept in `error`, the connection is aborted, and the session re-raises it.
-    """
-
-    def __init__(self, feed: WebSocketFeed, uri: WebSocketURI,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self.feed = feed
-        self.loop = loop
-        self.protocol = ClientProtocol(uri, max_size=None)
-        self.transport: asyncio.Transport | None = None
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.lost: asyncio.Future[None] = loop.create_future()
-        self.error: BaseException | None = None
-        self._parts: list[bytes] = []
-        self._abort_later: asyncio.TimerHandle | None = None
-
-    # ---- asyncio.Protocol --------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.protocol.send_request(self.protocol.connect())
-        self._write()
-
-    def data_received(self, data: bytes) -> None:
-        recv_ns = time.perf_counter_ns()
-        protocol = self.protocol
-        protocol.receive_data(data)
-        deliver = self.feed._deliver
-        self.feed._last_frame_ns = recv_ns
-        try:
-            for event in protocol.events_received():
-                if type(event) is not Frame:  # the handshake response
-                    self._handshake_done()
-                    continue
-                opcode = event.opcode
-                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-                    if event.fin:
-                        deliver(bytes(event.data), recv_ns)
-                    else:
-                        self._parts = [bytes(event.data)]
-                elif opcode is Opcode.CONT:
-                    self._parts.append(bytes(event.data))
-                    if event.fin:
-                        message, self._parts = b"".join(self._parts), []
-                        deliver(message, recv_ns)
-        except Exception as exc:  # the sink failed: stop this feed with it
-            self.error = exc
-            self.abort()
-            return
-        self._write()
-        self._close_if_expected()
-
-    def eof_received(self) -> bool:
-        self.protocol.receive_eof()
-        self._write()
-        return False  # let the transport close
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._abort_later is not None:
-            self._abort_later.cancel()
-        if not self.opened.done():
-            self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
-            self.opened.exception()  # retrieved: a failed open is reported by the session
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    # ---- actions -----------------------------------------------------------------------
-    def _handshake_done(self) -> None:
-        if self.opened.done():
-            return
-        if self.protocol.handshake_exc is not None:
-            self.opened.set_exception(self.protocol.handshake_exc)
-        else:
-            self.opened.set_result(None)
-
-    def _write(self) -> None:
-        transport = self.transport
-        for data in self.protocol.data_to_send():
-            if data:
-                transport.write(data)
-            elif transport.can_write_eof():
-                transport.write_eof()
-
-    def _close_if_expected(self) -> None:
-        if self.protocol.close_expected() and self._abort_later is None:
-            self._abort_later = self.loop.call_later(CLOSE_TIMEOUT_S, self.abort)
-
-    def send_text(self, frame: bytes) -> None:
-        """Send one text frame. Raises InvalidState when the connection is not open."""
-        self.protocol.send_text(frame)
-        self._write()
-
-    def close(self, reason: str) -> None:
-        """Start the closing handshake (code 1000); the TCP close follows within
-        CLOSE_TIMEOUT_S."""
-        if self.protocol.state is State.OPEN:
-            self.protocol.send_close(1000, reason)
-            self._write()
-            self._close_if_expected()
-        else:
-            self.abort()
-
-    def abort(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.abort()
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
