@@ -30,6 +30,7 @@ from workbench.errors import ConfigError
         ("engine_cpus", (0, -1), "tuple of CPU ids"),
         ("maker_fee_bps", 500, "basis points"),
         ("rest_url", "ftp://x", "http"),
+        ("feed_spin", "yes", "True or False"),
     ],
 )
 def test_invalid_config_names_field_and_accepted_values(field, value, accepted):
@@ -68,11 +69,13 @@ def test_cli_flags_build_the_same_config():
     add_arguments(parser)
     args = parser.parse_args(["--source", "replay:/data/x.gz", "--dispatch", "polling",
                               "--symbols", "btcusdt, ethusdt", "--speed", "0", "--duration",
-                              "30", "--engine-cpus", "1", "--no-journal", "--gc-mode", "freeze"])
+                              "30", "--engine-cpus", "1", "--no-journal", "--gc-mode", "freeze",
+                              "--feed-spin"])
     cfg = config_from_args(args)
     assert cfg == EngineConfig(source="replay:/data/x.gz", dispatch="polling",
                                symbols=("BTCUSDT", "ETHUSDT"), speed=0.0, duration_s=30.0,
-                               engine_cpus=(1,), out_dir=None, gc_mode="freeze")
+                               engine_cpus=(1,), out_dir=None, gc_mode="freeze",
+                               feed_spin=True)
     bad = parser.parse_args(["--poll-interval-ms", "-5"])
     with pytest.raises(ConfigError, match=r"^poll_interval_ms"):
         config_from_args(bad)

@@ -116,3 +116,50 @@ def test_feed_and_engine_threads_are_pinned_and_recorded(shared_data, tmp_path):
     assert gc.get_freeze_count() == 0  # unfrozen again after the run
     assert tuning["gil_switch_interval_us"] == pytest.approx(500)
     assert sys.getswitchinterval() == pytest.approx(interval)  # restored
+
+
+def test_spin_selector_polls_without_sleeping_and_returns_what_is_ready():
+    import socket
+
+    from workbench.tuning import SpinSelector
+
+    a, b = socket.socketpair()
+    with SpinSelector() as selector:
+        selector.register(a, 1)  # EVENT_READ
+        t0, c0 = time.monotonic(), time.thread_time()
+        assert selector.select(0.1) == []
+        wall, cpu = time.monotonic() - t0, time.thread_time() - c0
+        assert wall >= 0.1 and cpu >= 0.5 * wall  # it spun rather than slept
+        b.send(b"x")
+        t0 = time.monotonic()
+        ready = selector.select(5.0)
+        assert [key.fileobj for key, _ in ready] == [a] and time.monotonic() - t0 < 1.0
+    a.close()
+    b.close()
+
+
+def _feed_thread_cpu_s(engine: Engine, seconds: float) -> float:
+    import psutil
+
+    tid = engine._feed_thread.native_id
+
+    def cpu() -> float:
+        return next(t.user_time + t.system_time for t in psutil.Process().threads()
+                    if t.id == tid)
+    before = cpu()
+    time.sleep(seconds)
+    return cpu() - before
+
+
+def test_feed_spin_busy_polls_the_feed_thread_and_is_recorded():
+    busy = {}
+    for spin in (False, True):
+        engine = Engine(EngineConfig(source="sim", out_dir=None, feed_spin=spin)).start()
+        time.sleep(0.5)
+        busy[spin] = _feed_thread_cpu_s(engine, 1.0)
+        status = engine.stop()
+        assert status["state"] == "stopped" and status["events"] > 0
+        tuning = engine.summary()["tuning"]
+        assert tuning["feed_event_loop"] == ("asyncio-spin" if spin else tuning["event_loop"])
+    assert busy[True] > 0.6  # a core, less what the engine thread and the GIL take
+    assert busy[False] < 0.5 * busy[True]

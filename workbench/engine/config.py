@@ -59,7 +59,9 @@ class EngineConfig:
     batches with an invalid/NaN book that halt trading). slice_qty: Executor child size
     (0 = no slicing). Housekeeping periods in ms (`stagger`: replaced by the next prime).
     Tuning: gc_mode, gil_switch_interval_us (None: the interpreter's), feed_cpus / engine_cpus
-    (CPU ids), event_loop.
+    (CPU ids), event_loop, feed_spin (the feed thread of `sim` and `ws:` sources busy-polls its
+    sockets on asyncio's loop, `tuning.SpinSelector`, instead of sleeping in epoll: one core
+    at 100% for a pick-up by a running CPU; event_loop then applies to the engine thread).
     out_dir: parent of runs/<run-id>/ (None: no journal).
     """
 
@@ -99,6 +101,7 @@ class EngineConfig:
     feed_cpus: tuple[int, ...] = ()
     engine_cpus: tuple[int, ...] = ()
     event_loop: str = "auto"
+    feed_spin: bool = False
     out_dir: str | None = "runs"
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -166,6 +169,8 @@ class EngineConfig:
                 raise _fail(name, "a tuple of CPU ids (ints >= 0)", cpus)
         if not isinstance(self.seed, int):
             raise _fail("seed", "an integer", self.seed)
+        if not isinstance(self.feed_spin, bool):
+            raise _fail("feed_spin", "True or False", self.feed_spin)
         if self.recording is not None and kind != "sim":
             raise _fail("recording", "None unless source is sim", self.recording)
         if self.rest_url is not None and not self.rest_url.startswith(("http://", "https://")):

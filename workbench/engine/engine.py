@@ -675,7 +675,8 @@ class Engine:
         url = self._simex.url + _ws_path(venue) if cfg.source_kind == "sim" else cfg.source_arg
         submit = self.dispatcher.submit
 
-        loop, _ = tuning.new_event_loop(cfg.event_loop)
+        loop, name = tuning.new_event_loop(cfg.event_loop, spin=cfg.feed_spin)
+        self._tuning["feed_event_loop"] = name
         try:
             feed = WebSocketFeed(url, venue, list(cfg.symbols), lambda *_: None,
                                  rest_url=cfg.rest_url, snapshots=False)

@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--feed-cpus", type=_cpus, default=(), help="CPU ids for the feed thread, e.g. 0")
     add("--engine-cpus", type=_cpus, default=(), help="CPU ids for the engine thread, e.g. 1")
     add("--event-loop", default=d.event_loop, choices=LOOP_CHOICES)
+    add("--feed-spin", action="store_true",
+        help="the feed thread busy-polls its sockets (sim, ws: sources): a core at 100%%")
     add("--out", default=d.out_dir, help="parent directory of runs/<run-id>/ (default runs)")
     add("--no-journal", action="store_true", help="write no run files")
     add("--quiet", action="store_true", help="no progress line")
@@ -85,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         feed_cpus=args.feed_cpus,
         engine_cpus=args.engine_cpus,
         event_loop=args.event_loop,
+        feed_spin=args.feed_spin,
         out_dir=None if args.no_journal else args.out,
     )
 
