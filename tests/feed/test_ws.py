@@ -340,13 +340,14 @@ async def _read_client_frame(reader) -> tuple[int, bytes]:
     return b0 & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
 
 
-def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed: int = 5
+def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed: int = 5,
+              piece: tuple[int, int] = (1, 300), gap_s: float = 0.0005, silence_s: float = 10.0
               ) -> tuple[list[bytes], list[tuple[int, bytes]], WebSocketFeed]:
     """A raw TCP server speaks the opening handshake (RFC 6455 section 4.2.2), sends `first`
     in the same write as the 101 response, reads the feed's subscribe frame, then writes
-    `stream` in pieces of 1-300 bytes and reads the feed's frames until it has
-    `replies_wanted` (the subscribe included). Returns (messages the sink got, the feed's
-    frames as (opcode, payload), the stopped feed)."""
+    `stream` in pieces of `piece` bytes (random in the range) `gap_s` apart and reads the
+    feed's frames until it has `replies_wanted` (the subscribe included). Returns (messages
+    the sink got, the feed's frames as (opcode, payload), the stopped feed)."""
     import asyncio
     import base64
     import hashlib
@@ -371,10 +372,10 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed:
             replies.append(await _read_client_frame(reader))  # the subscribe frame
             i = 0
             while i < len(stream):
-                step = rng.randint(1, 300)
+                step = rng.randint(*piece)
                 writer.write(stream[i:i + step])
                 await writer.drain()
-                await asyncio.sleep(0.0005)
+                await asyncio.sleep(gap_s)
                 i += step
             while len(replies) < replies_wanted:
                 replies.append(await _read_client_frame(reader))
@@ -386,7 +387,7 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed:
         feed = WebSocketFeed(f"ws://127.0.0.1:{port}/stream", "binance-usdm", ["BTCUSDT"],
                              lambda batch, message, recv_ns: got.append(message),
                              registry=SymbolRegistry(), snapshots=False, max_connects=1,
-                             wire=wire)
+                             wire=wire, silence_s=silence_s)
         task = asyncio.ensure_future(feed.run())
         deadline = time.monotonic() + 20
         while len(replies) < replies_wanted and time.monotonic() < deadline:
@@ -435,3 +436,15 @@ def test_protocol_errors_close_with_1002_and_deliver_nothing_after(wire: str) ->
                                     wire)
         assert got == [b"ok"]
         assert replies[1][0] == 0x8 and replies[1][1][:2] == (1002).to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_pings_alone_keep_a_quiet_connection_alive(wire: str) -> None:
+    """A server that sends only pings, 0.15 s apart, for longer than silence_s (0.5 s): every
+    ping is answered and none of it counts as silence."""
+    pings = b"".join(_server_frame(9, f"p{i}".encode()) for i in range(8))
+    got, replies, feed = _talk_raw(_server_frame(1, b"ok"), pings, 9, wire, piece=(4, 4),
+                                   gap_s=0.15, silence_s=0.5)
+    assert got == [b"ok"]
+    assert replies[1:] == [(0xA, f"p{i}".encode()) for i in range(8)]
+    assert feed.stats.silences == 0 and feed.stats.connects == 1

@@ -64,8 +64,8 @@ WIRES = ("picows", "websockets")
 OPEN_ERRORS = (OSError, TimeoutError, WSError, InvalidHandshake, InvalidURI)
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # picows: larger frames fail the connection (code 1009)
 CLOSE_TIMEOUT_S = 1.0  # websockets: TCP close this long after the closing handshake began
-TEXT, BINARY, CONTINUATION, CLOSE = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION,
-                                     WSMsgType.CLOSE)
+TEXT, BINARY, CONTINUATION, CLOSE, PING = (
+    WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION, WSMsgType.CLOSE, WSMsgType.PING)
 
 
 class Wire(Protocol):
@@ -97,7 +97,7 @@ async def open_wire(kind: str, url: str, deliver: Deliver, timeout_s: float) -> 
                 lambda: PicowsWire(deliver), url, ssl_context=_ssl_context(url),
                 websocket_handshake_timeout=timeout_s, max_redirects=0,
                 max_frame_size=MAX_FRAME_BYTES, logger_name=log.getChild("picows"),
-                use_aiofastnet=False)
+                enable_auto_pong=False, use_aiofastnet=False)
             return wire
         uri = parse_uri(url)
         _, ws_wire = await loop.create_connection(
@@ -120,8 +120,9 @@ def _ssl_context(url: str) -> ssl.SSLContext | None:
 class PicowsWire(WSListener):
     """The picows listener. picows calls `on_ws_frame` for each complete frame of a socket
     read, in order; the last of a read has `last_in_buffer` set, so the next frame starts a new
-    read and takes a new stamp. picows answers pings and fails masked or malformed frames
-    itself; a WSProtocolError raised here makes it send that close code and disconnect."""
+    read and takes a new stamp. Pings are answered here (so they count as frames for the
+    feed's silence check); picows fails masked or malformed frames itself, and a
+    WSProtocolError raised here makes it send that close code and disconnect."""
 
     def __init__(self, deliver: Deliver) -> None:
         self.deliver = deliver
@@ -158,6 +159,8 @@ class PicowsWire(WSListener):
             if frame.fin:
                 message, self._parts = b"".join(self._parts), None
                 self._deliver(message)
+        elif kind is PING:
+            transport.send_pong(frame.get_payload_as_bytes())
         elif kind is CLOSE:
             code = frame.get_close_code()
             self.closed_info = f"closed by the server: {int(code)} {frame.get_close_message()!r}"
