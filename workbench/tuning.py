@@ -84,9 +84,11 @@ class SpinSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     """The platform's default selector (epoll on Linux), busy-polling: `select(timeout)` polls
     with timeout 0 until a file object is ready or `timeout` seconds have passed (None: until
     one is ready), so the thread never sleeps in the kernel. A ready socket is read by a
-    running CPU instead of one woken from idle (on a VM a wake-up can cost tens of µs and
-    leaves the caches and branch predictors cold); the price is one core at 100%, and the
-    other threads of the process get the GIL within the switch interval."""
+    running CPU instead of one woken from idle: at the recording's live pace the callback
+    path's tick-to-trade P50 halves on this VM (`python -m workbench.bench run dispatch`).
+    The price is one core at 100%; the process's other threads get the GIL within the switch
+    interval. It does not keep the message path itself warm: after milliseconds of polling,
+    the first message of a read still costs several times what the next ones do."""
 
     def select(self, timeout: float | None = None) -> list:
         poll = super().select

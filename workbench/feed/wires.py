@@ -2,9 +2,10 @@
 
 Two libraries behind one interface, picked by name (`WIRES`):
 
-- `picows` (the default): a compiled (Cython) RFC 6455 client. Its frame parser costs about a
-  tenth of a pure-Python one: over loopback the whole feed path (frames, normalize, BookSync)
-  runs at ~4 µs of client CPU a message against ~11 µs with `websockets`
+- `picows` (the default): a compiled (Cython) RFC 6455 client. Its frame parser costs a
+  fraction of a pure-Python one (~4.5 µs a frame for `websockets` here): over loopback the
+  whole feed path (frames, normalize, BookSync) takes ~4-6 µs of client CPU a message against
+  ~11 µs with `websockets` and the same normalizer
   (`python -m workbench.bench run feed.ws_loopback`).
 - `websockets`: the `websockets` library's Sans-I/O `ClientProtocol` on an asyncio transport
   (pure Python), the reference implementation and the benchmark's baseline.
@@ -52,7 +53,7 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidState, InvalidURI
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
-from websockets.uri import parse_uri
+from websockets.uri import WebSocketURI, parse_uri
 
 from workbench.errors import ConfigError, FeedError
 
@@ -205,7 +206,8 @@ class WebsocketsWire(asyncio.Protocol):
     when the opening handshake succeeded (or fails with its error); the protocol answers pings
     and closes and fails protocol errors with 1002 itself."""
 
-    def __init__(self, uri, deliver: Deliver, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, uri: WebSocketURI, deliver: Deliver,
+                 loop: asyncio.AbstractEventLoop) -> None:
         self.deliver = deliver
         self.loop = loop
         self.protocol = ClientProtocol(uri, max_size=None)
