@@ -346,7 +346,8 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed:
     """A raw TCP server speaks the opening handshake (RFC 6455 section 4.2.2), sends `first`
     in the same write as the 101 response, reads the feed's subscribe frame, then writes
     `stream` in pieces of `piece` bytes (random in the range) `gap_s` apart and reads the
-    feed's frames until it has `replies_wanted` (the subscribe included). Returns (messages
+    feed's frames until it has `replies_wanted` (the subscribe included). Later connections
+    (the feed reconnects once a close ended the first) are closed at once. Returns (messages
     the sink got, the feed's frames as (opcode, payload), the stopped feed)."""
     import asyncio
     import base64
@@ -360,7 +361,14 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed:
     async def main() -> WebSocketFeed:
         stopped = asyncio.Event()
 
+        connections = 0
+
         async def serve(reader, writer) -> None:
+            nonlocal connections
+            connections += 1
+            if connections > 1:  # the feed reconnects after the close: serve it nothing
+                writer.close()
+                return
             request = await reader.readuntil(b"\r\n\r\n")
             key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
                        if line.lower().startswith(b"sec-websocket-key"))
