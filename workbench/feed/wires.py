@@ -1,6 +1,6 @@
 """Wires: one websocket connection's frames, spoken by a library, for `WebSocketFeed`.
 
-Two libraries behind one interface, picked by name (`WIRES`):
+Two libraries behind one interface, picked by name (`WIRES`, the keys of `OPENERS`):
 
 - `picows` (the default): a compiled (Cython) RFC 6455 client. Its frame parser costs a
   fraction of a pure-Python one (~4.5 µs a frame for `websockets` here): over loopback the
@@ -36,7 +36,7 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from picows import (
@@ -55,13 +55,12 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
-from workbench.errors import ConfigError, FeedError
+from workbench.errors import FeedError
 
 log = logging.getLogger("workbench.feed.wires")
 
 Deliver = Callable[[bytes, int], None]
 
-WIRES = ("picows", "websockets")
 OPEN_ERRORS = (OSError, TimeoutError, WSError, InvalidHandshake, InvalidURI)
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # picows: larger frames fail the connection (code 1009)
 CLOSE_TIMEOUT_S = 1.0  # websockets: TCP close this long after the closing handshake began
@@ -85,27 +84,34 @@ class Wire(Protocol):
     def abort(self) -> None: ...
 
 
-async def open_wire(kind: str, url: str, deliver: Deliver, timeout_s: float) -> Wire:
-    """Connect to `url` (ws:// or wss://) with library `kind` (one of WIRES) and complete the
-    opening handshake within `timeout_s`. Raises ConfigError for an unknown kind, OPEN_ERRORS
-    when the connection cannot be opened."""
-    if kind not in WIRES:
-        raise ConfigError(f"wire must be one of {WIRES}, got {kind!r}")
+async def _open_picows(url: str, deliver: Deliver, timeout_s: float) -> PicowsWire:
+    _, wire = await ws_connect(
+        lambda: PicowsWire(deliver), url, ssl_context=_ssl_context(url),
+        websocket_handshake_timeout=timeout_s, max_redirects=0, max_frame_size=MAX_FRAME_BYTES,
+        logger_name=log.getChild("picows"), enable_auto_pong=False, use_aiofastnet=False)
+    return wire
+
+
+async def _open_websockets(url: str, deliver: Deliver, timeout_s: float) -> WebsocketsWire:
     loop = asyncio.get_running_loop()
+    uri = parse_uri(url)
+    _, wire = await loop.create_connection(lambda: WebsocketsWire(uri, deliver, loop), uri.host,
+                                           uri.port, ssl=_ssl_context(url))
+    await wire.opened
+    return wire
+
+
+OPENERS: dict[str, Callable[[str, Deliver, float], Awaitable[Wire]]] = {
+    "picows": _open_picows, "websockets": _open_websockets}
+WIRES = tuple(OPENERS)
+
+
+async def open_wire(kind: str, url: str, deliver: Deliver, timeout_s: float) -> Wire:
+    """Connect to `url` (ws:// or wss://) with library `kind` (a key of OPENERS: KeyError
+    otherwise) and complete the opening handshake within `timeout_s`. Raises OPEN_ERRORS when
+    the connection cannot be opened."""
     async with asyncio.timeout(timeout_s):
-        if kind == "picows":
-            _, wire = await ws_connect(
-                lambda: PicowsWire(deliver), url, ssl_context=_ssl_context(url),
-                websocket_handshake_timeout=timeout_s, max_redirects=0,
-                max_frame_size=MAX_FRAME_BYTES, logger_name=log.getChild("picows"),
-                enable_auto_pong=False, use_aiofastnet=False)
-            return wire
-        uri = parse_uri(url)
-        _, ws_wire = await loop.create_connection(
-            lambda: WebsocketsWire(uri, deliver, loop), uri.host, uri.port,
-            ssl=_ssl_context(url))
-        await ws_wire.opened
-        return ws_wire
+        return await OPENERS[kind](url, deliver, timeout_s)
 
 
 @functools.cache
