@@ -347,8 +347,9 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed:
     in the same write as the 101 response, reads the feed's subscribe frame, then writes
     `stream` in pieces of `piece` bytes (random in the range) `gap_s` apart and reads the
     feed's frames until it has `replies_wanted` (the subscribe included). Later connections
-    (the feed reconnects once a close ended the first) are closed at once. Returns (messages
-    the sink got, the feed's frames as (opcode, payload), the stopped feed)."""
+    (the feed reconnects once a close ended the first, until it is stopped) are closed at
+    once. Returns (messages the sink got, the feed's frames as (opcode, payload), the stopped
+    feed)."""
     import asyncio
     import base64
     import hashlib
@@ -394,7 +395,7 @@ def _talk_raw(first: bytes, stream: bytes, replies_wanted: int, wire: str, seed:
         port = server.sockets[0].getsockname()[1]
         feed = WebSocketFeed(f"ws://127.0.0.1:{port}/stream", "binance-usdm", ["BTCUSDT"],
                              lambda batch, message, recv_ns: got.append(message),
-                             registry=SymbolRegistry(), snapshots=False, max_connects=1,
+                             registry=SymbolRegistry(), snapshots=False,
                              wire=wire, silence_s=silence_s)
         task = asyncio.ensure_future(feed.run())
         deadline = time.monotonic() + 20
@@ -456,3 +457,29 @@ def test_pings_alone_keep_a_quiet_connection_alive(wire: str) -> None:
     assert got == [b"ok"]
     assert replies[1:] == [(0xA, f"p{i}".encode()) for i in range(8)]
     assert feed.stats.silences == 0 and feed.stats.connects == 1
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_a_server_that_closes_during_the_handshake_is_a_failed_connect(wire: str) -> None:
+    """A peer that accepts TCP and closes at once: each attempt fails cleanly (counted, named
+    in last_error), and the feed gives up after max_connects."""
+    import asyncio
+
+    async def main() -> WebSocketFeed:
+        async def serve(reader, writer) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        feed = WebSocketFeed(f"ws://127.0.0.1:{port}/stream", "binance-usdm", ["BTCUSDT"],
+                             lambda batch, message, recv_ns: None, registry=SymbolRegistry(),
+                             snapshots=False, max_connects=2, backoff_s=0.0, backoff_max_s=0.0,
+                             wire=wire)
+        with pytest.raises(FeedError, match="2 connection attempts delivered nothing"):
+            await asyncio.wait_for(feed.run(), 10)
+        server.close()
+        return feed
+
+    feed = asyncio.run(main())
+    assert feed.stats.connects == 0 and feed.stats.reconnects == 1
+    assert feed.stats.last_error.startswith("Connection")  # ConnectionError or a reset

@@ -89,6 +89,8 @@ async def _open_picows(url: str, deliver: Deliver, timeout_s: float) -> PicowsWi
         lambda: PicowsWire(deliver), url, ssl_context=_ssl_context(url),
         websocket_handshake_timeout=timeout_s, max_redirects=0, max_frame_size=MAX_FRAME_BYTES,
         logger_name=log.getChild("picows"), enable_auto_pong=False, use_aiofastnet=False)
+    if wire is None:  # picows hands back no listener when the peer left mid-handshake
+        raise ConnectionError("closed during the handshake")
     return wire
 
 
