@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 import selectors
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from workbench.errors import ConfigError
@@ -87,8 +89,22 @@ class SpinSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     running CPU instead of one woken from idle: at the recording's live pace the callback
     path's tick-to-trade P50 halves on this VM (`python -m workbench.bench run dispatch`).
     The price is one core at 100%; the process's other threads get the GIL within the switch
-    interval. It does not keep the message path itself warm: after milliseconds of polling,
-    the first message of a read still costs several times what the next ones do."""
+    interval.
+
+    Polling alone does not keep the message path warm: after milliseconds of it, the first
+    message of a read costs several times what the next ones do (the VM's timer interrupts
+    and other tenants evict caches and predictors). `on_idle`, when given, is called after
+    every `idle_period_ns` of polling with nothing ready (the engine's `PathWarmer` runs a
+    shadow message through the path there); an exception from it propagates to the caller.
+    """
+
+    def __init__(self, on_idle: Callable[[], object] | None = None,
+                 idle_period_ns: int = 0) -> None:
+        if on_idle is not None and idle_period_ns <= 0:
+            raise ValueError(f"idle_period_ns must be > 0 with on_idle, got {idle_period_ns}")
+        super().__init__()
+        self.on_idle = on_idle
+        self.idle_period_ns = idle_period_ns
 
     def select(self, timeout: float | None = None) -> list:
         poll = super().select
@@ -96,21 +112,29 @@ class SpinSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
         if ready or (timeout is not None and timeout <= 0):
             return ready
         deadline = None if timeout is None else time.monotonic() + timeout
+        on_idle, period = self.on_idle, self.idle_period_ns
+        now_ns = time.perf_counter_ns
+        next_idle = now_ns() + period if on_idle is not None else math.inf
         while not ready and (deadline is None or time.monotonic() < deadline):
+            if now_ns() >= next_idle:
+                on_idle()
+                next_idle = now_ns() + period
             ready = poll(0)
         return ready
 
 
-def new_event_loop(choice: str = "auto", spin: bool = False
+def new_event_loop(choice: str = "auto", spin: bool = False,
+                   on_idle: Callable[[], object] | None = None, idle_period_ns: int = 0
                    ) -> tuple[asyncio.AbstractEventLoop, str]:
     """A fresh event loop for a thread: uvloop when installed (`auto`) or asked for, else the
     asyncio default; with `spin`, asyncio's selector loop on a `SpinSelector` whatever the
-    choice (uvloop cannot busy-poll). Returns (loop, name). Asking for uvloop without it
-    raises ConfigError."""
+    choice (uvloop cannot busy-poll), calling `on_idle` every `idle_period_ns` of idle polling
+    when given. Returns (loop, name). Asking for uvloop without it raises ConfigError."""
     if choice not in LOOP_CHOICES:
         raise ConfigError(f"event_loop: expected one of {', '.join(LOOP_CHOICES)}, got {choice!r}")
     if spin:
-        return asyncio.SelectorEventLoop(SpinSelector()), "asyncio-spin"
+        return (asyncio.SelectorEventLoop(SpinSelector(on_idle, idle_period_ns)),
+                "asyncio-spin")
     if choice in ("auto", "uvloop"):
         try:
             import uvloop

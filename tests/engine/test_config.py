@@ -31,6 +31,8 @@ from workbench.errors import ConfigError
         ("maker_fee_bps", 500, "basis points"),
         ("rest_url", "ftp://x", "http"),
         ("feed_spin", "yes", "True or False"),
+        ("feed_warm_us", -1, ">= 0"),
+        ("feed_warm_us", 300.0, "0 unless feed_spin is True"),
     ],
 )
 def test_invalid_config_names_field_and_accepted_values(field, value, accepted):
@@ -70,12 +72,12 @@ def test_cli_flags_build_the_same_config():
     args = parser.parse_args(["--source", "replay:/data/x.gz", "--dispatch", "polling",
                               "--symbols", "btcusdt, ethusdt", "--speed", "0", "--duration",
                               "30", "--engine-cpus", "1", "--no-journal", "--gc-mode", "freeze",
-                              "--feed-spin"])
+                              "--feed-spin", "--feed-warm-us", "300"])
     cfg = config_from_args(args)
     assert cfg == EngineConfig(source="replay:/data/x.gz", dispatch="polling",
                                symbols=("BTCUSDT", "ETHUSDT"), speed=0.0, duration_s=30.0,
                                engine_cpus=(1,), out_dir=None, gc_mode="freeze",
-                               feed_spin=True)
+                               feed_spin=True, feed_warm_us=300.0)
     bad = parser.parse_args(["--poll-interval-ms", "-5"])
     with pytest.raises(ConfigError, match=r"^poll_interval_ms"):
         config_from_args(bad)

@@ -4,6 +4,7 @@ the right threads and recorded."""
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import subprocess
@@ -134,6 +135,31 @@ def test_spin_selector_polls_without_sleeping_and_returns_what_is_ready():
         t0 = time.monotonic()
         ready = selector.select(5.0)
         assert [key.fileobj for key, _ in ready] == [a] and time.monotonic() - t0 < 1.0
+    a.close()
+    b.close()
+
+
+def test_spin_selector_calls_on_idle_while_nothing_is_ready():
+    import socket
+
+    from workbench.tuning import SpinSelector
+
+    with pytest.raises(ValueError, match="idle_period_ns"):
+        SpinSelector(on_idle=lambda: None)
+    a, b = socket.socketpair()
+    calls = []
+    with SpinSelector(on_idle=lambda: calls.append(time.perf_counter_ns()),
+                      idle_period_ns=1_000_000) as selector:
+        selector.register(a, 1)  # EVENT_READ
+        t0 = time.perf_counter_ns()
+        assert selector.select(0.05) == []
+        assert 10 <= len(calls) <= 50  # every 1 ms of the 50 ms, less the VM's hiccups
+        assert calls[0] - t0 >= 1_000_000
+        assert all(y - x >= 1_000_000 for x, y in itertools.pairwise(calls))
+        b.send(b"x")
+        calls.clear()
+        assert [key.fileobj for key, _ in selector.select(5.0)] == [a]
+        assert calls == []  # ready at once: no idle call
     a.close()
     b.close()
 

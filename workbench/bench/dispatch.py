@@ -30,9 +30,12 @@ callback, events/s; twice in a row (1.2M events; once with --quick), with the sp
 1 ms and how many of them a housekeeping job of ours overlapped (issue 4: none in 1M events
 with gc frozen).
 
-The callback runs twice: as configured by default (the feed thread sleeps in epoll between
-reads) and with `feed_spin` (it busy-polls its socket, `tuning.SpinSelector`: a core at 100%,
-and a read is taken by a running CPU rather than one woken from idle).
+The callback runs three times: as configured by default (the feed thread sleeps in epoll
+between reads), with `feed_spin` (it busy-polls its socket, `tuning.SpinSelector`: a core at
+100%, and a read is taken by a running CPU rather than one woken from idle), and with
+`feed_spin` plus `feed_warm_us=WARM_US` (while polling, a shadow of the path runs one recent
+message every WARM_US µs, `workbench.engine.warm.PathWarmer`, so the first message of a read
+finds the path warm).
 
 The claim being tested comes from a Python trading-bot design that polled a queue every 50 ms
 and reported, after moving to a direct callback, "70 -> 50 ms, 29% faster, 25% less CPU, 100+
@@ -75,13 +78,15 @@ STRESS_S = 150.0
 # spike causes that are housekeeping jobs of ours (not gc, not a backed-up queue)
 HOUSEKEEPING_CAUSES = frozenset({"journal_flush", "latency_fold", "latency_summary",
                                  "snapshot_publish", "display_refresh", "book_rebuild"})
-# name -> (dispatch mode, poll interval ms, feed_spin)
+WARM_US = 300.0  # feed_warm_us of the callback_warm variant
+# name -> (dispatch mode, poll interval ms, feed_spin, feed_warm_us)
 VARIANTS = {
-    "polling_50ms": ("polling", 50.0, False),
-    "busy_polling": ("polling", 0.0, False),
-    "blocking": ("blocking", 50.0, False),
-    "callback": ("callback", 50.0, False),
-    "callback_spin": ("callback", 50.0, True),
+    "polling_50ms": ("polling", 50.0, False, 0.0),
+    "busy_polling": ("polling", 0.0, False, 0.0),
+    "blocking": ("blocking", 50.0, False, 0.0),
+    "callback": ("callback", 50.0, False, 0.0),
+    "callback_spin": ("callback", 50.0, True, 0.0),
+    "callback_warm": ("callback", 50.0, True, WARM_US),
 }
 
 
@@ -156,12 +161,12 @@ def _engine_run(config: EngineConfig) -> tuple[Any, dict[str, Any]]:
 def _paced_run(exchange: _Exchange, name: str) -> tuple[Any, dict[str, Any]]:
     """One engine run through the exchange's window in variant `name`; figures of the
     measured (paced) part."""
-    mode, poll_ms, spin = VARIANTS[name]
+    mode, poll_ms, spin, warm_us = VARIANTS[name]
     config = EngineConfig(
         source=f"ws:{exchange.url}/stream", rest_url=exchange.rest_url, venue="binance-usdm",
         idle_end_s=IDLE_END_S, dispatch=mode, poll_interval_ms=poll_ms, out_dir=None,
         strategy_warmup_s=WARMUP_S, latency_warmup_s=FF_S + MEASURE_AFTER_S,
-        gc_mode="freeze", feed_spin=spin)
+        gc_mode="freeze", feed_spin=spin, feed_warm_us=warm_us)
     engine, status = _engine_run(config)
     summary = engine.latency.summary()
     measured = status["measured"]
@@ -175,7 +180,7 @@ def _paced_run(exchange: _Exchange, name: str) -> tuple[Any, dict[str, Any]]:
         "cpu_pct": round(100.0 * measured["cpu_s"] / busy_s, 1),
         "fills": len(engine.executor.fills), "net_pnl": status["pnl"]["net_pnl"],
         "spikes": status["spikes"], "spike_causes": status["spike_causes"],
-        "max_queue_depth": status["max_queue_depth"],
+        "max_queue_depth": status["max_queue_depth"], "warm_runs": status["warm_runs"],
         "stages": {s.value: summary[s.value] for s in LOCAL_STAGES},
     }
     return engine, extra
@@ -248,7 +253,7 @@ def run_flat(prepared: dict[str, Any], name: str) -> Outcome:
     """The recording replayed flat out `prepared["passes"]` times (one engine run each) in
     variant `name`; events/s over the runs, and the spikes over 1 ms (gc frozen) with their
     causes: `housekeeping_spikes` counts those that a housekeeping job of ours overlapped."""
-    mode, poll_ms, _ = VARIANTS[name]
+    mode, poll_ms, _, _ = VARIANTS[name]
     proc = psutil.Process()
     cpu0 = proc.cpu_times()
     t0 = time.perf_counter()
@@ -293,6 +298,7 @@ def _flat(name: str):
 
 for _name, _label in (("callback", "callback"),
                       ("callback_spin", "callback, feed thread spinning"),
+                      ("callback_warm", "callback, spinning, path kept warm"),
                       ("busy_polling", "polling (busy)"), ("blocking", "blocking wait")):
     register(Phase(
         name=f"dispatch.{_name}", topic="dispatch", claim=CLAIM, prepare=prepare,

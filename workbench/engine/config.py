@@ -61,7 +61,10 @@ class EngineConfig:
     Tuning: gc_mode, gil_switch_interval_us (None: the interpreter's), feed_cpus / engine_cpus
     (CPU ids), event_loop, feed_spin (the feed thread of `sim` and `ws:` sources busy-polls its
     sockets on asyncio's loop, `tuning.SpinSelector`, instead of sleeping in epoll: one core
-    at 100% for a pick-up by a running CPU; event_loop then applies to the engine thread).
+    at 100% for a pick-up by a running CPU; event_loop then applies to the engine thread),
+    feed_warm_us (with feed_spin: every that many µs of idle polling the feed thread runs one
+    recent message through a shadow of the path, `workbench.engine.warm.PathWarmer`, so the
+    first message of the next read finds it warm; 0 = off).
     out_dir: parent of runs/<run-id>/ (None: no journal).
     """
 
@@ -102,6 +105,7 @@ class EngineConfig:
     engine_cpus: tuple[int, ...] = ()
     event_loop: str = "auto"
     feed_spin: bool = False
+    feed_warm_us: float = 0.0
     out_dir: str | None = "runs"
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +175,10 @@ class EngineConfig:
             raise _fail("seed", "an integer", self.seed)
         if not isinstance(self.feed_spin, bool):
             raise _fail("feed_spin", "True or False", self.feed_spin)
+        self._number("feed_warm_us", 0.0)
+        if self.feed_warm_us and not self.feed_spin:
+            raise _fail("feed_warm_us", "0 unless feed_spin is True (it runs while the feed "
+                        "thread polls)", self.feed_warm_us)
         if self.recording is not None and kind != "sim":
             raise _fail("recording", "None unless source is sim", self.recording)
         if self.rest_url is not None and not self.rest_url.startswith(("http://", "https://")):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -54,6 +55,7 @@ from workbench.engine.journal import Journal
 from workbench.engine.positions import Positions
 from workbench.engine.risk import RiskLimits
 from workbench.engine.strategy import EmaCross, Strategy
+from workbench.engine.warm import PathWarmer
 from workbench.errors import ConfigError, EngineError
 from workbench.events import EventFlag, EventKind
 from workbench.feed.symbols import SYMBOLS
@@ -188,6 +190,23 @@ class Engine:
         self._last_rate = (0, 0)
         self._rate = 0.0
         self._feed_stats: dict[str, Any] = {}
+        self._warmer: PathWarmer | None = None
+        if cfg.feed_warm_us and cfg.source_kind in ("sim", "ws"):
+            self._warmer = PathWarmer(self._shadow_engine(), self.sync, self.venue)
+
+    def _shadow_engine(self) -> Engine:
+        """The engine a PathWarmer runs shadow messages through: this config without journal,
+        warm-ups or warmer, callback dispatch, and a deep copy of the strategy (ConfigError
+        when it cannot be copied)."""
+        try:
+            strategy = copy.deepcopy(self.strategy)
+        except Exception as exc:
+            raise ConfigError(f"feed_warm_us: the strategy must be copyable (copy.deepcopy) to "
+                              f"run on shadow messages: {type(exc).__name__}: {exc}") from exc
+        return Engine(dataclasses.replace(
+            self.config, out_dir=None, run_id=f"{self.run_id}-shadow", dispatch="callback",
+            strategy_warmup_s=0.0, latency_warmup_s=0.0, feed_spin=False, feed_warm_us=0.0),
+            strategy)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Engine:
@@ -675,8 +694,12 @@ class Engine:
         url = self._simex.url + _ws_path(venue) if cfg.source_kind == "sim" else cfg.source_arg
         submit = self.dispatcher.submit
 
-        loop, name = tuning.new_event_loop(cfg.event_loop, spin=cfg.feed_spin)
+        warmer = self._warmer
+        remember = warmer.remember if warmer is not None else None
+        loop, name = tuning.new_event_loop(cfg.event_loop, spin=cfg.feed_spin, on_idle=warmer,
+                                           idle_period_ns=int(cfg.feed_warm_us * 1000))
         self._tuning["feed_event_loop"] = name
+        self._tuning["feed_warm_us"] = cfg.feed_warm_us if warmer is not None else 0.0
         try:
             feed = WebSocketFeed(url, venue, list(cfg.symbols), lambda *_: None,
                                  rest_url=cfg.rest_url, snapshots=False)
@@ -685,6 +708,8 @@ class Engine:
             def sink(batch: np.ndarray, message: bytes, recv_ns: int) -> None:
                 if len(batch):
                     submit(batch, info)
+                    if remember is not None:
+                        remember(message, info.channel)
 
             feed.sink = sink
             self._ws_feed = feed
@@ -784,6 +809,7 @@ class Engine:
                 name: {"runs": n, "mean_us": total / n / 1e3, "max_us": mx / 1e3}
                 for name, (n, total, mx) in list(self.housekeeping.items())},
             "feed": dict(self._feed_stats),
+            "warm_runs": self._warmer.runs if self._warmer is not None else 0,
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
 

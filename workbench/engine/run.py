@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--event-loop", default=d.event_loop, choices=LOOP_CHOICES)
     add("--feed-spin", action="store_true",
         help="the feed thread busy-polls its sockets (sim, ws: sources): a core at 100%%")
+    add("--feed-warm-us", type=float, default=d.feed_warm_us,
+        help="with --feed-spin: every that many µs of idle polling, run one recent message "
+             "through a shadow of the path to keep it warm (e.g. 300; default 0: off)")
     add("--out", default=d.out_dir, help="parent directory of runs/<run-id>/ (default runs)")
     add("--no-journal", action="store_true", help="write no run files")
     add("--quiet", action="store_true", help="no progress line")
@@ -88,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         engine_cpus=args.engine_cpus,
         event_loop=args.event_loop,
         feed_spin=args.feed_spin,
+        feed_warm_us=args.feed_warm_us,
         out_dir=None if args.no_journal else args.out,
     )
 
