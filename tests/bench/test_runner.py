@@ -220,3 +220,22 @@ def test_automatic_gc_during_measured_calls(metric: str, gc_during: bool | None,
     assert res.status == "ok"
     assert set(seen) == {expected}
     assert gc.isenabled()  # restored after the phase
+
+
+def test_context_notes_give_each_latency_topic_its_machine_and_burst_facts() -> None:
+    from workbench.bench.__main__ import context_notes
+    from workbench.bench.runner import PhaseResult
+
+    facts = {"hiccups": {"per_s": 460.4, "p50_us": 33.2, "max_us": 509.0, "stolen_pct": 1.64},
+             "bursts": {"position_p99": 39.4, "largest": 82}}
+
+    def result(name: str, topic: str, extra: dict) -> PhaseResult:
+        phase = Phase(name=name, topic=topic, claim=CLAIM_2_3, prepare=lambda quick: None,
+                      baseline=lambda p: None, optimized=lambda p: None, check=_equal)
+        return PhaseResult(phase, "ok", "met", False, optimized={"extra": extra})
+
+    lines = context_notes([result("ring.a", "ring", {}), result("dispatch.a", "dispatch", facts),
+                           result("dispatch.b", "dispatch", facts)])
+    assert lines == ["dispatch: this machine stops a spinning thread 460 times/s (P50 33 µs, "
+                     "max 509 µs, 1.6% of the core); the live window's P99 message is #40 of "
+                     "its burst (largest 82), so it waits for the messages before it"]

@@ -132,6 +132,25 @@ def cause_notes(results: list[PhaseResult]) -> list[str]:
     return lines
 
 
+def context_notes(results: list[PhaseResult]) -> list[str]:
+    """The facts a latency topic's figures stand on, once per topic: the machine's hiccups
+    and the paced window's bursts, from the first phase whose extras carry them."""
+    lines, seen = [], set()
+    for res in results:
+        extra = res.optimized.get("extra", {})
+        topic = res.phase.topic
+        if topic in seen or "hiccups" not in extra or "bursts" not in extra:
+            continue
+        seen.add(topic)
+        h, b = extra["hiccups"], extra["bursts"]
+        lines.append(
+            f"{topic}: this machine stops a spinning thread {h['per_s']:.0f} times/s "
+            f"(P50 {h['p50_us']:.0f} µs, max {h['max_us']:.0f} µs, {h['stolen_pct']:.1f}% of "
+            f"the core); the live window's P99 message is #{b['position_p99'] + 1:.0f} of its "
+            f"burst (largest {b['largest']}), so it waits for the messages before it")
+    return lines
+
+
 def _list(console: Console) -> int:
     skipped = load_topics()
     for p in all_phases():
@@ -173,7 +192,7 @@ def _run(names: list[str], args: argparse.Namespace, console: Console) -> int:
         results, records = run_phases(phases, quick=args.quick, progress=progress,
                                       on_result=done)
     console.print(results_table(results))
-    for line in cause_notes(results):
+    for line in cause_notes(results) + context_notes(results):
         console.print(line, highlight=False)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

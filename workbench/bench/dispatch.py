@@ -50,15 +50,18 @@ import contextlib
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import psutil
 
 from workbench.bench.registry import Claim, Outcome, Phase, register
 from workbench.engine.config import EngineConfig
 from workbench.errors import FeedError, PhaseMismatch
+from workbench.feed.replay import ReplayFeed
+from workbench.latency.hiccups import measure_hiccups
 from workbench.latency.stages import LOCAL_STAGES, Stage
 from workbench.shared_data import shared_path
 
@@ -74,6 +77,8 @@ MEASURE_AFTER_S = 0.25  # market seconds into the paced part before measuring (c
 IDLE_END_S = 0.6  # silence that ends a run (longer than the pause)
 LIVE_S, LIVE_QUICK_S = 30.0, 2.0
 STRESS_SPEED = 20.0
+HICCUP_S = 2.0  # seconds of the machine-hiccup probe in prepare
+BURST_GAP_US = 10.0  # recorded messages this close together count as one burst
 STRESS_S = 150.0
 # spike causes that are housekeeping jobs of ours (not gc, not a backed-up queue)
 HOUSEKEEPING_CAUSES = frozenset({"journal_flush", "latency_fold", "latency_summary",
@@ -139,12 +144,34 @@ def _exchange(speed: float, window_s: float, spin_us: float) -> _Exchange:
 @lru_cache(maxsize=2)
 def prepare(quick: bool) -> dict[str, Any]:
     """The two SimExchange processes (live pace, stress pace; --quick: live pace only), the
-    engine code warmed by a short flat-out replay, and the cache of the baseline run (one per
-    topic run: the phases share it)."""
+    engine code warmed by a short flat-out replay, the cache of the baseline run (one per
+    topic run: the phases share it), and two facts every live figure stands on: the
+    machine's hiccups (`measure_hiccups`, HICCUP_S seconds) and the live window's bursts."""
     _warm_replay()
-    return {"live": _exchange(1.0, LIVE_QUICK_S if quick else LIVE_S, 50.0),
+    window_s = LIVE_QUICK_S if quick else LIVE_S
+    return {"live": _exchange(1.0, window_s, 50.0),
             "stress": None if quick else _exchange(STRESS_SPEED, STRESS_S, 0.0),
-            "runs": {}}
+            "runs": {}, "hiccups": asdict(measure_hiccups(HICCUP_S)),
+            "bursts": _bursts(window_s)}
+
+
+def _bursts(window_s: float) -> dict[str, float]:
+    """Where the live window's messages sit in their bursts (runs of recorded receive times
+    at most BURST_GAP_US apart, which SimExchange sends in one write and the feed takes in
+    one read, under one receive stamp): position (0 = first) P50/P90/P99 and the largest
+    burst. A message at position k waits for the k before it, so k times the per-message
+    cost is a floor under its tick-to-trade."""
+    stamps = np.fromiter((ns for ns, _ in ReplayFeed(shared_path(RECORDING), None)),
+                         dtype=np.int64)
+    start = stamps[0] + int(FF_S * 1e9)
+    live = stamps[(stamps >= start) & (stamps < start + int(window_s * 1e9))]
+    new = np.r_[True, np.diff(live) > BURST_GAP_US * 1000]
+    firsts = np.flatnonzero(new)
+    position = np.arange(len(live)) - firsts[np.cumsum(new) - 1]
+    p50, p90, p99 = np.percentile(position, (50, 90, 99))
+    return {"gap_us": BURST_GAP_US, "messages": len(live), "bursts": len(firsts),
+            "position_p50": float(p50), "position_p90": float(p90),
+            "position_p99": float(p99), "largest": int(np.diff(np.r_[firsts, len(live)]).max())}
 
 
 def _engine_run(config: EngineConfig) -> tuple[Any, dict[str, Any]]:
@@ -198,6 +225,7 @@ def run_variant(prepared: dict[str, Any], name: str) -> Outcome:
     if name in runs:
         return runs[name]
     live, extra = _paced_run(prepared["live"], name)
+    extra["hiccups"], extra["bursts"] = prepared["hiccups"], prepared["bursts"]
     result = [("live", _fills(live), live.market_time_ns)]
     if prepared["stress"] is not None:
         stress, extra["stress"] = _paced_run(prepared["stress"], name)
