@@ -292,3 +292,11 @@ def test_binance_futures_first_delta_may_continue_the_snapshot_exactly() -> None
     q(rest(100, [["11", "5"]], [["21", "1"]]))
     q(depth(102, 104, 101, [["12", "1"]], []))  # neither straddles nor continues: a gap
     assert not q.book().valid and q.sync.stats.gaps == 1
+
+
+def test_get_finds_a_seen_book_and_creates_none() -> None:
+    p = Pipe("binance-usdm")
+    assert p.sync.get(1) is None and p.sync.books == {}  # asking created nothing
+    p(rest(100, [["11", "5"]], [["21", "1"]]))
+    assert p.sync.get(1) is p.book() and p.sync.get(1).best_ask == 21.0
+    assert p.sync.get(2) is None and list(p.sync.books) == [1]

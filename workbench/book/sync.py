@@ -129,6 +129,12 @@ class BookSync:
         """The book of `symbol_id` (created empty and invalid if new)."""
         return self._symbol(symbol_id).book
 
+    def get(self, symbol_id: int) -> L2Book | None:
+        """The book of `symbol_id`, None if the symbol was never seen (creates nothing, so
+        another thread may call it)."""
+        s = self._symbols.get(symbol_id)
+        return s.book if s else None
+
     def is_valid(self, symbol_id: int) -> bool:
         s = self._symbols.get(symbol_id)
         return bool(s and s.book.valid)

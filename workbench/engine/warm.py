@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from workbench.events import EventFlag, EventKind, empty_batch
 from workbench.feed.venues import normalizer_for
 from workbench.feed.venues.base import M_SNAPSHOT, MessageInfo
 from workbench.latency.recorder import LatencyRecorder
+
+if TYPE_CHECKING:
+    from workbench.engine.engine import Engine
 
 log = logging.getLogger("workbench.engine")
 
@@ -54,12 +57,14 @@ class PathWarmer:
     callback dispatch, a deep copy of the strategy); its `sync` is replaced here by a BookSync
     without sequencing and its latency recorder by a small one. real_sync: the run's BookSync,
     read for top-of-book seeds only. venue: the normalizer venue key. Call `remember` with every
-    real message (feed thread), and the instance itself when the feed thread is idle.
+    real message (feed thread), and the instance itself when the feed thread is idle (in the
+    polling modes the engine thread updates the real books meanwhile: a seed read across an
+    update can come out crossed, and is taken again at the next run).
     `runs` counts shadow messages run. Warming is an optimization: an exception in it is logged
     with its traceback (kept in `error`) and stops the warming, never the run.
     """
 
-    def __init__(self, shadow: Any, real_sync: BookSync, venue: str) -> None:
+    def __init__(self, shadow: Engine, real_sync: BookSync, venue: str) -> None:
         shadow.sync = BookSync("tardis")
         shadow.latency = LatencyRecorder(buffer_rows=SHADOW_LATENCY_ROWS)
         self.shadow = shadow
@@ -109,7 +114,7 @@ class PathWarmer:
     def _reseed(self, symbol_id: int) -> bool:
         """The shadow book of `symbol_id` becomes the real book's top of book (two levels);
         False when the real book has none to give (not synced yet, one-sided, crossed)."""
-        real = self.real_sync.books.get(symbol_id)
+        real = self.real_sync.get(symbol_id)
         if real is None or not _tradable(real):
             return False
         seed, info = self._seed, self._info
