@@ -86,8 +86,8 @@ class SpinSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     """The platform's default selector (epoll on Linux), busy-polling: `select(timeout)` polls
     with timeout 0 until a file object is ready or `timeout` seconds have passed (None: until
     one is ready), so the thread never sleeps in the kernel. A ready socket is read by a
-    running CPU instead of one woken from idle: at the recording's live pace the callback
-    path's tick-to-trade P50 halves on this VM (`python -m workbench.bench run dispatch`).
+    running CPU instead of one woken from idle: at the recording's live pace it lowers the
+    callback path's tick-to-trade on this VM (`python -m workbench.bench run dispatch`).
     The price is one core at 100%; the process's other threads get the GIL within the switch
     interval.
 

