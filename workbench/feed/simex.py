@@ -582,15 +582,15 @@ class SimExchange:
         self.stop()
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported by start()
-            self._error = exc
-            self._ready.set()
-        finally:
-            loop.close()
+        # the Runner's close cancels and awaits what the server leaves behind (a connection
+        # still in its opening handshake) before closing the loop, as asyncio.run does
+        with asyncio.Runner() as runner:
+            self._loop = runner.get_loop()
+            try:
+                runner.run(self._serve())
+            except BaseException as exc:  # reported by start()
+                self._error = exc
+                self._ready.set()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
