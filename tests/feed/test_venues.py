@@ -8,11 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from workbench.events import EVENT_DTYPE, EventFlag, EventKind, Side
+from workbench.events import EVENT_DTYPE, EventFlag, EventKind, MessageKind, Side
 from workbench.feed.replay import open_recording
 from workbench.feed.symbols import SymbolRegistry
 from workbench.feed.venues import VENUES, normalizer_for
-from workbench.feed.venues.base import MessageKind
 
 BINANCE_DEPTH = (
     b'{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161256299,'

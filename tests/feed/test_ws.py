@@ -20,11 +20,11 @@ import pytest
 from workbench.book.l2 import L2Book
 from workbench.book.sync import BookSync
 from workbench.errors import FeedError
+from workbench.events import M_DELTA
 from workbench.feed.replay import ReplayFeed
 from workbench.feed.simex import Faults, SimExchange
 from workbench.feed.simulator import MarketSimulator, SimConfig
 from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues.base import M_DELTA
 from workbench.feed.wires import WIRES
 from workbench.feed.ws import WebSocketFeed
 

@@ -35,10 +35,23 @@ from workbench.bench.registry import Claim, Outcome, Phase, register
 from workbench.book.l2 import L2Book
 from workbench.book.sync import BookSync
 from workbench.errors import PhaseMismatch
-from workbench.events import EVENT_DTYPE, EventFlag, EventKind, Side
+from workbench.events import (
+    EVENT_DTYPE,
+    F_LAST,
+    F_SNAPSHOT,
+    K_ASK,
+    K_BBO,
+    K_BID,
+    K_SNAP_BEGIN,
+    K_SNAP_END,
+    K_TRADE,
+    M_DELTA,
+    M_SNAPSHOT,
+    S_BUY,
+    S_SELL,
+)
 from workbench.feed.replay import ReplayFeed
 from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues.base import MessageKind
 from workbench.feed.venues.binance import BinanceNormalizer
 from workbench.shared_data import shared_path
 
@@ -46,8 +59,6 @@ RECORDING = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
 QUICK_MESSAGES = 20_000
 VENUE = "binance-usdm"
 
-_BID, _ASK = int(EventKind.BID_LEVEL), int(EventKind.ASK_LEVEL)
-_SNAP, _LAST = int(EventFlag.SNAPSHOT), int(EventFlag.LAST_IN_MSG)
 _cache: dict[bool, list[tuple[int, bytes]]] = {}
 
 
@@ -113,16 +124,16 @@ class NaiveNormalizer:
             sid = self.registry.id(VENUE, self.symbol or "")
             ts = (data.get("E") or data.get("T") or 0) * 1_000_000
             last = data["lastUpdateId"]
-            batch[0] = (ts, recv_ns, 0, seq, last, sid, int(EventKind.SNAPSHOT_BEGIN), 0, _SNAP,
+            batch[0] = (ts, recv_ns, 0, seq, last, sid, K_SNAP_BEGIN, 0, F_SNAPSHOT,
                         0.0, 0.0)
             i = 1
-            for key, kind, side in (("bids", _BID, 1), ("asks", _ASK, 2)):
+            for key, kind, side in (("bids", K_BID, 1), ("asks", K_ASK, 2)):
                 for p, q in data[key]:
-                    batch[i] = (ts, recv_ns, 0, seq, last, sid, kind, side, _SNAP, float(p),
+                    batch[i] = (ts, recv_ns, 0, seq, last, sid, kind, side, F_SNAPSHOT, float(p),
                                 float(q))
                     i += 1
-            batch[i] = (ts, recv_ns, 0, seq, last, sid, int(EventKind.SNAPSHOT_END), 0,
-                        _SNAP | _LAST, 0.0, 0.0)
+            batch[i] = (ts, recv_ns, 0, seq, last, sid, K_SNAP_END, 0,
+                        F_SNAPSHOT | F_LAST, 0.0, 0.0)
             return batch[:i + 1]
         etype = data.get("e")
         sid = self.registry.id(VENUE, data["s"])
@@ -131,26 +142,26 @@ class NaiveNormalizer:
             ts = (data.get("E") or data.get("T") or 0) * 1_000_000
             u = data["u"]
             i = 0
-            for key, kind, side in (("b", _BID, 1), ("a", _ASK, 2)):
+            for key, kind, side in (("b", K_BID, 1), ("a", K_ASK, 2)):
                 for p, q in data[key]:
                     batch[i] = (ts, recv_ns, 0, seq, u, sid, kind, side, 0, float(p), float(q))
                     i += 1
             if i:
-                batch[i - 1]["flags"] = _LAST
+                batch[i - 1]["flags"] = F_LAST
             return batch[:i]
         if etype == "bookTicker" or "B" in data:
             ts = (data.get("E") or data.get("T") or 0) * 1_000_000
             u = data.get("u", -1)
-            batch[0] = (ts, recv_ns, 0, seq, u, sid, int(EventKind.BBO), 1, 0, float(data["b"]),
+            batch[0] = (ts, recv_ns, 0, seq, u, sid, K_BBO, 1, 0, float(data["b"]),
                         float(data["B"]))
-            batch[1] = (ts, recv_ns, 0, seq, u, sid, int(EventKind.BBO), 2, _LAST,
+            batch[1] = (ts, recv_ns, 0, seq, u, sid, K_BBO, 2, F_LAST,
                         float(data["a"]), float(data["A"]))
             return batch[:2]
         if etype in ("trade", "aggTrade"):
             ts = (data.get("T") or data.get("E") or 0) * 1_000_000
             trade_id = data["t"] if "t" in data else data["a"]
-            side = int(Side.SELL) if data["m"] else int(Side.BUY)
-            batch[0] = (ts, recv_ns, 0, seq, trade_id, sid, int(EventKind.TRADE), side, _LAST,
+            side = S_SELL if data["m"] else S_BUY
+            batch[0] = (ts, recv_ns, 0, seq, trade_id, sid, K_TRADE, side, F_LAST,
                         float(data["p"]), float(data["q"]))
             return batch[:1]
         return batch[:0]
@@ -225,7 +236,7 @@ def _prepare_book(quick: bool) -> BookInput:
     sid = 0
     for recv_ns, message in _messages(quick):
         ev = norm.normalize(message, recv_ns)
-        if norm.last.kind not in (MessageKind.SNAPSHOT, MessageKind.DELTA):
+        if norm.last.kind not in (M_SNAPSHOT, M_DELTA):
             continue
         sid = norm.last.symbol_id
         before = sync.stats.applied + sync.stats.snapshots
@@ -237,10 +248,10 @@ def _prepare_book(quick: bool) -> BookInput:
     levels = []
     updates = 0
     for ev in applied:
-        snap = bool(ev["kind"][0] == EventKind.SNAPSHOT_BEGIN)
-        rows = [(bool(k == _BID), float(p), float(q)) for k, p, q in
+        snap = bool(ev["kind"][0] == K_SNAP_BEGIN)
+        rows = [(bool(k == K_BID), float(p), float(q)) for k, p, q in
                 zip(ev["kind"].tolist(), ev["price"].tolist(), ev["qty"].tolist(), strict=True)
-                if k in (_BID, _ASK)]
+                if k in (K_BID, K_ASK)]
         levels.append((snap, rows))
         updates += len(rows)
     ends = np.cumsum([len(ev) for ev in applied], dtype=np.int64)

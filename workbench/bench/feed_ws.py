@@ -40,22 +40,24 @@ import numpy as np
 from workbench.bench.registry import Claim, Outcome, Phase, register
 from workbench.book.sync import BookSync
 from workbench.errors import FeedError, PhaseMismatch
-from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues import normalizer_for
-from workbench.feed.venues.base import (
-    BUY,
+from workbench.events import (
+    F_SNAPSHOT,
     K_ASK,
     K_BBO,
     K_BID,
     K_SNAP_BEGIN,
     K_SNAP_END,
     K_TRADE,
-    SELL,
-    SNAP,
-    MessageKind,
-    Normalizer,
-    begin_message,
+    M_BBO,
+    M_DELTA,
+    M_SNAPSHOT,
+    M_TRADE,
+    S_BUY,
+    S_SELL,
 )
+from workbench.feed.symbols import SymbolRegistry
+from workbench.feed.venues import normalizer_for
+from workbench.feed.venues.base import Normalizer, begin_message
 from workbench.feed.ws import WebSocketFeed
 from workbench.shared_data import shared_path
 
@@ -89,7 +91,7 @@ class JsonBinanceNormalizer(Normalizer):
             info = begin_message(self, kind)
             sid = self.symbol_id(data["s"])
             ts = data["E"] * MS
-            info.kind, info.symbol_id, info.ts_event_ns = MessageKind.DELTA, sid, ts
+            info.kind, info.symbol_id, info.ts_event_ns = M_DELTA, sid, ts
             info.first_id, info.last_id, info.prev_id = data["U"], data["u"], data["pu"]
             n = 0
             self._reserve(len(data["b"]) + len(data["a"]))
@@ -102,20 +104,20 @@ class JsonBinanceNormalizer(Normalizer):
             info = begin_message(self, kind)
             sid = self.symbol_id(data["s"])
             ts = data["E"] * MS
-            info.kind, info.symbol_id, info.ts_event_ns = MessageKind.BBO, sid, ts
+            info.kind, info.symbol_id, info.ts_event_ns = M_BBO, sid, ts
             info.last_id = data["u"]
-            self._put(0, ts, recv_ns, data["u"], sid, K_BBO, BUY, 0, float(data["b"]),
+            self._put(0, ts, recv_ns, data["u"], sid, K_BBO, S_BUY, 0, float(data["b"]),
                       float(data["B"]))
-            self._put(1, ts, recv_ns, data["u"], sid, K_BBO, SELL, 0, float(data["a"]),
+            self._put(1, ts, recv_ns, data["u"], sid, K_BBO, S_SELL, 0, float(data["a"]),
                       float(data["A"]))
             return self._finish(2)
         if kind == "trade":
             info = begin_message(self, kind)
             sid = self.symbol_id(data["s"])
             ts = data["T"] * MS
-            info.kind, info.symbol_id, info.ts_event_ns = MessageKind.TRADE, sid, ts
+            info.kind, info.symbol_id, info.ts_event_ns = M_TRADE, sid, ts
             info.last_id = data["t"]
-            self._put(0, ts, recv_ns, data["t"], sid, K_TRADE, SELL if data["m"] else BUY, 0,
+            self._put(0, ts, recv_ns, data["t"], sid, K_TRADE, S_SELL if data["m"] else S_BUY, 0,
                       float(data["p"]), float(data["q"]))
             return self._finish(1)
         begin_message(self, "?")
@@ -128,15 +130,15 @@ class JsonBinanceNormalizer(Normalizer):
         ts = snap.get("E", 0) * MS
         last = snap["lastUpdateId"]
         info.kind, info.symbol_id, info.ts_event_ns, info.last_id = (
-            MessageKind.SNAPSHOT, sid, ts, last)
+            M_SNAPSHOT, sid, ts, last)
         self._reserve(len(snap["bids"]) + len(snap["asks"]) + 2)
-        self._put(0, ts, recv_ns, last, sid, K_SNAP_BEGIN, 0, SNAP, 0.0, 0.0)
+        self._put(0, ts, recv_ns, last, sid, K_SNAP_BEGIN, 0, F_SNAPSHOT, 0.0, 0.0)
         n = 1
         for levels, k in ((snap["bids"], K_BID), (snap["asks"], K_ASK)):
             for price, qty in levels:
-                self._put(n, ts, recv_ns, last, sid, k, 0, SNAP, float(price), float(qty))
+                self._put(n, ts, recv_ns, last, sid, k, 0, F_SNAPSHOT, float(price), float(qty))
                 n += 1
-        self._put(n, ts, recv_ns, last, sid, K_SNAP_END, 0, SNAP, 0.0, 0.0)
+        self._put(n, ts, recv_ns, last, sid, K_SNAP_END, 0, F_SNAPSHOT, 0.0, 0.0)
         return self._finish(n + 1)
 
     def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None
@@ -204,7 +206,7 @@ def _run(lb: Loopback, loop: str, wire: str, make: Callable[[SymbolRegistry], No
         if done.is_set() or (stream and count >= n):
             return
         sync.process(batch, last)
-        if last.kind == MessageKind.DELTA:
+        if last.kind == M_DELTA:
             final["last_id"] = last.last_id
         count += stream
         if count >= n:  # the last message, or a snapshot that came after it

@@ -61,13 +61,7 @@ import numba as nb
 import numpy as np
 
 from workbench.errors import BookError
-from workbench.events import EVENT_DTYPE, EventFlag, EventKind
-
-_BID = int(EventKind.BID_LEVEL)
-_ASK = int(EventKind.ASK_LEVEL)
-_BEGIN = int(EventKind.SNAPSHOT_BEGIN)
-_END = int(EventKind.SNAPSHOT_END)
-_SNAP = int(EventFlag.SNAPSHOT)
+from workbench.events import EVENT_DTYPE, F_SNAPSHOT, K_ASK, K_BID, K_SNAP_BEGIN, K_SNAP_END
 
 WINDOW = 32768  # ladder slots per side (ticks): 256 KiB of quantities a side
 MIN_WINDOW = 16
@@ -424,10 +418,10 @@ def _apply(words, ladder, table, state, ends, first, start, tops):
             if (w & 0xFFFFFFFF) != sid:
                 continue
             kind = (w >> 32) & 0xFF
-            if kind in (_BID, _ASK):
+            if kind in (K_BID, K_ASK):
                 price = floats[row + np.uint64(6)]
                 qty = floats[row + np.uint64(7)]
-                bid = kind == _BID
+                bid = kind == K_BID
                 updates += 1 - snap
                 to_table = False
                 if fast:
@@ -483,9 +477,9 @@ def _apply(words, ladder, table, state, ends, first, start, tops):
                     updates -= 1 - snap
                     result = i
                     break
-            elif kind == _BEGIN or (kind == _END and snap):
+            elif kind == K_SNAP_BEGIN or (kind == K_SNAP_END and snap):
                 _save(state, best_b, best_a, no_b, no_a, used)
-                if kind == _BEGIN:
+                if kind == K_SNAP_BEGIN:
                     _clear(ladder, table, state)
                     state[S_IN_SNAPSHOT] = 1
                 else:
@@ -874,8 +868,8 @@ def _warm() -> None:
     below the window, a re-centre, a finer tick, a table growth, depth past the ladder."""
     ev = np.zeros(10, dtype=EVENT_DTYPE)
     ev["symbol_id"] = 1
-    ev["kind"] = [_BEGIN, _BID, _ASK, _END, _BID, _ASK, _BID, _ASK, _BID, _ASK]
-    ev["flags"] = [_SNAP, _SNAP, _SNAP, _SNAP, 0, 0, 0, 0, 0, 0]
+    ev["kind"] = [K_SNAP_BEGIN, K_BID, K_ASK, K_SNAP_END, K_BID, K_ASK, K_BID, K_ASK, K_BID, K_ASK]
+    ev["flags"] = [F_SNAPSHOT, F_SNAPSHOT, F_SNAPSHOT, F_SNAPSHOT, 0, 0, 0, 0, 0, 0]
     ev["price"] = [0.0, 10.0, 11.0, 0.0, 9.0, 40.0, 10.5, 11.0, 90.0, 2.0]
     ev["qty"] = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
     book = L2Book(1, capacity=8, window=MIN_WINDOW)

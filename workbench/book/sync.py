@@ -1,7 +1,7 @@
 """BookSync: each venue's snapshot/delta sequencing in front of the L2 books.
 
 Feed it every normalized message: `sync.process(events, normalizer.last)` (the events view and
-the `MessageInfo` of `workbench.feed.venues.base`). It owns one `L2Book` per symbol, applies
+the `workbench.events.MessageInfo`). It owns one `L2Book` per symbol, applies
 deltas that follow in sequence, buffers deltas while a book waits for its snapshot, drops
 stale ones, and on a gap marks the book invalid, calls `on_resync(symbol_id)` once (the owner
 fetches a new REST snapshot or resubscribes) and keeps buffering, so nothing is lost while the
@@ -42,7 +42,7 @@ import numpy as np
 
 from workbench.book.l2 import L2Book
 from workbench.errors import BookError
-from workbench.feed.venues.base import M_DELTA, M_MALFORMED, M_SNAPSHOT, MessageInfo
+from workbench.events import M_DELTA, M_MALFORMED, M_SNAPSHOT, MessageInfo
 
 log = logging.getLogger("workbench.book.sync")
 

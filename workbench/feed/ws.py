@@ -44,10 +44,11 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import ConfigError, FeedError
+from workbench.events import M_MALFORMED
 from workbench.feed.rest import DepthSnapshotClient, full_jitter_s
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
 from workbench.feed.venues import normalizer_for
-from workbench.feed.venues.base import M_MALFORMED, Normalizer
+from workbench.feed.venues.base import Normalizer
 from workbench.feed.wires import OPEN_ERRORS, WIRES, Wire, open_wire
 
 log = logging.getLogger("workbench.feed.ws")

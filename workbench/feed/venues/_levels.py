@@ -23,6 +23,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from workbench.events import K_ASK, K_BID, S_BUY, S_SELL
+
 # return codes (>= 0: number of level events written)
 BAD_PRICE = -1
 NO_ROOM = -2
@@ -33,11 +35,6 @@ BAD_SYNTAX = -4
 H_U, H_u, H_pu, H_E, H_T, H_LAST_UPDATE_ID, H_ts, H_seq, H_cts = range(9)
 H_S_START, H_S_END, H_TYPE_START, H_TYPE_END = 9, 10, 11, 12
 HEAD_SIZE = 16
-
-KIND_BID = 2  # EventKind.BID_LEVEL
-KIND_ASK = 3  # EventKind.ASK_LEVEL
-SIDE_BUY = 1
-SIDE_SELL = 2
 
 POW10 = np.array([10.0**i for i in range(23)], dtype=np.float64)
 
@@ -306,8 +303,8 @@ def fill_levels(ints, sides, start, stop, ts_event, recv_ns, seq, venue_seq, sym
     """Fill the integer columns of level rows [start, stop) (kind and side from `sides`);
     the last row also gets `last_flags` (LAST_IN_MSG when it ends the message)."""
     base = symbol_id | (flags << 48)
-    bid = base | (KIND_BID << 32) | (SIDE_BUY << 40)
-    ask = base | (KIND_ASK << 32) | (SIDE_SELL << 40)
+    bid = base | (K_BID << 32) | (S_BUY << 40)
+    ask = base | (K_ASK << 32) | (S_SELL << 40)
     for r in range(start, stop):
         ints[r, 0] = ts_event
         ints[r, 1] = recv_ns

@@ -3,9 +3,9 @@
 A `Normalizer` turns one raw venue message (bytes) into events written to a preallocated
 `EVENT_DTYPE` batch. `normalize(message, recv_ns)` returns a **view** of that batch holding this
 message's events; the view is valid only until the next `normalize` call on the same
-normalizer (copy it to keep it). Alongside, `normalizer.last` (a `MessageInfo`, also reused)
-carries what sequencing needs: the message kind (snapshot, delta, trade, ...), its symbol_id
-and the venue update ids. `workbench.book.sync.BookSync` consumes both.
+normalizer (copy it to keep it). Alongside, `normalizer.last` (a `workbench.events.MessageInfo`,
+also reused) carries what sequencing needs: the message kind (snapshot, delta, trade, ...), its
+symbol_id and the venue update ids. `workbench.book.sync.BookSync` consumes both.
 
 Events written per message:
 - book snapshot: SNAPSHOT_BEGIN, then BID_LEVEL / ASK_LEVEL events flagged SNAPSHOT, then
@@ -33,12 +33,19 @@ import struct
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import msgspec
 import numpy as np
 
-from workbench.events import EVENT_DTYPE, EventFlag, EventKind, Side
+from workbench.events import (
+    EVENT_DTYPE,
+    F_LAST,
+    F_SNAPSHOT,
+    K_SNAP_BEGIN,
+    K_SNAP_END,
+    M_MALFORMED,
+    MessageInfo,
+)
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
 from workbench.feed.venues import _levels
 
@@ -61,84 +68,12 @@ def event_word(symbol_id: int, kind: int, side: int, flags: int) -> int:
     u4, u1, u1, u2 little-endian)."""
     return symbol_id | kind << 32 | side << 40 | flags << 48
 
-SNAP = int(EventFlag.SNAPSHOT)
-LAST = int(EventFlag.LAST_IN_MSG)
-K_TRADE = int(EventKind.TRADE)
-K_BID = int(EventKind.BID_LEVEL)
-K_ASK = int(EventKind.ASK_LEVEL)
-K_BBO = int(EventKind.BBO)
-K_SNAP_BEGIN = int(EventKind.SNAPSHOT_BEGIN)
-K_SNAP_END = int(EventKind.SNAPSHOT_END)
-K_HEARTBEAT = int(EventKind.HEARTBEAT)
-BUY = int(Side.BUY)
-SELL = int(Side.SELL)
 INF = float("inf")
 # what parsing a hostile message can raise; normalize() turns them into counted skips
 PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, struct.error,
                 msgspec.DecodeError)
 _LEVEL_ERRORS = {_levels.BAD_PRICE: "bad_price", _levels.BAD_QTY: "bad_qty",
                  _levels.BAD_SYNTAX: "json"}
-
-
-class MessageKind(IntEnum):
-    """What one raw message was, for sequencing and counting."""
-
-    OTHER = 0  # understood but carries no events we use (subscription acks, klines, ...)
-    SNAPSHOT = 1  # full book for one symbol
-    DELTA = 2  # incremental book update for one symbol
-    TRADE = 3
-    BBO = 4
-    HEARTBEAT = 5
-    MALFORMED = 6  # skipped; counted in stats.malformed
-
-
-# plain-int aliases for the hot paths (IntEnum attribute access costs ~100 ns on 3.11)
-M_OTHER = int(MessageKind.OTHER)
-M_SNAPSHOT = int(MessageKind.SNAPSHOT)
-M_DELTA = int(MessageKind.DELTA)
-M_TRADE = int(MessageKind.TRADE)
-M_BBO = int(MessageKind.BBO)
-M_HEARTBEAT = int(MessageKind.HEARTBEAT)
-M_MALFORMED = int(MessageKind.MALFORMED)
-
-
-class MessageInfo:
-    """Sequence metadata of the last normalized message (reused; copy the fields to keep them).
-
-    kind: MessageKind. channel: the venue's message type label ('depthUpdate', 'bookTicker',
-    'orderbook', 'l2_data', ...), used for counts. symbol_id: 0 when the message has none.
-    first_id / last_id / prev_id: venue update ids, -1 when absent:
-      Binance depth: U / u / pu (pu futures only); REST snapshot: last_id = lastUpdateId.
-      Bybit orderbook: first_id = last_id = u. Coinbase: first_id = last_id = sequence_num.
-    seq: the per-connection sequence (Coinbase sequence_num on every message, Bybit `seq`),
-    -1 when absent. ts_event_ns: venue event time in ns, 0 when absent.
-    """
-
-    __slots__ = ("channel", "first_id", "kind", "last_id", "prev_id", "seq", "symbol_id",
-                 "ts_event_ns")
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.kind = M_OTHER
-        self.channel = ""
-        self.symbol_id = 0
-        self.first_id = -1
-        self.last_id = -1
-        self.prev_id = -1
-        self.seq = -1
-        self.ts_event_ns = 0
-
-    def copy(self) -> MessageInfo:
-        out = MessageInfo()
-        for name in MessageInfo.__slots__:
-            setattr(out, name, getattr(self, name))
-        return out
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in MessageInfo.__slots__)
-        return f"MessageInfo({fields})"
 
 
 @dataclass(slots=True)  # slots: attribute reads/writes on the per-message path are cheaper
@@ -209,7 +144,7 @@ class Normalizer:
     def _finish(self, n: int) -> np.ndarray:
         """Mark event n-1 LAST_IN_MSG, count, and return the view of the first n events."""
         if n:
-            self._ints[n - 1, 5] |= LAST << 48
+            self._ints[n - 1, 5] |= F_LAST << 48
             self.stats.events += n
         return self._batch[:n]
 
@@ -239,15 +174,16 @@ class Normalizer:
         if snapshot:
             self._reserve(k + 2)
             _levels.fill_levels(self._ints, self._sides, 1, k + 1, ts, recv_ns, seq,
-                                venue_seq, sid, SNAP, 0)
-            self._put(0, ts, recv_ns, venue_seq, sid, K_SNAP_BEGIN, 0, SNAP, 0.0, 0.0)
-            self._put(k + 1, ts, recv_ns, venue_seq, sid, K_SNAP_END, 0, SNAP | LAST, 0.0, 0.0)
+                                venue_seq, sid, F_SNAPSHOT, 0)
+            self._put(0, ts, recv_ns, venue_seq, sid, K_SNAP_BEGIN, 0, F_SNAPSHOT, 0.0, 0.0)
+            self._put(k + 1, ts, recv_ns, venue_seq, sid, K_SNAP_END, 0, F_SNAPSHOT | F_LAST,
+                      0.0, 0.0)
             self.stats.events += k + 2
             return self._batch[:k + 2]
         if k == 0:
             return self._head[0]
         _levels.fill_levels(self._ints, self._sides, 1, k + 1, ts, recv_ns, seq, venue_seq,
-                            sid, 0, LAST)
+                            sid, 0, F_LAST)
         self.stats.events += k
         return self._batch[1:k + 1]
 

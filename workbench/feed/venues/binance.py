@@ -29,21 +29,23 @@ import msgspec
 import numpy as np
 import orjson
 
-from workbench.feed.symbols import SYMBOLS, SymbolRegistry
-from workbench.feed.venues.base import (
-    BUY,
-    DEFAULT_CAPACITY,
-    EVENT_WORDS,
-    INF,
+from workbench.events import (
+    F_LAST,
     K_BBO,
     K_TRADE,
-    LAST,
     M_BBO,
     M_DELTA,
     M_SNAPSHOT,
     M_TRADE,
+    S_BUY,
+    S_SELL,
+)
+from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues.base import (
+    DEFAULT_CAPACITY,
+    EVENT_WORDS,
+    INF,
     PARSE_ERRORS,
-    SELL,
     Normalizer,
     begin_message,
     event_word,
@@ -52,10 +54,10 @@ from workbench.feed.venues.base import (
 pack_into = EVENT_WORDS.pack_into
 pack_two = struct.Struct("<" + EVENT_WORDS.format.lstrip("<") * 2).pack_into  # BBO bid + ask
 # event words without the symbol_id (or'ed in per message)
-_BBO_BID = event_word(0, K_BBO, BUY, 0)
-_BBO_ASK = event_word(0, K_BBO, SELL, LAST)
-_TRADE_BUY = event_word(0, K_TRADE, BUY, LAST)
-_TRADE_SELL = event_word(0, K_TRADE, SELL, LAST)
+_BBO_BID = event_word(0, K_BBO, S_BUY, 0)
+_BBO_ASK = event_word(0, K_BBO, S_SELL, F_LAST)
+_TRADE_BUY = event_word(0, K_TRADE, S_BUY, F_LAST)
+_TRADE_SELL = event_word(0, K_TRADE, S_SELL, F_LAST)
 
 MARKETS = {"spot": "binance", "usdm": "binance-usdm", "coinm": "binance-coinm"}
 DEFAULT_CHANNELS = ("depth@100ms", "bookTicker", "trade")

@@ -23,22 +23,24 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from workbench.feed.symbols import SYMBOLS, SymbolRegistry
-from workbench.feed.venues import _levels
-from workbench.feed.venues.base import (
-    BUY,
-    DEFAULT_CAPACITY,
-    EVENT_STRUCT,
-    INF,
+from workbench.events import (
+    F_LAST,
     K_BBO,
     K_TRADE,
-    LAST,
     M_BBO,
     M_DELTA,
     M_SNAPSHOT,
     M_TRADE,
+    S_BUY,
+    S_SELL,
+)
+from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues import _levels
+from workbench.feed.venues.base import (
+    DEFAULT_CAPACITY,
+    EVENT_STRUCT,
+    INF,
     PARSE_ERRORS,
-    SELL,
     Normalizer,
     begin_message,
 )
@@ -163,7 +165,7 @@ class BybitNormalizer(Normalizer):
         buf = self._buf
         for i, t in enumerate(trades):
             pack_into(buf, i << 6, t.T * MS, recv_ns, 0, seq, 0, self.symbol_id(t.s), K_TRADE,
-                      BUY if t.S == "Buy" else SELL, LAST if i == n - 1 else 0, t.p, t.v)
+                      S_BUY if t.S == "Buy" else S_SELL, F_LAST if i == n - 1 else 0, t.p, t.v)
         info.kind = M_TRADE
         info.symbol_id = self.symbol_id(trades[-1].s)
         info.ts_event_ns = msg.ts * MS
@@ -191,8 +193,8 @@ class BybitNormalizer(Normalizer):
         info.kind = M_BBO
         info.ts_event_ns = ts
         seq = self.stats.messages
-        pack_into(self._buf, 0, ts, recv_ns, 0, seq, 0, sid, K_BBO, BUY, 0, bbo[0], bbo[1])
-        pack_into(self._buf, 64, ts, recv_ns, 0, seq, 0, sid, K_BBO, SELL, LAST, bbo[2], bbo[3])
+        pack_into(self._buf, 0, ts, recv_ns, 0, seq, 0, sid, K_BBO, S_BUY, 0, bbo[0], bbo[1])
+        pack_into(self._buf, 64, ts, recv_ns, 0, seq, 0, sid, K_BBO, S_SELL, F_LAST, bbo[2], bbo[3])
         self.stats.events += 2
         return self._head[2]
 

@@ -23,12 +23,9 @@ import re
 import msgspec
 import numpy as np
 
-from workbench.feed.symbols import SYMBOLS, SymbolRegistry
-from workbench.feed.venues.base import (
-    BUY,
-    DEFAULT_CAPACITY,
-    EVENT_STRUCT,
-    INF,
+from workbench.events import (
+    F_LAST,
+    F_SNAPSHOT,
     K_ASK,
     K_BBO,
     K_BID,
@@ -36,16 +33,21 @@ from workbench.feed.venues.base import (
     K_SNAP_BEGIN,
     K_SNAP_END,
     K_TRADE,
-    LAST,
     M_BBO,
     M_DELTA,
     M_HEARTBEAT,
     M_MALFORMED,
     M_SNAPSHOT,
     M_TRADE,
+    S_BUY,
+    S_SELL,
+)
+from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues.base import (
+    DEFAULT_CAPACITY,
+    EVENT_STRUCT,
+    INF,
     PARSE_ERRORS,
-    SELL,
-    SNAP,
     Normalizer,
     begin_message,
 )
@@ -140,7 +142,7 @@ class CoinbaseNormalizer(Normalizer):
             info.kind = M_HEARTBEAT
             info.ts_event_ns = ts
             pack_into(self._buf, 0, ts, recv_ns, 0, self.stats.messages,
-                      max(msg.sequence_num, 0), 0, K_HEARTBEAT, 0, LAST, 0.0, 0.0)
+                      max(msg.sequence_num, 0), 0, K_HEARTBEAT, 0, F_LAST, 0.0, 0.0)
             self.stats.events += 1
             out = self._head[1]
         elif channel in _OTHER_CHANNELS:
@@ -177,18 +179,18 @@ class CoinbaseNormalizer(Normalizer):
         for ev in events:
             sid = self.symbol_id(ev.product_id)
             snap = ev.type == "snapshot"
-            flags = SNAP if snap else 0
+            flags = F_SNAPSHOT if snap else 0
             if snap:
-                pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, K_SNAP_BEGIN, 0, SNAP,
+                pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, K_SNAP_BEGIN, 0, F_SNAPSHOT,
                           0.0, 0.0)
                 i += 1
             for u in ev.updates:
                 kind = _SIDES[u.side]
                 pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, kind,
-                          BUY if kind == K_BID else SELL, flags, u.price_level, u.new_quantity)
+                          S_BUY if kind == K_BID else S_SELL, flags, u.price_level, u.new_quantity)
                 i += 1
             if snap:
-                pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, K_SNAP_END, 0, SNAP,
+                pack_into(buf, i << 6, ts, recv_ns, 0, seq, vseq, sid, K_SNAP_END, 0, F_SNAPSHOT,
                           0.0, 0.0)
                 i += 1
             info.kind = M_SNAPSHOT if snap else M_DELTA
@@ -210,7 +212,7 @@ class CoinbaseNormalizer(Normalizer):
         seq = self.stats.messages
         for i, t in enumerate(trades):
             trade_id = int(t.trade_id) if t.trade_id.isdigit() else 0
-            aggressor = SELL if t.side == "BUY" else BUY  # `side` is the maker's side
+            aggressor = S_SELL if t.side == "BUY" else S_BUY  # `side` is the maker's side
             pack_into(self._buf, i << 6, ts, recv_ns, 0, seq, trade_id,
                       self.symbol_id(t.product_id), K_TRADE, aggressor, 0, t.price, t.size)
         info = self.last
@@ -237,9 +239,9 @@ class CoinbaseNormalizer(Normalizer):
         for i, t in enumerate(ticks):
             sid = self.symbol_id(t.product_id)
             pack_into(self._buf, (2 * i) << 6, ts, recv_ns, 0, seq, vseq, sid,
-                      K_BBO, BUY, 0, t.best_bid, t.best_bid_quantity or 0.0)
+                      K_BBO, S_BUY, 0, t.best_bid, t.best_bid_quantity or 0.0)
             pack_into(self._buf, (2 * i + 1) << 6, ts, recv_ns, 0, seq, vseq, sid,
-                      K_BBO, SELL, 0, t.best_ask, t.best_ask_quantity or 0.0)
+                      K_BBO, S_SELL, 0, t.best_ask, t.best_ask_quantity or 0.0)
         info = self.last
         info.kind = M_BBO
         info.symbol_id = self.symbol_id(ticks[-1].product_id)

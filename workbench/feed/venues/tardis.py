@@ -16,10 +16,8 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from workbench.feed.symbols import SYMBOLS, SymbolRegistry
-from workbench.feed.venues.base import (
-    BUY,
-    DEFAULT_CAPACITY,
+from workbench.events import (
+    F_SNAPSHOT,
     K_ASK,
     K_BBO,
     K_BID,
@@ -30,14 +28,18 @@ from workbench.feed.venues.base import (
     M_DELTA,
     M_SNAPSHOT,
     M_TRADE,
+    S_BUY,
+    S_SELL,
+)
+from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues.base import (
+    DEFAULT_CAPACITY,
     PARSE_ERRORS,
-    SELL,
-    SNAP,
     Normalizer,
     begin_message,
 )
 
-_SIDES = {"buy": BUY, "sell": SELL, "unknown": 0}
+_SIDES = {"buy": S_BUY, "sell": S_SELL, "unknown": 0}
 
 
 class TardisNormalizer(Normalizer):
@@ -81,17 +83,17 @@ class TardisNormalizer(Normalizer):
         n_bids = len(msg["bids"])
         self._reserve(len(levels) + 2)
         i = 0
-        flags = SNAP if snap else 0
+        flags = F_SNAPSHOT if snap else 0
         if snap:
-            self._put(0, ts, recv_ns, 0, sid, K_SNAP_BEGIN, 0, SNAP, 0.0, 0.0)
+            self._put(0, ts, recv_ns, 0, sid, K_SNAP_BEGIN, 0, F_SNAPSHOT, 0.0, 0.0)
             i = 1
         for j, (price, qty) in enumerate(levels):
             bid = j < n_bids
-            self._put(i, ts, recv_ns, 0, sid, K_BID if bid else K_ASK, BUY if bid else SELL,
+            self._put(i, ts, recv_ns, 0, sid, K_BID if bid else K_ASK, S_BUY if bid else S_SELL,
                       flags, float(price), float(qty))
             i += 1
         if snap:
-            self._put(i, ts, recv_ns, 0, sid, K_SNAP_END, 0, SNAP, 0.0, 0.0)
+            self._put(i, ts, recv_ns, 0, sid, K_SNAP_END, 0, F_SNAPSHOT, 0.0, 0.0)
             i += 1
         self.last.kind = M_SNAPSHOT if snap else M_DELTA
         return self._finish(i)
@@ -116,8 +118,8 @@ class TardisNormalizer(Normalizer):
         problem = self.levels_ok(levels)
         if problem:
             return self._bad(problem, message)
-        self._put(0, ts, recv_ns, 0, sid, K_BBO, BUY, 0, levels[0, 0], levels[0, 1])
-        self._put(1, ts, recv_ns, 0, sid, K_BBO, SELL, 0, levels[1, 0], levels[1, 1])
+        self._put(0, ts, recv_ns, 0, sid, K_BBO, S_BUY, 0, levels[0, 0], levels[0, 1])
+        self._put(1, ts, recv_ns, 0, sid, K_BBO, S_SELL, 0, levels[1, 0], levels[1, 1])
         self.last.kind = M_BBO
         return self._finish(2)
 
