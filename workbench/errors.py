@@ -1,7 +1,25 @@
 """Every public error the workbench raises is a `WorkbenchError` subclass.
 
 Messages say what was expected and what came. Subclasses that also derive from a builtin
-(`ValueError`, `FileNotFoundError`, ...) can be caught either way.
+(shown as "also ...") can be caught either way:
+
+    Exception
+    └── WorkbenchError
+        ├── ConfigError                  (also ValueError)
+        ├── RingError
+        │   ├── RingNotFound             (also FileNotFoundError)
+        │   ├── RingExists               (also FileExistsError)
+        │   ├── RingLayoutError
+        │   └── RingClosed
+        ├── RecordingError
+        ├── SharedDataMissing            (also FileNotFoundError)
+        ├── NormalizeError               (also ValueError)
+        ├── BookError
+        ├── FeedError
+        ├── EngineError
+        ├── BarsError                    (also ValueError)
+        ├── PhaseMismatch                (also AssertionError)
+        └── UnknownPhase                 (also KeyError)
 """
 
 from __future__ import annotations
@@ -21,6 +39,10 @@ class RingError(WorkbenchError):
 
 class RingNotFound(RingError, FileNotFoundError):
     """No ring of that name exists in /dev/shm."""
+
+
+class RingExists(RingError, FileExistsError):
+    """A ring of that name already exists in /dev/shm (unlink it or pick another name)."""
 
 
 class RingLayoutError(RingError):
@@ -68,7 +90,3 @@ class UnknownPhase(WorkbenchError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
-
-
-class RingExists(RingError, FileExistsError):
-    """A ring of that name already exists in /dev/shm (unlink it or pick another name)."""

@@ -127,5 +127,5 @@ def test_invalid_parameters_are_refused(make_bars):
         Fakeout(confirm=0)
     with pytest.raises(ConfigError, match="fee_bp"):
         ExecutionModel(fee_bp=-1)
-    with pytest.raises(ValueError, match="phase"):
+    with pytest.raises(ConfigError, match="phase"):
         run_phase(7, make_bars([FLAT]), pack_params(TrueBreakout(), FREE))

@@ -33,6 +33,7 @@ import numpy as np
 
 from workbench.backtest import kernels as k
 from workbench.backtest.bars import Bars
+from workbench.errors import ConfigError
 
 
 def _interpreted(kernel: Callable[..., object]) -> Callable[..., object]:
@@ -292,9 +293,10 @@ PYTHON_PHASES = frozenset({0, 1, 2})
 
 def run_phase(phase: int, bars: Bars, p: np.ndarray, pb: PyBars | None = None) -> RawRun:
     """Run one phase on `bars` with the parameter vector `p` (strategies.pack_params).
-    Phases 0-2 build `python_bars(bars)` when `pb` is not given."""
+    Phases 0-2 build `python_bars(bars)` when `pb` is not given; any other `phase` raises
+    ConfigError."""
     if phase not in PHASES:
-        raise ValueError(f"phase must be one of {sorted(PHASES)}, got {phase!r}")
+        raise ConfigError(f"phase must be one of {sorted(PHASES)}, got {phase!r}")
     if phase in PYTHON_PHASES:
         return PHASES[phase](pb if pb is not None else python_bars(bars), p)
     return PHASES[phase](bars, p)
