@@ -223,7 +223,7 @@ def test_automatic_gc_during_measured_calls(metric: str, gc_during: bool | None,
 
 
 def test_context_notes_give_each_latency_topic_its_machine_and_burst_facts() -> None:
-    from workbench.bench.__main__ import context_notes
+    from workbench.bench.report import context_notes
     from workbench.bench.runner import PhaseResult
 
     facts = {"hiccups": {"per_s": 460.4, "p50_us": 33.2, "max_us": 509.0, "stolen_pct": 1.64},

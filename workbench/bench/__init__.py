@@ -1,1 +1,77 @@
-"""The optimization-phase catalogue: `python -m workbench.bench list | run | TOPIC`."""
+"""The optimization-phase catalogue: `python -m workbench.bench list | run | TOPIC`.
+
+From Python (names imported on first use, PEP 562):
+
+    from workbench.bench import history, load_topics, results_table, run_phases, select
+
+    results, records = run_phases(select(["ring"]), quick=True)
+    Console().print(results_table(results))
+    history.append(records)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.bench import history
+    from workbench.bench.registry import (
+        Claim,
+        Outcome,
+        Phase,
+        all_phases,
+        load_topics,
+        register,
+        select,
+    )
+    from workbench.bench.report import results_table
+    from workbench.bench.runner import PhaseResult, run_phase, run_phases
+
+__all__ = [
+    "Claim",
+    "Outcome",
+    "Phase",
+    "PhaseResult",
+    "all_phases",
+    "history",
+    "load_topics",
+    "register",
+    "results_table",
+    "run_phase",
+    "run_phases",
+    "select",
+]
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "Claim": "workbench.bench.registry",
+    "Outcome": "workbench.bench.registry",
+    "Phase": "workbench.bench.registry",
+    "all_phases": "workbench.bench.registry",
+    "load_topics": "workbench.bench.registry",
+    "register": "workbench.bench.registry",
+    "select": "workbench.bench.registry",
+    "results_table": "workbench.bench.report",
+    "PhaseResult": "workbench.bench.runner",
+    "run_phase": "workbench.bench.runner",
+    "run_phases": "workbench.bench.runner",
+}
+# public submodules: the bench history parquet (append, load, regressions)
+_SUBMODULES = frozenset({"history"})
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or submodule) on first use and keep it in this package."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -157,9 +157,7 @@ class HftMagics(Magics):
     def _cmd_bench(self, args: argparse.Namespace) -> None:
         from rich.console import Console
 
-        from workbench.bench.__main__ import results_table
-        from workbench.bench.registry import select
-        from workbench.bench.runner import run_phases
+        from workbench.bench import results_table, run_phases, select
 
         results, _ = run_phases(select(args.names), quick=args.quick)
         Console(width=140).print(results_table(results))
