@@ -1,1 +1,63 @@
-"""Multi-symbol minute-bar backtesting with numba kernels."""
+"""Multi-symbol minute-bar backtesting with numba kernels.
+
+The public names below are imported on first use (PEP 562), so importing one module of the
+package does not compile the kernels:
+
+    from workbench.backtest import load_bars, TrueBreakout, ExecutionModel, backtest
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.backtest.bars import Bars, load_bars
+    from workbench.backtest.execution import ExecutionModel
+    from workbench.backtest.phases import python_bars, run_phase
+    from workbench.backtest.results import BacktestResult, backtest
+    from workbench.backtest.strategies import Fakeout, TrueBreakout, pack_params
+    from workbench.backtest.sweep import sweep
+
+__all__ = [
+    "BacktestResult",
+    "Bars",
+    "ExecutionModel",
+    "Fakeout",
+    "TrueBreakout",
+    "backtest",
+    "load_bars",
+    "pack_params",
+    "python_bars",
+    "run_phase",
+    "sweep",
+]
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "Bars": "workbench.backtest.bars",
+    "load_bars": "workbench.backtest.bars",
+    "ExecutionModel": "workbench.backtest.execution",
+    "python_bars": "workbench.backtest.phases",
+    "run_phase": "workbench.backtest.phases",
+    "BacktestResult": "workbench.backtest.results",
+    "backtest": "workbench.backtest.results",
+    "Fakeout": "workbench.backtest.strategies",
+    "TrueBreakout": "workbench.backtest.strategies",
+    "pack_params": "workbench.backtest.strategies",
+    "sweep": "workbench.backtest.sweep",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use and keep it in this package."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
