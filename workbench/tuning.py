@@ -101,7 +101,7 @@ class SpinSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
     def __init__(self, on_idle: Callable[[], object] | None = None,
                  idle_period_ns: int = 0) -> None:
         if on_idle is not None and idle_period_ns <= 0:
-            raise ValueError(f"idle_period_ns must be > 0 with on_idle, got {idle_period_ns}")
+            raise ConfigError(f"idle_period_ns must be > 0 with on_idle, got {idle_period_ns}")
         super().__init__()
         self.on_idle = on_idle
         self.idle_period_ns = idle_period_ns

@@ -6,7 +6,16 @@ import argparse
 
 import pytest
 
-from workbench.engine.config import EngineConfig, nearest_prime_ms
+from workbench.engine.config import (
+    BrokerConfig,
+    EngineConfig,
+    HousekeepingConfig,
+    RiskConfig,
+    SourceConfig,
+    StrategyConfig,
+    TuningConfig,
+    nearest_prime_ms,
+)
 from workbench.engine.run import add_arguments, config_from_args
 from workbench.errors import ConfigError
 
@@ -55,15 +64,41 @@ def test_cross_field_rules():
 
 def test_defaults_and_derived_values():
     cfg = EngineConfig(symbols=("btcusdt",))
-    assert cfg.symbols == ("BTCUSDT",)
-    assert cfg.source_kind == "sim" and cfg.source_arg == ""
-    assert EngineConfig(source="ws:wss://x/stream").source_arg == "wss://x/stream"
-    assert cfg.idle_end is None
-    assert EngineConfig(recording="/r.gz", speed=0).idle_end == 1.0
+    assert cfg.source.symbols == ("BTCUSDT",)
+    assert cfg.source.kind == "sim" and cfg.source.arg == ""
+    assert EngineConfig(source="ws:wss://x/stream").source.arg == "wss://x/stream"
+    assert cfg.source.idle_end is None
+    assert EngineConfig(recording="/r.gz", speed=0).source.idle_end == 1.0
     assert nearest_prime_ms(100) == 101 and nearest_prime_ms(97) == 97
     staggered = EngineConfig(stagger=True, journal_flush_ms=1000)
-    assert staggered.period_ms("journal_flush") == 1009
-    assert EngineConfig().period_ms("journal_flush") == 1000
+    assert staggered.housekeeping.period_ms("journal_flush") == 1009
+    assert EngineConfig().housekeeping.period_ms("journal_flush") == 1000
+
+
+def test_groups_and_the_flat_form_build_the_same_config():
+    grouped = EngineConfig(source=SourceConfig("replay:/x.gz", speed=0.0),
+                           strategy=StrategyConfig(ema_fast=5, ema_slow=40),
+                           tuning=TuningConfig(gc_mode="freeze"), dispatch="polling")
+    flat = EngineConfig(source="replay:/x.gz", speed=0.0, ema_fast=5, ema_slow=40,
+                        gc_mode="freeze", dispatch="polling")
+    assert grouped == flat
+    assert grouped.source == SourceConfig("replay:/x.gz", speed=0.0)
+    assert grouped.risk == RiskConfig() and grouped.broker == BrokerConfig()
+    assert grouped.housekeeping == HousekeepingConfig()
+    # flat knobs override the given groups; replace() validates like the constructor
+    assert EngineConfig(strategy=StrategyConfig(ema_fast=5, ema_slow=40),
+                        ema_fast=7).strategy == StrategyConfig(ema_fast=7, ema_slow=40)
+    assert flat.replace(speed=2.0).source.speed == 2.0
+    assert flat.replace(speed=2.0).strategy is flat.strategy
+    seeded = EngineConfig(seed=3, idle_end_s=2.0)
+    assert seeded.replace(source="replay:/y.gz").source == SourceConfig(
+        "replay:/y.gz", seed=3, idle_end_s=2.0)
+    with pytest.raises(ConfigError, match=r"^ema_fast: .*ema_slow"):
+        flat.replace(ema_fast=40)
+    with pytest.raises(ConfigError, match=r"^speedy: not a knob"):
+        EngineConfig(speedy=2.0)
+    assert flat.to_dict()["source"]["source"] == "replay:/x.gz"
+    assert flat.to_dict()["dispatch"] == "polling"
 
 
 def test_cli_flags_build_the_same_config():

@@ -76,8 +76,8 @@ def test_identical_fills_and_pnl_in_both_modes_and_repeated_runs(recording):
     assert len(first) > 10
     for engine in runs:
         status = engine.status()
-        assert status["error"] is None and status["state"] == "stopped"
-        assert status["batches"] == 41249 and status["dispatch_gaps"] == 0
+        assert status.error is None and status.state == "stopped"
+        assert status.batches == 41249 and status.dispatch_gaps == 0
         assert fills_of(engine) == first
         assert engine.positions.totals() == runs[0].positions.totals()
     assert runs[1].dispatcher.max_depth > 1  # the polling run really queued
@@ -103,8 +103,8 @@ def test_latency_warmup_processes_everything_and_measures_only_after_it(recordin
     assert warm.latency.summary()["tick_to_trade"]["count"] == after
     assert plain.latency.summary()["tick_to_trade"]["count"] == plain.batches
     assert fills_of(warm) == fills_of(plain)
-    measured = warm.status()["measured"]
-    assert 0 < measured["wall_s"] <= warm.status()["elapsed_s"] and measured["cpu_s"] > 0
+    measured = warm.status().measured
+    assert 0 < measured.wall_s <= warm.status().elapsed_s and measured.cpu_s > 0
 
 
 def test_switching_dispatch_100_times_loses_and_duplicates_nothing(recording, expected_seqs):
@@ -118,12 +118,12 @@ def test_switching_dispatch_100_times_loses_and_duplicates_nothing(recording, ex
         time.sleep(0.01)
     assert engine.state == "running", "the run ended before 100 switches"
     status = engine.stop(timeout_s=20)
-    assert status["dispatch_switches"] == 100
-    assert status["dispatch_gaps"] == 0 and status["dispatch_dups"] == 0
-    assert status["submitted"] == status["handled"] == status["batches"] > 1000
+    assert status.dispatch_switches == 100
+    assert status.dispatch_gaps == 0 and status.dispatch_dups == 0
+    assert status.submitted == status.handled == status.batches > 1000
     # the strategy saw exactly the recorded messages, in order, each once (it is called once
     # the book is valid: a suffix of the processed prefix)
-    processed = expected_seqs[: status["batches"]]
+    processed = expected_seqs[: status.batches]
     seen = strategy.seen
     assert seen == processed[len(processed) - len(seen):]
     assert len(seen) > 1000
@@ -171,7 +171,7 @@ def test_strategy_error_halt_flattens_and_continue_carries_on(recording, caplog)
     caplog.set_level(logging.ERROR, logger="workbench.engine")
     halted = run_replay(recording, strategy=FailEvery(5000), on_strategy_error="halt")
     st = halted.status()
-    assert st["strategy_errors"] == 1 and st["halted"] and "strategy error" in st["halt_reason"]
+    assert st.strategy_errors == 1 and st.halted and "strategy error" in st.halt_reason
     assert halted.positions.qty(halted.executor.fills[0].symbol_id) == pytest.approx(0.0)
     assert "ZeroDivisionError: boom at call 5000" in halted.last_strategy_traceback
     assert "Traceback" in caplog.text and "boom at call 5000" in caplog.text
@@ -181,8 +181,8 @@ def test_strategy_error_halt_flattens_and_continue_carries_on(recording, caplog)
     carried = run_replay(recording, strategy=FailEvery(5000), on_strategy_error="continue")
     cs = carried.status()
     calls = carried.strategy.calls
-    assert cs["strategy_errors"] == calls // 5000 >= 5 and not cs["halted"]
-    assert cs["fills"] > st["fills"]
+    assert cs.strategy_errors == calls // 5000 >= 5 and not cs.halted
+    assert cs.fills > st.fills
 
 
 def test_stop_under_load_writes_every_fill_and_the_summary(recording, tmp_path):
@@ -201,12 +201,12 @@ def test_stop_under_load_writes_every_fill_and_the_summary(recording, tmp_path):
     t0 = time.monotonic()
     status = engine.stop(timeout_s=10)
     assert time.monotonic() - t0 <= 10.5
-    assert status["state"] == "stopped" and status["error"] is None
+    assert status.state == "stopped" and status.error is None
     fills = pl.read_parquet(engine.run_dir / "fills.parquet")
     assert len(fills) == len(engine.executor.fills) >= 30
     assert fills["qty"].to_list() == [f.qty for f in engine.executor.fills]
     orders = pl.read_parquet(engine.run_dir / "orders.parquet")
-    assert len(orders) == status["orders"] + status["orders_rejected"]
+    assert len(orders) == status.orders + status.orders_rejected
     summary = orjson.loads((engine.run_dir / "summary.json").read_bytes())
     assert summary["fills"] == len(fills) and summary["batches"] < 41249
     for stage in ("parse", "queue", "book", "strategy", "order", "tick_to_trade"):
@@ -215,8 +215,8 @@ def test_stop_under_load_writes_every_fill_and_the_summary(recording, tmp_path):
     assert summary["latency"]["tick_to_trade"]["count"] == summary["batches"]
     assert summary["tuning"]["event_loop"] in ("uvloop", "asyncio")
     # UI snapshots: at most 10 per second, the newest one kept
-    assert 1 <= len(snapshots) <= status["elapsed_s"] * 10 + 1
-    assert engine.latest.get()["run_id"] == engine.run_id
+    assert 1 <= len(snapshots) <= status.elapsed_s * 10 + 1
+    assert engine.latest.get().run_id == engine.run_id
 
 
 def test_kill_switch_flattens_and_halts(recording):
@@ -232,9 +232,9 @@ def test_kill_switch_flattens_and_halts(recording):
     sent = engine.executor.orders_sent
     time.sleep(0.5)
     status = engine.stop()
-    assert status["halted"] and status["halt_reason"] == "test"
-    assert all(p["qty"] == 0 for p in status["positions"])
-    assert status["orders"] == sent  # nothing new after the flatten
+    assert status.halted and status.halt_reason == "test"
+    assert all(p.qty == 0 for p in status.positions)
+    assert status.orders == sent  # nothing new after the flatten
 
 
 def test_stop_returns_within_its_timeout():
@@ -243,7 +243,7 @@ def test_stop_returns_within_its_timeout():
     t0 = time.monotonic()
     status = engine.stop(timeout_s=3.0)
     assert time.monotonic() - t0 <= 3.5
-    assert status["state"] == "stopped" and status["events"] > 0
+    assert status.state == "stopped" and status.events > 0
 
 
 def test_ring_source_fed_by_the_cpp_feed_handler_in_another_process(recording, tmp_path):
@@ -276,8 +276,8 @@ def test_ring_source_fed_by_the_cpp_feed_handler_in_another_process(recording, t
         status = engine.stop(timeout_s=10)
     finally:
         ring.close()
-    assert status["error"] is None
-    assert status["events"] == len(events) and status["batches"] == len(batches)
+    assert status.error is None
+    assert status.events == len(events) and status.batches == len(batches)
     reference = L2Book(int(events["symbol_id"][0]))
     reference.apply(events)
     book = engine.sync.book(int(events["symbol_id"][0]))
@@ -314,12 +314,12 @@ def test_ws_feed_that_drops_reconnects_and_the_book_resyncs(recording):
         engine = Engine(cfg, strategy=strategy).start()
         assert engine.wait(120), "the run did not end"
         status = engine.stop()
-    assert status["error"] is None
-    feed, sync = status["feed"], status["book_sync"]
+    assert status.error is None
+    feed, sync = status.feed, status.book_sync
     assert feed["connects"] >= 2, (feed, simex.stats)
     assert feed["reconnects"] >= 1, feed
     assert sync["gaps"] >= 1, (sync, simex.stats)
-    assert sync["snapshots"] >= 2 and engine.snapshots_applied >= 2, (sync, simex.stats)
+    assert sync["snapshots"] >= 2 and feed["snapshots"] >= 2, (sync, feed, simex.stats)
     first_after_drop = [s for s in strategy.seen if s > 10000]
     assert first_after_drop, "the strategy never ran again after the reconnect"
     (book,) = engine.sync.books.values()

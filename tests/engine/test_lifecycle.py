@@ -184,7 +184,7 @@ def test_feed_spin_busy_polls_the_feed_thread_and_is_recorded():
         time.sleep(0.5)
         busy[spin] = _feed_thread_cpu_s(engine, 1.0)
         status = engine.stop()
-        assert status["state"] == "stopped" and status["events"] > 0
+        assert status.state == "stopped" and status.events > 0
         tuning = engine.summary()["tuning"]
         assert tuning["feed_event_loop"] == ("asyncio-spin" if spin else tuning["event_loop"])
     assert busy[True] > 0.6  # a core, less what the engine thread and the GIL take

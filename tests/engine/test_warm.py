@@ -109,7 +109,7 @@ def test_a_spinning_run_warms_its_path_and_records_it():
     engine = Engine(EngineConfig(**{**WARM_CONFIG, "source": "sim"})).start()
     time.sleep(1.5)
     status = engine.stop()
-    assert status["state"] == "stopped" and status["events"] > 0
-    assert status["warm_runs"] > 100 and engine._warmer.error == ""
-    assert engine._warmer.shadow.batches == status["warm_runs"]
+    assert status.state == "stopped" and status.events > 0
+    assert status.warm_runs > 100 and engine._warmer.error == ""
+    assert engine._warmer.shadow.batches == status.warm_runs
     assert engine.summary()["tuning"]["feed_warm_us"] == 300.0

@@ -117,7 +117,7 @@ def test_start_status_dispatch_stop_on_a_real_engine(shell: InteractiveShell, tm
     [stopped] = _lines(capsys)
     assert stopped.startswith(f"hft: stopped run {engine.run_id}: ")
     assert engine.state == "stopped"
-    assert _events(stopped) == engine.status()["events"] >= _events(second)
+    assert _events(stopped) == engine.status().events >= _events(second)
     assert str(tmp_path) in stopped and (Path(engine.run_dir) / "summary.json").exists()
 
     shell.run_line_magic("hft", "stop")

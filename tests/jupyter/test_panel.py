@@ -70,7 +70,8 @@ def test_panel_starts_toggles_and_stops_a_real_engine(session: Session) -> None:
     engine = session.engine
     assert engine is not None and engine.state == "running"
     cfg = engine.config
-    assert (cfg.source, cfg.symbols, cfg.ema_fast, cfg.ema_slow) == ("sim", ("BTCUSDT",), 5, 40)
+    assert (cfg.source.source, cfg.source.symbols, cfg.strategy.ema_fast,
+            cfg.strategy.ema_slow) == ("sim", ("BTCUSDT",), 5, 40)
     assert panel.start_button.disabled and not panel.stop_button.disabled
     assert panel.ema_fast.disabled  # parameters are fixed while a run goes on
 
@@ -92,7 +93,7 @@ def test_panel_starts_toggles_and_stops_a_real_engine(session: Session) -> None:
     assert engine.state == "stopped"
     assert panel.message.value.startswith(f"stopped run {engine.run_id}")
     assert not panel.start_button.disabled and not panel.ema_fast.disabled
-    assert int(_counter(panel, "events").replace(",", "")) == engine.status()["events"]
+    assert int(_counter(panel, "events").replace(",", "")) == engine.status().events
     assert Path(engine.run_dir).resolve() == (Path.cwd() / "runs" / engine.run_id).resolve()
     assert (Path(engine.run_dir) / "summary.json").exists()
 

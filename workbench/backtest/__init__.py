@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from workbench.backtest.phases import python_bars, run_phase
     from workbench.backtest.results import BacktestResult, backtest
     from workbench.backtest.strategies import Fakeout, TrueBreakout, pack_params
-    from workbench.backtest.sweep import sweep
+    from workbench.backtest.sweeps import sweep
 
 __all__ = [
     "BacktestResult",
@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "Fakeout": "workbench.backtest.strategies",
     "TrueBreakout": "workbench.backtest.strategies",
     "pack_params": "workbench.backtest.strategies",
-    "sweep": "workbench.backtest.sweep",
+    "sweep": "workbench.backtest.sweeps",
 }
 
 

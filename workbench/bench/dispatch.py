@@ -21,7 +21,7 @@ queued, then a paced part, the only part measured (`latency_warmup_s`).
 Each variant call is one engine run per pace; its figures are the engine's own HDR histograms
 of the measured part: tick-to-trade (receive -> ack, or -> decision when no order went out) of
 the live run as `latencies_ns`, per stage P50/P99/P99.9/max, messages (ticks)/s, process CPU
-(`Engine.status()["measured"]`). The polling (50 ms) run is made once per topic run and is the
+(`Engine.status().measured`). The polling (50 ms) run is made once per topic run and is the
 baseline of the three phases.
 
 `dispatch.flat_out` measures throughput instead: the same recording replayed flat out (source
@@ -52,18 +52,22 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
 
 from workbench.bench.registry import Claim, Outcome, Phase, register
 from workbench.engine.config import EngineConfig
+from workbench.engine.status import RunStatus
 from workbench.errors import FeedError, PhaseMismatch
 from workbench.feed.replay import ReplayFeed
 from workbench.latency.hiccups import measure_hiccups
-from workbench.latency.stages import LOCAL_STAGES, Stage
+from workbench.latency.stages import HOUSEKEEPING_CAUSES, LOCAL_STAGES, Stage
 from workbench.shared_data import shared_path
+
+if TYPE_CHECKING:
+    from workbench.engine.engine import Engine
 
 RECORDING = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
 CLAIM = Claim("queue polling every 50 ms vs direct callback (claimed 70 -> 50 ms, 29% faster, "
@@ -80,9 +84,6 @@ STRESS_SPEED = 20.0
 HICCUP_S = 2.0  # seconds of the machine-hiccup probe in prepare
 BURST_GAP_US = 10.0  # recorded messages this close together count as one burst
 STRESS_S = 150.0
-# spike causes that are housekeeping jobs of ours (not gc, not a backed-up queue)
-HOUSEKEEPING_CAUSES = frozenset({"journal_flush", "latency_fold", "latency_summary",
-                                 "snapshot_publish", "display_refresh", "book_rebuild"})
 WARM_US = 300.0  # feed_warm_us of the callback_warm variant
 # name -> (dispatch mode, poll interval ms, feed_spin, feed_warm_us)
 VARIANTS = {
@@ -174,18 +175,18 @@ def _bursts(window_s: float) -> dict[str, float]:
             "position_p99": float(p99), "largest": int(np.diff(np.r_[firsts, len(live)]).max())}
 
 
-def _engine_run(config: EngineConfig) -> tuple[Any, dict[str, Any]]:
+def _engine_run(config: EngineConfig) -> tuple[Engine, RunStatus]:
     from workbench.engine.engine import Engine
 
     engine = Engine(config).start()
     engine.wait(600.0)
     status = engine.stop(timeout_s=30.0)
-    if status["error"]:
-        raise RuntimeError(f"dispatch {config.dispatch}: engine failed: {status['error']}")
+    if status.error:
+        raise RuntimeError(f"dispatch {config.dispatch}: engine failed: {status.error}")
     return engine, status
 
 
-def _paced_run(exchange: _Exchange, name: str) -> tuple[Any, dict[str, Any]]:
+def _paced_run(exchange: _Exchange, name: str) -> tuple[Engine, dict[str, Any]]:
     """One engine run through the exchange's window in variant `name`; figures of the
     measured (paced) part."""
     mode, poll_ms, spin, warm_us = VARIANTS[name]
@@ -196,18 +197,18 @@ def _paced_run(exchange: _Exchange, name: str) -> tuple[Any, dict[str, Any]]:
         gc_mode="freeze", feed_spin=spin, feed_warm_us=warm_us)
     engine, status = _engine_run(config)
     summary = engine.latency.summary()
-    measured = status["measured"]
+    measured = status.measured
     paced_s = exchange.window_s / exchange.speed  # wall seconds of the paced part
     ticks = summary[Stage.TICK_TO_TRADE.value]["count"]
-    busy_s = max(measured["wall_s"] - IDLE_END_S, 1e-9)
+    busy_s = max(measured.wall_s - IDLE_END_S, 1e-9)
     extra = {
         "speed": exchange.speed, "window_s": exchange.window_s, "messages": ticks,
         "ticks_per_s": round(ticks / paced_s, 1),
-        "cpu_s": round(measured["cpu_s"], 3),
-        "cpu_pct": round(100.0 * measured["cpu_s"] / busy_s, 1),
-        "fills": len(engine.executor.fills), "net_pnl": status["pnl"]["net_pnl"],
-        "spikes": status["spikes"], "spike_causes": status["spike_causes"],
-        "max_queue_depth": status["max_queue_depth"], "warm_runs": status["warm_runs"],
+        "cpu_s": round(measured.cpu_s, 3),
+        "cpu_pct": round(100.0 * measured.cpu_s / busy_s, 1),
+        "fills": len(engine.executor.fills), "net_pnl": status.pnl.net_pnl,
+        "spikes": status.spikes, "spike_causes": status.spike_causes,
+        "max_queue_depth": status.max_queue_depth, "warm_runs": status.warm_runs,
         "stages": {s.value: summary[s.value] for s in LOCAL_STAGES},
     }
     return engine, extra
@@ -292,12 +293,12 @@ def run_flat(prepared: dict[str, Any], name: str) -> Outcome:
             source=f"replay:{prepared['path']}", speed=0, dispatch=mode,
             poll_interval_ms=poll_ms, out_dir=None, strategy_warmup_s=WARMUP_S,
             gc_mode="freeze"))
-        events += status["events"]
-        elapsed += status["elapsed_s"]
-        spikes += status["spikes"]
+        events += status.events
+        elapsed += status.elapsed_s
+        spikes += status.spikes
         ours += sum(1 for spike in engine.spikes.spikes()
                     if HOUSEKEEPING_CAUSES.intersection(spike.cause_names()))
-        for cause, count in status["spike_causes"].items():
+        for cause, count in status.spike_causes.items():
             causes[cause] = causes.get(cause, 0) + count
     wall = time.perf_counter() - t0
     cpu1 = proc.cpu_times()
@@ -306,9 +307,10 @@ def run_flat(prepared: dict[str, Any], name: str) -> Outcome:
     extra = {
         "passes": prepared["passes"], "events": events, "events_per_s": events / elapsed,
         "cpu_s": round(cpu_s, 3), "cpu_pct": round(100.0 * cpu_s / wall, 1),
-        "fills": len(engine.executor.fills), "max_queue_depth": status["max_queue_depth"],
+        "fills": len(engine.executor.fills), "max_queue_depth": status.max_queue_depth,
         "spikes": spikes, "housekeeping_spikes": ours, "spike_causes": causes,
-        "housekeeping": status["housekeeping"],
+        "housekeeping": {name: asdict(job)
+                         for name, job in status.housekeeping.items()},
         "stages": {s.value: summary[s.value] for s in LOCAL_STAGES},
     }
     end = engine.market_time_ns

@@ -1,25 +1,36 @@
-"""EngineConfig: every knob of one engine run, a frozen dataclass validated on construction.
+"""EngineConfig: one engine run, composed of small frozen configs, each validated where defined.
 
-The CLI (`workbench run`), the `%hft start` magic and the Jupyter panel all build this object.
-An invalid value raises ConfigError naming the field, the accepted values and what came.
+    EngineConfig(source=SourceConfig("replay:rec.gz", speed=0), dispatch="polling")
+    EngineConfig(source="replay:rec.gz", speed=0, dispatch="polling")   # the flat form
+
+The groups: `source` (SourceConfig: where events come from and at what pace), `strategy`
+(StrategyConfig: the default EmaCross and its warm-up), `broker` (BrokerConfig: fees,
+latency, slicing), `risk` (RiskConfig), `housekeeping` (HousekeepingConfig: job periods, spike
+threshold, latency warm-up) and `tuning` (TuningConfig: gc, GIL, CPUs, event loop, spinning).
+Every knob has one name, the same in its group, in the flat keyword form, in `replace()` and
+as a `workbench run` flag. The CLI (`workbench run`), the `%hft start` magic and the Jupyter
+panel all build this object. An invalid value raises ConfigError naming the field, the
+accepted values and what came.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
+from workbench.engine.dispatch import MODES as DISPATCH_MODES
 from workbench.errors import ConfigError
 from workbench.feed.venues import VENUES as FEED_VENUES
 from workbench.tuning import GC_MODES, LOOP_CHOICES
 
-DISPATCH_MODES = ("polling", "blocking", "callback")
 SOURCE_KINDS = ("sim", "replay", "ring", "ws")
 ORDER_TYPES = ("market", "limit")
 ON_STRATEGY_ERROR = ("halt", "continue")
 # the normalizer venue keys of live venues (tardis is a file format, not a venue to trade)
 VENUES = tuple(v for v in FEED_VENUES if v != "tardis")
+
 
 def nearest_prime_ms(ms: float) -> int:
     """The smallest prime >= ms (>= 2): a staggered housekeeping period. Distinct prime
@@ -34,38 +45,45 @@ def _fail(name: str, accepted: str, got: Any) -> ConfigError:
     return ConfigError(f"{name}: expected {accepted}, got {got!r}")
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """One engine run.
+def _number(name: str, value: Any, low: float, strict: bool = False) -> None:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value > low if strict else value >= low)
+    )
+    if not ok:
+        raise _fail(name, f"a finite number {'>' if strict else '>='} {low:g}", value)
 
-    source: `sim` (SimExchange started by the engine), `replay:PATH`, `ring:NAME`, `ws:URL`.
-    recording: for `sim`, a recording SimExchange serves instead of its simulator (path).
-    rest_url: for `ws:`, the base URL of the Binance REST depth endpoint (None: the venue's).
-    speed: replay pace (1.0 as recorded, N times faster, 0 flat out: the run ends with the
-    recording). duration_s: stop after this many seconds (None: until stop() / end of data).
-    idle_end_s: a websocket source that delivered data and then stays silent this long ends
-    the run (SimExchange keeps the connection open after a recording; None: `sim` with a
-    recording at speed 0 uses 1.0 s, otherwise never).
-    strategy_warmup_s: market-time seconds after the first batch during which the strategy is
-    not called (the book syncs meanwhile; makes live runs of a recording comparable).
-    latency_warmup_s: market-time seconds after the first batch whose batches are processed
-    but not measured (no latency rows, no spikes): e.g. a fast-forwarded start of a recording
-    (SimExchange `Window`) before the paced part that is measured.
-    dispatch: `polling` (queue drained every poll_interval_ms; 0 = busy polling), `blocking`
-    (queue, engine blocks on it), `callback` (feed thread calls Engine.on_events).
-    Strategy: EmaCross of mid with ema_fast/ema_slow updates, target position +-target_qty,
-    orders of order_type. Broker: maker/taker fees in basis points, latency in µs of market
-    time. Risk: max_position (qty), max_orders_per_s, invalid_book_streak (consecutive
-    batches with an invalid/NaN book that halt trading). slice_qty: Executor child size
-    (0 = no slicing). Housekeeping periods in ms (`stagger`: replaced by the next prime).
-    Tuning: gc_mode, gil_switch_interval_us (None: the interpreter's), feed_cpus / engine_cpus
-    (CPU ids), event_loop, feed_spin (the feed thread of `sim` and `ws:` sources busy-polls its
-    sockets on asyncio's loop, `tuning.SpinSelector`, instead of sleeping in epoll: one core
-    at 100% for a pick-up by a running CPU; event_loop then applies to the engine thread),
-    feed_warm_us (with feed_spin: every that many µs of idle polling the feed thread runs one
-    recent message through a shadow of the path, `workbench.engine.warm.PathWarmer`, so the
-    first message of the next read finds it warm; 0 = off).
-    out_dir: parent of runs/<run-id>/ (None: no journal).
+
+def _optional_number(name: str, value: Any) -> None:
+    if value is not None:
+        _number(name, value, 0.0, strict=True)
+
+
+def _choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise _fail(name, " | ".join(accepted), value)
+
+
+def _count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(name, "an integer >= 1", value)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where events come from.
+
+    source: `sim` (SimExchange started by the engine, its simulator seeded with `seed`),
+    `replay:PATH`, `ring:NAME`, `ws:URL`. venue: the venue key (`binance`: USD-M for the
+    simulator and for recordings under a `usdm` folder, COIN-M under `cm`/`coinm`, else spot).
+    symbols: venue symbols. recording: for `sim`, a recording SimExchange serves instead of
+    its simulator (path). rest_url: for `ws:`, the base URL of the venue's REST depth endpoint
+    (None: the venue's own). speed: replay pace (1.0 as recorded, N times faster, 0 flat out:
+    the run ends with the recording). idle_end_s: a websocket source that delivered data and
+    then stays silent this long ends the run (None: `sim` with a recording at speed 0 uses
+    1.0 s, otherwise never). seed: the simulator's seed (same seed, same simulated stream).
     """
 
     source: str = "sim"
@@ -74,134 +92,36 @@ class EngineConfig:
     recording: str | None = None
     rest_url: str | None = None
     speed: float = 1.0
-    duration_s: float | None = None
     idle_end_s: float | None = None
     seed: int = 7
-    dispatch: str = "callback"
-    poll_interval_ms: float = 50.0
-    strategy_warmup_s: float = 0.0
-    latency_warmup_s: float = 0.0
-    ema_fast: int = 20
-    ema_slow: int = 100
-    target_qty: float = 0.01
-    order_type: str = "market"
-    maker_fee_bps: float = -0.5
-    taker_fee_bps: float = 4.0
-    broker_latency_us: float = 0.0
-    max_position: float = 0.05
-    max_orders_per_s: float = 50.0
-    invalid_book_streak: int = 5000
-    slice_qty: float = 0.0
-    on_strategy_error: str = "halt"
-    spike_threshold_us: float = 1000.0
-    journal_flush_ms: float = 1000.0
-    publish_ms: float = 100.0
-    latency_fold_ms: float = 25.0
-    book_check_ms: float = 2000.0
-    stagger: bool = False
-    gc_mode: str = "default"
-    gil_switch_interval_us: float | None = None
-    feed_cpus: tuple[int, ...] = ()
-    engine_cpus: tuple[int, ...] = ()
-    event_loop: str = "auto"
-    feed_spin: bool = False
-    feed_warm_us: float = 0.0
-    out_dir: str | None = "runs"
-    run_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        kind = self.source_kind
-        if kind not in SOURCE_KINDS or (kind != "sim" and not self.source_arg):
+        kind = self.kind
+        if kind not in SOURCE_KINDS or (kind != "sim" and not self.arg):
             raise _fail("source", "sim | replay:PATH | ring:NAME | ws:URL", self.source)
-        if self.venue not in VENUES:
-            raise _fail("venue", " | ".join(VENUES), self.venue)
+        _choice("venue", self.venue, VENUES)
         symbols = self.symbols
         if isinstance(symbols, str) or not symbols or not all(
             isinstance(s, str) and s for s in symbols
         ):
             raise _fail("symbols", "a non-empty tuple of symbol strings", symbols)
         object.__setattr__(self, "symbols", tuple(s.upper() for s in symbols))
-        for name, accepted in (
-            ("dispatch", DISPATCH_MODES),
-            ("order_type", ORDER_TYPES),
-            ("on_strategy_error", ON_STRATEGY_ERROR),
-            ("gc_mode", GC_MODES),
-            ("event_loop", LOOP_CHOICES),
-        ):
-            if getattr(self, name) not in accepted:
-                raise _fail(name, " | ".join(accepted), getattr(self, name))
-        self._number("speed", 0.0)
-        self._number("poll_interval_ms", 0.0)
-        self._number("broker_latency_us", 0.0)
-        self._number("slice_qty", 0.0)
-        self._number("target_qty", 0.0, strict=True)
-        self._number("max_position", 0.0, strict=True)
-        self._number("max_orders_per_s", 0.0, strict=True)
-        self._number("spike_threshold_us", 0.0, strict=True)
-        for name in ("journal_flush_ms", "publish_ms", "latency_fold_ms", "book_check_ms"):
-            self._number(name, 1.0)
-        if self.publish_ms < 100.0:
-            raise _fail("publish_ms", "a number >= 100 (the UI gets at most 10 snapshots/s)",
-                        self.publish_ms)
-        for name in ("maker_fee_bps", "taker_fee_bps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                -100 <= value <= 100
-            ):
-                raise _fail(name, "basis points in [-100, 100]", value)
-        self._number("strategy_warmup_s", 0.0)
-        self._number("latency_warmup_s", 0.0)
-        for name in ("duration_s", "idle_end_s", "gil_switch_interval_us"):
-            if getattr(self, name) is not None:
-                self._number(name, 0.0, strict=True)
-        for name in ("ema_fast", "ema_slow", "invalid_book_streak"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise _fail(name, "an integer >= 1", value)
-        if self.ema_fast >= self.ema_slow:
-            raise _fail("ema_fast", f"fewer updates than ema_slow ({self.ema_slow})",
-                        self.ema_fast)
-        if self.target_qty > self.max_position:
-            raise _fail("target_qty", f"at most max_position ({self.max_position})",
-                        self.target_qty)
-        for name in ("feed_cpus", "engine_cpus"):
-            cpus = getattr(self, name)
-            if not isinstance(cpus, tuple) or not all(
-                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus
-            ):
-                raise _fail(name, "a tuple of CPU ids (ints >= 0)", cpus)
-        if not isinstance(self.seed, int):
+        _number("speed", self.speed, 0.0)
+        _optional_number("idle_end_s", self.idle_end_s)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise _fail("seed", "an integer", self.seed)
-        if not isinstance(self.feed_spin, bool):
-            raise _fail("feed_spin", "True or False", self.feed_spin)
-        self._number("feed_warm_us", 0.0)
-        if self.feed_warm_us and not self.feed_spin:
-            raise _fail("feed_warm_us", "0 unless feed_spin is True (it runs while the feed "
-                        "thread polls)", self.feed_warm_us)
         if self.recording is not None and kind != "sim":
             raise _fail("recording", "None unless source is sim", self.recording)
         if self.rest_url is not None and not self.rest_url.startswith(("http://", "https://")):
             raise _fail("rest_url", "None or an http(s):// URL", self.rest_url)
 
-    def _number(self, name: str, low: float, strict: bool = False) -> None:
-        value = getattr(self, name)
-        ok = (
-            not isinstance(value, bool)
-            and isinstance(value, int | float)
-            and math.isfinite(value)
-            and (value > low if strict else value >= low)
-        )
-        if not ok:
-            raise _fail(name, f"a finite number {'>' if strict else '>='} {low:g}", value)
-
     @property
-    def source_kind(self) -> str:
+    def kind(self) -> str:
         """`sim`, `replay`, `ring` or `ws`."""
         return self.source.split(":", 1)[0]
 
     @property
-    def source_arg(self) -> str:
+    def arg(self) -> str:
         """What follows `kind:` in `source` (path, ring name or URL); '' for sim."""
         return self.source.split(":", 1)[1] if ":" in self.source else ""
 
@@ -210,16 +130,233 @@ class EngineConfig:
         """Seconds of silence that end a websocket run (see idle_end_s)."""
         if self.idle_end_s is not None:
             return self.idle_end_s
-        if self.source_kind == "sim" and self.recording and self.speed == 0:
+        if self.kind == "sim" and self.recording and self.speed == 0:
             return 1.0
         return None
 
-    def period_ms(self, name: str) -> float:
-        """A housekeeping period in ms (`journal_flush`, `publish`, `latency_fold`,
-        `book_check`), prime-staggered when `stagger` is set."""
-        value = float(getattr(self, f"{name}_ms"))
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """The default strategy, EmaCross of the mid with `ema_fast`/`ema_slow` updates, target
+    position +-`target_qty` (base units), orders of `order_type`. strategy_warmup_s:
+    market-time seconds after the first batch during which the strategy is not called (the
+    book syncs meanwhile). on_strategy_error: `halt` (kill switch, flatten) or `continue`."""
+
+    ema_fast: int = 20
+    ema_slow: int = 100
+    target_qty: float = 0.01
+    order_type: str = "market"
+    strategy_warmup_s: float = 0.0
+    on_strategy_error: str = "halt"
+
+    def __post_init__(self) -> None:
+        _count("ema_fast", self.ema_fast)
+        _count("ema_slow", self.ema_slow)
+        if self.ema_fast >= self.ema_slow:
+            raise _fail("ema_fast", f"fewer updates than ema_slow ({self.ema_slow})",
+                        self.ema_fast)
+        _number("target_qty", self.target_qty, 0.0, strict=True)
+        _choice("order_type", self.order_type, ORDER_TYPES)
+        _number("strategy_warmup_s", self.strategy_warmup_s, 0.0)
+        _choice("on_strategy_error", self.on_strategy_error, ON_STRATEGY_ERROR)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The paper broker: maker/taker fees in basis points (negative = rebate),
+    broker_latency_us of market time before an order reaches the book, slice_qty: the
+    Executor's child order size (0 = no slicing)."""
+
+    maker_fee_bps: float = -0.5
+    taker_fee_bps: float = 4.0
+    broker_latency_us: float = 0.0
+    slice_qty: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("maker_fee_bps", "taker_fee_bps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                -100 <= value <= 100
+            ):
+                raise _fail(name, "basis points in [-100, 100]", value)
+        _number("broker_latency_us", self.broker_latency_us, 0.0)
+        _number("slice_qty", self.slice_qty, 0.0)
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """Pre-trade limits: max_position (base units), max_orders_per_s, invalid_book_streak
+    (consecutive batches with an invalid or crossed book that halt trading)."""
+
+    max_position: float = 0.05
+    max_orders_per_s: float = 50.0
+    invalid_book_streak: int = 5000
+
+    def __post_init__(self) -> None:
+        _number("max_position", self.max_position, 0.0, strict=True)
+        _number("max_orders_per_s", self.max_orders_per_s, 0.0, strict=True)
+        _count("invalid_book_streak", self.invalid_book_streak)
+
+
+HOUSEKEEPING_JOBS = ("journal_flush", "publish", "latency_fold", "book_check")
+
+
+@dataclass(frozen=True)
+class HousekeepingConfig:
+    """The engine thread's jobs between batches, periods in ms: journal_flush, publish (UI
+    snapshots, >= 100: at most 10 a second), latency_fold, book_check (crossed books resync);
+    stagger: each period replaced by the next prime. spike_threshold_us: tick-to-trade above
+    which a batch is a spike. latency_warmup_s: market-time seconds after the first batch
+    whose batches are processed but not measured (e.g. a fast-forwarded start)."""
+
+    journal_flush_ms: float = 1000.0
+    publish_ms: float = 100.0
+    latency_fold_ms: float = 25.0
+    book_check_ms: float = 2000.0
+    stagger: bool = False
+    spike_threshold_us: float = 1000.0
+    latency_warmup_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for job in HOUSEKEEPING_JOBS:
+            _number(f"{job}_ms", getattr(self, f"{job}_ms"), 1.0)
+        if self.publish_ms < 100.0:
+            raise _fail("publish_ms", "a number >= 100 (the UI gets at most 10 snapshots/s)",
+                        self.publish_ms)
+        if not isinstance(self.stagger, bool):
+            raise _fail("stagger", "True or False", self.stagger)
+        _number("spike_threshold_us", self.spike_threshold_us, 0.0, strict=True)
+        _number("latency_warmup_s", self.latency_warmup_s, 0.0)
+
+    def period_ms(self, job: str) -> float:
+        """A job's period in ms (one of HOUSEKEEPING_JOBS), prime-staggered when `stagger`."""
+        value = float(getattr(self, f"{job}_ms"))
         return float(nearest_prime_ms(value)) if self.stagger else value
 
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """Latency tuning: gc_mode (`workbench.tuning`), gil_switch_interval_us (None: the
+    interpreter's), feed_cpus / engine_cpus (CPU ids to pin the threads to), event_loop,
+    feed_spin (the feed thread of `sim` and `ws:` sources busy-polls its sockets,
+    `tuning.SpinSelector`: one core at 100% for a pick-up by a running CPU; event_loop then
+    applies to the engine thread), feed_warm_us (with feed_spin: every that many µs of idle
+    polling one recent message runs through a shadow of the path, `engine.warm.PathWarmer`;
+    0 = off)."""
+
+    gc_mode: str = "default"
+    gil_switch_interval_us: float | None = None
+    feed_cpus: tuple[int, ...] = ()
+    engine_cpus: tuple[int, ...] = ()
+    event_loop: str = "auto"
+    feed_spin: bool = False
+    feed_warm_us: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("gc_mode", self.gc_mode, GC_MODES)
+        _choice("event_loop", self.event_loop, LOOP_CHOICES)
+        _optional_number("gil_switch_interval_us", self.gil_switch_interval_us)
+        for name in ("feed_cpus", "engine_cpus"):
+            cpus = getattr(self, name)
+            if not isinstance(cpus, tuple) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus
+            ):
+                raise _fail(name, "a tuple of CPU ids (ints >= 0)", cpus)
+        if not isinstance(self.feed_spin, bool):
+            raise _fail("feed_spin", "True or False", self.feed_spin)
+        _number("feed_warm_us", self.feed_warm_us, 0.0)
+        if self.feed_warm_us and not self.feed_spin:
+            raise _fail("feed_warm_us", "0 unless feed_spin is True (it runs while the feed "
+                        "thread polls)", self.feed_warm_us)
+
+
+GROUPS: dict[str, type] = {"source": SourceConfig, "strategy": StrategyConfig,
+                           "broker": BrokerConfig, "risk": RiskConfig,
+                           "housekeeping": HousekeepingConfig, "tuning": TuningConfig}
+# flat knob name -> its group
+_GROUP_OF = {f.name: group for group, cls in GROUPS.items() for f in fields(cls)}
+
+
+@dataclass(frozen=True, init=False)
+class EngineConfig:
+    """One engine run: the groups (see the module docstring) plus dispatch, duration and where
+    the journal goes.
+
+    dispatch: `polling` (queue drained every poll_interval_ms; 0 = busy polling), `blocking`
+    (queue, the engine thread blocks on it), `callback` (the feed thread calls
+    Engine.on_events). duration_s: stop after this many seconds (None: until stop() or the
+    end of data). out_dir: parent of runs/<run-id>/ (None: no journal). run_id: None makes one.
+
+    Built from groups (`source=SourceConfig(...)`, ...), from flat knobs (`speed=0`,
+    `ema_fast=5`, ... routed to their group; `source="replay:PATH"` is the source spec), or
+    both (flat knobs then override the given groups). Raises ConfigError for an unknown knob
+    or an invalid value.
+    """
+
+    source: SourceConfig
+    strategy: StrategyConfig
+    broker: BrokerConfig
+    risk: RiskConfig
+    housekeeping: HousekeepingConfig
+    tuning: TuningConfig
+    dispatch: str = "callback"
+    poll_interval_ms: float = 50.0
+    duration_s: float | None = None
+    out_dir: str | None = "runs"
+    run_id: str | None = None
+
+    def __init__(self, *, dispatch: str = "callback", poll_interval_ms: float = 50.0,
+                 duration_s: float | None = None, out_dir: str | None = "runs",
+                 run_id: str | None = None, **knobs: Any) -> None:
+        groups: dict[str, Any] = {}
+        flat: dict[str, dict[str, Any]] = {}
+        for name, value in knobs.items():
+            if name in GROUPS and isinstance(value, GROUPS[name]):
+                groups[name] = value
+            elif name in _GROUP_OF:
+                flat.setdefault(_GROUP_OF[name], {})[name] = value
+            else:
+                raise ConfigError(f"{name}: not a knob of EngineConfig (expected a group of "
+                                  f"{', '.join(GROUPS)} or one of {', '.join(_GROUP_OF)})")
+        for group, cls in GROUPS.items():
+            base = groups.get(group)
+            changes = flat.get(group, {})
+            value = (cls(**changes) if base is None
+                     else dataclasses.replace(base, **changes) if changes else base)
+            object.__setattr__(self, group, value)
+        for name, value in (("dispatch", dispatch), ("poll_interval_ms", poll_interval_ms),
+                            ("duration_s", duration_s), ("out_dir", out_dir),
+                            ("run_id", run_id)):
+            object.__setattr__(self, name, value)
+        _choice("dispatch", dispatch, DISPATCH_MODES)
+        _number("poll_interval_ms", poll_interval_ms, 0.0)
+        _optional_number("duration_s", duration_s)
+        if self.strategy.target_qty > self.risk.max_position:
+            raise _fail("target_qty", f"at most max_position ({self.risk.max_position})",
+                        self.strategy.target_qty)
+
+    def replace(self, **changes: Any) -> EngineConfig:
+        """A copy with `changes` (groups, flat knobs or the top-level fields), validated; a
+        flat knob changes its group and keeps the group's other knobs."""
+        top = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in GROUPS}
+        groups = {g: getattr(self, g) for g in GROUPS}
+        knobs: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            if name in GROUPS and isinstance(value, GROUPS[name]):
+                groups[name] = value
+            elif name in top:
+                top[name] = value
+            elif name in _GROUP_OF:
+                knobs.setdefault(_GROUP_OF[name], {})[name] = value
+            else:
+                raise ConfigError(f"{name}: not a knob of EngineConfig (expected a group of "
+                                  f"{', '.join(GROUPS)} or one of {', '.join(_GROUP_OF)})")
+        for group, values in knobs.items():
+            groups[group] = dataclasses.replace(groups[group], **values)
+        return EngineConfig(**top, **groups)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready) of every field."""
-        return asdict(self)
+        """Plain dict (JSON-ready): one entry per group (a dict of its knobs) and the
+        top-level fields."""
+        return dataclasses.asdict(self)
+

@@ -34,7 +34,7 @@ MODES = (("polling (50 ms)", "polling"), ("callback", "callback"))
 
 def run_mode(dispatch: str, recording: str | None, duration_s: float, speed: float
              ) -> dict[str, Any]:
-    """One engine run; returns its status, latency summary and CPU share."""
+    """One engine run; returns its RunStatus and CPU share."""
     config = EngineConfig(source="sim", recording=recording, speed=speed,
                           duration_s=duration_s, dispatch=dispatch, out_dir=None,
                           strategy_warmup_s=30.0)
@@ -45,7 +45,7 @@ def run_mode(dispatch: str, recording: str | None, duration_s: float, speed: flo
     status = engine.stop(timeout_s=20)
     cpu1, wall = proc.cpu_times(), time.perf_counter() - t0
     cpu = (cpu1.user - cpu0.user + cpu1.system - cpu0.system) / wall * 100
-    return {"status": status, "latency": engine.latency.summary(), "cpu_pct": cpu}
+    return {"status": status, "cpu_pct": cpu}
 
 
 def side_by_side(results: dict[str, dict[str, Any]]) -> Table:
@@ -58,8 +58,8 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> Table:
     for stage in LOCAL_STAGES:
         row = [stage.value]
         for res in results.values():
-            s = res["latency"][stage.value]
-            row += ([f"{s['p50_ns'] / 1e3:,.1f}", f"{s['p99_ns'] / 1e3:,.1f}"] if s["count"]
+            s = res["status"].latency[stage]
+            row += ([f"{s.p50_ns / 1e3:,.1f}", f"{s.p99_ns / 1e3:,.1f}"] if s.count
                     else ["-", "-"])
         table.add_row(*row)
 
@@ -69,12 +69,12 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> Table:
             row += [fmt(res), ""]
         table.add_row(*row)
 
-    line("events/s", lambda r: f"{r['status']['events_per_s']:,.0f}")
-    line("messages", lambda r: f"{r['status']['batches']:,}")
+    line("events/s", lambda r: f"{r['status'].events_per_s:,.0f}")
+    line("messages", lambda r: f"{r['status'].batches:,}")
     line("CPU %", lambda r: f"{r['cpu_pct']:.0f}")
-    line("orders / fills", lambda r: f"{r['status']['orders']} / {r['status']['fills']}")
-    line("net PnL", lambda r: f"{r['status']['pnl']['net_pnl']:+,.4f}")
-    line("spikes > 1 ms", lambda r: f"{r['status']['spikes']:,}")
+    line("orders / fills", lambda r: f"{r['status'].orders} / {r['status'].fills}")
+    line("net PnL", lambda r: f"{r['status'].pnl.net_pnl:+,.4f}")
+    line("spikes > 1 ms", lambda r: f"{r['status'].spikes:,}")
     return table
 
 
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, mode in MODES:
         console.print(f"  running {label} ...")
         results[label] = run_mode(mode, recording, args.duration, args.speed)
-        if results[label]["status"]["error"]:
-            console.print(f"[red]{label}: {results[label]['status']['error']}[/red]")
+        if results[label]["status"].error:
+            console.print(f"[red]{label}: {results[label]['status'].error}[/red]")
             return 1
     console.print(side_by_side(results))
     return 0

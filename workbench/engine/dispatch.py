@@ -76,7 +76,7 @@ class Dispatcher:
         if self.mode == "callback":
             with self.lock:
                 if self._queue:
-                    self._drain_locked()
+                    self.drain_locked()
                 self._handler(batch, info, now, dseq, 0)
                 self.handled += 1
             return
@@ -93,7 +93,7 @@ class Dispatcher:
         if not self._queue:
             return 0
         with self.lock:
-            return self._drain_locked()
+            return self.drain_locked()
 
     def poll(self) -> int:
         """Engine thread, after each `wait`: drain when the mode says so. polling: once the
@@ -107,7 +107,7 @@ class Dispatcher:
             self._next_poll_ns = now + int(self.poll_interval_s * 1e9)
         return self.drain()
 
-    def _drain_locked(self) -> int:
+    def drain_locked(self) -> int:
         queue = self._queue
         handler = self._handler
         n = 0

@@ -22,6 +22,7 @@ import orjson
 import polars as pl
 
 from workbench.errors import EngineError
+from workbench.latency.stages import SpikeCause
 
 log = logging.getLogger("workbench.engine.journal")
 
@@ -80,7 +81,7 @@ class Journal:
                     self._parts[table].append(path)
                     self._counts[table] += len(rows)
                     if self.on_write is not None:
-                        self.on_write("journal_write", t0, time.perf_counter_ns())
+                        self.on_write(SpikeCause.JOURNAL_WRITE, t0, time.perf_counter_ns())
                 except Exception as exc:  # a bad record must not kill the writer
                     log.exception("journal: writing %d %s records failed", len(rows), table)
                     self.errors.append(f"{table}: {exc!r}")

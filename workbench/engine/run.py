@@ -12,13 +12,13 @@ is shared with the `%hft start` magic, which takes the same flags.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from workbench.engine.config import DISPATCH_MODES, VENUES, EngineConfig
-from workbench.latency.stages import STAGES
+from workbench.engine.status import RunStatus, Snapshot, StageLatency
+from workbench.latency.stages import STAGES, Stage
 from workbench.tuning import GC_MODES, LOOP_CHOICES
 
 
@@ -32,33 +32,37 @@ def _cpus(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `workbench run` (and of `%hft start`)."""
     d = EngineConfig()
+    src, st, t = d.source, d.strategy, d.tuning
     add = parser.add_argument
-    add("--source", default=d.source, help="sim | replay:PATH | ring:NAME | ws:URL (default sim)")
+    add("--source", default=src.source,
+        help="sim | replay:PATH | ring:NAME | ws:URL (default sim)")
     add("--recording", default=None, help="with --source sim: a recording SimExchange serves")
-    add("--venue", default=d.venue, choices=VENUES)
-    add("--symbols", default=",".join(d.symbols), help="comma-separated, e.g. BTCUSDT,ETHUSDT")
+    add("--venue", default=src.venue, choices=VENUES)
+    add("--symbols", default=",".join(src.symbols),
+        help="comma-separated, e.g. BTCUSDT,ETHUSDT")
     add("--dispatch", default=d.dispatch, choices=DISPATCH_MODES)
     add("--poll-interval-ms", type=float, default=d.poll_interval_ms,
         help="polling period (0 = busy polling)")
     add("--duration", type=float, default=None, help="seconds (default: until Ctrl-C / end)")
-    add("--speed", type=float, default=d.speed, help="replay speed; 0 = flat out")
-    add("--seed", type=int, default=d.seed)
-    add("--target-qty", type=float, default=d.target_qty)
-    add("--max-position", type=float, default=d.max_position)
-    add("--order-type", default=d.order_type, choices=("market", "limit"))
-    add("--broker-latency-us", type=float, default=d.broker_latency_us)
-    add("--on-strategy-error", default=d.on_strategy_error, choices=("halt", "continue"))
-    add("--spike-threshold-us", type=float, default=d.spike_threshold_us)
+    add("--speed", type=float, default=src.speed, help="replay speed; 0 = flat out")
+    add("--seed", type=int, default=src.seed,
+        help="the simulator's seed (sim without --recording): same seed, same stream")
+    add("--target-qty", type=float, default=st.target_qty)
+    add("--max-position", type=float, default=d.risk.max_position)
+    add("--order-type", default=st.order_type, choices=("market", "limit"))
+    add("--broker-latency-us", type=float, default=d.broker.broker_latency_us)
+    add("--on-strategy-error", default=st.on_strategy_error, choices=("halt", "continue"))
+    add("--spike-threshold-us", type=float, default=d.housekeeping.spike_threshold_us)
     add("--stagger", action="store_true", help="prime-staggered housekeeping periods")
-    add("--gc-mode", default=d.gc_mode, choices=GC_MODES)
+    add("--gc-mode", default=t.gc_mode, choices=GC_MODES)
     add("--gil-switch-interval-us", type=float, default=None,
         help="sys.setswitchinterval for the run, in µs (default: the interpreter's 5000)")
     add("--feed-cpus", type=_cpus, default=(), help="CPU ids for the feed thread, e.g. 0")
     add("--engine-cpus", type=_cpus, default=(), help="CPU ids for the engine thread, e.g. 1")
-    add("--event-loop", default=d.event_loop, choices=LOOP_CHOICES)
+    add("--event-loop", default=t.event_loop, choices=LOOP_CHOICES)
     add("--feed-spin", action="store_true",
         help="the feed thread busy-polls its sockets (sim, ws: sources): a core at 100%%")
-    add("--feed-warm-us", type=float, default=d.feed_warm_us,
+    add("--feed-warm-us", type=float, default=t.feed_warm_us,
         help="with --feed-spin: every that many µs of idle polling, run one recent message "
              "through a shadow of the path to keep it warm (e.g. 300; default 0: off)")
     add("--out", default=d.out_dir, help="parent directory of runs/<run-id>/ (default runs)")
@@ -100,43 +104,43 @@ def _us(ns: int) -> str:
     return f"{ns / 1000:,.1f}"
 
 
-def progress_line(snap: dict[str, Any]) -> str:
+def progress_line(snap: Snapshot) -> str:
     """One line: elapsed, events/s, tick-to-trade P50/P99 (µs), position, PnL."""
-    t2t = snap["latency"].get("tick_to_trade", {})
-    pos = ", ".join(f"{p['qty']:+g}" for p in snap["positions"]) or "0"
-    return (f"{snap['elapsed_s']:6.1f}s  {snap['events']:>10,} ev  {snap['events_per_s']:>10,.0f}"
-            f" ev/s  t2t P50 {_us(t2t.get('p50_ns', 0))} µs  P99 {_us(t2t.get('p99_ns', 0))} µs"
-            f"  pos {pos}  PnL {snap['pnl']['net_pnl']:+,.4f}  [{snap['dispatch']}]")
+    t2t = snap.latency.get(Stage.TICK_TO_TRADE, StageLatency())
+    pos = ", ".join(f"{p.qty:+g}" for p in snap.positions) or "0"
+    return (f"{snap.elapsed_s:6.1f}s  {snap.events:>10,} ev  {snap.events_per_s:>10,.0f}"
+            f" ev/s  t2t P50 {_us(t2t.p50_ns)} µs  P99 {_us(t2t.p99_ns)} µs"
+            f"  pos {pos}  PnL {snap.pnl.net_pnl:+,.4f}  [{snap.dispatch}]")
 
 
-def latency_table(summary: dict[str, dict[str, int]], title: str = "latency per stage (µs)"
+def latency_table(latency: dict[Stage, StageLatency], title: str = "latency per stage (µs)"
                   ) -> Table:
-    """rich Table of the per-stage summary (P50/P99/P99.9/max in µs, count)."""
+    """rich Table of the per-stage figures (P50/P99/P99.9/max in µs, count)."""
     table = Table(title=title)
     for col in ("stage", "P50", "P99", "P99.9", "max", "count"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for stage in STAGES:
-        s = summary.get(stage.value)
-        if not s or not s["count"]:
+        s = latency.get(stage)
+        if s is None or not s.count:
             table.add_row(stage.value, "-", "-", "-", "-", "0")
             continue
-        table.add_row(stage.value, _us(s["p50_ns"]), _us(s["p99_ns"]), _us(s["p999_ns"]),
-                      _us(s["max_ns"]), f"{s['count']:,}")
+        table.add_row(stage.value, _us(s.p50_ns), _us(s.p99_ns), _us(s.p999_ns),
+                      _us(s.max_ns), f"{s.count:,}")
     return table
 
 
-def pnl_table(status: dict[str, Any]) -> Table:
+def pnl_table(status: RunStatus) -> Table:
     """rich Table of positions and PnL totals."""
     table = Table(title="positions and PnL (quote units)")
-    for col in ("symbol_id", "qty", "avg price", "realized", "unrealized", "fees", "net"):
+    for col in ("symbol", "qty", "avg price", "realized", "unrealized", "fees", "net"):
         table.add_column(col, justify="right")
-    for p in status["positions"]:
-        table.add_row(str(p["symbol_id"]), f"{p['qty']:+g}", f"{p['avg_price']:,.2f}",
-                      f"{p['realized_pnl']:+,.4f}", f"{p['unrealized_pnl']:+,.4f}",
-                      f"{p['fees']:,.4f}", f"{p['net_pnl']:+,.4f}")
-    t = status["pnl"]
-    table.add_row("total", "", "", f"{t['realized_pnl']:+,.4f}", f"{t['unrealized_pnl']:+,.4f}",
-                  f"{t['fees']:,.4f}", f"{t['net_pnl']:+,.4f}")
+    for p in status.positions:
+        table.add_row(p.symbol, f"{p.qty:+g}", f"{p.avg_price:,.2f}",
+                      f"{p.realized_pnl:+,.4f}", f"{p.unrealized_pnl:+,.4f}",
+                      f"{p.fees:,.4f}", f"{p.net_pnl:+,.4f}")
+    t = status.pnl
+    table.add_row("total", "", "", f"{t.realized_pnl:+,.4f}", f"{t.unrealized_pnl:+,.4f}",
+                  f"{t.fees:,.4f}", f"{t.net_pnl:+,.4f}")
     return table
 
 
@@ -147,7 +151,8 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     console = Console()
     engine = Engine(config).start()
-    console.print(f"run {engine.run_id}: source {config.source}, dispatch {config.dispatch}")
+    console.print(f"run {engine.run_id}: source {config.source.source}, "
+                  f"dispatch {config.dispatch}")
     try:
         while not engine.wait(0.5):
             snap = engine.latest.get()
@@ -158,15 +163,14 @@ def main(args: argparse.Namespace) -> int:
     finally:
         status = engine.stop(timeout_s=30.0)
     console.print()
-    summary = engine.latency.summary()
-    console.print(latency_table(summary))
+    console.print(latency_table(status.latency))
     console.print(pnl_table(status))
-    console.print(f"events {status['events']:,} in {status['elapsed_s']:.1f} s "
-                  f"({status['events_per_s']:,.0f}/s), orders {status['orders']}, fills "
-                  f"{status['fills']}, spikes {status['spikes']} {status['spike_causes']}")
-    if status["run_dir"]:
-        console.print(f"run files: {status['run_dir']}")
-    if status["error"]:
-        console.print(f"[red]error: {status['error']}[/red]")
+    console.print(f"events {status.events:,} in {status.elapsed_s:.1f} s "
+                  f"({status.events_per_s:,.0f}/s), orders {status.orders}, fills "
+                  f"{status.fills}, spikes {status.spikes} {status.spike_causes}")
+    if status.run_dir:
+        console.print(f"run files: {status.run_dir}")
+    if status.error:
+        console.print(f"[red]error: {status.error}[/red]")
         return 1
     return 0

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from workbench.errors import ConfigError
 from workbench.events import Side
 
 
@@ -51,7 +52,7 @@ class EmaCross:
     def __init__(self, fast: int = 20, slow: int = 100, target_qty: float = 0.01,
                  order_type: str = "market") -> None:
         if not 1 <= fast < slow:
-            raise ValueError(f"expected 1 <= fast < slow, got fast={fast} slow={slow}")
+            raise ConfigError(f"EmaCross: expected 1 <= fast < slow, got fast={fast} slow={slow}")
         self.alpha_fast = 2.0 / (fast + 1)
         self.alpha_slow = 2.0 / (slow + 1)
         self.slow = slow

@@ -34,19 +34,18 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
 from workbench.book.l2 import L2Book
 from workbench.book.sync import BookSync
-from workbench.events import EventFlag, EventKind, empty_batch
-from workbench.feed.venues import normalizer_for
-from workbench.feed.venues.base import M_SNAPSHOT, MessageInfo
+from workbench.engine.dispatch import Dispatcher
+from workbench.engine.execution import Executor
+from workbench.events import M_SNAPSHOT, EventFlag, EventKind, MessageInfo, empty_batch
+from workbench.feed.venues import get_venue
 from workbench.latency.recorder import LatencyRecorder
-
-if TYPE_CHECKING:
-    from workbench.engine.engine import Engine
 
 log = logging.getLogger("workbench.engine")
 
@@ -56,12 +55,23 @@ _SEED_KINDS = (EventKind.SNAPSHOT_BEGIN, EventKind.BID_LEVEL, EventKind.ASK_LEVE
                EventKind.SNAPSHOT_END)
 
 
+class ShadowPath(Protocol):
+    """What the warmer needs of the engine it runs shadow messages through (an Engine)."""
+
+    sync: BookSync
+    latency: LatencyRecorder
+    dispatcher: Dispatcher
+    executor: Executor
+    batches: int
+
+
 class PathWarmer:
     """Runs remembered raw messages through a shadow of the engine's path (module docstring).
 
-    shadow: an Engine built for this (`Engine._shadow_engine()`: same config, no journal,
-    callback dispatch, a deep copy of the strategy); its `sync` is replaced here by a BookSync
-    without sequencing and its latency recorder by a small one. real_sync: the run's BookSync,
+    make_shadow: builds the engine shadow messages run through (`Engine._shadow_engine`: same
+    config, no journal, callback dispatch, a deep copy of the strategy; ConfigError when the
+    strategy cannot be copied); its `sync` is replaced here by a BookSync without sequencing
+    and its latency recorder by a small one. real_sync: the run's BookSync,
     read for top-of-book seeds only. venue: the normalizer venue key. Call `remember` with every
     real message (feed thread), and the instance itself when the feed thread is idle (in the
     polling modes the engine thread updates the real books meanwhile: a seed read across an
@@ -70,12 +80,14 @@ class PathWarmer:
     with its traceback (kept in `error`) and stops the warming, never the run.
     """
 
-    def __init__(self, shadow: Engine, real_sync: BookSync, venue: str) -> None:
-        shadow.sync = BookSync("tardis")
+    def __init__(self, make_shadow: Callable[[], ShadowPath], real_sync: BookSync, venue: str
+                 ) -> None:
+        shadow = make_shadow()
+        shadow.sync = BookSync(get_venue("tardis").sequencing)
         shadow.latency = LatencyRecorder(buffer_rows=SHADOW_LATENCY_ROWS)
         self.shadow = shadow
         self.real_sync = real_sync
-        self.normalizer = normalizer_for(venue)
+        self.normalizer = get_venue(venue).normalizer()
         self.runs = 0
         self.error = ""
         self._messages: dict[str, bytes] = {}  # channel -> the last raw message

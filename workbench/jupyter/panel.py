@@ -22,13 +22,18 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets
 
 from workbench.errors import EngineError
 from workbench.jupyter import plots
-from workbench.latency.stages import LOCAL_STAGES
+from workbench.latency.stages import LOCAL_STAGES, Stage
+
+if TYPE_CHECKING:
+    from workbench.engine.config import EngineConfig
+    from workbench.engine.engine import Engine
+    from workbench.engine.status import PositionStatus, RunStatus, Snapshot
 
 log = logging.getLogger("workbench.jupyter")
 
@@ -36,6 +41,11 @@ MAX_HZ = 10.0  # counters
 PLOT_PERIOD_S = 1.0  # per-second series, PnL, ring (the series gains a point a second)
 SLOW_PERIOD_S = 2.0  # CDFs and spikes (whole-source replacements)
 IDLE_WAKE_S = 0.5  # the UI task also wakes this often on its own (engine finished, no publish)
+
+DISPATCH_TIPS = {"polling": "queue drained every poll interval",
+                 "blocking": "queue, engine blocks on it",
+                 "callback": "feed thread calls the engine directly"}
+"""The dispatch toggle's tooltip per mode (`workbench.engine.dispatch.MODES`)."""
 
 _bokeh_loaded = False
 
@@ -82,7 +92,7 @@ class UiPump:
         self._scheduled = False
         self.ticks = 0
 
-    def notify(self, _snapshot: Any = None) -> None:
+    def notify(self, _snapshot: Snapshot | None = None) -> None:
         """Wake the UI task (any thread; never touches the UI itself)."""
         if not self._scheduled and not self._loop.is_closed():
             self._scheduled = True
@@ -136,6 +146,7 @@ class Counters:
     p99_us: float = 0.0
     spikes: int = 0
     position: float = 0.0
+    positions: tuple[PositionStatus, ...] = ()
     pnl: float = 0.0
     ring_drops: int | None = None
     ring_gaps: int | None = None
@@ -157,12 +168,17 @@ class Counters:
             cell("p50", "tick-to-trade P50", f"{self.p50_us:,.1f} µs"),
             cell("p99", "tick-to-trade P99", f"{self.p99_us:,.1f} µs"),
             cell("spikes", "spikes", f"{self.spikes:,}"),
-            cell("position", "position", f"{self.position:+g}"),
+            cell("position", "position", positions_text(self.positions)),
             cell("pnl", "PnL", f"{self.pnl:+,.4f}"),
             cell("ring", "ring drops / gaps", ring),
             cell("dispatch-gaps", "dispatch gaps", f"{self.dispatch_gaps:,}"),
         ]
         return f'<table class="hft-counters"><tr>{"".join(cells)}</tr></table>'
+
+
+def positions_text(positions: tuple[PositionStatus, ...]) -> str:
+    """`BTCUSDT +0.01, ETHUSDT -0.02`: each symbol's signed quantity; `+0` with none."""
+    return ", ".join(f"{p.symbol} {p.qty:+g}" for p in positions) or f"{0.0:+g}"
 
 
 class RunView:
@@ -172,7 +188,7 @@ class RunView:
     history of (t, PnL, position, events/s, drops, gaps) for the static plots of the run.
     """
 
-    def __init__(self, engine: Any, t0_perf_s: float) -> None:
+    def __init__(self, engine: Engine, t0_perf_s: float) -> None:
         self.engine = engine
         self.t0_perf_s = t0_perf_s
         self.stages = [s.value for s in LOCAL_STAGES]
@@ -180,7 +196,8 @@ class RunView:
         self._spikes_seen = 0
         self._elapsed_s = 0.0
         self.last_plot = self.last_slow = -1e9
-        self._ring = engine.config.source_arg if engine.config.source_kind == "ring" else None
+        source = engine.config.source
+        self._ring = source.arg if source.kind == "ring" else None
         self.history: dict[str, list[float]] = {
             "t": [], "pnl": [], "position": [], "events_per_s": [], "drops": [], "gaps": []}
         self.counters = Counters()
@@ -196,26 +213,32 @@ class RunView:
         return None
 
     def counters_now(self) -> Counters | None:
-        """Refresh the counters from the engine; None before its first snapshot."""
+        """Refresh the counters from the engine; None before its first snapshot. A running
+        engine's figures come from its published Snapshot (`status()` computes every stage's
+        percentiles: too much for the kernel thread 10 times a second), a finished one's from
+        its final RunStatus."""
         engine = self.engine
-        snap = engine.latest.get()
-        status = engine.status()
-        finished = status["state"] not in ("starting", "running")
-        if snap is None and not finished:
-            return None
-        t2t = (snap or {}).get("latency", {}).get("tick_to_trade") if not finished else None
-        t2t = t2t or engine.latency.snapshot().get("tick_to_trade", {})
+        now: Snapshot | RunStatus
+        if engine.state in ("starting", "running"):
+            snap = engine.latest.get()
+            if snap is None:
+                return None
+            now, events_per_s = snap, snap.events_per_s
+        else:
+            now = engine.status()
+            events_per_s = 0.0
+        t2t = now.latency[Stage.TICK_TO_TRADE]
         ring = self._ring_stats()
         c = self.counters
-        c.state, c.dispatch = status["state"], status["dispatch"]
-        c.events = status["events"]
-        c.events_per_s = snap["events_per_s"] if snap is not None and not finished else 0.0
-        c.p50_us, c.p99_us = t2t.get("p50_ns", 0) / 1e3, t2t.get("p99_ns", 0) / 1e3
-        c.spikes, c.pnl = status["spikes"], status["pnl"]["net_pnl"]
-        c.position = sum(p["qty"] for p in status["positions"])
+        c.state, c.dispatch = now.state, now.dispatch
+        c.events, c.events_per_s = now.events, events_per_s
+        c.p50_us, c.p99_us = t2t.p50_ns / 1e3, t2t.p99_ns / 1e3
+        c.spikes, c.pnl = now.spikes, now.pnl.net_pnl
+        c.positions = now.positions
+        c.position = now.position_qty
         c.ring_drops, c.ring_gaps = ring if ring is not None else (None, None)
-        c.dispatch_gaps = status["dispatch_gaps"]
-        self._elapsed_s = status["elapsed_s"]
+        c.dispatch_gaps = now.dispatch_gaps
+        self._elapsed_s = now.elapsed_s
         return c
 
     def frame(self, slow: bool) -> plots.UiFrame:
@@ -258,7 +281,7 @@ class Session:
     """
 
     def __init__(self) -> None:
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.view: RunView | None = None
         self.live: plots.LivePlots | None = None
         self.panel: ControlPanel | None = None
@@ -275,10 +298,10 @@ class Session:
         if self.engine is None:
             return "no run yet"
         e = self.engine
-        return (f"run {e.run_id}: source {e.config.source}, dispatch {e.dispatcher.mode}, "
+        return (f"run {e.run_id}: source {e.config.source.source}, dispatch {e.dispatcher.mode}, "
                 f"{e.state}")
 
-    def start(self, config: Any) -> Any:
+    def start(self, config: EngineConfig) -> Engine:
         """Start an engine on `config` (EngineConfig); returns it. The UI task starts too."""
         from workbench.engine.engine import Engine
 
@@ -307,15 +330,15 @@ class Session:
         self._tick()
         self.pump.stop()
         self._changed()
-        t2t = engine.latency.summary().get("tick_to_trade", {})
-        line = (f"stopped run {engine.run_id}: {status['events']:,} events in "
-                f"{status['elapsed_s']:.1f} s, tick-to-trade P50 {t2t.get('p50_ns', 0) / 1e3:,.1f}"
-                f" µs P99 {t2t.get('p99_ns', 0) / 1e3:,.1f} µs, {status['fills']} fills, PnL "
-                f"{status['pnl']['net_pnl']:+,.4f}")
-        if status.get("run_dir"):
-            line += f"; files in {status['run_dir']}"
-        if status.get("error"):
-            line += f"; error: {status['error']}"
+        t2t = status.latency[Stage.TICK_TO_TRADE]
+        line = (f"stopped run {status.run_id}: {status.events:,} events in "
+                f"{status.elapsed_s:.1f} s, tick-to-trade P50 {t2t.p50_ns / 1e3:,.1f}"
+                f" µs P99 {t2t.p99_ns / 1e3:,.1f} µs, {status.fills} fills, PnL "
+                f"{status.pnl.net_pnl:+,.4f}")
+        if status.run_dir:
+            line += f"; files in {status.run_dir}"
+        if status.error:
+            line += f"; error: {status.error}"
         return line
 
     def set_dispatch(self, mode: str) -> None:
@@ -330,13 +353,12 @@ class Session:
         if self.engine is None:
             return "no run yet; %hft start"
         s = self.engine.status()
-        t2t = self.engine.latency.snapshot().get("tick_to_trade", {})
-        pos = sum(p["qty"] for p in s["positions"])
+        t2t = s.latency[Stage.TICK_TO_TRADE]
         extra = f", profiled ({self.profiled[-1]})" if self.profiled else ""
-        return (f"run {s['run_id']} {s['state']} [{s['dispatch']}]: {s['events']:,} events, "
-                f"{s['events_per_s']:,.0f}/s, tick-to-trade P50 {t2t.get('p50_ns', 0) / 1e3:,.1f}"
-                f" µs P99 {t2t.get('p99_ns', 0) / 1e3:,.1f} µs, spikes {s['spikes']}, position "
-                f"{pos:+g}, PnL {s['pnl']['net_pnl']:+,.4f}{extra}")
+        return (f"run {s.run_id} {s.state} [{s.dispatch}]: {s.events:,} events, "
+                f"{s.events_per_s:,.0f}/s, tick-to-trade P50 {t2t.p50_ns / 1e3:,.1f}"
+                f" µs P99 {t2t.p99_ns / 1e3:,.1f} µs, spikes {s.spikes}, position "
+                f"{positions_text(s.positions)}, PnL {s.pnl.net_pnl:+,.4f}{extra}")
 
     # -- UI ------------------------------------------------------------------------------
     def _tick(self) -> bool:
@@ -445,32 +467,32 @@ class ControlPanel:
 
         self.session = session
         d = session.engine.config if session.engine is not None else EngineConfig()
+        src, strat = d.source, d.strategy
         layout = w.Layout(width="auto")
-        self.source = w.Combobox(value=d.source, options=_source_choices(), description="source",
+        self.source = w.Combobox(value=f"sim:{src.recording}" if src.recording else src.source,
+                                 options=_source_choices(), description="source",
                                  ensure_option=False, layout=w.Layout(width="420px"))
-        self.venue = w.Dropdown(value=d.venue, options=VENUES, description="venue",
+        self.venue = w.Dropdown(value=src.venue, options=VENUES, description="venue",
                                 layout=w.Layout(width="220px"))
-        self.symbols = w.Text(value=",".join(d.symbols), description="symbols",
+        self.symbols = w.Text(value=",".join(src.symbols), description="symbols",
                               layout=w.Layout(width="260px"))
-        self.speed = w.BoundedFloatText(value=d.speed, min=0.0, max=1000.0, step=1.0,
+        self.speed = w.BoundedFloatText(value=src.speed, min=0.0, max=1000.0, step=1.0,
                                         description="speed", layout=w.Layout(width="160px"))
-        self.ema_fast = w.BoundedIntText(value=d.ema_fast, min=1, max=100_000,
+        self.ema_fast = w.BoundedIntText(value=strat.ema_fast, min=1, max=100_000,
                                          description="EMA fast", layout=w.Layout(width="170px"))
-        self.ema_slow = w.BoundedIntText(value=d.ema_slow, min=2, max=100_000,
+        self.ema_slow = w.BoundedIntText(value=strat.ema_slow, min=2, max=100_000,
                                          description="EMA slow", layout=w.Layout(width="170px"))
-        self.target_qty = w.BoundedFloatText(value=d.target_qty, min=0.0, max=1e6, step=0.01,
-                                             description="target qty",
+        self.target_qty = w.BoundedFloatText(value=strat.target_qty, min=0.0, max=1e6,
+                                             step=0.01, description="target qty",
                                              layout=w.Layout(width="190px"))
-        self.max_position = w.BoundedFloatText(value=d.max_position, min=0.0, max=1e6,
+        self.max_position = w.BoundedFloatText(value=d.risk.max_position, min=0.0, max=1e6,
                                                step=0.01, description="max pos",
                                                layout=w.Layout(width="190px"))
-        self.order_type = w.Dropdown(value=d.order_type, options=ORDER_TYPES,
+        self.order_type = w.Dropdown(value=strat.order_type, options=ORDER_TYPES,
                                      description="orders", layout=w.Layout(width="190px"))
         self.dispatch = w.ToggleButtons(value=d.dispatch, options=DISPATCH_MODES,
-                                        description="dispatch", tooltips=[
-                                            "queue drained every poll interval",
-                                            "queue, engine blocks on it",
-                                            "feed thread calls the engine directly"])
+                                        description="dispatch",
+                                        tooltips=[DISPATCH_TIPS[m] for m in DISPATCH_MODES])
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
         self.message = w.HTML(value="")
@@ -497,7 +519,7 @@ class ControlPanel:
     def show_counters(self, counters: Counters) -> None:
         self.counters.value = counters.html()
 
-    def config(self) -> Any:
+    def config(self) -> EngineConfig:
         """The EngineConfig the controls describe (ConfigError names a bad field)."""
         from workbench.engine.config import EngineConfig
 
@@ -506,8 +528,8 @@ class ControlPanel:
         recording = None
         if source.startswith("sim:"):  # the picker's "sim:PATH" = SimExchange serving PATH
             source, recording = "sim", source[4:]
-        return dataclasses.replace(
-            base, source=source, recording=recording, venue=self.venue.value,
+        return base.replace(
+            source=source, recording=recording, venue=self.venue.value,
             symbols=tuple(s.strip() for s in self.symbols.value.split(",") if s.strip()),
             speed=float(self.speed.value), ema_fast=int(self.ema_fast.value),
             ema_slow=int(self.ema_slow.value), target_qty=float(self.target_qty.value),

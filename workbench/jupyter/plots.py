@@ -35,32 +35,24 @@ from bokeh.models import (
     LinearAxis,
     Range1d,
 )
-from bokeh.palettes import Category10_10
+from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 from bokeh.resources import Resources
 from hdrh.histogram import HdrHistogram
 
 from workbench.latency.stages import LOCAL_STAGES, STAGES
+from workbench.latency.stages import SPIKE_CAUSES as SPIKELOG_CAUSES
 
 STATIC_RESOURCES = Resources(mode="inline", components=["bokeh"])
 """BokehJS core, inlined: what static figures need, and nothing that loads from a CDN."""
 
 STAGE_COLORS: dict[str, str] = {s.value: Category10_10[i] for i, s in enumerate(STAGES)}
-SPIKE_CAUSES: tuple[str, ...] = (
-    "gc",
-    "journal_flush",
-    "snapshot_publish",
-    "latency_summary",
-    "book_rebuild",
-    "display_refresh",
-    "latency_fold",
-    "queue_depth",
-    "other",
-    "unexplained",
-)
-"""Stacks of the spike bars: the SpikeLog cause names, `other` for any cause not listed, and
-`unexplained` for a spike with no cause observed."""
-CAUSE_COLORS: dict[str, str] = {c: Category10_10[i] for i, c in enumerate(SPIKE_CAUSES)}
+SPIKE_CAUSES: tuple[str, ...] = (*(c.value for c in SPIKELOG_CAUSES), "other", "unexplained")
+"""Stacks of the spike bars: the SpikeLog cause names (`stages.SpikeCause`), `other` for any
+cause not listed, and `unexplained` for a spike with no cause observed."""
+CAUSE_PALETTE: tuple[str, ...] = Category20_20[0::2] + Category20_20[1::2]
+"""20 distinct colours, the Category10 ones first."""
+CAUSE_COLORS: dict[str, str] = {c: CAUSE_PALETTE[i] for i, c in enumerate(SPIKE_CAUSES)}
 ROLLOVER = 600  # points kept per live series (10 minutes of per-second points)
 WIDTH, HEIGHT = 620, 280
 

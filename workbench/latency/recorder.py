@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from workbench.latency.stages import STAGES, Stage
+from workbench.latency.stages import STAGES, SpikeCause, Stage
 
 HIGHEST_NS = 60_000_000_000  # 60 s: anything above is clamped to it
 SIGNIFICANT_FIGURES = 3
@@ -219,7 +219,7 @@ class LatencyRecorder:
                 self._add_rows(rows[start:end, 1:])
                 start = end
         if self.on_fold is not None:
-            self.on_fold("latency_fold", t0, time.perf_counter_ns())
+            self.on_fold(SpikeCause.LATENCY_FOLD, t0, time.perf_counter_ns())
         return n
 
     def _add_rows(self, values: np.ndarray) -> None:

@@ -25,9 +25,9 @@ import time
 from collections import deque
 from typing import Any, NamedTuple
 
-GC_CAUSE = "gc"
+from workbench.latency.stages import SpikeCause
+
 MAX_CAUSES = 16  # causes kept per spike (the most recent ones in its window)
-QUEUE_CAUSE = "queue_depth"
 
 
 class Cause(NamedTuple):
@@ -106,7 +106,7 @@ class SpikeLog:
             return
         start = self._gc_start.pop(ident, now)
         detail = f"gen{info.get('generation')} collected={info.get('collected', 0)}"
-        self._causes.append(Cause(GC_CAUSE, now - start, now, detail))
+        self._causes.append(Cause(SpikeCause.GC, now - start, now, detail))
 
     # -- iterations ---------------------------------------------------------------------
     def begin_iteration(self, start_ns: int | None = None, queue_depth: int = 0) -> None:
@@ -140,7 +140,7 @@ class SpikeLog:
             i -= 1
         seen.reverse()
         if self._queue_depth >= self.queue_depth_cause:
-            seen.append(Cause(QUEUE_CAUSE, 0, now, str(self._queue_depth)))
+            seen.append(Cause(SpikeCause.QUEUE_DEPTH, 0, now, str(self._queue_depth)))
         spike = Spike(seq, now, int(tick_to_trade_ns), stages or {}, self._queue_depth,
                       tuple(seen))
         with self._lock:

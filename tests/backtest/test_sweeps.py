@@ -8,7 +8,7 @@ from polars.testing import assert_frame_equal
 
 from workbench.backtest.results import backtest
 from workbench.backtest.strategies import TrueBreakout
-from workbench.backtest.sweep import METRICS, grid, sweep
+from workbench.backtest.sweeps import METRICS, grid, sweep
 from workbench.errors import ConfigError
 
 GRID = {"lookback": [20, 60], "vol_mult": [2.0, 3.0]}

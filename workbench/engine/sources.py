@@ -1,0 +1,364 @@
+"""Sources: where an engine run's events come from, one class per source kind.
+
+    source = make_source(config.source, config.tuning)
+    source.open(submit, stop)   # the caller's thread: raises ConfigError / EngineError
+    source.run()                # the feed thread, until the data ends or `stop` is set
+    source.close(timeout_s)     # any thread, idempotent
+    source.stats()              # counters for RunStatus.feed
+
+`submit(batch, info)` is the engine's `Dispatcher.submit`: one message's events (1-D
+EVENT_DTYPE) and its MessageInfo. A source never imports the engine: it is handed `submit`
+and the `stop` event, and the BookSync's snapshot requests reach it through
+`request_resync(symbol_id)`.
+
+| kind      | class            | what it reads                                                 |
+|-----------|------------------|---------------------------------------------------------------|
+| `sim`     | SimSource        | SimExchange started for the run, through WebSocketFeed        |
+| `replay:` | ReplaySource     | a recording (ReplayFeed), normalized on the feed thread        |
+| `ring:`   | RingSource       | a ShmRing filled by another process (events already normalized)|
+| `ws:`     | WebSocketSource  | a venue's websocket, through WebSocketFeed                      |
+
+Resync: the websocket sources have one path for it, WebSocketFeed's (a REST depth snapshot
+where the venue has one, else the subscribe frames again); the snapshot reaches `submit` like
+any message, in receive order. Replays and rings have no one to ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench import tuning as tuning_mod
+from workbench.engine.config import SourceConfig, TuningConfig
+from workbench.errors import ConfigError
+from workbench.events import (
+    F_LAST,
+    F_SNAPSHOT,
+    K_ASK,
+    K_BID,
+    K_SNAP_BEGIN,
+    M_DELTA,
+    M_OTHER,
+    M_SNAPSHOT,
+    MessageInfo,
+)
+from workbench.feed.venues import Venue, get_venue
+
+Submit = Callable[[np.ndarray, MessageInfo | None], None]
+SECOND_NS = 1_000_000_000
+RING_IDLE_FLUSH = 1000  # empty ring reads before a message cut short is handed on
+WATCH_PERIOD_S = 0.05  # how often a websocket source checks stop and silence
+
+
+def resolve_venue(cfg: SourceConfig) -> str:
+    """The venue key events are normalized with: `binance` means USD-M for the simulator (it
+    speaks USD-M) and for recordings under a `usdm` folder, COIN-M under `cm`/`coinm`; a ring
+    carries normalized events, sequenced by order (`tardis` rules); other venues as given."""
+    if cfg.kind == "ring":
+        return "tardis"
+    if cfg.venue != "binance":
+        return cfg.venue
+    where = (cfg.recording or cfg.arg or "").replace("\\", "/").lower()
+    if cfg.kind == "sim" and not cfg.recording:
+        return "binance-usdm"
+    if "/usdm/" in where:
+        return "binance-usdm"
+    if "/cm/" in where or "coinm" in where:
+        return "binance-coinm"
+    return "binance"
+
+
+class Source:
+    """What every source offers the engine (the module docstring); subclasses implement
+    `open` and `run`.
+
+    venue: the venue key of the events (for BookSync's sequencing rule). upstream_stamped:
+    events were received by another process, so their ts_publish_ns is this run's receive
+    (the ring). measures_wire: exchange times come with live receive stamps (websockets).
+    tuning: what the source chose for its thread (event loop, warming), for the summary.
+    """
+
+    kind = ""
+    upstream_stamped = False
+    measures_wire = False
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.config = cfg
+        self.venue = resolve_venue(cfg)
+        self.tuning: dict[str, Any] = {}
+        self._stats: dict[str, Any] = {}
+
+    def open(self, submit: Submit, stop: threading.Event) -> None:
+        """Acquire what the source reads (in the caller's thread). Raises ConfigError for a
+        source that cannot be opened as configured."""
+        raise NotImplementedError
+
+    def run(self) -> None:
+        """Read and submit until the data ends or `stop` is set (the feed thread)."""
+        raise NotImplementedError
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Release what the source holds (any thread, idempotent, within `timeout_s`)."""
+
+    def request_resync(self, symbol_id: int) -> None:
+        """BookSync asks for a fresh snapshot of `symbol_id` (must not block)."""
+
+    def stats(self) -> dict[str, Any]:
+        """The source's counters (messages, events, malformed, ...)."""
+        return dict(self._stats)
+
+
+class ReplaySource(Source):
+    """`replay:PATH`: a recording in any format ReplayFeed reads, at `speed` (0: flat out),
+    normalized on the feed thread; the run ends with the recording."""
+
+    kind = "replay"
+
+    def open(self, submit: Submit, stop: threading.Event) -> None:
+        path = Path(self.config.arg)
+        if not path.exists():
+            raise ConfigError(f"source: replay file {path} does not exist")
+        self._submit, self._stop = submit, stop
+
+    def run(self) -> None:
+        from workbench.feed.replay import ReplayFeed
+
+        normalizer = get_venue(self.venue).normalizer()
+        submit, stop = self._submit, self._stop
+        speed = self.config.speed or None
+        clock = time.perf_counter_ns
+        messages = 0
+        for _, message in ReplayFeed(self.config.arg, speed):
+            if stop.is_set():
+                break
+            batch = normalizer.normalize(message, clock())
+            messages += 1
+            if len(batch):
+                submit(batch, normalizer.last)
+        self._stats = {"messages": messages, "events": normalizer.stats.events,
+                       "malformed": normalizer.stats.malformed_total}
+
+
+class RingSource(Source):
+    """`ring:NAME`: events a producer (the C++ feed handler) published into a ShmRing, cut
+    into messages at LAST_IN_MSG flags; their MessageInfo is derived from the events."""
+
+    kind = "ring"
+    upstream_stamped = True
+
+    def open(self, submit: Submit, stop: threading.Event) -> None:
+        from workbench.feed.ring import ShmRing
+
+        self._ring = ShmRing.attach(self.config.arg)
+        self._submit, self._stop = submit, stop
+
+    def run(self) -> None:
+        ring, submit, stop = self._ring, self._submit, self._stop
+        idle = 0
+        cutter = MessageCutter()
+        try:
+            while not stop.is_set():
+                view = ring.read()
+                if not len(view):
+                    idle += 1
+                    if idle == RING_IDLE_FLUSH:
+                        for message in cutter.flush():
+                            submit(message, info_of(message))
+                    time.sleep(0 if idle < RING_IDLE_FLUSH else 0.0005)
+                    continue
+                idle = 0
+                for message in cutter.cut(view):
+                    submit(message, info_of(message))
+            self._stats = {"ring": dataclasses.asdict(ring.stats)}
+        finally:
+            ring.close()
+
+
+class WebSocketSource(Source):
+    """`ws:URL`: a venue's websocket through WebSocketFeed (picows), REST snapshots from
+    `rest_url` (None: the venue's own). With `tuning.feed_spin` the feed thread busy-polls its
+    sockets (`tuning.SpinSelector`), calling `on_idle` every `tuning.feed_warm_us` of idle
+    polling and `remember(message, channel)` with every message that had events (the path
+    warmer's hooks). The run ends on stop, or after `idle_end` seconds of silence."""
+
+    kind = "ws"
+    measures_wire = True
+
+    def __init__(self, cfg: SourceConfig, tuning: TuningConfig,
+                 on_idle: Callable[[], None] | None = None,
+                 remember: Callable[[bytes, str], None] | None = None) -> None:
+        super().__init__(cfg)
+        self._tuning_cfg = tuning
+        self._on_idle = on_idle
+        self._remember = remember
+        self._feed = None
+
+    def endpoints(self, venue: Venue) -> tuple[str, str | None]:
+        """(websocket URL, REST base URL) of the stream."""
+        return self.config.arg, self.config.rest_url
+
+    def open(self, submit: Submit, stop: threading.Event) -> None:
+        from workbench.feed.ws import WebSocketFeed
+
+        venue = get_venue(self.venue)
+        url, rest_url = self.endpoints(venue)
+        self._stop = stop
+        feed = WebSocketFeed(url, self.venue, list(self.config.symbols), _no_sink,
+                             rest_url=rest_url, snapshots=False)
+        info = feed.normalizer.last
+        remember = self._remember
+
+        def sink(batch: np.ndarray, message: bytes, recv_ns: int) -> None:
+            if len(batch):
+                submit(batch, info)
+                if remember is not None:
+                    remember(message, info.channel)
+
+        feed.sink = sink
+        self._feed = feed
+
+    def run(self) -> None:
+        t = self._tuning_cfg
+        loop, name = tuning_mod.new_event_loop(t.event_loop, spin=t.feed_spin,
+                                               on_idle=self._on_idle,
+                                               idle_period_ns=int(t.feed_warm_us * 1000))
+        self.tuning["feed_event_loop"] = name
+        self.tuning["feed_warm_us"] = t.feed_warm_us if self._on_idle is not None else 0.0
+        try:
+            loop.run_until_complete(self._watch())
+        finally:
+            loop.close()
+            self._stats = dict(vars(self._feed.stats))
+
+    async def _watch(self) -> None:
+        feed = self._feed
+        task = asyncio.ensure_future(feed.run())
+        idle_end = self.config.idle_end
+        idle_ns = int(idle_end * SECOND_NS) if idle_end else None
+        seen, seen_at = 0, time.perf_counter_ns()
+        while not task.done() and not self._stop.is_set():
+            await asyncio.sleep(WATCH_PERIOD_S)
+            if idle_ns is not None:
+                now = time.perf_counter_ns()
+                if feed.stats.messages != seen:
+                    seen, seen_at = feed.stats.messages, now
+                elif seen and now - seen_at >= idle_ns:
+                    break
+        feed.stop()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 5.0)
+
+    def request_resync(self, symbol_id: int) -> None:
+        if self._feed is not None:
+            self._feed.request_resync(symbol_id)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._feed is not None:
+            with contextlib.suppress(Exception):
+                self._feed.stop(timeout_s)
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._stats) if self._stats or self._feed is None else dict(
+            vars(self._feed.stats))
+
+
+class SimSource(WebSocketSource):
+    """`sim`: a SimExchange started for the run (its simulator seeded with `seed`, or
+    serving `recording`), read through WebSocketFeed like a venue."""
+
+    kind = "sim"
+
+    def __init__(self, cfg: SourceConfig, tuning: TuningConfig,
+                 on_idle: Callable[[], None] | None = None,
+                 remember: Callable[[bytes, str], None] | None = None) -> None:
+        super().__init__(cfg, tuning, on_idle, remember)
+        self._simex = None
+
+    def endpoints(self, venue: Venue) -> tuple[str, str | None]:
+        from workbench.feed.simex import SimExchange
+        from workbench.feed.simulator import SimConfig
+
+        cfg = self.config
+        sim = None if cfg.recording else SimConfig(seed=cfg.seed)
+        self._simex = SimExchange(cfg.recording, venue=venue.exchange, speed=cfg.speed or None,
+                                  sim=sim).start()
+        return self._simex.url + venue.ws_path, self._simex.rest_url
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        super().close(timeout_s)
+        if self._simex is not None:
+            with contextlib.suppress(Exception):
+                self._simex.stop(timeout_s)
+
+
+def make_source(cfg: SourceConfig, tuning: TuningConfig,
+                on_idle: Callable[[], None] | None = None,
+                remember: Callable[[bytes, str], None] | None = None) -> Source:
+    """The Source of `cfg.kind`; the warmer's hooks go to the websocket sources only."""
+    if cfg.kind == "replay":
+        return ReplaySource(cfg)
+    if cfg.kind == "ring":
+        return RingSource(cfg)
+    cls = SimSource if cfg.kind == "sim" else WebSocketSource
+    return cls(cfg, tuning, on_idle, remember)
+
+
+def _no_sink(batch: np.ndarray, message: bytes, recv_ns: int) -> None:
+    """Placeholder sink until `open` installs the real one."""
+
+
+class MessageCutter:
+    """Cuts ring reads into messages at LAST_IN_MSG flags. A read may end inside a message
+    (the ring's wrap, or the producer mid-message): that tail is kept and completed by the
+    next read. Batches are copies (a read's view is handed back at the next read)."""
+
+    def __init__(self) -> None:
+        self._tail: np.ndarray | None = None
+
+    def cut(self, view: np.ndarray) -> list[np.ndarray]:
+        """The whole messages of `view` (1-D EVENT_DTYPE), each a new array."""
+        ends = (np.flatnonzero(view["flags"] & F_LAST) + 1).tolist()
+        out = []
+        start = 0
+        for end in ends:
+            part = view[start:end]
+            if self._tail is not None:
+                part = np.concatenate((self._tail, part))
+                self._tail = None
+            else:
+                part = part.copy()
+            out.append(part)
+            start = end
+        if start < len(view):
+            rest = view[start:]
+            self._tail = rest.copy() if self._tail is None else np.concatenate((self._tail, rest))
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        """The incomplete tail as a batch of its own (the producer went quiet mid-message)."""
+        tail, self._tail = self._tail, None
+        return [] if tail is None else [tail]
+
+
+def info_of(batch: np.ndarray) -> MessageInfo:
+    """MessageInfo of a message that came without one (ring events, sequenced by order
+    only): snapshot if flagged so, delta if it carries level events, else other."""
+    first = batch.item(0)
+    info = MessageInfo()
+    info.symbol_id = first[5]
+    info.first_id = info.last_id = first[4]
+    if first[6] == K_SNAP_BEGIN or first[8] & F_SNAPSHOT:
+        info.kind = M_SNAPSHOT
+    elif ((batch["kind"] == K_BID) | (batch["kind"] == K_ASK)).any():
+        info.kind = M_DELTA
+    else:
+        info.kind = M_OTHER
+    return info
