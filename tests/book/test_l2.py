@@ -16,7 +16,7 @@ from workbench.errors import BookError
 from workbench.events import EventFlag, EventKind, empty_batch
 from workbench.feed.replay import open_recording
 from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues import normalizer_for
+from workbench.feed.venues import get_venue, normalizer_for
 
 BID, ASK = int(EventKind.BID_LEVEL), int(EventKind.ASK_LEVEL)
 
@@ -224,8 +224,9 @@ def replay_against_reference(root: Path, files: list[str], prefix: int | None
         for record in rec.records():
             if record.conn not in pipes:
                 venue = rec.venues[record.conn]
-                pipes[record.conn] = (venue, normalizer_for(venue, registry), BookSync(venue),
-                                      RefFeed(venue))
+                venue_record = get_venue(venue)
+                pipes[record.conn] = (venue, venue_record.normalizer(registry),
+                                      BookSync(venue_record.sequencing), RefFeed(venue))
             venue, norm, sync, ref = pipes[record.conn]
             events = norm.normalize(record.message, record.recv_ns)
             sync.process(events, norm.last)
@@ -265,7 +266,7 @@ def test_coinbase_snapshot_depth(shared_data: Path) -> None:
     rec = open_recording(shared_data / "coinbase/COINBASE.jsonl.zst")
     registry = SymbolRegistry()
     norm = normalizer_for("coinbase", registry)
-    sync = BookSync("coinbase", capacity=64)
+    sync = BookSync(get_venue("coinbase").sequencing, capacity=64)
     for record in rec.records():
         msg = record.message
         sync.process(norm.normalize(msg, record.recv_ns), norm.last)

@@ -13,7 +13,7 @@ from workbench.book.sync import BookSync
 from workbench.errors import BookError
 from workbench.feed.replay import open_recording
 from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues import normalizer_for
+from workbench.feed.venues import get_venue, normalizer_for
 
 
 def depth(U: int, u: int, pu: int | None, bids: list, asks: list, symbol: str = "BTCUSDT"
@@ -34,7 +34,7 @@ class Pipe:
         self.norm = normalizer_for(venue, self.registry, default_symbol="BTCUSDT") if (
             venue.startswith("binance")) else normalizer_for(venue, self.registry)
         self.resyncs: list[int] = []
-        self.sync = BookSync(venue, on_resync=self.resyncs.append)
+        self.sync = BookSync(get_venue(venue).sequencing, on_resync=self.resyncs.append)
 
     def __call__(self, message: bytes) -> None:
         self.sync.process(self.norm.normalize(message, 1), self.norm.last)
@@ -133,9 +133,10 @@ def test_coinbase_connection_sequence() -> None:
     assert p.sync.stats.gaps == 1 and p.book("BTC-USD").valid
 
 
-def test_unknown_venue_rule() -> None:
-    with pytest.raises(BookError):
-        BookSync("kraken")
+def test_rule_must_be_a_sync_rule() -> None:
+    for rule in ("kraken", "binance-usdm", None):  # a venue key is not a rule
+        with pytest.raises(BookError, match="SyncRule"):
+            BookSync(rule)
 
 
 # ---- injected gaps on real recordings ------------------------------------------------------
@@ -162,7 +163,7 @@ def test_binance_dump_injected_gap_heals(shared_data: Path, rel: str, venue: str
     registry = SymbolRegistry()
     norm = normalizer_for(venue, registry)
     asked: list[int] = []
-    sync = BookSync(venue, on_resync=asked.append)
+    sync = BookSync(get_venue(venue).sequencing, on_resync=asked.append)
     ref = RefFeed(venue)
     sid = registry.id(venue, "BTCUSDT")
     for i, record in enumerate(records):
@@ -190,7 +191,7 @@ def test_bybit_injected_gap_heals(shared_data: Path) -> None:
     registry = SymbolRegistry()
     norm = normalizer_for("bybit", registry)
     asked: list[int] = []
-    sync = BookSync("bybit", on_resync=asked.append)
+    sync = BookSync(get_venue("bybit").sequencing, on_resync=asked.append)
     ref = RefFeed("bybit")
     for i, record in enumerate(records):
         ref.feed(record.message)
@@ -219,7 +220,7 @@ def test_coinbase_injected_gap_heals(shared_data: Path) -> None:
     registry = SymbolRegistry()
     norm = normalizer_for("coinbase", registry)
     asked: list[int] = []
-    sync = BookSync("coinbase", on_resync=asked.append)
+    sync = BookSync(get_venue("coinbase").sequencing, on_resync=asked.append)
     ref = RefFeed("coinbase")
     shift = 0
     for i, record in enumerate(records):
@@ -257,7 +258,7 @@ def test_tick_sizes_from_symbol_metadata() -> None:
     registry = SymbolRegistry()
     norm = normalizer_for("binance-usdm", registry, default_symbol="BTCUSDT")
     sid = registry.id("binance-usdm", "BTCUSDT")
-    sync = BookSync("binance-usdm", tick_sizes={sid: 0.1})
+    sync = BookSync(get_venue("binance-usdm").sequencing, tick_sizes={sid: 0.1})
     assert sync.book(sid).tick_size == 0.1 and sync.book(sid + 1).tick_size != 0.1
     for message in (depth(1, 5, 0, [["10.1", "1"]], []),
                     rest(5, [["10.1", "1"], ["9.9", "2"]], [["10.3", "1"]]),

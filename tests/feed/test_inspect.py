@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.errors import RecordingError
+from workbench.errors import ConfigError, RecordingError
 from workbench.feed.inspect import inspect_recording
 
 CLI = [sys.executable, "-m", "workbench.cli", "inspect"]
@@ -140,5 +140,5 @@ def test_cli_errors_name_file_and_line(tmp_path: Path) -> None:
     res = subprocess.run([*CLI, str(tmp_path / "missing.gz")], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 1 and "missing.gz" in res.stderr
-    with pytest.raises(ValueError, match="unknown venue"):
+    with pytest.raises(ConfigError, match="unknown venue"):
         inspect_recording(bad, venue="nyse")

@@ -316,6 +316,9 @@ def test_bad_arguments_and_sources() -> None:
     with pytest.raises(ConfigError):
         SimExchange(venue="coinbase")  # the simulator speaks binance and bybit
     with pytest.raises(ConfigError):
+        SimExchange(venue="tardis")  # a venue SimExchange does not serve
+    assert SimExchange(venue="binance-usdm").venue == "binance"  # a key names its family
+    with pytest.raises(ConfigError):
         Faults(rest_status=500)
     with pytest.raises(RecordingError, match=r"nope\.gz"):
         SimExchange("/nonexistent/nope.gz").start()

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import pkgutil
 
 import numpy as np
 import pytest
 
+import workbench.feed.venues as venues_package
+from workbench.book.sequencing import (
+    BINANCE_FUTURES,
+    BINANCE_SPOT,
+    BYBIT,
+    COINBASE,
+    UNSEQUENCED,
+)
+from workbench.errors import ConfigError
 from workbench.events import EVENT_DTYPE, EventFlag, EventKind, MessageKind, Side
 from workbench.feed.replay import open_recording
 from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues import VENUES, normalizer_for
+from workbench.feed.venues import VENUES, all_venues, get_venue, normalizer_for, simulated_venue
+from workbench.feed.venues.binance import BinanceNormalizer
+from workbench.feed.venues.bybit import BybitNormalizer
 
 BINANCE_DEPTH = (
     b'{"stream":"btcusdt@depth@0ms","data":{"e":"depthUpdate","E":1723161256299,'
@@ -230,19 +243,19 @@ def test_coinbase_messages(registry: SymbolRegistry) -> None:
     assert len(norm.normalize(sub, 4)) == 0 and norm.last.seq == 3
 
 
-def test_subscribe_messages(registry: SymbolRegistry) -> None:
-    frames = normalizer_for("binance-usdm", registry).subscribe_messages(["BTCUSDT", "ethusdt"])
+def test_subscribe_frames() -> None:
+    frames = get_venue("binance-usdm").subscribe(["BTCUSDT", "ethusdt"])
     assert [json.loads(f) for f in frames] == [{"method": "SUBSCRIBE", "id": 1, "params": [
         "btcusdt@depth@100ms", "btcusdt@bookTicker", "btcusdt@trade",
         "ethusdt@depth@100ms", "ethusdt@bookTicker", "ethusdt@trade"]}]
-    frames = normalizer_for("bybit", registry).subscribe_messages(
+    frames = get_venue("bybit").subscribe(
         [f"S{i}USDT" for i in range(4)], channels=("orderbook.50", "publicTrade", "tickers"))
     decoded = [json.loads(f) for f in frames]
     assert [d["op"] for d in decoded] == ["subscribe", "subscribe"]
     args = [a for d in decoded for a in d["args"]]
     assert len(args) == 12 and args[0] == "orderbook.50.S0USDT" and max(
         len(d["args"]) for d in decoded) == 10
-    frames = normalizer_for("coinbase", registry).subscribe_messages(["btc-usd"])
+    frames = get_venue("coinbase").subscribe(["btc-usd"])
     assert [json.loads(f) for f in frames] == [
         {"type": "subscribe", "channel": "level2", "product_ids": ["BTC-USD"]},
         {"type": "subscribe", "channel": "market_trades", "product_ids": ["BTC-USD"]},
@@ -250,10 +263,66 @@ def test_subscribe_messages(registry: SymbolRegistry) -> None:
         {"type": "subscribe", "channel": "heartbeats"}]
 
 
-def test_normalizer_for_rejects_unknown_venue() -> None:
-    with pytest.raises(ValueError, match="binance-usdm"):
+    assert get_venue("tardis").subscribe(["X"]) == []
+
+
+def test_unknown_venue_and_bad_options_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="binance-usdm"):
+        get_venue("kraken")
+    with pytest.raises(ConfigError, match="binance-usdm"):
         normalizer_for("kraken")
+    with pytest.raises(ConfigError, match="market"):
+        BinanceNormalizer(market="options")
+    with pytest.raises(ConfigError, match="category"):
+        BybitNormalizer(category="option")
+    with pytest.raises(ConfigError, match="capacity"):
+        get_venue("coinbase").normalizer(capacity=8)
     assert {normalizer_for(v, SymbolRegistry()).venue for v in VENUES} == set(VENUES)
+
+
+def test_venue_records() -> None:
+    """One record per key, each venue module listing exactly its own; the facts the rest of
+    the workbench looks up in them (SimExchange family and path, REST market, rule)."""
+    records = all_venues()
+    assert tuple(v.key for v in records) == VENUES
+    listed = {}  # every module's RECORDS: each key once, all of them registered
+    for info in pkgutil.iter_modules(venues_package.__path__):
+        module = importlib.import_module(f"{venues_package.__name__}.{info.name}")
+        for record in getattr(module, "RECORDS", ()):
+            assert record.key not in listed
+            listed[record.key] = record
+    assert listed == {v.key: v for v in records}
+    table = {v.key: (v.exchange, v.ws_path, v.sequencing, v.rest and v.rest.path, v.simulator)
+             for v in records}
+    assert table == {
+        "binance": ("binance", "/stream", BINANCE_SPOT, "/api/v3/depth", None),
+        "binance-usdm": ("binance", "/stream", BINANCE_FUTURES, "/fapi/v1/depth", "binance"),
+        "binance-coinm": ("binance", "/stream", BINANCE_FUTURES, "/dapi/v1/depth", None),
+        "bybit": ("bybit", "/v5/public/linear", BYBIT, None, "bybit"),
+        "bybit-spot": ("bybit", "/v5/public/spot", BYBIT, None, None),
+        "bybit-inverse": ("bybit", "/v5/public/inverse", BYBIT, None, None),
+        "coinbase": ("coinbase", "", COINBASE, None, None),
+        "tardis": (None, "", UNSEQUENCED, None, None),
+    }
+    assert simulated_venue("binance").key == "binance-usdm"
+    assert simulated_venue("bybit").key == "bybit"
+    with pytest.raises(ConfigError, match="simulator speaks binance and bybit"):
+        simulated_venue("coinbase")
+
+
+def test_binance_rest_markets_follow_the_docs() -> None:
+    """Spot and futures differ (Binance docs, "Order Book"): limits, default, weights."""
+    spot, usdm, coinm = (get_venue(k).rest for k in ("binance", "binance-usdm", "binance-coinm"))
+    assert (spot.base_url, usdm.base_url, coinm.base_url) == (
+        "https://api.binance.com", "https://fapi.binance.com", "https://dapi.binance.com")
+    assert [spot.weight(n) for n in (1, 100, 101, 500, 501, 1000, 1001, 5000)] == [
+        5, 5, 25, 25, 50, 50, 250, 250]
+    for futures in (usdm, coinm):
+        assert [futures.weight(n) for n in futures.limits] == [2, 2, 2, 2, 5, 10, 20]
+        assert tuple(futures.limits) == (5, 10, 20, 50, 100, 500, 1000)
+        assert (futures.default_limit, futures.weight_limit_1m) == (500, 2400)
+    assert 5000 in spot.limits and 7 in spot.limits and 5001 not in spot.limits
+    assert (spot.default_limit, spot.weight_limit_1m) == (100, 6000)
 
 
 REAL = [

@@ -19,12 +19,13 @@ import pytest
 
 from workbench.book.l2 import L2Book
 from workbench.book.sync import BookSync
-from workbench.errors import FeedError
+from workbench.errors import ConfigError, FeedError
 from workbench.events import M_DELTA
 from workbench.feed.replay import ReplayFeed
 from workbench.feed.simex import Faults, SimExchange
 from workbench.feed.simulator import MarketSimulator, SimConfig
 from workbench.feed.symbols import SymbolRegistry
+from workbench.feed.venues import get_venue
 from workbench.feed.wires import WIRES
 from workbench.feed.ws import WebSocketFeed
 
@@ -47,7 +48,7 @@ class BookFeed:
     def __init__(self, ex: SimExchange, *, venue: str = "binance-usdm",
                  channels: tuple[str, ...] = CHANNELS, checkpoint_every: int = 0,
                  **options: object) -> None:
-        self.sync = BookSync(venue)
+        self.sync = BookSync(get_venue(venue).sequencing)
         self.frames: list[bytes] = []
         self.stream_frames = 0
         self.checkpoints: dict[int, tuple[np.ndarray, ...]] = {}
@@ -130,6 +131,29 @@ def test_malformed_frame_is_counted_and_the_feed_goes_on() -> None:
     assert bf.feed.stats.connects == 1
     assert sum(1 for f in bf.frames if f.startswith(b'{"stream":"malformed"')) == 1
     assert_matches_simulator(bf.checkpoints)
+
+
+def test_failed_rest_snapshot_is_fetched_again_while_the_connection_lives() -> None:
+    """The REST client gives up after its 5 retries (8 answers of 429); the feed fetches the
+    snapshot again `resync_retry_s` later on the same connection, and the book syncs. Paced
+    (a client flooded flat out reads its REST answers late)."""
+    faults = Faults(rest_errors=8, rest_status=429, retry_after_s=0)
+    with SimExchange(speed=5.0, faults=faults) as ex, \
+            BookFeed(ex, resync_retry_s=0.2, checkpoint_every=500) as bf:
+        wait_until(lambda: bf.book.valid and len(bf.frames) > 3000, 20,
+                   "a valid book after the failed snapshot")
+    stats = bf.feed.stats
+    assert stats.snapshot_failures == 1 and stats.snapshots == 1 and stats.connects == 1
+    assert ex.stats.rest_requests == {429: 8, 200: 1}
+    assert_matches_simulator(bf.checkpoints)
+
+
+def test_bad_arguments_and_unknown_venue() -> None:
+    with pytest.raises(ConfigError, match="resync_retry_s"):
+        WebSocketFeed("ws://127.0.0.1:1/stream", "binance-usdm", ["BTCUSDT"], lambda *a: None,
+                      resync_retry_s=-1.0)
+    with pytest.raises(ConfigError, match="unknown venue"):
+        WebSocketFeed("ws://127.0.0.1:1/stream", "kraken", ["BTCUSDT"], lambda *a: None)
 
 
 def test_switch_endpoint_keeps_the_subscriptions() -> None:
@@ -273,7 +297,7 @@ def test_bybit_simulator_gap_resubscribes_and_reconnect_heals_the_book() -> None
     """The simulator speaking Bybit v5: a dropped delta is a gap, the resync resubscribes,
     the venue answers with a fresh snapshot; after a disconnect the same. Checkpoints equal a
     same-seed simulator's top 50 at the same `u`."""
-    sync = BookSync("bybit")
+    sync = BookSync(get_venue("bybit").sequencing)
     registry = SymbolRegistry()
     checkpoints: dict[int, tuple[np.ndarray, ...]] = {}
     frames = [0]

@@ -40,18 +40,16 @@ from workbench.events import (
     F_LAST,
     F_SNAPSHOT,
     K_ASK,
-    K_BBO,
     K_BID,
     K_SNAP_BEGIN,
-    K_SNAP_END,
-    K_TRADE,
     M_DELTA,
     M_SNAPSHOT,
-    S_BUY,
-    S_SELL,
+    EventKind,
+    Side,
 )
 from workbench.feed.replay import ReplayFeed
 from workbench.feed.symbols import SymbolRegistry
+from workbench.feed.venues import get_venue
 from workbench.feed.venues.binance import BinanceNormalizer
 from workbench.shared_data import shared_path
 
@@ -105,8 +103,9 @@ Sink = Callable[[np.ndarray], None] | None
 
 
 class NaiveNormalizer:
-    """The usual Binance normalizer: orjson, then one numpy row write per event. Writes the same
-    events as BinanceNormalizer (same fields and flags), as a baseline."""
+    """The usual Binance normalizer: orjson, then one numpy row write per event, enum values
+    looked up per event. Writes the same events as BinanceNormalizer (same fields and flags),
+    as a baseline."""
 
     def __init__(self, registry: SymbolRegistry):
         self.registry = registry
@@ -124,15 +123,15 @@ class NaiveNormalizer:
             sid = self.registry.id(VENUE, self.symbol or "")
             ts = (data.get("E") or data.get("T") or 0) * 1_000_000
             last = data["lastUpdateId"]
-            batch[0] = (ts, recv_ns, 0, seq, last, sid, K_SNAP_BEGIN, 0, F_SNAPSHOT,
-                        0.0, 0.0)
+            batch[0] = (ts, recv_ns, 0, seq, last, sid, int(EventKind.SNAPSHOT_BEGIN), 0,
+                        F_SNAPSHOT, 0.0, 0.0)
             i = 1
             for key, kind, side in (("bids", K_BID, 1), ("asks", K_ASK, 2)):
                 for p, q in data[key]:
                     batch[i] = (ts, recv_ns, 0, seq, last, sid, kind, side, F_SNAPSHOT, float(p),
                                 float(q))
                     i += 1
-            batch[i] = (ts, recv_ns, 0, seq, last, sid, K_SNAP_END, 0,
+            batch[i] = (ts, recv_ns, 0, seq, last, sid, int(EventKind.SNAPSHOT_END), 0,
                         F_SNAPSHOT | F_LAST, 0.0, 0.0)
             return batch[:i + 1]
         etype = data.get("e")
@@ -152,16 +151,16 @@ class NaiveNormalizer:
         if etype == "bookTicker" or "B" in data:
             ts = (data.get("E") or data.get("T") or 0) * 1_000_000
             u = data.get("u", -1)
-            batch[0] = (ts, recv_ns, 0, seq, u, sid, K_BBO, 1, 0, float(data["b"]),
+            batch[0] = (ts, recv_ns, 0, seq, u, sid, int(EventKind.BBO), 1, 0, float(data["b"]),
                         float(data["B"]))
-            batch[1] = (ts, recv_ns, 0, seq, u, sid, K_BBO, 2, F_LAST,
+            batch[1] = (ts, recv_ns, 0, seq, u, sid, int(EventKind.BBO), 2, F_LAST,
                         float(data["a"]), float(data["A"]))
             return batch[:2]
         if etype in ("trade", "aggTrade"):
             ts = (data.get("T") or data.get("E") or 0) * 1_000_000
             trade_id = data["t"] if "t" in data else data["a"]
-            side = S_SELL if data["m"] else S_BUY
-            batch[0] = (ts, recv_ns, 0, seq, trade_id, sid, K_TRADE, side, F_LAST,
+            side = int(Side.SELL) if data["m"] else int(Side.BUY)
+            batch[0] = (ts, recv_ns, 0, seq, trade_id, sid, int(EventKind.TRADE), side, F_LAST,
                         float(data["p"]), float(data["q"]))
             return batch[:1]
         return batch[:0]
@@ -231,7 +230,7 @@ class BookInput:
 def _prepare_book(quick: bool) -> BookInput:
     registry = SymbolRegistry()
     norm = BinanceNormalizer(registry, market="usdm")
-    sync = BookSync(VENUE)
+    sync = BookSync(get_venue(VENUE).sequencing)
     applied: list[np.ndarray] = []
     sid = 0
     for recv_ns, message in _messages(quick):

@@ -56,7 +56,7 @@ from workbench.events import (
     S_SELL,
 )
 from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues import normalizer_for
+from workbench.feed.venues import get_venue
 from workbench.feed.venues.base import Normalizer, begin_message
 from workbench.feed.ws import WebSocketFeed
 from workbench.shared_data import shared_path
@@ -141,11 +141,6 @@ class JsonBinanceNormalizer(Normalizer):
         self._put(n, ts, recv_ns, last, sid, K_SNAP_END, 0, F_SNAPSHOT, 0.0, 0.0)
         return self._finish(n + 1)
 
-    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None
-                           ) -> list[bytes]:
-        params = [f"{s.lower()}@{c}" for s in symbols for c in (channels or CHANNELS)]
-        return [json.dumps({"method": "SUBSCRIBE", "params": params, "id": 1}).encode()]
-
 
 @dataclass
 class Loopback:
@@ -194,7 +189,7 @@ def _run(lb: Loopback, loop: str, wire: str, make: Callable[[SymbolRegistry], No
     registry = SymbolRegistry()
     normalizer = make(registry)
     last = normalizer.last
-    sync = BookSync(VENUE)
+    sync = BookSync(get_venue(VENUE).sequencing)
     n = lb.messages
     count = 0
     done = threading.Event()
@@ -243,7 +238,7 @@ def baseline(lb: Loopback) -> Outcome:
 
 
 def optimized(lb: Loopback) -> Outcome:
-    return _run(lb, "uvloop", "picows", lambda registry: normalizer_for(VENUE, registry))
+    return _run(lb, "uvloop", "picows", get_venue(VENUE).normalizer)
 
 
 def check(base: tuple, opt: tuple) -> None:

@@ -5,30 +5,17 @@ the `workbench.events.MessageInfo`). It owns one `L2Book` per symbol, applies
 deltas that follow in sequence, buffers deltas while a book waits for its snapshot, drops
 stale ones, and on a gap marks the book invalid, calls `on_resync(symbol_id)` once (the owner
 fetches a new REST snapshot or resubscribes) and keeps buffering, so nothing is lost while the
-snapshot arrives. Rules per venue:
-
-- Binance ("How to manage a local order book correctly", spot and USDⓈ-M/COIN-M futures docs):
-  buffer deltas; on the snapshot (lastUpdateId L) drop buffered deltas with u <= L (spot) or
-  u < L (futures); the first applied delta must straddle L: U <= L+1 <= u (spot) or
-  U <= L <= u (futures; also a delta with pu == L, the update right after the snapshot: a
-  snapshot taken between two deltas has no straddling one); afterwards each delta must
-  follow the previous one: U == previous u + 1 (spot) or pu == previous u (futures). A first
-  delta with U beyond the straddle means the snapshot is too old: resync again.
-- Bybit v5 (orderbook docs): a snapshot (or a message with u == 1, marked SNAPSHOT by the
-  normalizer) replaces the book; each delta's u must be previous u + 1; buffered deltas with
-  u <= the snapshot's u are stale.
-- Coinbase Advanced Trade: `sequence_num` counts every message of a connection (all
-  channels), so BookSync checks it on every message (`info.seq`); a jump invalidates every book
-  and requests resync for each (resubscribe: Coinbase sends fresh snapshots). Buffered deltas
-  are older than the next snapshot on the same connection and are dropped as stale.
-- Tardis CSV replays: snapshots reset, deltas apply in order (no sequence ids in the data).
+snapshot arrives. The venue's rule (`workbench.book.sequencing`: update ids that follow, stale
+or straddle a snapshot, the connection sequence, what a snapshot does to buffered deltas) is
+the `SyncRule` BookSync is built with, e.g. `BookSync(get_venue("binance-usdm").sequencing)`
+(`workbench.feed.venues`).
 
 A message the book refuses (a price off every decimal grid, `L2Book.apply`'s BookError) is
 counted in `stats.rejected`, logged, and treated as a gap: the book is invalid until a new
 snapshot, and the feed goes on.
 
 After a reconnect call `connection_reset()`: every book becomes invalid and waits for a
-snapshot (the Coinbase sequence restarts).
+snapshot (a connection sequence restarts).
 """
 
 from __future__ import annotations
@@ -41,25 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.book.l2 import L2Book
+from workbench.book.sequencing import SyncRule
 from workbench.errors import BookError
 from workbench.events import M_DELTA, M_MALFORMED, M_SNAPSHOT, MessageInfo
 
 log = logging.getLogger("workbench.book.sync")
-
-RULES = ("binance-spot", "binance-futures", "bybit", "coinbase", "tardis")
-
-
-def rule_for(venue: str) -> str:
-    """The sequencing rule of a normalizer venue key ('binance' -> 'binance-spot', ...)."""
-    if venue == "binance":
-        return "binance-spot"
-    if venue in ("binance-usdm", "binance-coinm"):
-        return "binance-futures"
-    if venue.startswith("bybit"):
-        return "bybit"
-    if venue in ("coinbase", "tardis"):
-        return venue
-    raise BookError(f"no sequencing rule for venue {venue!r}: expected a normalizer venue key")
 
 
 @dataclass
@@ -94,22 +67,26 @@ class _Symbol:
 class BookSync:
     """Sequencing for one connection's books of one venue.
 
-    venue: a normalizer venue key ('binance', 'binance-usdm', 'bybit', 'coinbase', ...).
-    on_resync(symbol_id): called when a book needs a snapshot (first delta before any
-    snapshot, or after a gap); it must not block (schedule the REST call / resubscribe).
+    rule: the venue's SyncRule (`Venue.sequencing`, or `workbench.book.sequencing.UNSEQUENCED`
+    for events without update ids). on_resync(symbol_id): called when a book needs a snapshot
+    (first delta before any snapshot, or after a gap); it must not block (schedule the REST
+    call / resubscribe).
     capacity: initial levels of each L2Book's overflow table. max_buffer: deltas kept per
     symbol while waiting for a snapshot (older ones are dropped and counted in
     buffer_overflow). tick_sizes: symbol_id -> the venue's price step (symbol metadata) for
-    the books' ladders; symbols not in it infer theirs from the first snapshot.
+    the books' ladders; symbols not in it infer theirs from the first snapshot. Raises
+    BookError for a rule that is not a SyncRule or max_buffer < 1.
     """
 
-    def __init__(self, venue: str, on_resync: Callable[[int], None] | None = None,
+    def __init__(self, rule: SyncRule, on_resync: Callable[[int], None] | None = None,
                  capacity: int = 1024, max_buffer: int = 100_000,
                  tick_sizes: Mapping[int, float] | None = None):
+        if not isinstance(rule, SyncRule):
+            raise BookError(f"rule must be a SyncRule (workbench.book.sequencing, a venue's "
+                            f"Venue.sequencing), got {rule!r}")
         if max_buffer < 1:
             raise BookError(f"max_buffer must be >= 1, got {max_buffer}")
-        self.venue = venue
-        self.rule = rule_for(venue)
+        self.rule = rule
         self.on_resync = on_resync
         self.capacity = capacity
         self.tick_sizes = dict(tick_sizes or {})
@@ -117,7 +94,13 @@ class BookSync:
         self.stats = SyncStats()
         self._symbols: dict[int, _Symbol] = {}
         self._conn_seq = -1
-        self._futures = self.rule == "binance-futures"
+        # the rule's predicates and flags, bound once (process() is on the hot path)
+        self._follows = rule.follows
+        self._stale = rule.stale
+        self._straddles = rule.straddles
+        self._connection_seq = rule.connection_seq
+        self._live_on_snapshot = rule.live_on_snapshot
+        self._buffer_predates_snapshot = rule.buffer_predates_snapshot
 
     # ---- access ------------------------------------------------------------------------
     @property
@@ -157,7 +140,7 @@ class BookSync:
         message, buffered, stale or gap). `events` may be a reused view: buffering copies."""
         self.stats.messages += 1
         kind = info.kind
-        if self.rule == "coinbase" and kind != M_MALFORMED and info.seq >= 0:
+        if self._connection_seq and kind != M_MALFORMED and info.seq >= 0:
             if self._conn_seq >= 0 and info.seq != self._conn_seq + 1:
                 self._connection_gap(info.seq)
             self._conn_seq = info.seq
@@ -199,9 +182,7 @@ class BookSync:
         self.stats.snapshots += 1
         s.resync_pending = False
         s.snapshot_id = s.last_id = info.last_id
-        s.live = self.rule in ("coinbase", "tardis")
-        if self.rule == "bybit":
-            s.live = True  # deltas must continue from the snapshot's u
+        s.live = self._live_on_snapshot
         self._drain(s)
         return s.book
 
@@ -209,7 +190,7 @@ class BookSync:
         """Apply the buffered deltas that follow the new snapshot; drop the stale ones."""
         buffered = list(s.buffer)
         s.buffer.clear()
-        if self.rule in ("coinbase", "tardis"):  # buffered deltas predate the snapshot
+        if self._buffer_predates_snapshot:
             self.stats.dropped_stale += len(buffered)
             return
         for j, (first, last, prev, events) in enumerate(buffered):
@@ -233,33 +214,6 @@ class BookSync:
             for item in buffered[j:]:
                 s.buffer.append(item)
             return
-
-    # ---- rules -------------------------------------------------------------------------
-    def _follows(self, last_applied: int, first: int, last: int, prev: int) -> bool:
-        rule = self.rule
-        if rule == "binance-futures":
-            return prev == last_applied
-        if rule == "binance-spot":
-            return first == last_applied + 1
-        if rule == "bybit":
-            return last == last_applied + 1
-        return True  # coinbase (checked per connection), tardis
-
-    def _stale(self, last: int, reference: int) -> bool:
-        if self.rule == "binance-futures":
-            return last < reference
-        if self.rule in ("binance-spot", "bybit"):
-            return last <= reference
-        return False
-
-    def _straddles(self, snapshot_id: int, first: int, last: int, prev: int) -> bool:
-        if self.rule == "binance-futures":
-            return first <= snapshot_id <= last or prev == snapshot_id
-        if self.rule == "binance-spot":
-            return first <= snapshot_id + 1 <= last
-        if self.rule == "bybit":
-            return last == snapshot_id + 1
-        return True
 
     # ---- actions -----------------------------------------------------------------------
     def _applied(self, s: _Symbol, events: np.ndarray) -> bool:
@@ -291,7 +245,7 @@ class BookSync:
     def _gap(self, s: _Symbol, detail: str) -> None:
         self.stats.gaps += 1
         log.warning("%s symbol %d: sequence gap (%s); book invalid, resync requested",
-                    self.venue, s.book.symbol_id, detail)
+                    self.rule.name, s.book.symbol_id, detail)
         s.book.valid = False
         s.live = False
         s.snapshot_id = -1
@@ -308,7 +262,7 @@ class BookSync:
     def _connection_gap(self, seq: int) -> None:
         self.stats.gaps += 1
         log.warning("%s: connection sequence gap (expected %d, got %d); all books resync",
-                    self.venue, self._conn_seq + 1, seq)
+                    self.rule.name, self._conn_seq + 1, seq)
         for s in self._symbols.values():
             s.book.valid = False
             s.live = False

@@ -19,7 +19,7 @@ from typing import Any
 from workbench.book.sync import BookSync
 from workbench.feed.replay import open_recording
 from workbench.feed.symbols import SymbolRegistry
-from workbench.feed.venues import VENUES, normalizer_for
+from workbench.feed.venues import VENUES, get_venue
 
 TOP_LEVELS = 5
 
@@ -36,10 +36,9 @@ def inspect_recording(path: str | Path, venue: str | None = None) -> dict[str, A
     -> count), malformed (kind -> count), time_span {first_ns, last_ns, seconds, first_utc,
     last_utc}, gaps, resyncs, dropped_stale, connections (per-connection figures) and books
     ({symbol: {venue, valid, crossed, bids: [[price, qty]] x5, asks: [[price, qty]] x5}}).
-    Raises RecordingError for a missing or corrupt recording, ValueError for an unknown venue.
+    Raises RecordingError for a missing or corrupt recording, ConfigError for an unknown venue.
     """
-    if venue is not None and venue not in VENUES:
-        raise ValueError(f"unknown venue {venue!r}: expected one of {', '.join(VENUES)}")
+    forced = get_venue(venue) if venue is not None else None
     rec = open_recording(path)
     registry = SymbolRegistry()
     pipes: dict[str, tuple[Any, BookSync] | None] = {}
@@ -49,7 +48,9 @@ def inspect_recording(path: str | Path, venue: str | None = None) -> dict[str, A
         conn = record.conn
         if conn not in pipes:
             key = venue or rec.venues.get(conn)
-            pipes[conn] = (normalizer_for(key, registry), BookSync(key)) if key else None
+            spec = forced or (get_venue(key) if key else None)
+            pipes[conn] = ((spec.normalizer(registry), BookSync(spec.sequencing))
+                           if spec else None)
             per_conn[conn] = {"conn": conn, "address": rec.connections.get(conn, ""),
                               "venue": key, "messages": 0, "unread": Counter()}
         stats = per_conn[conn]

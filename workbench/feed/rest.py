@@ -1,9 +1,10 @@
-"""Binance REST depth snapshots through one pooled httpx client: timeouts, retries, rate limits.
+"""REST depth snapshots through one pooled httpx client: timeouts, retries, rate limits.
 
-`GET /api/v3/depth` (spot), `/fapi/v1/depth` (USD-M), `/dapi/v1/depth` (COIN-M) with
-`symbol` and `limit` (Binance API docs, "Market Data Endpoints: Order Book"). The body
-(`{"lastUpdateId":..,"bids":[[price, qty], ...],"asks":[...]}`) is returned as raw bytes for
-`BinanceNormalizer.normalize_snapshot`.
+The client fetches from one venue's REST depth market (`Venue.rest`, a `RestMarket`: base URL,
+path, legal limits, request weight), e.g. Binance `GET /api/v3/depth` (spot), `/fapi/v1/depth`
+(USD-M), `/dapi/v1/depth` (COIN-M) with `symbol` and `limit` (Binance API docs, "Market Data
+Endpoints: Order Book"). The body (`{"lastUpdateId":..,"bids":[[price, qty], ...],
+"asks":[...]}`) is returned as raw bytes for the venue normalizer's `normalize_snapshot`.
 
 Rate limits ("General Info: LIMITS"): every response carries `X-MBX-USED-WEIGHT-1M`, the
 weight used in the current calendar minute; before a request that would pass `weight_limit`
@@ -24,18 +25,7 @@ from dataclasses import dataclass
 import httpx
 
 from workbench.errors import ConfigError, FeedError
-
-ENDPOINTS = {
-    "spot": ("https://api.binance.com", "/api/v3/depth"),
-    "usdm": ("https://fapi.binance.com", "/fapi/v1/depth"),
-    "coinm": ("https://dapi.binance.com", "/dapi/v1/depth"),
-}
-
-
-def depth_weight(limit: int) -> int:
-    """Request weight of a depth call (USD-M futures table: <=50 -> 2, 100 -> 5, 500 -> 10,
-    1000 -> 20)."""
-    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+from workbench.feed.venues.record import RestMarket
 
 
 @dataclass
@@ -59,30 +49,39 @@ def full_jitter_s(rng: random.Random, attempt: int, base_s: float, max_s: float)
 
 
 class DepthSnapshotClient:
-    """Fetch Binance REST depth snapshots (raw JSON bytes) with one pooled connection pool.
+    """Fetch REST depth snapshots (raw JSON bytes) of one market with one connection pool.
 
-    market: 'spot' | 'usdm' | 'coinm' picks the path and default base URL; base_url overrides
-    the host (SimExchange.rest_url in tests). timeout_s: per-request connect/read timeout.
-    retries: re-sends after a retryable failure. max_wait_s: longest single wait accepted
-    (Retry-After or minute rollover); longer raises FeedError. Sync (`fetch`) and async
-    (`afetch`) calls each keep their own pooled client; `close()` / `aclose()` release them.
+    market: the venue's RestMarket (`get_venue(key).rest`): path, default base URL, limits,
+    weights. base_url overrides the host (SimExchange.rest_url in tests). timeout_s:
+    per-request connect/read timeout. retries: re-sends after a retryable failure.
+    weight_limit: request weight allowed per minute (None: the market's). max_wait_s: longest
+    single wait accepted (Retry-After or minute rollover); longer raises FeedError. Sync
+    (`fetch`) and async (`afetch`) calls each keep their own pooled client; `close()` /
+    `aclose()` release them.
+    Raises ConfigError for bad arguments (weight_limit below the weight of the market's
+    largest limit included).
     """
 
-    def __init__(self, market: str = "usdm", base_url: str | None = None, *,
+    def __init__(self, market: RestMarket, base_url: str | None = None, *,
                  timeout_s: float = 5.0, retries: int = 5, backoff_s: float = 0.2,
-                 backoff_max_s: float = 5.0, weight_limit: int = 2400,
+                 backoff_max_s: float = 5.0, weight_limit: int | None = None,
                  max_wait_s: float = 65.0, seed: int | None = None) -> None:
-        if market not in ENDPOINTS:
-            raise ConfigError(f"market must be one of {sorted(ENDPOINTS)}, got {market!r}")
+        if not isinstance(market, RestMarket):
+            raise ConfigError(f"market must be a venue's RestMarket (get_venue(key).rest), got "
+                              f"{market!r}")
         if timeout_s <= 0 or retries < 0 or backoff_s < 0 or backoff_max_s < backoff_s:
             raise ConfigError("expected timeout_s > 0, retries >= 0, 0 <= backoff_s <= "
                               f"backoff_max_s; got {timeout_s}, {retries}, {backoff_s}, "
                               f"{backoff_max_s}")
-        if weight_limit < 20:
-            raise ConfigError(f"weight_limit must be >= 20, got {weight_limit}")
-        default_base, self.path = ENDPOINTS[market]
-        self.base_url = (base_url or default_base).rstrip("/")
+        self.max_limit = max(market.limits)
+        heaviest = market.weight(self.max_limit)
+        weight_limit = market.weight_limit_1m if weight_limit is None else weight_limit
+        if weight_limit < heaviest:
+            raise ConfigError(f"weight_limit must be >= {heaviest} (the weight of limit="
+                              f"{self.max_limit} on {market.path}), got {weight_limit}")
         self.market = market
+        self.path = market.path
+        self.base_url = (base_url or market.base_url).rstrip("/")
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
@@ -97,9 +96,9 @@ class DepthSnapshotClient:
 
     # ---- decisions shared by sync and async -------------------------------------------------
     def _params(self, symbol: str, limit: int) -> dict[str, str | int]:
-        if not symbol or not 1 <= limit <= 5000:
-            raise ConfigError(f"expected a symbol and 1 <= limit <= 5000, got {symbol!r}, "
-                              f"{limit!r}")
+        if not symbol or not 1 <= limit <= self.max_limit:
+            raise ConfigError(f"expected a symbol and 1 <= limit <= {self.max_limit}, got "
+                              f"{symbol!r}, {limit!r}")
         return {"symbol": symbol.upper(), "limit": limit}
 
     def _pre_wait(self, limit: int) -> float:
@@ -107,7 +106,7 @@ class DepthSnapshotClient:
         now = time.time()
         if int(now // 60) != self._minute or self.stats.used_weight < 0:
             return 0.0
-        if self.stats.used_weight + depth_weight(limit) <= self.weight_limit:
+        if self.stats.used_weight + self.market.weight(limit) <= self.weight_limit:
             return 0.0
         return self._bounded(60.0 - now % 60.0 + 0.05, "the weight window")
 

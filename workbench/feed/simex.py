@@ -11,23 +11,20 @@ bursts); with `spin_us` set (an exchange in a process of its own) it finishes wi
 blocking sleep and a spin, so a message leaves within ~0.1 ms of its due time.
 A `Window` serves part of the source: fast-forward, pause, then paced.
 
-Protocols (one per exchange; `venue` picks it):
+Protocols: one per exchange family, `venue` picks it ('binance', 'bybit', 'coinbase', or a
+venue key of theirs). What the server says and how it keys, frames and answers is the family's
+SimExchange dialect (`Venue.dialect`, in the venue modules of `workbench.feed.venues`):
 - binance: combined stream `/stream?streams=a/b/c` (messages `{"stream":..,"data":..}`) or raw
-  `/ws` (the `data` part only), plus the `{"method":"SUBSCRIBE"|"UNSUBSCRIBE"|
-  "LIST_SUBSCRIPTIONS","params":[..],"id":N}` requests answered `{"result":null,"id":N}`
-  (Binance Spot/Futures API docs, "Websocket Market Streams: Live Subscribing/Unsubscribing").
-  The REST depth snapshot `GET /api/v3/depth`, `/fapi/v1/depth`, `/dapi/v1/depth
-  ?symbol=X&limit=N` is served by the same server on the same port (`rest_url`), with the
-  request weight in `X-MBX-USED-WEIGHT-1M` and HTTP 429 + `Retry-After` past the weight
-  limit ("General Info: LIMITS").
-- bybit: `/v5/public/{linear,spot,inverse,option}`, `{"op":"subscribe","args":[topics],
-  "req_id":..}` answered `{"success":true,"ret_msg":"","conn_id":..,"req_id":..,
-  "op":"subscribe"}` (with the simulator, followed by the orderbook snapshot, as Bybit does),
-  and `{"op":"ping"}` answered with `"ret_msg":"pong"` (Bybit v5 docs, "WebSocket Connect").
-- coinbase: Advanced Trade, one `{"type":"subscribe","product_ids":[..],"channel":C}` per
-  channel, answered by a `subscriptions` message; `sequence_num` is per connection, so the
-  server numbers its own frames and rewrites that field (Coinbase Advanced Trade docs,
-  "WebSocket Overview" and "Channels").
+  `/ws` (the `data` part only), plus SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS requests.
+- bybit: `/v5/public/{linear,spot,inverse,option}`, subscribe / unsubscribe / ping ops (with
+  the simulator, a subscribe to an orderbook topic is followed by its snapshot, as Bybit does).
+- coinbase: Advanced Trade, one subscribe per channel answered by a `subscriptions` message;
+  `sequence_num` is per connection, so the server numbers its own frames.
+The REST depth snapshot of every REST market of the family (`Venue.rest`: Binance
+`GET /api/v3/depth`, `/fapi/v1/depth`, `/dapi/v1/depth?symbol=X&limit=N`) is served by the
+same server on the same port (`rest_url`), with that market's legal limits, default limit and
+request weights, the weight used in `X-MBX-USED-WEIGHT-1M` and HTTP 429 + `Retry-After` past
+the market's weight limit ("General Info: LIMITS").
 
 Subscriptions match a message by (channel, symbol), ignoring the update speed or depth
 (`btcusdt@depth@0ms` and `btcusdt@depth@100ms` are one stream; `orderbook.50.X` and
@@ -35,7 +32,7 @@ Subscriptions match a message by (channel, symbol), ignoring the update speed or
 
 The REST snapshot is consistent with the stream: for a recording, the recorded snapshot line
 until the stream passes it, then the book the exchange has at the stream position (the
-recorded snapshot plus every recorded delta up to there, by the Binance sync rules), with
+recorded snapshot plus every recorded delta up to there, by the venue's sequencing rule), with
 `lastUpdateId` the `u` of the last delta streamed (computed with the venue normalizer,
 BookSync and L2Book, lazily per request); for the simulator, its current book.
 
@@ -56,7 +53,6 @@ import heapq
 import http
 import itertools
 import logging
-import re
 import sys
 import threading
 import time
@@ -74,23 +70,23 @@ from websockets.http11 import Request, Response
 
 from workbench.errors import ConfigError, FeedError, RecordingError
 from workbench.feed.simulator import MarketSimulator, SimConfig
+from workbench.feed.venues import (
+    VENUES,
+    Dialect,
+    RestMarket,
+    Venue,
+    all_venues,
+    get_venue,
+    simulated_venue,
+)
 
 log = logging.getLogger("workbench.feed.simex")
 
-VENUES = ("binance", "bybit", "coinbase")
 HOST = "127.0.0.1"
-REST_PATHS = ("/api/v3/depth", "/fapi/v1/depth", "/dapi/v1/depth")
-FUTURES_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
-WEIGHT_LIMIT_1M = 2400
 MALFORMED_FRAME = b'{"stream":"malformed","data":{"e":"depthUpdate","b":[["1.0",'
 LOOP_SLACK_NS = 2_000_000  # paced waits longer than this sleep in the event loop
 SPIN_NS = 50_000  # the last this-many ns of a paced wait spin (sleep overshoots ~60 µs)
-_SPEED_SUFFIX = re.compile(rb"@\d+ms$")
-_CB_SEQ = re.compile(rb'"sequence_num":\d+')
 Source = str | Path | list[str | Path]
-_CB_CHANNELS = {"level2": "l2_data", "market_trades": "market_trades", "ticker": "ticker",
-                "ticker_batch": "ticker_batch", "heartbeats": "heartbeats",
-                "candles": "candles", "status": "status"}
 
 
 @dataclass(frozen=True)
@@ -174,46 +170,20 @@ class SimExchangeStats:
     faults: dict[str, int] = field(default_factory=dict)
 
 
-# ---- what a message is: its subscription key and whether it is a book delta ------------------
-
-def _between(message: bytes, marker: bytes) -> bytes:
-    """The string value after `marker` (e.g. b'"stream":"') up to the closing quote."""
-    start = message.find(marker)
-    if start < 0:
-        return b""
-    start += len(marker)
-    return message[start:message.find(b'"', start)]
+def _exchanges() -> tuple[str, ...]:
+    """The exchange families SimExchange speaks (the dialects of the Venue records)."""
+    return tuple(dict.fromkeys(v.exchange for v in all_venues() if v.exchange))
 
 
-def binance_key(stream: bytes) -> bytes:
-    """Subscription key of a Binance stream name: lower-case, update speed removed."""
-    return _SPEED_SUFFIX.sub(b"", stream.lower())
-
-
-def bybit_key(topic: bytes) -> bytes:
-    """Subscription key of a Bybit v5 topic: the depth of `orderbook.N.SYMBOL` removed."""
-    parts = topic.split(b".")
-    if parts[0] == b"orderbook" and len(parts) == 3:
-        return b"orderbook." + parts[2]
-    return topic
-
-
-def _message_key(venue: str, message: bytes) -> bytes:
-    if venue == "binance":
-        return binance_key(_between(message[:64], b'"stream":"'))
-    if venue == "bybit":
-        return bybit_key(_between(message[:96], b'"topic":"'))
-    channel = _between(message[:64], b'"channel":"')
-    return channel + b"|" + _between(message, b'"product_id":"') if channel else b""
-
-
-def _is_delta(venue: str, message: bytes) -> bool:
-    head = message[:160]
-    if venue == "binance":
-        return b'"depthUpdate"' in head
-    if venue == "bybit":
-        return head.startswith(b'{"topic":"orderbook') and b'"type":"delta"' in head
-    return b'"l2_data"' in head and b'"type":"update"' in message[:400]
+def _family(venue: str) -> tuple[Venue, ...]:
+    """The records of the exchange family `venue` names: a family ('binance', 'bybit',
+    'coinbase') or a venue key of one ('binance-usdm'). Raises ConfigError otherwise."""
+    name = venue if venue in _exchanges() else (
+        get_venue(venue).exchange if venue in VENUES else None)
+    if name is None:
+        raise ConfigError(f"venue must be one of {', '.join(_exchanges())} or a venue key they "
+                          f"serve, got {venue!r}")
+    return tuple(v for v in all_venues() if v.exchange == name)
 
 
 # ---- sources --------------------------------------------------------------------------------
@@ -225,18 +195,17 @@ def _levels(prices: np.ndarray, qtys: np.ndarray) -> list[list[str]]:
 
 
 class _DepthBook:
-    """The exchange-side truth of a recording's Binance books for REST snapshots: the
-    recording's own snapshots and deltas run through the venue normalizer and BookSync (the
-    Binance sync rules) into L2Books, lazily up to the stream position."""
+    """The exchange-side truth of a recording's books for REST snapshots: the recording's own
+    snapshots and deltas run through the venue's normalizer and BookSync (its sequencing
+    rule) into L2Books, lazily up to the stream position."""
 
-    def __init__(self, venue: str) -> None:
+    def __init__(self, venue: Venue) -> None:
         from workbench.book.sync import BookSync
         from workbench.feed.symbols import SymbolRegistry
-        from workbench.feed.venues import normalizer_for
 
         self.registry = SymbolRegistry()
-        self.normalizer = normalizer_for(venue, self.registry)
-        self.sync = BookSync(venue)
+        self.normalizer = venue.normalizer(self.registry)
+        self.sync = BookSync(venue.sequencing)
         self.event_ms: dict[int, int] = {}
         # the newest update id seen (snapshot or delta): in a valid book every delta up to it
         # is applied or was already in the snapshot
@@ -268,44 +237,49 @@ class _DepthBook:
 
 class _Recording:
     """A recording loaded once through ReplayFeed: stream messages (recv_ns, key, bytes) and,
-    for Binance, the REST depth snapshots by stream position and symbol."""
+    for a family with REST markets, the recorded REST depth snapshots by stream position and
+    symbol. venues: the family's records (`_family`)."""
 
-    def __init__(self, source: Source, venue: str, conn: str | None) -> None:
+    def __init__(self, source: Source, venues: tuple[Venue, ...], conn: str | None) -> None:
         from workbench.feed.replay import ReplayFeed
 
-        self.venue = venue
+        dialect = venues[0].dialect
         feed = ReplayFeed(source, speed=None, conn=conn)
-        # the Binance market (spot / USD-M / COIN-M) picks the sequence rule of REST books
-        self.binance_venue = next((r.venue for r in feed.recordings if r.venue
-                                   and r.venue.startswith("binance")), "binance")
+        # the recorded venue (e.g. Binance spot / USD-M / COIN-M) picks the REST books' rule
+        rest_venues = {v.key: v for v in venues if v.rest is not None}
+        self.book_venue = next((rest_venues[r.venue] for r in feed.recordings
+                                if r.venue in rest_venues), next(iter(rest_venues.values()), None))
         self.times: list[int] = []
         self.keys: list[bytes] = []
         self.messages: list[bytes] = []
         self.snapshots: list[tuple[int, bytes, bytes]] = []  # (position, SYMBOL, REST body)
         bare: list[tuple[int, bytes]] = []
         for recv_ns, message in feed:
-            key = _message_key(venue, message)
-            if venue == "binance" and key.endswith(b"@depthsnapshot"):  # a wrapped REST body
-                body = message[message.index(b'"data":') + 7:-1]
-                self.snapshots.append((len(self.messages), key[:-14].upper(), body))
+            key = dialect.message_key(message)
+            snapshot = dialect.recorded_snapshot(key, message)
+            if snapshot is not None:
+                symbol, body = snapshot
+                if symbol:
+                    self.snapshots.append((len(self.messages), symbol, body))
+                else:
+                    bare.append((len(self.messages), body))
             elif key:
                 self.times.append(recv_ns)
                 self.keys.append(key)
                 self.messages.append(message)
-            elif venue == "binance" and b'"lastUpdateId"' in message[:64]:
-                bare.append((len(self.messages), message))
         if not self.messages:
-            raise RecordingError(f"{source}: no {venue} stream messages in this recording")
-        self.delta_positions = [i for i, m in enumerate(self.messages)
-                                if venue == "binance" and _is_delta(venue, m)]
-        # a bare REST snapshot line carries no symbol: it belongs to the only depth symbol
-        depth_symbols = {k.split(b"@")[0].upper() for k in self.keys if k.endswith(b"@depth")}
-        if bare and len(depth_symbols) == 1:
-            symbol = depth_symbols.pop()
+            raise RecordingError(f"{source}: no {dialect.family} stream messages in this "
+                                 "recording")
+        # a bare REST snapshot line carries no symbol: it belongs to the only book symbol
+        book_symbols = {dialect.book_symbol(k) for k in set(self.keys)} - {None} if bare else ()
+        if len(book_symbols) == 1:
+            symbol = book_symbols.pop()
             self.snapshots.extend((pos, symbol, body) for pos, body in bare)
             self.snapshots.sort(key=lambda item: item[0])
+        self.delta_positions = [i for i, m in enumerate(self.messages)
+                                if dialect.is_delta(m)] if self.snapshots else []
         if self.snapshots:  # load (or compile) the REST books' code now, not in a request
-            warm = _DepthBook(self.binance_venue)
+            warm = _DepthBook(self.book_venue)
             warm.snapshot(self.snapshots[0][1], self.snapshots[0][2])
             if self.delta_positions:
                 warm.delta(self.messages[self.delta_positions[0]])
@@ -317,7 +291,7 @@ class _RecordingMarket:
     def __init__(self, recording: _Recording) -> None:
         self.rec = recording
         self.pos = 0
-        self._books = _DepthBook(recording.binance_venue) if recording.snapshots else None
+        self._books = _DepthBook(recording.book_venue) if recording.snapshots else None
         self._book_pos = 0  # index into rec.delta_positions
         self._snap_i = 0
 
@@ -361,11 +335,12 @@ class _RecordingMarket:
 
 
 class _SimMarket:
-    """The simulator: one MarketSimulator per symbol, merged in simulated time."""
+    """The simulator: one MarketSimulator per symbol, merged in simulated time; messages keyed
+    by the dialect the exchange speaks."""
 
-    def __init__(self, configs: tuple[SimConfig, ...]) -> None:
+    def __init__(self, configs: tuple[SimConfig, ...], dialect: Dialect) -> None:
         self.sims = {c.symbol: MarketSimulator(c) for c in configs}
-        self._key = bybit_key if configs[0].venue == "bybit" else binance_key
+        self._key = dialect.subscription_key
         self._pending: list[tuple[int, int, bytes, bytes]] = []
         self._order = itertools.count()
         self._heap = [(sim.time_ns, i, sim) for i, sim in enumerate(self.sims.values())]
@@ -375,8 +350,7 @@ class _SimMarket:
         while not self._pending:
             _, i, sim = self._heap[0]
             for ts, stream, message in sim.step():
-                self._pending.append((ts, next(self._order), self._key(stream.encode()),
-                                      message))
+                self._pending.append((ts, next(self._order), self._key(stream), message))
             heapq.heapreplace(self._heap, (sim.time_ns, i, sim))
             self._pending.reverse()
         ts, _, key, message = self._pending.pop()
@@ -386,20 +360,18 @@ class _SimMarket:
         sim = self.sims.get(symbol)
         return None if sim is None else sim.snapshot(limit)
 
-    def subscribed(self, topic: str) -> list[bytes]:
-        """What the venue sends right after a subscribe to `topic`: the Bybit orderbook
-        snapshot of that symbol (nothing for other topics or venues)."""
-        parts = topic.split(".")
-        sim = self.sims.get(parts[-1])
-        if sim is None or sim.config.venue != "bybit" or parts[0] != "orderbook":
-            return []
-        return [sim.bybit_snapshot()]
+    def book_message(self, symbol: str) -> list[bytes]:
+        """The orderbook snapshot message of `symbol` a venue sends on subscribe (the Bybit
+        dialect asks for it); [] for a symbol not simulated."""
+        sim = self.sims.get(symbol)
+        return [] if sim is None else [sim.bybit_snapshot()]
 
 
 # ---- the server -----------------------------------------------------------------------------
 
 class _Session:
-    """One websocket connection: its subscriptions and fault counters."""
+    """One websocket connection: its subscriptions and fault counters (a
+    `workbench.feed.venues.SimSession` for the dialect)."""
 
     def __init__(self, exchange: SimExchange, ws: ServerConnection, faults: Faults | None):
         self.ex = exchange
@@ -410,8 +382,8 @@ class _Session:
         self.sent = 0
         self.since_rest = -1  # messages sent since the last REST snapshot, -1 before one
         self.rest_seen = exchange.rest_snapshots
-        self.seq = 0  # coinbase sequence_num of this connection
-        self.raw = False  # binance /ws: send the `data` part only
+        self.seq = 0  # the connection's own message counter (dialects that number frames)
+        self.raw = False  # frames go out without their envelope (Dialect.accept decides)
         self.market: _RecordingMarket | _SimMarket | None = None
         self.subscribed = asyncio.Event()
         self.fired: set[str] = set()
@@ -430,6 +402,12 @@ class _Session:
             self.subs.discard(self.ex.key_of_subscription(name))
             if name in self.sub_names:
                 self.sub_names.remove(name)
+
+    def simulated_book(self, symbol: str) -> list[bytes]:
+        """The simulator's book of `symbol` as the venue sends it on subscribe; [] for a
+        recording."""
+        market = self.market
+        return market.book_message(symbol) if isinstance(market, _SimMarket) else []
 
     def armed(self, name: str, after: int | None) -> bool:
         """Fault `name` applies to this connection, has not fired, and its message count (see
@@ -452,13 +430,15 @@ class _Session:
 
 
 class SimExchange:
-    """A simulated exchange on 127.0.0.1: websocket market data plus the Binance REST depth.
+    """A simulated exchange on 127.0.0.1: websocket market data plus the REST depth markets.
 
     source: a recording (a path in any format ReplayFeed reads, or a list of paths played
     in order) or None for the simulator. conn: only that recorded connection's messages
     (captures of several connections, e.g. 'BYBIT.ws.3' for Bybit spot).
-    venue: 'binance' | 'bybit' | 'coinbase' (the simulator speaks binance and bybit; on a
-    Bybit subscribe to an orderbook topic it first sends that book's snapshot).
+    venue: the exchange family, 'binance' | 'bybit' | 'coinbase', or a venue key of one
+    ('binance-usdm' means 'binance'); its records give the dialect and the REST markets (all
+    of the family's). The simulator speaks binance (USD-M) and bybit (linear): the family's
+    record with a `simulator` format (`workbench.feed.venues.simulated_venue`).
     speed: replay speed (1.0 = recorded or simulated real time, N = N times faster),
     None = flat out. sim: SimConfig(s) of the simulated symbols (default one BTCUSDT).
     port: 0 picks a free port. chunk: most messages written per socket write when flat out (or,
@@ -481,20 +461,17 @@ class SimExchange:
                  conn: str | None = None,
                  chunk: int = 64, window: Window | None = None, spin_us: float | None = None,
                  start_timeout_s: float = 30.0) -> None:
-        if venue not in VENUES:
-            raise ConfigError(f"venue must be one of {VENUES}, got {venue!r}")
+        venues = _family(venue)
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (flat out), got {speed!r}")
-        if source is None and venue == "coinbase":
-            raise ConfigError("the built-in simulator speaks binance and bybit, got venue "
-                              f"{venue!r}")
         if not 0 <= port < 65536:
             raise ConfigError(f"port must be in 0..65535, got {port!r}")
         if chunk < 1:
             raise ConfigError(f"chunk must be >= 1, got {chunk!r}")
         if spin_us is not None and not 0 <= spin_us <= 10_000:
             raise ConfigError(f"spin_us must be in 0..10000, got {spin_us!r}")
-        self.venue = venue
+        self.venue = venues[0].exchange
+        self.dialect = venues[0].dialect
         self.speed = speed
         self.faults = faults or Faults()
         self.resume = resume
@@ -506,11 +483,15 @@ class SimExchange:
         self._start_timeout_s = start_timeout_s
         self._source = source
         self._conn = conn
+        self._venues = venues
         if isinstance(sim, SimConfig):
             sim = (sim,)
         configs = sim or (SimConfig(),)
-        self._sim_configs = (tuple(dataclasses.replace(c, venue=venue) for c in configs)
-                             if source is None else configs)
+        if source is None:
+            simulated = simulated_venue(self.venue)
+            configs = tuple(dataclasses.replace(c, venue=simulated.simulator) for c in configs)
+        self._sim_configs = configs
+        self._rest_markets = {v.rest.path: v.rest for v in venues if v.rest is not None}
         self._recording: _Recording | None = None
         self._market: _RecordingMarket | _SimMarket | None = None
         self._retired: _RecordingMarket | _SimMarket | None = None
@@ -520,7 +501,7 @@ class SimExchange:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._bound_port = 0
-        self._weight = 0
+        self._weights: dict[str, int] = {}  # REST path -> weight used this minute
         self._weight_minute = 0
         self.rest_snapshots = 0  # REST depth snapshots served
 
@@ -551,7 +532,7 @@ class SimExchange:
         if self._thread is not None:
             raise FeedError("SimExchange already started")
         if self._source is not None:
-            self._recording = _Recording(self._source, self.venue, self._conn)
+            self._recording = _Recording(self._source, self._venues, self._conn)
         self._thread = threading.Thread(target=self._run, name="simex", daemon=True)
         self._thread.start()
         if not self._ready.wait(self._start_timeout_s):
@@ -605,13 +586,7 @@ class SimExchange:
     # ---- subscriptions ---------------------------------------------------------------------
     def key_of_subscription(self, name: str) -> bytes:
         """The message key a subscription name selects (see the module docstring)."""
-        raw = name.encode()
-        if self.venue == "binance":
-            return binance_key(raw)
-        if self.venue == "bybit":
-            return bybit_key(raw)
-        channel, _, product = name.partition("|")
-        return _CB_CHANNELS.get(channel, channel).encode() + b"|" + product.encode()
+        return self.dialect.subscription_key(name)
 
     def _take_market(self) -> _RecordingMarket | _SimMarket:
         if self.resume and self._retired is not None:
@@ -624,7 +599,7 @@ class SimExchange:
     def _new_market(self) -> _RecordingMarket | _SimMarket:
         if self._recording is not None:
             return _RecordingMarket(self._recording)
-        return _SimMarket(self._sim_configs)
+        return _SimMarket(self._sim_configs, self.dialect)
 
     # ---- websocket -------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -633,16 +608,12 @@ class SimExchange:
         session = _Session(self, ws, self.faults if first or self.faults.every_connection
                            else None)
         path = urlsplit(ws.request.path if ws.request else "/")
-        if self.venue == "binance":
-            if path.path not in ("/stream", "/ws") and not path.path.startswith("/ws/"):
-                await ws.close(1008, f"unknown path {path.path}")
-                return
-            session.raw = path.path != "/stream"
-            streams = parse_qs(path.query).get("streams", [""])[0]
-            initial = [s for s in streams.split("/") if s]
-            if path.path.startswith("/ws/"):
-                initial.append(path.path[4:])
-            session.add(initial)
+        accepted = self.dialect.accept(path.path, path.query)
+        if accepted is None:
+            await ws.close(1008, f"unknown path {path.path}")
+            return
+        initial, session.raw = accepted
+        session.add(initial)
         market = session.market = self._take_market()
         reader = asyncio.create_task(self._read_requests(session))
         try:
@@ -660,67 +631,13 @@ class SimExchange:
         async for frame in session.ws:
             try:
                 request = orjson.loads(frame)
-                replies = self._answer(session, request)
-            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError):
+                replies = self.dialect.answer(request, session)
+            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError,
+                    FeedError):
                 self.stats.bad_requests += 1
                 log.warning("simex: bad client request %.200r", frame)
-                replies = [self._bad_request_reply()]
+                replies = [self.dialect.bad_request]
             await self._write(session.ws, replies)  # an ack and its snapshot go together
-
-    def _bad_request_reply(self) -> bytes:
-        if self.venue == "binance":
-            return b'{"error":{"code":2,"msg":"Invalid request"},"id":null}'
-        if self.venue == "bybit":
-            return b'{"success":false,"ret_msg":"invalid request","op":""}'
-        return b'{"type":"error","message":"invalid request"}'
-
-    def _answer(self, session: _Session, req: dict[str, Any]) -> list[bytes]:
-        if self.venue == "binance":
-            method, rid = req["method"], req.get("id")
-            if method == "SUBSCRIBE":
-                session.add(list(req["params"]))
-            elif method == "UNSUBSCRIBE":
-                session.remove(list(req["params"]))
-            elif method == "LIST_SUBSCRIPTIONS":
-                return [orjson.dumps({"result": session.sub_names, "id": rid})]
-            else:
-                raise ValueError(method)
-            return [orjson.dumps({"result": None, "id": rid})]
-        if self.venue == "bybit":
-            op, conn_id = req["op"], f"simex-{id(session.ws):x}"
-            reply = {"success": True, "ret_msg": "", "conn_id": conn_id, "op": op}
-            if "req_id" in req:
-                reply["req_id"] = req["req_id"]
-            if op == "subscribe":
-                session.add(list(req["args"]))
-                if isinstance(session.market, _SimMarket):
-                    snapshots = [m for topic in req["args"]
-                                 for m in session.market.subscribed(topic)]
-                    return [orjson.dumps(reply), *snapshots]
-            elif op == "unsubscribe":
-                session.remove(list(req["args"]))
-            elif op == "ping":
-                reply["ret_msg"] = "pong"
-            else:
-                raise ValueError(op)
-            return [orjson.dumps(reply)]
-        kind, channel = req["type"], req["channel"]
-        names = [f"{channel}|{p}" for p in req.get("product_ids") or [""]]
-        if kind == "subscribe":
-            session.add(names)
-        elif kind == "unsubscribe":
-            session.remove(names)
-        else:
-            raise ValueError(kind)
-        subs: dict[str, list[str]] = {}
-        for name in session.sub_names:
-            ch, _, product = name.partition("|")
-            subs.setdefault(ch, []).append(product)
-        session.seq += 1
-        return [orjson.dumps({"channel": "subscriptions", "client_id": "",
-                              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "sequence_num": session.seq - 1,
-                              "events": [{"subscriptions": subs}]})]
 
     async def _stream(self, session: _Session, market: _RecordingMarket | _SimMarket) -> None:
         await session.subscribed.wait()
@@ -728,6 +645,8 @@ class SimExchange:
         speed = self.speed
         window = self.window
         clock = time.perf_counter_ns
+        is_delta = self.dialect.is_delta
+        frame = self.dialect.framer(session)
         first_ts = ff_end = end_ts = None  # source times: first message, fast-forward end, end
         t0_wall = t0_src = None  # pacing origin
         out: list[bytes] = []
@@ -764,14 +683,11 @@ class SimExchange:
                     await self._wait_until(due)
             if session.rest_seen != self.rest_snapshots:
                 session.rest_seen, session.since_rest = self.rest_snapshots, 0
-            if session.armed("gap", faults.gap_after) and _is_delta(self.venue, message):
+            if session.armed("gap", faults.gap_after) and is_delta(message):
                 session.fire("gap")  # the first book delta after N messages is never sent
                 continue
-            if session.raw:
-                message = message[message.index(b'"data":') + 7:-1]
-            elif self.venue == "coinbase":
-                message = _CB_SEQ.sub(b'"sequence_num":%d' % session.seq, message, count=1)
-                session.seq += 1
+            if frame is not None:
+                message = frame(message)
             out.append(message)
             session.sent += 1
             if session.since_rest >= 0:
@@ -833,56 +749,61 @@ class SimExchange:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return None
         url = urlsplit(request.path)
-        if url.path not in REST_PATHS:
+        rest = self._rest_markets.get(url.path)
+        if rest is None:
             return self._json(404, {"code": -1, "msg": f"unknown path {url.path}"})
+        used = self._used_weight(rest)
         total = sum(self.stats.rest_requests.values())
         if total < self.faults.rest_errors:
             self.stats.faults["rest"] = self.stats.faults.get("rest", 0) + 1
             return self._json(self.faults.rest_status,
                               {"code": -1003, "msg": "simex: injected rate limit"},
-                              retry_after=self.faults.retry_after_s)
+                              used=used, retry_after=self.faults.retry_after_s)
         query = parse_qs(url.query)
         symbol = query.get("symbol", [""])[0].upper()
         if not symbol:
             return self._json(400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was "
-                                    "not sent, was empty/null, or malformed."})
-        limit_s = query.get("limit", ["500" if url.path == "/fapi/v1/depth" else "100"])[0]
+                                    "not sent, was empty/null, or malformed."}, used=used)
+        limit_s = query.get("limit", [str(rest.default_limit)])[0]
         limit = int(limit_s) if limit_s.isdigit() else -1
-        legal = FUTURES_LIMITS if url.path != "/api/v3/depth" else range(1, 5001)
-        if limit not in legal:
+        if limit not in rest.limits:
             return self._json(400, {"code": -1100, "msg": "Illegal characters found in "
-                                    f"parameter 'limit'; legal values: {legal}."})
-        weight = self._charge(limit)
-        if self._weight > WEIGHT_LIMIT_1M:
-            return self._json(429, {"code": -1003, "msg": "Too many requests"},
+                                    f"parameter 'limit'; legal values: {rest.limits}."},
+                              used=used)
+        used = self._weights[rest.path] = used + rest.weight(limit)
+        if used > rest.weight_limit_1m:
+            return self._json(429, {"code": -1003, "msg": "Too many requests"}, used=used,
                               retry_after=60 - int(time.time()) % 60)
         market = self._market or self._new_market()  # before any connection: the start
         body = market.snapshot(symbol, limit)
         if body is None:
             return self._json(400, {"code": -1121, "msg": f"Invalid symbol {symbol} "
-                                    "(or no snapshot recorded for it)."})
+                                    "(or no snapshot recorded for it)."}, used=used)
         self.rest_snapshots += 1
-        return self._response(200, body, weight)
+        return self._response(200, body, used)
 
-    def _charge(self, limit: int) -> int:
-        """Request weight of a depth call (USD-M futures table) added to the 1-minute window."""
+    def _used_weight(self, rest: RestMarket) -> int:
+        """The request weight used on `rest` in this calendar minute (each market has its
+        own window)."""
         minute = int(time.time()) // 60
         if minute != self._weight_minute:
-            self._weight_minute, self._weight = minute, 0
-        weight = 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
-        self._weight += weight
-        return weight
+            self._weight_minute = minute
+            self._weights.clear()
+        return self._weights.get(rest.path, 0)
 
-    def _json(self, status: int, payload: dict[str, Any], retry_after: int | None = None
-              ) -> Response:
-        return self._response(status, orjson.dumps(payload), retry_after=retry_after)
+    def _json(self, status: int, payload: dict[str, Any], used: int | None = None,
+              retry_after: int | None = None) -> Response:
+        return self._response(status, orjson.dumps(payload), used, retry_after)
 
-    def _response(self, status: int, body: bytes, weight: int = 0,
+    def _response(self, status: int, body: bytes, used: int | None,
                   retry_after: int | None = None) -> Response:
+        """An HTTP response; `used` (the market's weight this minute) goes in
+        X-MBX-USED-WEIGHT-1M, none for a request to no market."""
         self.stats.rest_requests[status] = self.stats.rest_requests.get(status, 0) + 1
         headers = Headers([("Content-Type", "application/json"),
-                           ("Content-Length", str(len(body))), ("Connection", "close"),
-                           ("X-MBX-USED-WEIGHT-1M", str(self._weight))])
+                           ("Content-Length", str(len(body))), ("Connection", "close")])
+        if used is not None:
+            headers["X-MBX-USED-WEIGHT-1M"] = str(used)
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
         return Response(status, http.HTTPStatus(status).phrase, headers, body)
@@ -899,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m workbench.feed.simex")
     parser.add_argument("--source", default=None, help="recording path (default: simulator)")
-    parser.add_argument("--venue", default="binance", choices=VENUES)
+    parser.add_argument("--venue", default="binance", choices=_exchanges())
     parser.add_argument("--speed", default="1", help="replay speed, or 'flat' for flat out")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--no-resume", action="store_true",

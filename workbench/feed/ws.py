@@ -20,10 +20,14 @@ reopened with exponential backoff and full jitter (delay uniform in [0, min(back
 backoff_s * 2**attempt)], reset after a connection that delivered frames), and the
 subscriptions are sent again. `switch_endpoint(url)` closes the connection and reopens at
 the new URL at once, with the same subscriptions. `request_resync(symbol)` (e.g. from
-BookSync on a gap) fetches a REST depth snapshot for Binance venues, or resends the subscribe
-frames for Bybit and Coinbase (their venues answer with a fresh snapshot). On every
-(re)connect to a Binance venue with `snapshots=True`, a snapshot per symbol is fetched after
-subscribing (the Binance "How to manage a local order book correctly" procedure).
+BookSync on a gap) fetches a REST depth snapshot where the venue has a REST depth market
+(`Venue.rest`: Binance), or resends the subscribe frames (Bybit, Coinbase: the venue answers
+with a fresh snapshot). A REST snapshot that fails (FeedError: retries exhausted, a final HTTP
+answer) is fetched again after `resync_retry_s`, for as long as the connection lives. On every
+(re)connect to a venue with a REST depth market and `snapshots=True`, a snapshot per symbol is
+fetched after subscribing (the Binance "How to manage a local order book correctly"
+procedure). Venue facts (normalizer, subscribe frames, REST market) come from the venue's
+record (`workbench.feed.venues.get_venue`).
 
 Run it on a thread with its own loop (`start()` / `stop()`, asyncio or uvloop), or await
 `run()` in a loop you own (stop it with `stop()` from any thread).
@@ -47,16 +51,13 @@ from workbench.errors import ConfigError, FeedError
 from workbench.events import M_MALFORMED
 from workbench.feed.rest import DepthSnapshotClient, full_jitter_s
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
-from workbench.feed.venues import normalizer_for
+from workbench.feed.venues import get_venue
 from workbench.feed.venues.base import Normalizer
 from workbench.feed.wires import OPEN_ERRORS, WIRES, Wire, open_wire
 
 log = logging.getLogger("workbench.feed.ws")
 
 Sink = Callable[[np.ndarray, bytes, int], None]
-
-# normalizer venue key -> REST depth market for Binance venues
-REST_MARKETS = {"binance": "spot", "binance-usdm": "usdm", "binance-coinm": "coinm"}
 LOOPS = ("asyncio", "uvloop")
 
 
@@ -68,6 +69,7 @@ class FeedStats:
     skipped as malformed; resyncs: resync requests; gaps: those of them that came after the
     symbol's book was synced on this connection (a Binance snapshot delivered, or any frame on
     other venues), i.e. sequence gaps seen by BookSync; snapshots: REST snapshots delivered;
+    snapshot_failures: REST snapshots that failed (each fetched again after resync_retry_s);
     switches: switch_endpoint calls served; last_error: the last connection error."""
 
     messages: int = 0
@@ -80,6 +82,7 @@ class FeedStats:
     resyncs: int = 0
     gaps: int = 0
     snapshots: int = 0
+    snapshot_failures: int = 0
     switches: int = 0
     last_error: str = ""
 
@@ -89,17 +92,19 @@ class WebSocketFeed:
 
     url: ws:// or wss:// URL as the venue wants it (Binance `.../stream`, Bybit
     `.../v5/public/linear`, Coinbase `wss://advanced-trade-ws.coinbase.com`).
-    venue: normalizer key ('binance', 'binance-usdm', 'binance-coinm', 'bybit', 'coinbase',
-    ...). symbols: venue symbols ('BTCUSDT', 'BTC-USD'). sink: see the module docstring.
-    channels: passed to the normalizer's subscribe_messages (None: its defaults).
+    venue: a venue key of `workbench.feed.venues.VENUES` ('binance', 'binance-usdm', 'bybit',
+    'coinbase', ...; its record is `self.record`). symbols: venue symbols ('BTCUSDT',
+    'BTC-USD'). sink: see the module docstring. channels: passed to the venue's subscribe
+    builder (None: its defaults). normalizer: one to use instead of the venue's own.
     silence_s: seconds without a frame that mark a connection dead. rest_url: base URL of the
-    Binance REST depth endpoint (None: the real venue). snapshots: fetch a REST snapshot per
-    symbol on each connect (Binance venues). max_connects: give up (FeedError from run())
+    venue's REST depth market (None: the real venue's). snapshots: fetch a REST snapshot per
+    symbol on each connect (venues with a REST depth market). resync_retry_s: seconds before a
+    failed REST snapshot is fetched again. max_connects: give up (FeedError from run())
     after this many connection attempts in a row without a frame; None: never.
     on_connect(): called on the feed's loop after each (re)connect and subscribe, before any
     frame, e.g. `BookSync.connection_reset` (whose resync requests go to `request_resync`).
     wire: the websocket library (`workbench.feed.wires`): 'picows' (compiled, the default) or
-    'websockets'. Raises ConfigError for bad arguments.
+    'websockets'. Raises ConfigError for bad arguments (an unknown venue included).
     """
 
     def __init__(self, url: str, venue: str, symbols: list[str] | tuple[str, ...], sink: Sink,
@@ -108,8 +113,9 @@ class WebSocketFeed:
                  silence_s: float = 10.0, backoff_s: float = 0.05, backoff_max_s: float = 5.0,
                  open_timeout_s: float = 5.0, rest_url: str | None = None,
                  snapshots: bool = True, snapshot_limit: int = 1000,
-                 max_connects: int | None = None, on_connect: Callable[[], None] | None = None,
-                 wire: str = "picows", seed: int | None = None) -> None:
+                 resync_retry_s: float = 1.0, max_connects: int | None = None,
+                 on_connect: Callable[[], None] | None = None, wire: str = "picows",
+                 seed: int | None = None) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"url must start with ws:// or wss://, got {url!r}")
         if not symbols:
@@ -118,6 +124,8 @@ class WebSocketFeed:
             raise ConfigError("expected silence_s > 0, 0 <= backoff_s <= backoff_max_s, "
                               f"open_timeout_s > 0; got {silence_s}, {backoff_s}, "
                               f"{backoff_max_s}, {open_timeout_s}")
+        if resync_retry_s < 0:
+            raise ConfigError(f"resync_retry_s must be >= 0, got {resync_retry_s}")
         if max_connects is not None and max_connects < 1:
             raise ConfigError(f"max_connects must be None or >= 1, got {max_connects}")
         if wire not in WIRES:
@@ -125,21 +133,23 @@ class WebSocketFeed:
         self.wire = wire
         self.url = url
         self.venue = venue
+        self.record = get_venue(venue)
         self.symbols = [s.upper() for s in symbols]
         self.sink = sink
-        self.normalizer = normalizer or normalizer_for(venue, registry)
-        self.subscribe_frames = self.normalizer.subscribe_messages(self.symbols, channels)
+        self.normalizer = normalizer or self.record.normalizer(registry)
+        self.subscribe_frames = self.record.subscribe(self.symbols, channels)
         self.silence_s = silence_s
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.open_timeout_s = open_timeout_s
         self.max_connects = max_connects
         self.snapshot_limit = snapshot_limit
+        self.resync_retry_s = resync_retry_s
         self.on_connect = on_connect
         self.registry = self.normalizer.registry
         self.stats = FeedStats()
-        market = REST_MARKETS.get(venue)
-        self.rest = DepthSnapshotClient(market, rest_url) if market else None
+        market = self.record.rest
+        self.rest = DepthSnapshotClient(market, rest_url) if market is not None else None
         self.snapshots = snapshots and self.rest is not None
         self._rng = random.Random(seed)
         self._wire: Wire | None = None
@@ -176,8 +186,9 @@ class WebSocketFeed:
 
     def request_resync(self, symbol: int | str) -> None:
         """Ask for a fresh book of `symbol` (a venue symbol string, or a symbol_id of this
-        feed's registry, as BookSync's on_resync passes): a REST snapshot on Binance, the
-        subscribe frames again elsewhere. Thread-safe; a request while one for the same
+        feed's registry, as BookSync's on_resync passes): a REST snapshot where the venue has
+        a REST depth market (retried after `resync_retry_s` while it fails), the subscribe
+        frames again elsewhere. Thread-safe; a request while one for the same
         symbol is in flight is merged."""
         name = self.registry.symbol(symbol) if isinstance(symbol, int) else symbol.upper()
         self.stats.resyncs += 1
@@ -354,8 +365,8 @@ class WebSocketFeed:
                 for frame in self.subscribe_frames:
                     wire.send_text(frame)
                 return
-            body = await self.rest.afetch(symbol, self.snapshot_limit)
-            if wire is not self._wire:  # the connection changed meanwhile: its own resync runs
+            body = await self._fetch_snapshot(symbol, wire)
+            if body is None or wire is not self._wire:  # a new connection runs its own
                 return
             self._resyncing.discard(symbol)  # a request made while the sink runs is a new one
             recv_ns = time.perf_counter_ns()
@@ -364,12 +375,23 @@ class WebSocketFeed:
             self.stats.events += len(batch)
             self._synced.add(symbol)
             self.sink(batch, body, recv_ns)
-        except FeedError as exc:
-            self.stats.last_error = f"resync {symbol}: {exc}"
-            log.warning("ws %s: resync of %s failed: %s", self.url, symbol, exc)
         finally:
             if wire is self._wire:
                 self._resyncing.discard(symbol)
+
+    async def _fetch_snapshot(self, symbol: str, wire: Wire) -> bytes | None:
+        """The REST depth body of `symbol`, fetched again `resync_retry_s` after each failure
+        while `wire` is the live connection; None once it is not."""
+        while wire is self._wire:
+            try:
+                return await self.rest.afetch(symbol, self.snapshot_limit)
+            except FeedError as exc:
+                self.stats.snapshot_failures += 1
+                self.stats.last_error = f"resync {symbol}: {exc}"
+                log.warning("ws %s: snapshot of %s failed (%s); again in %.1f s", self.url,
+                            symbol, exc, self.resync_retry_s)
+                await asyncio.sleep(self.resync_retry_s)
+        return None
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

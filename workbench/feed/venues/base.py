@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
+from workbench.errors import ConfigError
 from workbench.events import (
     EVENT_DTYPE,
     F_LAST,
@@ -95,14 +96,15 @@ class NormalizerStats:
 class Normalizer:
     """Base of the venue normalizers: batch management, bad-input accounting, symbol ids.
 
-    Subclasses set `venue` and implement `normalize` and `subscribe_messages`.
+    Subclasses set `venue` and implement `normalize`, and `normalize_snapshot` when their
+    venue has a REST depth market (`Venue.rest`). Raises ConfigError for capacity < 16.
     """
 
     venue: str = ""
 
     def __init__(self, registry: SymbolRegistry = SYMBOLS, capacity: int = DEFAULT_CAPACITY):
         if capacity < 16:
-            raise ValueError(f"capacity must be >= 16 events, got {capacity}")
+            raise ConfigError(f"capacity must be >= 16 events, got {capacity}")
         self.registry = registry
         self.stats = NormalizerStats()
         self.last = MessageInfo()
@@ -238,9 +240,9 @@ class Normalizer:
         bad input (see the module docstring)."""
         raise NotImplementedError
 
-    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None
-                           ) -> list[bytes]:
-        """The venue's subscribe frames (text websocket frames as UTF-8 bytes)."""
+    def normalize_snapshot(self, body: bytes, recv_ns: int, symbol: str) -> np.ndarray:
+        """Events of a REST depth snapshot `body` of `symbol`; same contract as `normalize`.
+        Venues without REST snapshots do not implement it."""
         raise NotImplementedError
 
 

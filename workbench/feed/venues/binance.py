@@ -18,17 +18,35 @@ symbol this normalizer has seen in depth messages; otherwise it is counted `unkn
 The channel is chosen by a byte search on the stream name before parsing; each channel has
 its own msgspec typed-struct decoder, and book levels are parsed by a compiled kernel
 (`_levels.parse_levels`) straight into the batch. Sequencing (U/u/pu rules) is in
-`workbench.book.sync`.
+`workbench.book.sequencing`.
+
+Records (`RECORDS`): SPOT ('binance'), USDM ('binance-usdm'), COINM ('binance-coinm'), each
+with its REST depth market (Binance docs, "Market Data Endpoints: Order Book" and "General
+Info: LIMITS"): spot `GET /api/v3/depth` (limit 1..5000, default 100; weight 5 up to 100
+levels, 25 up to 500, 50 up to 1000, 250 above; 6000 weight a minute), USD-M `/fapi/v1/depth`
+and COIN-M `/dapi/v1/depth` (limit 5, 10, 20, 50, 100, 500 or 1000, default 500; weight 2 up
+to 50, 5 at 100, 10 at 500, 20 at 1000; 2400 weight a minute). The SimExchange dialect
+(`BinanceDialect`) serves the combined stream `/stream?streams=a/b/c` and the raw `/ws` (the
+`data` part only), answering SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS requests with
+`{"result":..,"id":N}` ("Live Subscribing/Unsubscribing to streams"); the built-in simulator
+writes USD-M messages.
 """
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 import numpy as np
 import orjson
 
+from workbench.book.sequencing import BINANCE_FUTURES, BINANCE_SPOT
+from workbench.errors import ConfigError, FeedError
 from workbench.events import (
     F_LAST,
     K_BBO,
@@ -50,6 +68,7 @@ from workbench.feed.venues.base import (
     begin_message,
     event_word,
 )
+from workbench.feed.venues.record import Dialect, RestMarket, SimSession, Venue, string_after
 
 pack_into = EVENT_WORDS.pack_into
 pack_two = struct.Struct("<" + EVENT_WORDS.format.lstrip("<") * 2).pack_into  # BBO bid + ask
@@ -124,7 +143,7 @@ class BinanceNormalizer(Normalizer):
     def __init__(self, registry: SymbolRegistry = SYMBOLS, market: str = "spot",
                  default_symbol: str | None = None, capacity: int = DEFAULT_CAPACITY):
         if market not in MARKETS:
-            raise ValueError(f"market must be one of {sorted(MARKETS)}, got {market!r}")
+            raise ConfigError(f"market must be one of {sorted(MARKETS)}, got {market!r}")
         self.venue = MARKETS[market]
         self.market = market
         self.default_symbol = default_symbol.upper() if default_symbol else None
@@ -301,12 +320,110 @@ class BinanceNormalizer(Normalizer):
         stats.events += 1
         return self._head[1]
 
-    # ---- subscribe ---------------------------------------------------------------------
-    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None,
-                           request_id: int = 1) -> list[bytes]:
-        """One combined-stream SUBSCRIBE frame ("Live Subscribing/Unsubscribing to streams"):
-        `{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms",...],"id":1}`.
-        channels default to depth@100ms, bookTicker and trade."""
-        params = [f"{s.lower()}@{c}" for s in symbols for c in (channels or DEFAULT_CHANNELS)]
-        return [msgspec.json.encode({"method": "SUBSCRIBE", "params": params,
-                                     "id": request_id})]
+
+def subscribe(symbols: Sequence[str], channels: tuple[str, ...] | None = None,
+              request_id: int = 1) -> list[bytes]:
+    """One combined-stream SUBSCRIBE frame ("Live Subscribing/Unsubscribing to streams"):
+    `{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms",...],"id":1}`.
+    channels default to depth@100ms, bookTicker and trade."""
+    params = [f"{s.lower()}@{c}" for s in symbols for c in (channels or DEFAULT_CHANNELS)]
+    return [msgspec.json.encode({"method": "SUBSCRIBE", "params": params, "id": request_id})]
+
+
+# ---- REST depth markets ---------------------------------------------------------------------
+def spot_depth_weight(limit: int) -> int:
+    """Request weight of a spot depth call: 1-100 levels 5, 101-500 25, 501-1000 50,
+    1001-5000 250."""
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
+def futures_depth_weight(limit: int) -> int:
+    """Request weight of a USD-M / COIN-M depth call: 5-50 levels 2, 100 5, 500 10,
+    1000 20."""
+    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+
+
+FUTURES_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+SPOT_REST = RestMarket("spot", "https://api.binance.com", "/api/v3/depth", range(1, 5001), 100,
+                       spot_depth_weight, 6000)
+USDM_REST = RestMarket("usdm", "https://fapi.binance.com", "/fapi/v1/depth", FUTURES_LIMITS,
+                       500, futures_depth_weight, 2400)
+COINM_REST = RestMarket("coinm", "https://dapi.binance.com", "/dapi/v1/depth", FUTURES_LIMITS,
+                        500, futures_depth_weight, 2400)
+
+
+# ---- SimExchange dialect --------------------------------------------------------------------
+_SPEED_SUFFIX = re.compile(rb"@\d+ms$")
+_SNAPSHOT_SUFFIX = b"@depthsnapshot"
+
+
+def stream_key(stream: bytes) -> bytes:
+    """Subscription key of a stream name: lower-case, update speed removed
+    (`btcusdt@depth@0ms` and `btcusdt@depth@100ms` are one stream)."""
+    return _SPEED_SUFFIX.sub(b"", stream.lower())
+
+
+def _unwrap(message: bytes) -> bytes:
+    """The `data` part of a combined-stream frame (what `/ws` connections get)."""
+    return message[message.index(b'"data":') + 7:-1]
+
+
+class BinanceDialect(Dialect):
+    """SimExchange speaking Binance market streams (see the module docstring)."""
+
+    family = "binance"
+    bad_request = b'{"error":{"code":2,"msg":"Invalid request"},"id":null}'
+
+    def subscription_key(self, name: str) -> bytes:
+        return stream_key(name.encode())
+
+    def message_key(self, message: bytes) -> bytes:
+        return stream_key(string_after(message[:64], b'"stream":"'))
+
+    def is_delta(self, message: bytes) -> bool:
+        return b'"depthUpdate"' in message[:160]
+
+    def accept(self, path: str, query: str) -> tuple[list[str], bool] | None:
+        if path not in ("/stream", "/ws") and not path.startswith("/ws/"):
+            return None
+        streams = parse_qs(query).get("streams", [""])[0]
+        initial = [s for s in streams.split("/") if s]
+        if path.startswith("/ws/"):
+            initial.append(path[4:])
+        return initial, path != "/stream"
+
+    def answer(self, request: dict[str, Any], session: SimSession) -> list[bytes]:
+        method, rid = request["method"], request.get("id")
+        if method == "SUBSCRIBE":
+            session.add(list(request["params"]))
+        elif method == "UNSUBSCRIBE":
+            session.remove(list(request["params"]))
+        elif method == "LIST_SUBSCRIPTIONS":
+            return [orjson.dumps({"result": session.sub_names, "id": rid})]
+        else:
+            raise FeedError(f"unknown request method {method!r}")
+        return [orjson.dumps({"result": None, "id": rid})]
+
+    def framer(self, session: SimSession) -> Callable[[bytes], bytes] | None:
+        return _unwrap if session.raw else None
+
+    def recorded_snapshot(self, key: bytes, message: bytes) -> tuple[bytes, bytes] | None:
+        if key.endswith(_SNAPSHOT_SUFFIX):  # a REST body wrapped by the recorder
+            return key[:-len(_SNAPSHOT_SUFFIX)].upper(), _unwrap(message)
+        if not key and b'"lastUpdateId"' in message[:64]:  # a bare REST body
+            return b"", message
+        return None
+
+    def book_symbol(self, key: bytes) -> bytes | None:
+        return key.split(b"@")[0].upper() if key.endswith(b"@depth") else None
+
+
+DIALECT = BinanceDialect()
+SPOT = Venue("binance", partial(BinanceNormalizer, market="spot"), subscribe, BINANCE_SPOT,
+             rest=SPOT_REST, ws_path="/stream", dialect=DIALECT)
+USDM = Venue("binance-usdm", partial(BinanceNormalizer, market="usdm"), subscribe,
+             BINANCE_FUTURES, rest=USDM_REST, ws_path="/stream", dialect=DIALECT,
+             simulator="binance")
+COINM = Venue("binance-coinm", partial(BinanceNormalizer, market="coinm"), subscribe,
+              BINANCE_FUTURES, rest=COINM_REST, ws_path="/stream", dialect=DIALECT)
+RECORDS = (SPOT, USDM, COINM)

@@ -16,13 +16,28 @@ Protocol (Bybit V5 API docs, "WebSocket Stream > Public"):
   liquidation) are counted as OTHER.
 `category` picks the venue key: linear -> 'bybit', spot -> 'bybit-spot', inverse ->
 'bybit-inverse' (the same symbol string names different instruments there).
+
+Records (`RECORDS`): LINEAR ('bybit'), SPOT ('bybit-spot'), INVERSE ('bybit-inverse'), at
+`/v5/public/{linear,spot,inverse}`; no REST snapshots (a resync resubscribes: the venue sends
+a fresh snapshot). The SimExchange dialect (`BybitDialect`) answers `{"op":"subscribe"|
+"unsubscribe","args":[topics],"req_id":..}` with `{"success":true,"ret_msg":"","conn_id":..,
+"req_id":..,"op":..}` (with the simulator, followed by the subscribed orderbook's snapshot, as
+Bybit does) and `{"op":"ping"}` with `"ret_msg":"pong"` (V5 docs, "WebSocket Connect"); the
+built-in simulator writes linear messages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
 import msgspec
 import numpy as np
+import orjson
 
+from workbench.book.sequencing import BYBIT
+from workbench.errors import ConfigError, FeedError
 from workbench.events import (
     F_LAST,
     K_BBO,
@@ -44,6 +59,7 @@ from workbench.feed.venues.base import (
     Normalizer,
     begin_message,
 )
+from workbench.feed.venues.record import Dialect, SimSession, Venue, string_after
 
 CATEGORIES = {"linear": "bybit", "spot": "bybit-spot", "inverse": "bybit-inverse"}
 DEFAULT_CHANNELS = ("orderbook.50", "publicTrade", "tickers")
@@ -96,7 +112,8 @@ class BybitNormalizer(Normalizer):
     def __init__(self, registry: SymbolRegistry = SYMBOLS, category: str = "linear",
                  capacity: int = DEFAULT_CAPACITY):
         if category not in CATEGORIES:
-            raise ValueError(f"category must be one of {sorted(CATEGORIES)}, got {category!r}")
+            raise ConfigError(f"category must be one of {sorted(CATEGORIES)}, got "
+                              f"{category!r}")
         self.venue = CATEGORIES[category]
         self.category = category
         self._bbo: dict[int, list[float]] = {}
@@ -198,12 +215,68 @@ class BybitNormalizer(Normalizer):
         self.stats.events += 2
         return self._head[2]
 
-    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None
-                           ) -> list[bytes]:
-        """`{"op":"subscribe","args":["orderbook.50.BTCUSDT",...]}` frames, at most 10 args
-        each (V5 "How to Subscribe to Topics"). channels default to orderbook.50,
-        publicTrade and tickers."""
-        args = [f"{c}.{s.upper()}" for s in symbols for c in (channels or DEFAULT_CHANNELS)]
-        step = MAX_ARGS_PER_SUBSCRIBE
-        return [msgspec.json.encode({"op": "subscribe", "args": args[i:i + step]})
-                for i in range(0, len(args), step)]
+
+def subscribe(symbols: Sequence[str], channels: tuple[str, ...] | None = None) -> list[bytes]:
+    """`{"op":"subscribe","args":["orderbook.50.BTCUSDT",...]}` frames, at most 10 args
+    each (V5 "How to Subscribe to Topics"). channels default to orderbook.50, publicTrade and
+    tickers."""
+    args = [f"{c}.{s.upper()}" for s in symbols for c in (channels or DEFAULT_CHANNELS)]
+    step = MAX_ARGS_PER_SUBSCRIBE
+    return [msgspec.json.encode({"op": "subscribe", "args": args[i:i + step]})
+            for i in range(0, len(args), step)]
+
+
+# ---- SimExchange dialect --------------------------------------------------------------------
+def topic_key(topic: bytes) -> bytes:
+    """Subscription key of a topic: the depth of `orderbook.N.SYMBOL` removed
+    (`orderbook.50.X` and `orderbook.200.X` are one topic)."""
+    parts = topic.split(b".")
+    if parts[0] == b"orderbook" and len(parts) == 3:
+        return b"orderbook." + parts[2]
+    return topic
+
+
+class BybitDialect(Dialect):
+    """SimExchange speaking Bybit v5 public streams (see the module docstring)."""
+
+    family = "bybit"
+    bad_request = b'{"success":false,"ret_msg":"invalid request","op":""}'
+
+    def subscription_key(self, name: str) -> bytes:
+        return topic_key(name.encode())
+
+    def message_key(self, message: bytes) -> bytes:
+        return topic_key(string_after(message[:96], b'"topic":"'))
+
+    def is_delta(self, message: bytes) -> bool:
+        head = message[:160]
+        return head.startswith(b'{"topic":"orderbook') and b'"type":"delta"' in head
+
+    def answer(self, request: dict[str, Any], session: SimSession) -> list[bytes]:
+        op = request["op"]
+        reply = {"success": True, "ret_msg": "", "conn_id": f"simex-{id(session):x}", "op": op}
+        if "req_id" in request:
+            reply["req_id"] = request["req_id"]
+        if op == "subscribe":
+            topics = list(request["args"])
+            session.add(topics)
+            books = [m for topic in topics if topic.startswith("orderbook.")
+                     for m in session.simulated_book(topic.rsplit(".", 1)[-1])]
+            return [orjson.dumps(reply), *books]
+        if op == "unsubscribe":
+            session.remove(list(request["args"]))
+        elif op == "ping":
+            reply["ret_msg"] = "pong"
+        else:
+            raise FeedError(f"unknown request op {op!r}")
+        return [orjson.dumps(reply)]
+
+
+DIALECT = BybitDialect()
+LINEAR = Venue("bybit", partial(BybitNormalizer, category="linear"), subscribe, BYBIT,
+               ws_path="/v5/public/linear", dialect=DIALECT, simulator="bybit")
+SPOT = Venue("bybit-spot", partial(BybitNormalizer, category="spot"), subscribe, BYBIT,
+             ws_path="/v5/public/spot", dialect=DIALECT)
+INVERSE = Venue("bybit-inverse", partial(BybitNormalizer, category="inverse"), subscribe,
+                BYBIT, ws_path="/v5/public/inverse", dialect=DIALECT)
+RECORDS = (LINEAR, SPOT, INVERSE)

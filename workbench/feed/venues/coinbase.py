@@ -14,15 +14,27 @@ connection (BookSync's Coinbase rule).
   best_ask_quantity, ..}]` -> BBO events.
 - `heartbeats` -> one HEARTBEAT event; `subscriptions`, `candles`, `status` -> OTHER.
 `ts_event_ns` is the message `timestamp` (ISO 8601 with ns) converted to int64 ns.
+
+Record (`RECORDS`): COINBASE ('coinbase'); no REST snapshots (a resync resubscribes: the venue
+sends a fresh snapshot). The SimExchange dialect (`CoinbaseDialect`) takes one
+`{"type":"subscribe"|"unsubscribe","product_ids":[..],"channel":C}` per channel, answered by a
+`subscriptions` message, and numbers its own frames per connection, rewriting `sequence_num`
+("WebSocket Overview" and "Channels"); the built-in simulator does not write Coinbase.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
+import orjson
 
+from workbench.book.sequencing import COINBASE as COINBASE_SEQUENCING
+from workbench.errors import FeedError
 from workbench.events import (
     F_LAST,
     F_SNAPSHOT,
@@ -51,6 +63,7 @@ from workbench.feed.venues.base import (
     Normalizer,
     begin_message,
 )
+from workbench.feed.venues.record import Dialect, SimSession, Venue, string_after
 
 DEFAULT_CHANNELS = ("level2", "market_trades", "ticker", "heartbeats")
 pack_into = EVENT_STRUCT.pack_into
@@ -248,16 +261,75 @@ class CoinbaseNormalizer(Normalizer):
         info.ts_event_ns = ts
         return self._finish(2 * len(ticks))
 
-    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None
-                           ) -> list[bytes]:
-        """One `{"type":"subscribe","product_ids":[..],"channel":C}` frame per channel
-        (Advanced Trade "Subscribe"; one channel per message). channels default to level2,
-        market_trades, ticker and heartbeats (heartbeats keeps quiet connections alive)."""
-        products = [s.upper() for s in symbols]
-        out = []
-        for channel in channels or DEFAULT_CHANNELS:
-            frame: dict = {"type": "subscribe", "channel": channel}
-            if channel != "heartbeats":
-                frame["product_ids"] = products
-            out.append(msgspec.json.encode(frame))
-        return out
+
+def subscribe(symbols: Sequence[str], channels: tuple[str, ...] | None = None) -> list[bytes]:
+    """One `{"type":"subscribe","product_ids":[..],"channel":C}` frame per channel
+    (Advanced Trade "Subscribe"; one channel per message). channels default to level2,
+    market_trades, ticker and heartbeats (heartbeats keeps quiet connections alive)."""
+    products = [s.upper() for s in symbols]
+    out = []
+    for channel in channels or DEFAULT_CHANNELS:
+        frame: dict = {"type": "subscribe", "channel": channel}
+        if channel != "heartbeats":
+            frame["product_ids"] = products
+        out.append(msgspec.json.encode(frame))
+    return out
+
+
+# ---- SimExchange dialect --------------------------------------------------------------------
+# subscribe channel -> the `channel` of its messages
+_MESSAGE_CHANNELS = {"level2": "l2_data", "market_trades": "market_trades", "ticker": "ticker",
+                     "ticker_batch": "ticker_batch", "heartbeats": "heartbeats",
+                     "candles": "candles", "status": "status"}
+_SEQUENCE_NUM = re.compile(rb'"sequence_num":\d+')
+
+
+class CoinbaseDialect(Dialect):
+    """SimExchange speaking Coinbase Advanced Trade (see the module docstring). Keys are
+    `channel|product_id`."""
+
+    family = "coinbase"
+    bad_request = b'{"type":"error","message":"invalid request"}'
+
+    def subscription_key(self, name: str) -> bytes:
+        channel, _, product = name.partition("|")
+        return _MESSAGE_CHANNELS.get(channel, channel).encode() + b"|" + product.encode()
+
+    def message_key(self, message: bytes) -> bytes:
+        channel = string_after(message[:64], b'"channel":"')
+        return channel + b"|" + string_after(message, b'"product_id":"') if channel else b""
+
+    def is_delta(self, message: bytes) -> bool:
+        return b'"l2_data"' in message[:160] and b'"type":"update"' in message[:400]
+
+    def answer(self, request: dict[str, Any], session: SimSession) -> list[bytes]:
+        kind, channel = request["type"], request["channel"]
+        names = [f"{channel}|{p}" for p in request.get("product_ids") or [""]]
+        if kind == "subscribe":
+            session.add(names)
+        elif kind == "unsubscribe":
+            session.remove(names)
+        else:
+            raise FeedError(f"unknown request type {kind!r}")
+        subs: dict[str, list[str]] = {}
+        for name in session.sub_names:
+            ch, _, product = name.partition("|")
+            subs.setdefault(ch, []).append(product)
+        session.seq += 1
+        return [orjson.dumps({"channel": "subscriptions", "client_id": "",
+                              "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "sequence_num": session.seq - 1,
+                              "events": [{"subscriptions": subs}]})]
+
+    def framer(self, session: SimSession) -> Callable[[bytes], bytes] | None:
+        def renumber(message: bytes) -> bytes:
+            out = _SEQUENCE_NUM.sub(b'"sequence_num":%d' % session.seq, message, count=1)
+            session.seq += 1
+            return out
+
+        return renumber
+
+
+COINBASE = Venue("coinbase", CoinbaseNormalizer, subscribe, COINBASE_SEQUENCING,
+                 dialect=CoinbaseDialect())
+RECORDS = (COINBASE,)

@@ -9,13 +9,19 @@ replaces the local one; the trades `side` is the liquidity taker's side ('unknow
 `timestamp` (exchange) and `local_timestamp` are µs since epoch; `ts_event_ns` is timestamp
 x 1000. Symbols are registered as `<exchange>:<symbol>` (venue 'tardis') since one CSV
 collection spans exchanges. Volumes are small (samples), so plain orjson does the parsing.
+
+Record (`RECORDS`): TARDIS ('tardis'): replayed, never subscribed to or served by SimExchange;
+the rows carry no update ids, so its books are UNSEQUENCED.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import orjson
 
+from workbench.book.sequencing import UNSEQUENCED
 from workbench.events import (
     F_SNAPSHOT,
     K_ASK,
@@ -38,6 +44,7 @@ from workbench.feed.venues.base import (
     Normalizer,
     begin_message,
 )
+from workbench.feed.venues.record import Venue
 
 _SIDES = {"buy": S_BUY, "sell": S_SELL, "unknown": 0}
 
@@ -123,7 +130,11 @@ class TardisNormalizer(Normalizer):
         self.last.kind = M_BBO
         return self._finish(2)
 
-    def subscribe_messages(self, symbols: list[str], channels: tuple[str, ...] | None = None
-                           ) -> list[bytes]:
-        """Tardis CSV files are replayed, not subscribed to: always []."""
-        return []
+
+def subscribe(symbols: Sequence[str], channels: tuple[str, ...] | None = None) -> list[bytes]:
+    """Tardis CSV files are replayed, not subscribed to: always []."""
+    return []
+
+
+TARDIS = Venue("tardis", TardisNormalizer, subscribe, UNSEQUENCED)
+RECORDS = (TARDIS,)
