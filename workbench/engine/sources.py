@@ -50,7 +50,7 @@ from workbench.events import (
     M_SNAPSHOT,
     MessageInfo,
 )
-from workbench.feed.venues import Venue, get_venue
+from workbench.feed.venues import Venue, get_venue, simulated_venue
 
 Submit = Callable[[np.ndarray, MessageInfo | None], None]
 SECOND_NS = 1_000_000_000
@@ -59,16 +59,18 @@ WATCH_PERIOD_S = 0.05  # how often a websocket source checks stop and silence
 
 
 def resolve_venue(cfg: SourceConfig) -> str:
-    """The venue key events are normalized with: `binance` means USD-M for the simulator (it
-    speaks USD-M) and for recordings under a `usdm` folder, COIN-M under `cm`/`coinm`; a ring
-    carries normalized events, sequenced by order (`tardis` rules); other venues as given."""
+    """The venue key events are normalized with: the simulator's own format for `sim` without
+    a recording (`feed.venues.simulated_venue`: USD-M for binance); `binance` means USD-M for
+    recordings under a `usdm` folder, COIN-M under `cm`/`coinm`; a ring carries normalized
+    events, sequenced by order (`tardis` rules); other venues as given. Raises ConfigError
+    for a venue the simulator does not speak."""
     if cfg.kind == "ring":
         return "tardis"
+    if cfg.kind == "sim" and not cfg.recording:
+        return simulated_venue(get_venue(cfg.venue).exchange).key
     if cfg.venue != "binance":
         return cfg.venue
     where = (cfg.recording or cfg.arg or "").replace("\\", "/").lower()
-    if cfg.kind == "sim" and not cfg.recording:
-        return "binance-usdm"
     if "/usdm/" in where:
         return "binance-usdm"
     if "/cm/" in where or "coinm" in where:
@@ -236,7 +238,6 @@ class WebSocketSource(Source):
             loop.run_until_complete(self._watch())
         finally:
             loop.close()
-            self._stats = dict(vars(self._feed.stats))
 
     async def _watch(self) -> None:
         feed = self._feed
@@ -266,8 +267,7 @@ class WebSocketSource(Source):
                 self._feed.stop(timeout_s)
 
     def stats(self) -> dict[str, Any]:
-        return dict(self._stats) if self._stats or self._feed is None else dict(
-            vars(self._feed.stats))
+        return {} if self._feed is None else dict(vars(self._feed.stats))
 
 
 class SimSource(WebSocketSource):
