@@ -114,3 +114,15 @@ def test_ring_reads_are_cut_into_whole_messages_with_their_info():
     tail = cutter.flush()
     assert len(tail) == 1 and np.array_equal(tail[0], delta[:1])
     assert cutter.flush() == []
+
+
+def test_the_wire_stage_is_measured_for_live_websockets_only():
+    """`sim` serves simulated exchange times (far from this machine's clock): no wire rows;
+    the other stages are measured."""
+    from workbench import Engine, EngineConfig, Stage
+
+    engine = Engine(EngineConfig(source="sim", speed=20.0, duration_s=1.5, out_dir=None))
+    engine.start().wait(30)
+    status = engine.stop(timeout_s=10)
+    assert status.error is None and status.latency[Stage.TICK_TO_TRADE].count > 0
+    assert status.latency[Stage.WIRE].count == 0

@@ -275,6 +275,7 @@ class SimSource(WebSocketSource):
     serving `recording`), read through WebSocketFeed like a venue."""
 
     kind = "sim"
+    measures_wire = False  # simulated or recorded exchange times: no live clock to compare
 
     def __init__(self, cfg: SourceConfig, tuning: TuningConfig,
                  on_idle: Callable[[], None] | None = None,
