@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <new>
 
 #include <fcntl.h>
@@ -99,12 +100,164 @@ bool process_alive(int32_t pid) {
     return !(close_paren != nullptr && close_paren[1] == ' ' && close_paren[2] == 'Z');
 }
 
+// ---- the truncation guard (design in wb_ring.h) ----
+// One entry per mapping in this process. base: 0 free, 1 being filled, else the mapping's
+// address. The SIGBUS handler only reads base and size and stores to truncated.
+struct Guard {
+    std::atomic<uintptr_t> base{0};
+    std::atomic<size_t> size{0};
+    std::atomic<int> truncated{0};
+};
+constexpr int kMaxMappings = 1024;
+Guard g_guards[kMaxMappings];
+struct sigaction g_prev_sigbus;  // the handler ours replaced: every other fault goes to it
+
+// A fault that is not a truncated ring's: what the replaced handler would have done.
+void chain_sigbus(int sig, siginfo_t *info, void *ctx) {
+    const struct sigaction &prev = g_prev_sigbus;
+    if ((prev.sa_flags & SA_SIGINFO) != 0) {
+        if (prev.sa_sigaction != nullptr) {
+            prev.sa_sigaction(sig, info, ctx);
+            return;
+        }
+    } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN) {
+        prev.sa_handler(sig);
+        return;
+    }
+    // the default action (a memory fault cannot be ignored): the signal raised here is blocked
+    // while this handler runs and kills the process when it returns
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, nullptr);
+    raise(sig);
+}
+
+// Async-signal-safe: atomics, mmap (a system call; Wayland's wl_shm recovers the same way)
+// and errno saved and restored.
+void on_sigbus(int sig, siginfo_t *info, void *ctx) {
+    if (info != nullptr && info->si_code == BUS_ADRERR) {
+        const uintptr_t addr = reinterpret_cast<uintptr_t>(info->si_addr);
+        for (Guard &g : g_guards) {
+            const uintptr_t base = g.base.load(std::memory_order_acquire);
+            const size_t size = g.size.load(std::memory_order_relaxed);
+            if (base <= 1 || addr - base >= size) continue;
+            const int saved = errno;
+            g.truncated.store(1, std::memory_order_seq_cst);
+            void *copy = mmap(reinterpret_cast<void *>(base), size, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+            errno = saved;
+            if (copy == MAP_FAILED) break;
+            reinterpret_cast<ShmHeader *>(base)->head.store(WB_RING_POISON_HEAD,
+                                                            std::memory_order_release);
+            return;
+        }
+    }
+    chain_sigbus(sig, info, ctx);
+}
+
+// Installs on_sigbus once per process, keeping the handler it replaces for chain_sigbus.
+bool install_sigbus_handler(char *err, size_t errlen) {
+    static std::mutex mu;
+    static bool installed = false;
+    std::lock_guard<std::mutex> lock(mu);
+    if (installed) return true;
+    struct sigaction ours;
+    memset(&ours, 0, sizeof ours);
+    ours.sa_sigaction = on_sigbus;
+    ours.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&ours.sa_mask);
+    // the previous handler is saved before ours can run
+    if (sigaction(SIGBUS, nullptr, &g_prev_sigbus) != 0 ||
+        sigaction(SIGBUS, &ours, nullptr) != 0) {
+        set_err(err, errlen, "cannot install the SIGBUS guard of the rings: %s", strerror(errno));
+        return false;
+    }
+    installed = true;
+    return true;
+}
+
+// Registers a mapping with the guard (the handler is installed on first use); nullptr with a
+// message when the handler cannot be installed or kMaxMappings rings are mapped.
+Guard *guard_mapping(void *base, size_t size, char *err, size_t errlen) {
+    if (!install_sigbus_handler(err, errlen)) return nullptr;
+    for (Guard &g : g_guards) {
+        uintptr_t free_entry = 0;
+        if (g.base.compare_exchange_strong(free_entry, 1, std::memory_order_acq_rel)) {
+            g.size.store(size, std::memory_order_relaxed);
+            g.truncated.store(0, std::memory_order_relaxed);
+            g.base.store(reinterpret_cast<uintptr_t>(base), std::memory_order_release);
+            return &g;
+        }
+    }
+    set_err(err, errlen, "too many rings mapped in this process: %d at most", kMaxMappings);
+    return nullptr;
+}
+
+// Unmaps (the ring's pages or their zero-filled copy) and frees the guard entry.
+void unmap_guarded(Guard *g, void *base, size_t size) {
+    g->base.store(0, std::memory_order_release);
+    munmap(base, size);
+}
+
+// True when `st` (the ring's file) is owned by this process's effective uid with a mode no
+// wider than WB_RING_MODE; else false, with the owner and mode found and required in err.
+bool trusted(const char *name, const char *path, const struct stat &st, char *err,
+             size_t errlen) {
+    const unsigned mode = unsigned(st.st_mode) & 07777u;
+    const uid_t uid = geteuid();
+    const bool owner_ok = st.st_uid == uid;
+    const bool mode_ok = (mode & ~unsigned(WB_RING_MODE)) == 0;
+    if (owner_ok && mode_ok) return true;
+    char owner[96] = "", perm[96] = "";
+    if (!owner_ok)
+        snprintf(owner, sizeof owner, "owned by uid %u, expected uid %u (this process)",
+                 unsigned(st.st_uid), unsigned(uid));
+    if (!mode_ok)
+        snprintf(perm, sizeof perm, "mode %04o, required %04o (no access for group or others)",
+                 mode, unsigned(WB_RING_MODE));
+    set_err(err, errlen, "ring '%s' (/dev/shm%s) refused: %s%s%s", name, path, owner,
+            owner_ok || mode_ok ? "" : "; ", perm);
+    return false;
+}
+
+// True when the header read from the file describes a ring of this build that fills exactly
+// `size` bytes; else false, with what differs in detail.
+bool header_fits(const wb_ring_header &h, size_t size, char *detail, size_t len) {
+    if (h.magic != WB_RING_MAGIC) {
+        snprintf(detail, len, "magic 0x%016llx, expected 0x%016llx",
+                 (unsigned long long)h.magic, (unsigned long long)WB_RING_MAGIC);
+    } else if (h.layout_version != WB_RING_LAYOUT_VERSION) {
+        snprintf(detail, len, "layout version %u, this build reads version %d", h.layout_version,
+                 WB_RING_LAYOUT_VERSION);
+    } else if (h.record_size != sizeof(wb_event)) {
+        snprintf(detail, len, "record size %u bytes, this build uses %zu bytes", h.record_size,
+                 sizeof(wb_event));
+    } else if (h.header_size != sizeof(wb_ring_header)) {
+        snprintf(detail, len, "header size %llu bytes, this build uses %zu bytes",
+                 (unsigned long long)h.header_size, sizeof(wb_ring_header));
+    } else if (h.capacity < WB_RING_MIN_CAPACITY || h.capacity > WB_RING_MAX_CAPACITY ||
+               (h.capacity & (h.capacity - 1)) != 0) {
+        snprintf(detail, len, "capacity %llu, expected a power of two in [%d, %u]",
+                 (unsigned long long)h.capacity, WB_RING_MIN_CAPACITY, WB_RING_MAX_CAPACITY);
+    } else if (size != sizeof(wb_ring_header) + h.capacity * sizeof(wb_event)) {
+        snprintf(detail, len, "file of %zu bytes, expected %zu bytes for capacity %llu", size,
+                 sizeof(wb_ring_header) + size_t(h.capacity) * sizeof(wb_event),
+                 (unsigned long long)h.capacity);
+    } else {
+        return true;
+    }
+    return false;
+}
+
 }  // namespace
 
 // One process's view of a ring. Producer-local and consumer-local caches sit on separate lines.
 struct wb_ring {
     ShmHeader *hdr;
     wb_event *slots;
+    Guard *guard;
     size_t map_size;
     uint64_t mask;
     uint64_t capacity;
@@ -117,14 +270,16 @@ struct wb_ring {
     uint64_t c_last_seq;
 };
 
-static wb_ring *make_handle(void *base, size_t map_size) {
+// capacity: the validated one (the mapping's header may have been rewritten since).
+static wb_ring *make_handle(void *base, size_t map_size, uint64_t capacity, Guard *guard) {
     auto *r = new (std::nothrow) wb_ring();
     if (r == nullptr) return nullptr;
     r->hdr = static_cast<ShmHeader *>(base);
     r->slots = reinterpret_cast<wb_event *>(static_cast<char *>(base) + sizeof(ShmHeader));
+    r->guard = guard;
     r->map_size = map_size;
-    r->capacity = r->hdr->capacity;
-    r->mask = r->capacity - 1;
+    r->capacity = capacity;
+    r->mask = capacity - 1;
     r->p_head = r->hdr->head.load(std::memory_order_acquire);
     r->p_seq = r->hdr->next_seq.load(std::memory_order_relaxed);
     r->p_tail_cache = r->hdr->tail.load(std::memory_order_acquire);
@@ -134,7 +289,14 @@ static wb_ring *make_handle(void *base, size_t map_size) {
     return r;
 }
 
+// The truncation mark of r's mapping (set by the SIGBUS handler, in this thread or another).
+static inline bool truncated(const wb_ring *r) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // not hoisted above the slot accesses
+    return r->guard->truncated.load(std::memory_order_acquire) != 0;
+}
+
 uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_rest) {
+    if (truncated(r)) return 0;
     if (!r->producer) wb_ring_claim_producer(r);
     const uint64_t head = r->p_head;
     uint64_t room = r->capacity - (head - r->p_tail_cache);
@@ -156,6 +318,7 @@ uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_
             s->seq = seq0 + 1 + i;
             s->ts_publish_ns = now;
         }
+        if (truncated(r)) return 0;  // the copies went into the zero-filled stand-in
         r->p_head = head + k;
         r->hdr->head.store(head + k, std::memory_order_release);
     }
@@ -187,14 +350,21 @@ wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *er
     }
     char path[WB_RING_NAME_MAX + 8];
     shm_path(name, path, sizeof path);
-    int fd = shm_open(path, O_CREAT | O_EXCL | O_RDWR, 0600);
+    int fd = shm_open(path, O_CREAT | O_EXCL | O_RDWR, WB_RING_MODE);
     if (fd < 0) {
         *code = errno == EEXIST ? WB_EEXIST : WB_ESYS;
         set_err(err, errlen, "%s: ring '%s' (/dev/shm%s): %s",
                 errno == EEXIST ? "exists" : "shm_open", name, path, strerror(errno));
         return nullptr;
     }
-    fchmod(fd, 0600);  // shm_open applies the umask
+    *code = WB_ESYS;
+    // shm_open applied the umask (which can only narrow the mode): set exactly WB_RING_MODE
+    if (fchmod(fd, WB_RING_MODE) != 0) {
+        set_err(err, errlen, "chmod %04o of ring '%s': %s", WB_RING_MODE, name, strerror(errno));
+        close(fd);
+        shm_unlink(path);
+        return nullptr;
+    }
     size_t size = sizeof(ShmHeader) + capacity * sizeof(wb_event);
     int rc = ftruncate(fd, off_t(size));
     // reserve the pages now: a full /dev/shm fails here instead of SIGBUS on first touch
@@ -203,9 +373,14 @@ wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *er
     int saved = errno;
     close(fd);
     if (base == MAP_FAILED) {
-        *code = WB_ESYS;
         shm_unlink(path);
         set_err(err, errlen, "cannot size ring '%s' to %zu bytes: %s", name, size, strerror(saved));
+        return nullptr;
+    }
+    Guard *guard = guard_mapping(base, size, err, errlen);
+    if (guard == nullptr) {
+        munmap(base, size);
+        shm_unlink(path);
         return nullptr;
     }
     auto *h = static_cast<ShmHeader *>(base);
@@ -217,14 +392,17 @@ wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *er
     h->header_size = sizeof(ShmHeader);
     std::atomic_thread_fence(std::memory_order_release);
     h->magic = WB_RING_MAGIC;
-    wb_ring *r = make_handle(base, size);
-    *code = WB_OK;
-    if (r == nullptr) {
-        munmap(base, size);
+    wb_ring *r = make_handle(base, size, capacity, guard);
+    if (r == nullptr || truncated(r)) {
+        *code = r == nullptr ? WB_ESYS : WB_ETRUNC;
+        if (r == nullptr) set_err(err, errlen, "out of memory");
+        else set_err(err, errlen, "ring '%s' was truncated while it was being created", name);
+        delete r;
+        unmap_guarded(guard, base, size);
         shm_unlink(path);
-        *code = WB_ESYS;
-        set_err(err, errlen, "out of memory");
+        return nullptr;
     }
+    *code = WB_OK;
     return r;
 }
 
@@ -238,21 +416,46 @@ wb_ring *wb_ring_attach(const char *name, int *code, char *err, size_t errlen) {
     }
     char path[WB_RING_NAME_MAX + 8];
     shm_path(name, path, sizeof path);
+    struct stat st;
     int fd = shm_open(path, O_RDWR, 0);
     if (fd < 0) {
-        *code = errno == ENOENT ? WB_ENOTFOUND : WB_ESYS;
-        set_err(err, errlen, "no ring '%s' (/dev/shm%s): %s", name, path, strerror(errno));
+        const int saved = errno;
+        char file[WB_RING_NAME_MAX + 16];
+        snprintf(file, sizeof file, "/dev/shm%s", path);
+        // another user's ring we may not open: say whose it is and how it is shared
+        if (saved == EACCES && lstat(file, &st) == 0 && !trusted(name, path, st, err, errlen)) {
+            *code = WB_EPERM;
+            return nullptr;
+        }
+        *code = saved == ENOENT ? WB_ENOTFOUND : saved == EACCES ? WB_EPERM : WB_ESYS;
+        set_err(err, errlen, "no ring '%s' (/dev/shm%s): %s", name, path, strerror(saved));
         return nullptr;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || size_t(st.st_size) < sizeof(ShmHeader)) {
-        close(fd);
+    // every check below is on the open file, so what is checked is what gets mapped
+    wb_ring_header head;
+    char detail[160];
+    size_t size = 0;
+    if (fstat(fd, &st) != 0) {
+        *code = WB_ESYS;
+        set_err(err, errlen, "fstat of ring '%s': %s", name, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
         *code = WB_ELAYOUT;
-        set_err(err, errlen, "ring '%s': %lld bytes, smaller than the %zu-byte header", name,
-                (long long)st.st_size, sizeof(ShmHeader));
+        set_err(err, errlen, "ring '%s' (/dev/shm%s) is not a regular file", name, path);
+    } else if (!trusted(name, path, st, err, errlen)) {
+        *code = WB_EPERM;
+    } else if ((size = size_t(st.st_size)) < sizeof(ShmHeader) ||
+               pread(fd, &head, sizeof head, 0) != ssize_t(sizeof head)) {
+        *code = WB_ELAYOUT;
+        set_err(err, errlen, "ring '%s': %zu bytes, smaller than the %zu-byte header", name, size,
+                sizeof(ShmHeader));
+    } else if (!header_fits(head, size, detail, sizeof detail)) {
+        *code = WB_ELAYOUT;
+        set_err(err, errlen, "ring '%s': %s", name, detail);
+    }
+    if (*code != WB_OK) {
+        close(fd);
         return nullptr;
     }
-    size_t size = size_t(st.st_size);
     void *base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     int saved = errno;
     close(fd);
@@ -261,50 +464,28 @@ wb_ring *wb_ring_attach(const char *name, int *code, char *err, size_t errlen) {
         set_err(err, errlen, "mmap of ring '%s': %s", name, strerror(saved));
         return nullptr;
     }
-    auto *h = static_cast<ShmHeader *>(base);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    const char *bad = nullptr;
-    char detail[160];
-    if (h->magic != WB_RING_MAGIC) {
-        snprintf(detail, sizeof detail, "magic 0x%016llx, expected 0x%016llx",
-                 (unsigned long long)h->magic, (unsigned long long)WB_RING_MAGIC);
-        bad = detail;
-    } else if (h->layout_version != WB_RING_LAYOUT_VERSION) {
-        snprintf(detail, sizeof detail, "layout version %u, this build reads version %d",
-                 h->layout_version, WB_RING_LAYOUT_VERSION);
-        bad = detail;
-    } else if (h->record_size != sizeof(wb_event)) {
-        snprintf(detail, sizeof detail, "record size %u bytes, this build uses %zu bytes",
-                 h->record_size, sizeof(wb_event));
-        bad = detail;
-    } else if (h->header_size != sizeof(ShmHeader) || h->capacity < WB_RING_MIN_CAPACITY ||
-               (h->capacity & (h->capacity - 1)) != 0 ||
-               size != sizeof(ShmHeader) + h->capacity * sizeof(wb_event)) {
-        snprintf(detail, sizeof detail,
-                 "header size %llu / capacity %llu / %zu bytes, expected %zu-byte header and "
-                 "%zu bytes for that capacity",
-                 (unsigned long long)h->header_size, (unsigned long long)h->capacity, size,
-                 sizeof(ShmHeader), sizeof(ShmHeader) + size_t(h->capacity) * sizeof(wb_event));
-        bad = detail;
-    }
-    if (bad != nullptr) {
-        munmap(base, size);
-        *code = WB_ELAYOUT;
-        set_err(err, errlen, "ring '%s': %s", name, bad);
-        return nullptr;
-    }
-    wb_ring *r = make_handle(base, size);
-    if (r == nullptr) {
+    Guard *guard = guard_mapping(base, size, err, errlen);
+    if (guard == nullptr) {
         munmap(base, size);
         *code = WB_ESYS;
-        set_err(err, errlen, "out of memory");
+        return nullptr;
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    wb_ring *r = make_handle(base, size, head.capacity, guard);
+    if (r == nullptr || truncated(r)) {
+        *code = r == nullptr ? WB_ESYS : WB_ETRUNC;
+        if (r == nullptr) set_err(err, errlen, "out of memory");
+        else set_err(err, errlen, "ring '%s' was truncated while it was being attached", name);
+        delete r;
+        unmap_guarded(guard, base, size);
+        return nullptr;
     }
     return r;
 }
 
 void wb_ring_close(wb_ring *r) {
     if (r == nullptr) return;
-    munmap(r->hdr, r->map_size);
+    unmap_guarded(r->guard, r->hdr, r->map_size);
     delete r;
 }
 
@@ -336,10 +517,15 @@ uint64_t wb_ring_push_batch(wb_ring *r, const wb_event *evs, uint64_t n) {
     return wb_ring_publish(r, evs, n, true);
 }
 
-void wb_ring_release(wb_ring *r) {
+static void release(wb_ring *r) {
     if (r->c_held == 0) return;
     r->c_held = 0;
     r->hdr->tail.store(r->c_tail, std::memory_order_release);
+}
+
+int wb_ring_release(wb_ring *r) {
+    release(r);
+    return truncated(r) ? WB_ETRUNC : WB_OK;
 }
 
 // Loads head and records the high-water mark. Occupancy (head - released tail) only grows
@@ -385,17 +571,17 @@ static uint64_t take(wb_ring *r, uint64_t head, uint64_t max, uint64_t *first) {
 
 uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first) {
     const uint64_t head = load_head(r);
-    wb_ring_release(r);
+    release(r);
     uint64_t idx = 0;
     const uint64_t n = take(r, head, max, &idx);
     if (first != nullptr) *first = idx;
     r->c_held = n;
-    return n;
+    return truncated(r) ? WB_RING_TRUNCATED : n;
 }
 
 uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *first) {
     load_head(r);  // the high-water mark, before the previous read's slots go back
-    wb_ring_release(r);  // the producer may refill those slots while we wait
+    release(r);  // the producer may refill those slots while we wait
     if (wait_ns > 0 && r->hdr->head.load(std::memory_order_acquire) == r->c_tail) {
         const int64_t deadline = wb_monotonic_ns() + wait_ns;
         uint32_t spins = 0;
@@ -409,7 +595,7 @@ uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *
 
 uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max) {
     const uint64_t head = load_head(r);
-    wb_ring_release(r);
+    release(r);
     uint64_t done = 0, first = 0;
     while (done < max) {  // at most two spans: up to the wrap, then from slot 0
         const uint64_t n = take(r, head, max - done, &first);
@@ -419,10 +605,10 @@ uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max) {
         done += n;
     }
     if (done > 0) r->hdr->tail.store(r->c_tail, std::memory_order_release);
-    return done;
+    return truncated(r) ? WB_RING_TRUNCATED : done;
 }
 
-void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out) {
+int wb_ring_stats_get(wb_ring *r, wb_ring_stats *out) {
     ShmHeader *h = r->hdr;
     const uint64_t tail = h->tail.load(std::memory_order_acquire);
     const uint64_t head = h->head.load(std::memory_order_acquire);
@@ -439,8 +625,11 @@ void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out) {
     out->creator_pid = h->creator_pid;
     out->producer_pid = h->producer_pid.load(std::memory_order_acquire);
     out->producer_alive = out->producer_pid == 0 ? -1 : int32_t(process_alive(out->producer_pid));
-    out->_pad = 0;
+    out->creator_alive = int32_t(process_alive(out->creator_pid));
+    return truncated(r) ? WB_ETRUNC : WB_OK;
 }
+
+int wb_ring_status(wb_ring *r) { return truncated(r) ? WB_ETRUNC : WB_OK; }
 
 wb_event *wb_ring_slots(wb_ring *r) { return r->slots; }
 

@@ -14,6 +14,22 @@
  * Full ring: push never blocks. The record is dropped and counted, its sequence number is used
  * up, so the consumer sees a sequence gap (and sets WB_FLAG_GAP on the next record it reads).
  *
+ * Trust: create makes the object with O_EXCL and mode 0600 (fchmod after shm_open, whatever the
+ * umask). attach refuses (WB_EPERM) an object whose owner is not this process's effective uid
+ * or whose mode grants anything beyond 0600, reads the header with pread and checks it against
+ * the file size before mapping (WB_ELAYOUT), and maps exactly header + capacity slots.
+ *
+ * Truncation: a page of a MAP_SHARED mapping past the end of its file raises SIGBUS when
+ * touched, so a ring file truncated under a process would kill it. Every mapping is registered
+ * with a SIGBUS handler (installed on the first create or attach, chaining to the handler it
+ * replaced for every fault outside a ring); on a fault inside a ring it marks that mapping
+ * truncated, maps zero-filled anonymous memory over it at the same address (so the faulting
+ * instruction, in C or in a numpy view of the slots, completes and reads zeros) and sets head
+ * in that copy to WB_RING_POISON_HEAD (so a consumer polling head sees "something to read" and
+ * calls in). From then on reads and pops return WB_RING_TRUNCATED, pushes publish nothing and
+ * the status calls return WB_ETRUNC. The hot path pays one load of the mark per call and no
+ * system call; records read from the lost pages read as zeros.
+ *
  * Errors: calls that can fail return NULL or a negative WB_E* code and write a message into
  * the caller's err buffer.
  */
@@ -34,6 +50,9 @@ extern "C" {
 #define WB_RING_MIN_CAPACITY 16
 #define WB_RING_MAX_CAPACITY (1u << 26) /* 4 GiB of slots */
 #define WB_RING_NAME_MAX 200
+#define WB_RING_MODE 0600 /* the only mode attach accepts: owner read/write */
+#define WB_RING_TRUNCATED UINT64_MAX /* read / read_wait / pop_batch: the file was truncated */
+#define WB_RING_POISON_HEAD UINT64_MAX /* head in the zero-filled copy of a truncated ring */
 
 /* error codes (negative returns) */
 #define WB_OK 0
@@ -42,6 +61,8 @@ extern "C" {
 #define WB_EINVAL -3    /* bad name or capacity */
 #define WB_ESYS -4      /* a system call failed (message has errno text) */
 #define WB_EEXIST -5    /* a ring of that name already exists */
+#define WB_EPERM -6     /* owned by another uid, or mode wider than WB_RING_MODE */
+#define WB_ETRUNC -7    /* the ring's file was truncated under this process's mapping */
 
 typedef struct wb_ring_header {
     /* cache line 0: written at creation */
@@ -79,7 +100,7 @@ typedef struct wb_ring_stats {
     int32_t creator_pid;
     int32_t producer_pid;
     int32_t producer_alive;   /* 1 alive, 0 dead (stale ring), -1 no producer yet */
-    int32_t _pad;
+    int32_t creator_alive;    /* 1 alive, 0 dead */
 } wb_ring_stats;
 
 typedef struct wb_ring wb_ring; /* opaque handle, one per process and role */
@@ -87,6 +108,8 @@ typedef struct wb_ring wb_ring; /* opaque handle, one per process and role */
 /* name: 1..WB_RING_NAME_MAX chars of [A-Za-z0-9._-]; the object is /wb-<name>. */
 wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *err,
                         size_t errlen);
+/* Refuses (WB_EPERM) a ring of another owner or a mode wider than WB_RING_MODE; WB_ELAYOUT when
+ * the header (read before mapping) or the file size does not describe a ring of this build. */
 wb_ring *wb_ring_attach(const char *name, int *code, char *err, size_t errlen);
 void wb_ring_close(wb_ring *r);                   /* unmaps; does not unlink */
 int wb_ring_unlink(const char *name, char *err, size_t errlen);
@@ -97,7 +120,9 @@ void wb_ring_claim_producer(wb_ring *r);
 int wb_ring_push(wb_ring *r, const wb_event *ev);
 /* pushes n records with one publish stamp; returns how many were published (rest dropped). */
 uint64_t wb_ring_push_batch(wb_ring *r, const wb_event *evs, uint64_t n);
-/* copies up to max waiting records into out and hands their slots back; returns the count. */
+/* push / push_batch publish nothing into a truncated ring (check wb_ring_status). */
+/* copies up to max waiting records into out and hands their slots back; returns the count,
+ * or WB_RING_TRUNCATED (as do read and read_wait). */
 uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max);
 /* zero-copy read: hands back the slots of the previous read, then returns up to max waiting
  * records that are contiguous in the slot array (stopping at the wrap), slot index in *first
@@ -106,9 +131,12 @@ uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first);
 /* wb_ring_read, after spinning (no system call, no lock) up to wait_ns for a record when the
  * ring is empty: the consumer's busy poll without leaving C. */
 uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *first);
-/* hands back the slots of the last wb_ring_read. */
-void wb_ring_release(wb_ring *r);
-void wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);
+/* hands back the slots of the last wb_ring_read; WB_OK or WB_ETRUNC. */
+int wb_ring_release(wb_ring *r);
+/* WB_OK, or WB_ETRUNC when the ring was truncated (out then holds the zero-filled copy's). */
+int wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);
+/* WB_OK, or WB_ETRUNC once the ring's file was found truncated under this mapping. */
+int wb_ring_status(wb_ring *r);
 wb_event *wb_ring_slots(wb_ring *r);
 uint64_t wb_ring_capacity(wb_ring *r);
 /* records this handle has taken as consumer (read or popped, released or not). */

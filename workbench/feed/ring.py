@@ -15,7 +15,24 @@ The producer never blocks: a push into a full ring is dropped and counted (`Ring
 and its sequence number is used up, so the consumer sees a sequence gap, adds it to
 `RingStats.gaps` and sets `EventFlag.GAP` on the record after it.
 
-`workbench rings` prints `ShmRing.list()` as a table.
+Trust: `attach` maps only a ring owned by this process's effective uid with mode 0600 (any
+other owner or a wider mode is a RingError naming the uid found and expected, the mode found
+and required: another local user could otherwise feed this engine its market data), and checks
+the header it reads from the file against the file size before mapping (RingLayoutError).
+
+Truncation: a ring file truncated under a mapping would kill the process with SIGBUS on the
+next touch of a lost page. The C side registers every mapping with a SIGBUS handler that maps
+zero-filled memory over a truncated ring in place and marks it (design in csrc/wb_ring.h); the
+next `read`, `pop_into`, `push`, `push_batch`, `release` or `stats` raises RingError naming the
+ring, and views already handed out read zeros. Cost on the hot path: one load of the mark in
+each C read, and one integer comparison in `read` when records came; an empty poll is unchanged.
+The handler is installed on the first create or attach and passes every other SIGBUS to the
+handler it replaced; one installed later (e.g. `faulthandler.enable()` after the first ring)
+runs first and may report a recovered fault as fatal before passing it on.
+
+`workbench rings` prints `ShmRing.list()` as a table, with each ring's producer state: live,
+waiting (no producer yet), stale (the producer died, the creator still runs) or orphan (producer
+and creator both gone). `workbench rings --clean` unlinks the orphans and says why.
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ _NAME_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{lib.WB_RING_NAME_MAX}}}")
 _ERRLEN = 512
 _read = lib.wb_ring_read
 _read_wait = lib.wb_ring_read_wait
+_TRUNCATED: int = lib.WB_RING_TRUNCATED
 _NULL = ffi.NULL
 _HEAD_WORD = ffi.offsetof("wb_ring_header", "head") // 8
 
@@ -60,7 +78,9 @@ class RingStats:
     read past the last drop). high_water: most records ever waiting at once. pending: records
     waiting now (published - consumed). created_ns: CLOCK_REALTIME ns since the Unix epoch.
     producer_pid: 0 when no producer has claimed the ring yet. stale: the producer process is
-    gone (the ring still holds what it published).
+    gone (the ring still holds what it published). orphan: no process that created or produced
+    into the ring lives (the producer is gone or never came, and the creator is gone): nothing
+    will unlink it, `workbench rings --clean` does. A reused pid counts as alive.
     """
 
     name: str
@@ -75,6 +95,28 @@ class RingStats:
     creator_pid: int
     producer_pid: int
     stale: bool
+    orphan: bool
+
+    @property
+    def state(self) -> str:
+        """live, waiting (no producer yet), stale or orphan (see the class docstring)."""
+        if self.orphan:
+            return "orphan"
+        if self.stale:
+            return "stale"
+        return "live" if self.producer_pid else "waiting"
+
+    @property
+    def orphan_reason(self) -> str:
+        """Why the ring is an orphan, naming the dead pids ("" when it is not one)."""
+        if not self.orphan:
+            return ""
+        if self.producer_pid == self.creator_pid:
+            return f"its producer and creator, pid {self.producer_pid}, is gone"
+        if self.producer_pid:
+            return (f"its producer pid {self.producer_pid} and creator pid {self.creator_pid} "
+                    "are gone")
+        return f"no producer ever came and its creator pid {self.creator_pid} is gone"
 
 
 def validate_name(name: str) -> str:
@@ -108,7 +150,7 @@ def _raise_for(code: int, err: Any) -> None:
         raise ValueError(message)
     if code == lib.WB_EEXIST:
         raise RingExists(message)
-    raise RingError(message)
+    raise RingError(message)  # WB_EPERM (owner or mode), WB_ETRUNC, WB_ESYS
 
 
 def _unlink_if_creator(name: str, creator_pid: int) -> None:
@@ -170,8 +212,14 @@ class ShmRing:
     @classmethod
     def attach(cls, name: str) -> ShmRing:
         """Attach to an existing ring. `ring.stale` is True (and a warning is logged) when its
-        producer process has died. Raises RingNotFound naming it, RingLayoutError with the
-        ring's and this build's layout version or record size, ValueError for a bad name."""
+        producer process has died.
+
+        Raises RingNotFound naming it; RingError when the file is owned by another uid than
+        this process's effective uid or its mode is wider than 0600 (naming the owner found and
+        expected, the mode found and required); RingLayoutError when the header, read before
+        mapping, differs from this build's (magic, layout version, record size, header size,
+        capacity: a power of two in 16..2**26) or the file size is not header + capacity * 64
+        bytes (both values named); ValueError for a bad name."""
         validate_name(name)
         ring = cls._attach_quiet(name)
         if ring.stats.stale:
@@ -201,10 +249,26 @@ class ShmRing:
             _raise_for(code, err)
 
     @staticmethod
+    def clean() -> list[RingStats]:
+        """Unlink every orphan ring (see `RingStats.orphan`) this process may attach to and
+        return their last stats; rings it may not attach to (another owner, not a ring) are
+        left alone. A consumer still attached keeps its mapping."""
+        removed = []
+        for st in ShmRing.list():
+            if st.orphan:
+                try:
+                    ShmRing.unlink(st.name)
+                except RingNotFound:  # another cleaner was first
+                    continue
+                removed.append(st)
+        return removed
+
+    @staticmethod
     def list() -> list[RingStats]:
         """Stats of every ring in /dev/shm, sorted by name; `stale` marks dead producers.
 
-        Objects named wb-* that are not readable rings are logged and skipped."""
+        Objects named wb-* that are not readable rings, or that attach refuses (another
+        owner, a mode wider than 0600), are logged and skipped."""
         found = []
         for path in sorted(SHM_DIR.glob(SHM_PREFIX + "*")):
             name = path.name[len(SHM_PREFIX):]
@@ -230,21 +294,30 @@ class ShmRing:
 
     def push(self, event: np.ndarray | np.void) -> bool:
         """Publish one EVENT_DTYPE record (a record scalar or a 1-element array); the ring
-        stamps `seq` and `ts_publish_ns`. Returns False when the ring was full (dropped)."""
+        stamps `seq` and `ts_publish_ns`. Returns False when the ring was full (dropped).
+        Raises RingError when the ring's file was truncated."""
         arr = _as_events(event)
         if arr.shape != (1,):
             raise ValueError(f"push takes one event, got {arr.shape[0]}; use push_batch")
-        return bool(lib.wb_ring_push(self._handle(), ffi.from_buffer("wb_event[]", arr)))
+        h = self._handle()
+        if lib.wb_ring_push(h, ffi.from_buffer("wb_event[]", arr)):
+            return True
+        self._check(h)
+        return False
 
     def push_batch(self, events: np.ndarray) -> int:
         """Publish a 1-D EVENT_DTYPE batch with one `ts_publish_ns` stamp; returns how many were
-        published (the rest were dropped: the ring was full)."""
+        published (the rest were dropped: the ring was full). Raises RingError when the ring's
+        file was truncated."""
         arr = _as_events(events)
-        if arr.size == 0:
-            self._handle()
+        h = self._handle()
+        size = arr.size
+        if size == 0:
             return 0
-        return int(lib.wb_ring_push_batch(self._handle(), ffi.from_buffer("wb_event[]", arr),
-                                          arr.size))
+        n: int = lib.wb_ring_push_batch(h, ffi.from_buffer("wb_event[]", arr), size)
+        if n < size:
+            self._check(h)
+        return n
 
     def read(self, max_n: int = 65536, wait_ns: int = 0) -> np.ndarray:
         """Up to `max_n` waiting records as a read-only EVENT_DTYPE view of the slots, shape
@@ -253,7 +326,7 @@ class ShmRing:
 
         wait_ns = 0: never waits. wait_ns > 0: when the ring is empty, busy-polls in C (GIL
         released, no system call) up to wait_ns ns for the first record; the lowest-latency
-        way to wait for one event."""
+        way to wait for one event. Raises RingError when the ring's file was truncated."""
         if max_n < 1:
             raise ValueError(f"max_n must be a count >= 1, got {max_n}")
         h = self._h
@@ -269,6 +342,8 @@ class ShmRing:
         if not n:
             self._held = False
             return self._empty
+        if n == _TRUNCATED:
+            raise self._truncated()
         self._taken = taken + n
         self._held = True
         first = taken & self._mask  # the C side read from the same cursor
@@ -276,26 +351,50 @@ class ShmRing:
 
     def release(self) -> None:
         """Hand the slots of the last `read` back to the producer without reading more."""
-        lib.wb_ring_release(self._handle())
+        code = lib.wb_ring_release(self._handle())
         self._held = False
+        if code:  # WB_ETRUNC (WB_OK is 0)
+            raise self._truncated()
 
     def pop_into(self, out: np.ndarray) -> int:
         """Copy up to len(out) waiting records into `out` (a writable contiguous EVENT_DTYPE
-        array), across the wrap; returns how many. Hands back the previous read's slots."""
+        array), across the wrap; returns how many. Hands back the previous read's slots.
+        Raises RingError when the ring's file was truncated."""
         if out.dtype != EVENT_DTYPE or out.ndim != 1 or not out.flags.c_contiguous:
             raise ValueError(f"pop_into needs a contiguous 1-D EVENT_DTYPE array, got "
                              f"{out.dtype} shape {out.shape}")
         buf = ffi.from_buffer("wb_event[]", out, require_writable=True)
         n = int(lib.wb_ring_pop_batch(self._handle(), buf, out.size))
-        self._taken += n
         self._held = False
+        if n == _TRUNCATED:
+            raise self._truncated()
+        self._taken += n
         return n
+
+    def _truncated(self) -> RingError:
+        path = SHM_DIR / f"{SHM_PREFIX}{self.name}"
+        try:
+            now = f"{path.stat().st_size} bytes now"
+        except FileNotFoundError:
+            now = "unlinked since"
+        mapped = ffi.sizeof("wb_ring_header") + self.capacity * EVENT_DTYPE.itemsize
+        return RingError(
+            f"ring {self.name!r} ({path}) was truncated under this process's mapping "
+            f"({mapped} bytes mapped, {now}): its records are lost, the mapping reads zeros "
+            "and nothing more can be read or pushed; close it"
+        )
+
+    def _check(self, h: Any) -> None:
+        if lib.wb_ring_status(h):  # WB_ETRUNC (WB_OK is 0)
+            raise self._truncated()
 
     @property
     def stats(self) -> RingStats:
-        """The ring's counters now (see `RingStats`)."""
+        """The ring's counters now (see `RingStats`). Raises RingError when the ring's file
+        was truncated."""
         s = self._stats
-        lib.wb_ring_stats_get(self._handle(), s)
+        if lib.wb_ring_stats_get(self._handle(), s):  # WB_ETRUNC (WB_OK is 0)
+            raise self._truncated()
         return RingStats(
             name=self.name,
             capacity=int(s.capacity),
@@ -309,6 +408,7 @@ class ShmRing:
             creator_pid=int(s.creator_pid),
             producer_pid=int(s.producer_pid),
             stale=s.producer_alive == 0,
+            orphan=s.producer_alive != 1 and s.creator_alive == 0,
         )
 
     def close(self) -> None:
@@ -343,14 +443,28 @@ def _as_events(events: np.ndarray | np.void) -> np.ndarray:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`workbench rings`: list the rings on this machine with their stats."""
     parser.add_argument("--json", action="store_true", help="one JSON object per ring")
+    parser.add_argument("--clean", action="store_true",
+                        help="unlink the orphan rings (producer and creator both gone), say why")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Print the rings in /dev/shm as a table (or JSON lines). Returns 0."""
+    """Print the rings in /dev/shm as a table (or JSON lines); with --clean, first unlink the
+    orphans and print one line per ring removed, with the reason. Returns 0."""
+    import orjson
+
+    if args.clean:
+        removed = ShmRing.clean()
+        for st in removed:
+            if args.json:
+                print(orjson.dumps({"removed": st.name, "reason": st.orphan_reason,
+                                    "pending": st.pending, "published": st.published}).decode())
+            else:
+                print(f"removed ring {st.name!r} ({SHM_DIR / (SHM_PREFIX + st.name)}): "
+                      f"{st.orphan_reason}; {st.pending} of {st.published} records unread")
+        if not args.json:
+            print(f"{len(removed)} orphan ring{'' if len(removed) == 1 else 's'} removed")
     rings = ShmRing.list()
     if args.json:
-        import orjson
-
         for st in rings:
             print(orjson.dumps(asdict(st)).decode())
         return 0
@@ -364,7 +478,7 @@ def main(args: argparse.Namespace) -> int:
         (
             st.name, str(st.capacity), str(st.published), str(st.consumed), str(st.dropped),
             str(st.gaps), str(st.high_water), str(st.pending),
-            f"{st.producer_pid} {'stale' if st.stale else 'live'}" if st.producer_pid else "-",
+            f"{st.producer_pid or '-'} {st.state}",
             f"{(now - st.created_ns) / 1e9:.0f}",
         )
         for st in rings
