@@ -15,6 +15,7 @@ from workbench.errors import WorkbenchError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("workbench.engine.run", "run the paper engine on sim, a recording, a ring or ws"),
+    "runs": ("workbench.runs", "saved runs: list them, repair one after a crash"),
     "feed": ("workbench.feed.handler", "publish an event file into a shared-memory ring (C++)"),
     "rings": ("workbench.feed.ring", "list the shared-memory rings on this machine"),
     "record": ("workbench.feed.capture", "capture a live websocket session to a replayable file"),

@@ -324,3 +324,85 @@ def test_ws_feed_that_drops_reconnects_and_the_book_resyncs(recording):
     assert first_after_drop, "the strategy never ran again after the reconnect"
     (book,) = engine.sync.books.values()
     assert book.valid and book.best_bid < book.best_ask
+
+
+def test_malformed_and_deeply_nested_frames_are_counted_and_the_run_goes_on():
+    """SimExchange's simulator, flat out, sends one truncated JSON frame after 300 messages and
+    one valid JSON frame 1,000 levels deep after 600: both are counted as malformed by the
+    feed, nothing else is lost, and the run ends as it was asked to (stopped, no error)."""
+    from workbench.feed.simex import Faults, SimExchange
+
+    with SimExchange(venue="binance", speed=None,
+                     faults=Faults(malformed_after=300, deep_json_after=600)) as simex:
+        cfg = EngineConfig(source=f"ws:{simex.url}/stream", rest_url=simex.rest_url,
+                           venue="binance-usdm", out_dir=None, duration_s=3.0)
+        engine = Engine(cfg).start()
+        assert engine.wait(60), "the run did not end"
+        status = engine.stop()
+        faults = dict(simex.stats.faults)
+    assert faults == {"malformed": 1, "deep_json": 1}
+    assert status.state == "stopped" and status.error is None
+    feed = status.feed
+    assert feed["malformed"] == 2, feed
+    assert feed["messages"] > 600 + 2 and feed["connects"] == 1, feed
+    assert status.events == feed["events"] > 0
+
+
+class PoisonedOrders(list):
+    """A strategy's order list that cannot be iterated: the Executor meets an exception no
+    part of the trading path expects."""
+
+    def __iter__(self):
+        raise LookupError("poisoned order list")
+
+
+class Poisoner(EmaCross):
+    """EmaCross that hands the engine a PoisonedOrders after `after` calls."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__(20, 100, 0.01)
+        self.calls = 0
+        self.after = after
+
+    def on_events(self, book, batch):
+        self.calls += 1
+        orders = super().on_events(book, batch)
+        return PoisonedOrders([None]) if self.calls == self.after else orders
+
+
+@pytest.mark.parametrize("dispatch", ["callback", "polling"])
+def test_an_unexpected_exception_on_the_path_fails_the_run_with_that_exception(dispatch,
+                                                                               tmp_path):
+    """In callback dispatch the exception comes out of the feed thread (through the websocket
+    sink and WebSocketFeed.run), in polling dispatch out of the engine thread: either way the
+    run ends by itself as failed, with the exception in status(), summary.json and the
+    journal's files written."""
+    engine = Engine(EngineConfig(source="sim", speed=20, dispatch=dispatch, poll_interval_ms=1,
+                                 out_dir=str(tmp_path)), strategy=Poisoner(after=200)).start()
+    assert engine.wait(60), "the run did not end on the exception"
+    status = engine.stop()
+    assert status.state == "failed" and status.finished
+    thread = "feed" if dispatch == "callback" else "engine thread"
+    assert status.error.startswith(f"{thread} failed: LookupError") and "poisoned" in status.error
+    summary = orjson.loads((engine.run_dir / "summary.json").read_bytes())
+    assert summary["state"] == "failed" and summary["error"] == status.error
+    assert not (engine.run_dir / "journal").exists()
+
+
+def test_stop_with_a_short_timeout_says_still_running_and_the_run_then_finishes_clean(
+        recording, tmp_path):
+    cfg = EngineConfig(source=f"replay:{recording}", speed=100, ema_fast=2, ema_slow=5,
+                       out_dir=str(tmp_path))
+    engine = Engine(cfg).start()
+    deadline = time.monotonic() + 30
+    while len(engine.executor.fills) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status = engine.stop(timeout_s=0.001)
+    assert status.state == "running" and not status.finished and status.error is None
+    assert engine.wait(30), "the run did not finish after stop"
+    final = engine.status()
+    assert final.state == "stopped" and final.error is None
+    summary = orjson.loads((engine.run_dir / "summary.json").read_bytes())
+    assert summary["state"] == "stopped" and summary["error"] is None
+    fills = pl.read_parquet(engine.run_dir / "fills.parquet")
+    assert len(fills) == summary["fills"] == final.fills >= 10

@@ -6,7 +6,10 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -189,3 +192,127 @@ def test_feed_spin_busy_polls_the_feed_thread_and_is_recorded():
         assert tuning["feed_event_loop"] == ("asyncio-spin" if spin else tuning["event_loop"])
     assert busy[True] > 0.6  # a core, less what the engine thread and the GIL take
     assert busy[False] < 0.5 * busy[True]
+
+
+KILL_AFTER_FILLS = 40
+# What a flush can wait past its period on a shared 2-core machine: the engine thread runs it
+# between batches and the writer thread waits for the GIL (see engine.journal: loss window).
+FLUSH_DELAY_S = 0.05
+
+
+def test_kill_9_then_repair_keeps_every_fill_acknowledged_a_flush_interval_before(
+        shared_data, tmp_path):
+    """A child process runs the engine on the real recording with the default journal flush
+    interval and prints each fill (index, order id, monotonic ns) as the Executor books it
+    (before it journals it); it is killed with SIGKILL at a random time mid-run. `workbench
+    runs repair` then rebuilds the run: every fill booked more than one flush interval (plus
+    FLUSH_DELAY_S) before the kill is in the rebuilt fills.parquet, at its index, and the
+    summary says the run crashed."""
+    script = textwrap.dedent(f"""
+        import time
+        from workbench.engine.config import EngineConfig
+        from workbench.engine.engine import Engine
+        cfg = EngineConfig(source="replay:{shared_data / RECORDING}", speed=50, ema_fast=2,
+                           ema_slow=5, max_orders_per_s=1000, out_dir="{tmp_path}")
+        print("flush_ms", cfg.housekeeping.journal_flush_ms, flush=True)
+        class Announced(list):  # the Executor books each fill with append, on its thread
+            def append(self, fill):
+                print("fill", len(self), fill.order_id, time.monotonic_ns(), flush=True)
+                super().append(fill)
+        engine = Engine(cfg)
+        engine.executor.fills = Announced()
+        engine.start()
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while sum(line.startswith("fill") for line in lines) < KILL_AFTER_FILLS:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            lines.append(proc.stdout.readline())
+        time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))  # anywhere between flushes
+        killed_ns = time.monotonic_ns()
+        proc.kill()
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    lines += rest.splitlines()
+    flush_s = float(lines[0].split()[1]) / 1000
+    assert flush_s == 0.1  # the default
+    acked = [(int(i), int(oid), int(t)) for _, i, oid, t in
+             (line.split() for line in lines if line.startswith("fill"))]
+    run_dir = _only_run_dir(tmp_path)
+    assert not (run_dir / "summary.json").exists() and (run_dir / "journal").is_dir()
+
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "runs", "repair", run_dir.name,
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"run {run_dir.name}: repaired" in out.stdout
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    assert summary["repaired"] is True and summary["state"] == "failed"
+    assert summary["error"] == "crashed: rebuilt from the write-ahead journal"
+    fills = pl.read_parquet(run_dir / "fills.parquet")
+    assert summary["fills"] == len(fills)
+    cutoff_ns = killed_ns - int((flush_s + FLUSH_DELAY_S) * 1e9)
+    must_survive = [(i, oid) for i, oid, t in acked if t < cutoff_ns]
+    assert len(must_survive) >= KILL_AFTER_FILLS // 2, (len(acked), len(must_survive))
+    order_ids = fills["order_id"].to_list()
+    assert all(i < len(order_ids) and order_ids[i] == oid for i, oid in must_survive), (
+        [(i, oid) for i, oid in must_survive if i >= len(order_ids) or order_ids[i] != oid],
+        len(order_ids))
+    assert not (run_dir / "journal").exists()
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbench.cli", "run", "--quiet", *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "80"})
+
+
+def _failure(out: subprocess.CompletedProcess) -> str:
+    """The one line that says why the run failed: stderr's last line, the only one of its
+    kind."""
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert sum(line.startswith("workbench run: ") for line in lines) == 1, out.stderr
+    assert lines[-1].startswith("workbench run: ")
+    return lines[-1]
+
+
+def test_cli_run_with_zero_events_exits_non_zero_and_says_so(tmp_path):
+    """A ring no producer writes to: the run goes for its duration, then one line and exit 1;
+    the run files are still written (the run itself did not fail)."""
+    from workbench.feed.ring import ShmRing
+
+    name = f"t-silent-{os.getpid()}"
+    with ShmRing.create(name, 1 << 10):
+        out = _run_cli("--source", f"ring:{name}", "--duration", "1", "--out", str(tmp_path))
+    run_dir = _only_run_dir(tmp_path)
+    assert re.fullmatch(f"workbench run: run {run_dir.name}: no events from ring:{name} in "
+                        r"1\.\d s \(the source delivered nothing\)", _failure(out))
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    assert summary["state"] == "stopped" and summary["events"] == 0
+
+
+def test_cli_run_on_an_unreachable_ws_url_fails_with_the_connection_error(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"ws://127.0.0.1:{port}/stream"
+    out = _run_cli("--source", f"ws:{url}", "--out", str(tmp_path))
+    line = _failure(out)
+    assert f"failed: feed failed: FeedError: {url}: unreachable: 5 connection attempts" in line
+    assert "ConnectionRefusedError" in line
+    summary = orjson.loads((_only_run_dir(tmp_path) / "summary.json").read_bytes())
+    assert summary["state"] == "failed" and summary["error"] in line
+
+
+def test_cli_run_of_the_simulator_on_a_symbol_it_does_not_simulate_is_refused(tmp_path):
+    out = _run_cli("--source", "sim", "--symbols", "ETHUSDT", "--out", str(tmp_path))
+    assert _failure(out) == (
+        "workbench run: symbols: the simulator simulates BTCUSDT only (its SimConfig), got "
+        "ETHUSDT; serve a recording of other symbols with `recording`")
+    assert not any(tmp_path.iterdir())  # nothing ran: no run directory

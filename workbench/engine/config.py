@@ -203,13 +203,16 @@ HOUSEKEEPING_JOBS = ("journal_flush", "publish", "latency_fold", "book_check")
 
 @dataclass(frozen=True)
 class HousekeepingConfig:
-    """The engine thread's jobs between batches, periods in ms: journal_flush, publish (UI
-    snapshots, >= 100: at most 10 a second), latency_fold, book_check (crossed books resync);
-    stagger: each period replaced by the next prime. spike_threshold_us: tick-to-trade above
-    which a batch is a spike. latency_warmup_s: market-time seconds after the first batch
-    whose batches are processed but not measured (e.g. a fast-forwarded start)."""
+    """The engine thread's jobs between batches, periods in ms: journal_flush (the journal's
+    records go to its writer thread, which appends them to the write-ahead journal: a crash
+    loses at most the records of the last journal_flush_ms, plus the flush's own delay; see
+    `engine.journal`), publish (UI snapshots, >= 100: at most 10 a second), latency_fold,
+    book_check (crossed books resync); stagger: each period replaced by the next prime.
+    spike_threshold_us: tick-to-trade above which a batch is a spike. latency_warmup_s:
+    market-time seconds after the first batch whose batches are processed but not measured
+    (e.g. a fast-forwarded start)."""
 
-    journal_flush_ms: float = 1000.0
+    journal_flush_ms: float = 100.0
     publish_ms: float = 100.0
     latency_fold_ms: float = 25.0
     book_check_ms: float = 2000.0

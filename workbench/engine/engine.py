@@ -10,8 +10,10 @@ Threads: the *feed thread* runs the run's Source (`engine.sources`: SimExchange 
 websocket, a recording, a ShmRing or a live websocket), which submits one EVENT_DTYPE batch per
 message to the Dispatcher; the *engine thread* owns an asyncio event loop (uvloop when
 installed) that drains the queue in the polling modes and runs the housekeeping jobs; a journal
-thread writes Parquet. Every batch goes through `on_events`: book apply -> strategy ->
-Executor -> PaperBroker, stamped at each stage (see `workbench.latency.stages`):
+thread appends orders and fills to the run's write-ahead journal (`engine.journal`: Parquet at
+the end, `workbench runs repair` after a crash). Every batch goes through `on_events`: book
+apply -> strategy -> Executor -> PaperBroker, stamped at each stage (see
+`workbench.latency.stages`):
 
   parse = publish - receive, queue = pick-up - publish, book, strategy, order (only when the
   strategy sent orders: decision -> broker ack), tick_to_trade = receive -> ack (the broker ack
@@ -24,6 +26,11 @@ spike cause (`SpikeCause`). UI snapshots (`Snapshot`) are published at most ever
 (>= 100 ms): `latest` holds the newest one (thread-safe); `subscribe(fn)` callbacks are
 invoked from the engine thread with each snapshot (the Jupyter layer marshals them with
 `loop.call_soon_threadsafe`).
+
+Failure: an exception out of the feed thread (the source: a normalizer, the websocket sink,
+the trading path in callback dispatch, a source found unreachable) or the engine thread ends
+the run with state `failed` and the exception in `error` (RunStatus, summary.json); the
+websocket sources reconnect on connection errors themselves.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import threading
 import time
 import traceback
@@ -182,17 +190,22 @@ class Engine:
         self._upstream, self._wire = source.upstream_stamped, source.measures_wire
         self._state = "starting"
         try:
-            if self.run_dir is not None:
-                self.journal = Journal(self.run_dir, on_write=self.housekeeper.note)
-                self.executor.journal = self.journal
             source.open(self.dispatcher.submit, self._stop_requested)
+            if self.run_dir is not None:
+                self.journal = Journal(self.run_dir, meta={
+                    "run_id": self.run_id, "pid": os.getpid(), "started_unix_ns": time.time_ns(),
+                    "config": cfg.to_dict()}, on_write=self.housekeeper.note)
+                self.executor.journal = self.journal
             self._tuning = tuning.apply_gc_mode(cfg.tuning.gc_mode)
             self._tuning.update(tuning.apply_switch_interval(cfg.tuning.gil_switch_interval_us))
         except Exception:
             self._state = "failed"
             source.close(self._time_left(5.0))
-            if self.journal is not None:
+            if self.journal is not None:  # nothing ran: no run files
                 self.journal.close()
+                self.journal.discard()
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()  # only when nothing else is in it
             raise
         self.spikes.install_gc_hook()
         self._clock_offset_ns = time.time_ns() - time.perf_counter_ns()
@@ -210,8 +223,11 @@ class Engine:
 
     def stop(self, timeout_s: float = 10.0) -> RunStatus:
         """Stop the feed, process what is queued, flush the journal, write summary.json.
-        Returns within `timeout_s` (if the threads have not finished by then, the status says
-        so in `error`). Returns the final status. Idempotent."""
+        Returns within `timeout_s` the status then, which says what happened: finished
+        (`state` stopped or failed, `finished` True: the run files are written and the journal
+        fsynced), or still running (`state` running, `finished` False: the engine thread is
+        still finishing; it writes the run files with the real outcome when it ends, and
+        `wait()` waits for that). Shutdown steps are shortened to fit `timeout_s`. Idempotent."""
         deadline = time.monotonic() + timeout_s
         self._stop_deadline = min(self._stop_deadline, deadline)
         if self._state == "new":
@@ -223,7 +239,8 @@ class Engine:
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                self._error = self._error or f"stop: engine thread still busy after {timeout_s} s"
+                log.warning("stop: the engine thread is still finishing after %s s; the run "
+                            "files follow when it ends", timeout_s)
         return self.status()
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -399,11 +416,14 @@ class Engine:
 
     # -- threads ------------------------------------------------------------------------
     def _feed_main(self) -> None:
+        """The feed thread: the source until its data ends or the run stops. Any exception
+        out of it (a connection error the source did not recover from included) fails the
+        run with that exception as the error."""
         try:
             self._tuning.update(tuning.pin_current_thread(self.config.tuning.feed_cpus, "feed"))
             self.source.run()
-        except Exception as exc:
-            self._error = f"feed failed: {exc!r}"
+        except BaseException as exc:
+            self._error = self._error or f"feed failed: {type(exc).__name__}: {exc}"
             log.exception("feed thread failed")
         finally:
             self._tuning.update(self.source.tuning)
@@ -462,19 +482,29 @@ class Engine:
         self.spikes.remove_gc_hook()
         tuning.restore_gc(self.config.tuning.gc_mode)
         tuning.apply_switch_interval(self._tuning["gil_switch_interval_before_us"])
+        journal = self.journal
+        if journal is not None:
+            try:
+                journal.close()  # fsynced, Parquet written (never cut short by stop's timeout)
+                if journal.errors:
+                    self._error = self._error or f"journal: {journal.errors[0]}"
+            except Exception as exc:
+                self._error = self._error or f"journal: {exc!r}"
+                log.exception("closing the journal failed")
         if self._state == "running":
             self._state = "failed" if self._error else "stopped"
-        if self.journal is not None:
+        if journal is not None:
             try:
-                self.journal.write_json("summary.json", self.summary())
-                self.journal.write_json("latency.json", {
+                journal.write_json("latency.json", {
                     "summary": self.latency.summary(),
                     "series": {s.value: {k: v.tolist() for k, v in self.latency.series(s).items()}
                                for s in STAGES},
                 })
-                self.journal.close()
+                journal.write_json("summary.json", self.summary())
+                journal.discard()  # the summary is written: the run is complete
             except Exception as exc:
-                self._error = self._error or f"journal: {exc!r}"
+                self._error = self._error or f"run files: {exc!r}"
+                self._state = "failed"
                 log.exception("writing the run files failed")
         _LIVE.discard(self)
         self._finished.set()

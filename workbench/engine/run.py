@@ -163,14 +163,37 @@ def main(args: argparse.Namespace) -> int:
     finally:
         status = engine.stop(timeout_s=30.0)
     console.print()
-    console.print(latency_table(status.latency))
-    console.print(pnl_table(status))
-    console.print(f"events {status.events:,} in {status.elapsed_s:.1f} s "
-                  f"({status.events_per_s:,.0f}/s), orders {status.orders}, fills "
-                  f"{status.fills}, spikes {status.spikes} {status.spike_causes}")
+    if status.events:
+        console.print(latency_table(status.latency))
+        console.print(pnl_table(status))
+        console.print(f"events {status.events:,} in {status.elapsed_s:.1f} s "
+                      f"({status.events_per_s:,.0f}/s), orders {status.orders}, fills "
+                      f"{status.fills}, spikes {status.spikes} {status.spike_causes}")
     if status.run_dir:
         console.print(f"run files: {status.run_dir}")
-    if status.error:
-        console.print(f"[red]error: {status.error}[/red]")
+    failure = failure_line(status)
+    if failure:
+        Console(stderr=True, soft_wrap=True).print(f"workbench run: {failure}", style="red",
+                                                   markup=False, highlight=False)
         return 1
     return 0
+
+
+def failure_line(status: RunStatus) -> str | None:
+    """Why a finished run counts as failed, in one line, or None: its error (the run failed:
+    a feed or engine thread died, the source was unreachable), or no events at all (with what
+    the source reported: messages, malformed, the last connection error, ring events that
+    never ended a message)."""
+    if not status.finished:
+        return f"the engine was still finishing when the CLI gave up (state {status.state})"
+    if status.error:
+        return f"run {status.run_id} failed: {status.error}"
+    if status.events:
+        return None
+    feed = status.feed
+    said = [f"{k.replace('_', ' ')}: {feed[k]:,}" for k in
+            ("messages", "malformed", "unterminated_events") if feed.get(k)]
+    if feed.get("last_error"):
+        said.append(f"last connection error: {feed['last_error']}")
+    return (f"run {status.run_id}: no events from {status.source} in {status.elapsed_s:.1f} s"
+            f" ({'; '.join(said) or 'the source delivered nothing'})")

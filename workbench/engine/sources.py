@@ -38,7 +38,7 @@ import numpy as np
 
 from workbench import tuning as tuning_mod
 from workbench.engine.config import SourceConfig, TuningConfig
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, FeedError
 from workbench.events import (
     F_LAST,
     F_SNAPSHOT,
@@ -56,6 +56,8 @@ Submit = Callable[[np.ndarray, MessageInfo | None], None]
 SECOND_NS = 1_000_000_000
 RING_IDLE_FLUSH = 1000  # empty ring reads before a message cut short is handed on
 WATCH_PERIOD_S = 0.05  # how often a websocket source checks stop and silence
+CONNECT_ATTEMPTS = 5  # connections in a row that delivered nothing before any message:
+#                      the source is unreachable (after the first message: reconnect forever)
 
 
 def resolve_venue(cfg: SourceConfig) -> str:
@@ -179,7 +181,8 @@ class RingSource(Source):
                 idle = 0
                 for message in cutter.cut(view):
                     submit(message, info_of(message))
-            self._stats = {"ring": dataclasses.asdict(ring.stats)}
+            self._stats = {"ring": dataclasses.asdict(ring.stats),
+                           "unterminated_events": cutter.pending}
         finally:
             ring.close()
 
@@ -240,22 +243,36 @@ class WebSocketSource(Source):
             loop.close()
 
     async def _watch(self) -> None:
+        """Run the feed until stop, silence (`idle_end`) or its end. Raises what ended the
+        feed: the exception out of `WebSocketFeed.run()` (it reconnects on connection errors
+        itself, so anything else is a failure), or FeedError when the source was unreachable
+        (CONNECT_ATTEMPTS connections in a row before any message delivered nothing)."""
         feed = self._feed
         task = asyncio.ensure_future(feed.run())
         idle_end = self.config.idle_end
         idle_ns = int(idle_end * SECOND_NS) if idle_end else None
         seen, seen_at = 0, time.perf_counter_ns()
+        unreachable = None
         while not task.done() and not self._stop.is_set():
             await asyncio.sleep(WATCH_PERIOD_S)
+            stats = feed.stats
+            if not stats.messages and stats.reconnects >= CONNECT_ATTEMPTS:
+                unreachable = FeedError(
+                    f"{feed.url}: unreachable: {stats.reconnects} connection attempts in a "
+                    f"row delivered nothing; last error: {stats.last_error}")
+                break
             if idle_ns is not None:
                 now = time.perf_counter_ns()
-                if feed.stats.messages != seen:
-                    seen, seen_at = feed.stats.messages, now
+                if stats.messages != seen:
+                    seen, seen_at = stats.messages, now
                 elif seen and now - seen_at >= idle_ns:
                     break
         feed.stop()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        # the feed's own exception propagates; cancelled or not ended within 5 s: close() ends it
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(task, 5.0)
+        if unreachable is not None:
+            raise unreachable
 
     def request_resync(self, symbol_id: int) -> None:
         if self._feed is not None:
@@ -289,6 +306,10 @@ class SimSource(WebSocketSource):
 
         cfg = self.config
         sim = None if cfg.recording else SimConfig(seed=cfg.seed)
+        if sim is not None and set(cfg.symbols) != {sim.symbol}:
+            raise ConfigError(f"symbols: the simulator simulates {sim.symbol} only (its "
+                              f"SimConfig), got {', '.join(cfg.symbols)}; serve a recording "
+                              "of other symbols with `recording`")
         self._simex = SimExchange(cfg.recording, venue=venue.exchange, speed=cfg.speed or None,
                                   sim=sim).start()
         return self._simex.url + venue.ws_path, self._simex.rest_url
@@ -342,6 +363,11 @@ class MessageCutter:
             rest = view[start:]
             self._tail = rest.copy() if self._tail is None else np.concatenate((self._tail, rest))
         return out
+
+    @property
+    def pending(self) -> int:
+        """Events of a message not ended yet (read, waiting for its LAST_IN_MSG event)."""
+        return 0 if self._tail is None else len(self._tail)
 
     def flush(self) -> list[np.ndarray]:
         """The incomplete tail as a batch of its own (the producer went quiet mid-message)."""

@@ -84,6 +84,8 @@ log = logging.getLogger("workbench.feed.simex")
 
 HOST = "127.0.0.1"
 MALFORMED_FRAME = b'{"stream":"malformed","data":{"e":"depthUpdate","b":[["1.0",'
+DEEP_NESTING = 1000  # a JSON frame this deep (2 KB) overflows a recursive parser
+DEEP_FRAME = b'{"deep":' + b"[" * DEEP_NESTING + b"]" * DEEP_NESTING + b"}"
 LOOP_SLACK_NS = 2_000_000  # paced waits longer than this sleep in the event loop
 SPIN_NS = 50_000  # the last this-many ns of a paced wait spin (sleep overshoots ~60 µs)
 Source = str | Path | list[str | Path]
@@ -99,6 +101,8 @@ class Faults:
     snapshot served since the connection opened (nothing is dropped before one; the gap then
     surely falls after the book of a client that synced from that snapshot went live).
     malformed_after: send one truncated JSON frame after N messages (extra, nothing dropped).
+    deep_json_after: send one valid but deeply nested JSON frame (`DEEP_FRAME`: 1,000 levels
+    of arrays, 2 KB) after N messages (extra, nothing dropped).
     stall_after / stall_s: after N messages send nothing for S seconds (pings still answered).
     rest_errors / rest_status / retry_after_s: the first K REST depth requests answer
     `rest_status` (429 or 418) with `Retry-After: retry_after_s`.
@@ -109,6 +113,7 @@ class Faults:
     gap_after: int | None = None
     gap_after_snapshot: bool = False
     malformed_after: int | None = None
+    deep_json_after: int | None = None
     stall_after: int | None = None
     stall_s: float = 0.0
     rest_errors: int = 0
@@ -117,7 +122,8 @@ class Faults:
     every_connection: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("disconnect_after", "gap_after", "malformed_after", "stall_after"):
+        for name in ("disconnect_after", "gap_after", "malformed_after", "deep_json_after",
+                     "stall_after"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"Faults.{name} must be None or >= 0, got {value!r}")
@@ -694,6 +700,8 @@ class SimExchange:
                 session.since_rest += 1
             if session.due("malformed", faults.malformed_after):
                 out.append(MALFORMED_FRAME)
+            if session.due("deep_json", faults.deep_json_after):
+                out.append(DEEP_FRAME)
             if session.due("stall", faults.stall_after):
                 await self._flush(session, out)
                 with contextlib.suppress(TimeoutError):  # silent, unless the client hangs up
