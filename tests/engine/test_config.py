@@ -72,7 +72,7 @@ def test_defaults_and_derived_values():
     assert nearest_prime_ms(100) == 101 and nearest_prime_ms(97) == 97
     staggered = EngineConfig(stagger=True, journal_flush_ms=1000)
     assert staggered.housekeeping.period_ms("journal_flush") == 1009
-    assert EngineConfig().housekeeping.period_ms("journal_flush") == 1000
+    assert EngineConfig().housekeeping.period_ms("journal_flush") == 100  # the loss window
 
 
 def test_groups_and_the_flat_form_build_the_same_config():
