@@ -11,6 +11,7 @@ from refbook import RefFeed, assert_same_book
 
 from workbench.book.sync import BookSync
 from workbench.errors import BookError
+from workbench.events import MessageKind
 from workbench.feed.replay import open_recording
 from workbench.feed.symbols import SymbolRegistry
 from workbench.feed.venues import get_venue, normalizer_for
@@ -131,6 +132,82 @@ def test_coinbase_connection_sequence() -> None:
     p.sync.connection_reset()
     p(l2(0, "snapshot", "BTC-USD", "102"))  # a new connection restarts the sequence
     assert p.sync.stats.gaps == 1 and p.book("BTC-USD").valid
+
+
+def _coinbase_l2(seq: int, kind: str, price: str, updates: str = "updates") -> bytes:
+    return json.dumps({"channel": "l2_data", "timestamp": "2026-01-01T00:00:00Z",
+                       "sequence_num": seq, "events": [{"type": kind, "product_id": "BTC-USD",
+                       updates: [{"side": "bid", "price_level": price,
+                                  "new_quantity": "1"}]}]}).encode()
+
+
+@pytest.mark.parametrize("handed_over", [True, False])
+def test_coinbase_malformed_l2_data_invalidates_and_resyncs(handed_over: bool) -> None:
+    """An l2_data whose body cannot be read (here `updates` renamed) still took a
+    sequence_num. Given to BookSync (as inspect does) the book is invalid and a resync asked
+    at once; not given (the engine submits only messages with events) the next message's
+    sequence_num is the gap. Never valid with the update lost."""
+    p = Pipe("coinbase")
+    p(_coinbase_l2(0, "snapshot", "100"))
+    p(_coinbase_l2(1, "update", "101"))
+    book = p.book("BTC-USD")
+    assert book.valid and book.best_bid == 101.0 and p.resyncs == []
+    lost = _coinbase_l2(2, "update", "102", updates="update")
+    events = p.norm.normalize(lost, 1)
+    assert len(events) == 0 and p.norm.last.kind == MessageKind.MALFORMED
+    if handed_over:
+        p.sync.process(events, p.norm.last)
+        assert not book.valid and p.resyncs == [1] and p.sync.stats.lost == 1
+    p(_coinbase_l2(3, "update", "103"))
+    assert not book.valid and p.resyncs == [1] and book.best_bid == 101.0
+    assert p.sync.stats.gaps == 1 and p.sync.stats.resyncs == 1
+    p(_coinbase_l2(4, "snapshot", "104"))  # the resubscription's snapshot
+    assert book.valid and book.best_bid == 104.0 and p.sync.stats.gaps == 1
+
+
+def _bybit_ob(kind: str, u: int, price: str) -> bytes:
+    return json.dumps({"topic": "orderbook.50.BTCUSDT", "type": kind, "ts": 1, "data": {
+        "s": "BTCUSDT", "b": [[price, "1"]], "a": [["30", "1"]], "u": u, "seq": u}}).encode()
+
+
+BOOK_VENUES = {  # venue -> (snapshot, first delta, malformed deltas, next delta)
+    "binance-usdm": (rest(100, [["10", "1"]], [["20", "1"]]),
+                     depth(99, 101, 100, [["11", "1"]], []),
+                     [depth(102, 103, 101, [["12", "NaN"]], []),
+                      depth(102, 103, 101, [["12", "1"]], []).replace(
+                          b', "b": [["12", "1"]]', b""),
+                      depth(102, 103, 101, [["12.0.1", "1"]], [])],
+                     depth(104, 105, 103, [["13", "1"]], [])),
+    "binance": (rest(100, [["10", "1"]], [["20", "1"]]),
+                depth(99, 101, None, [["11", "1"]], []),
+                [depth(102, 103, None, [["12", "-1"]], []),
+                 depth(102, 103, None, [["12", "1"]], []).replace(b'"E": 1', b'"E": -1')],
+                depth(104, 105, None, [["13", "1"]], [])),
+    "bybit": (_bybit_ob("snapshot", 10, "20"), _bybit_ob("delta", 11, "21"),
+              [_bybit_ob("delta", 12, "0"), _bybit_ob("delta", 12, "22").replace(
+                  b'"ts": 1', b'"ts": -1'), _bybit_ob("delta", 12, "22").replace(
+                  b'"u": 12', b'"u": 99999999999999999999')],
+              _bybit_ob("delta", 13, "23")),
+}
+
+
+@pytest.mark.parametrize("venue", sorted(BOOK_VENUES))
+def test_malformed_delta_is_a_gap(venue: str) -> None:
+    """A skipped delta is never applied in part and the book does not stay valid with the
+    hole: the next delta does not follow, so the book is invalid and resyncs."""
+    snapshot, first, malformed, after = BOOK_VENUES[venue]
+    for bad in malformed:
+        p = Pipe(venue)
+        p(snapshot)
+        p(first)
+        book = p.book()
+        assert book.valid and p.sync.stats.gaps == 0
+        top = book.depth(5)
+        p(bad)
+        assert p.norm.last.kind == MessageKind.MALFORMED, bad
+        assert [a.tolist() for a in book.depth(5)] == [a.tolist() for a in top]
+        p(after)
+        assert not book.valid and p.sync.stats.gaps == 1 and p.resyncs[-1] == 1, bad
 
 
 def test_rule_must_be_a_sync_rule() -> None:

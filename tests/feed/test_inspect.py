@@ -77,6 +77,11 @@ def test_legacy_protocol_counted_only(shared_data: Path) -> None:
     assert report["venues"] == ["unsupported"] and report["books"] == {}
     assert report["messages"] == 9946
     assert report["by_type"]["l2update"] == 9719 and report["by_type"]["snapshot"] == 10
+    skipped = {r["type"]: r for r in report["not_normalized"]}  # every type, with why
+    assert sum(r["count"] for r in skipped.values()) == 9946
+    assert skipped["l2update"]["count"] == 9719
+    assert all("Coinbase Pro" in r["why"] for r in skipped.values())
+    assert "Coinbase Pro" in report["connections"][0]["note"]
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -108,6 +113,9 @@ def test_gaps_and_malformed_reported(tmp_path: Path) -> None:
     report = inspect_recording(path)
     assert report["venues"] == ["binance-usdm"]
     assert report["malformed"] == {"json": 1, "bad_price": 1, "unknown_type": 1}
+    assert [(r["type"], r["count"], r["why"].split(":")[0]) for r in sorted(
+        report["not_normalized"], key=lambda r: r["why"])] == [
+        ("depthUpdate", 1, "bad_price"), ("?", 1, "json"), ("weird", 1, "unknown_type")]
     assert (report["gaps"], report["resyncs"]) == (1, 1)
     span = report["time_span"]
     assert (span["first_ns"], span["last_ns"]) == (t, t + 6)
@@ -119,6 +127,27 @@ def test_gaps_and_malformed_reported(tmp_path: Path) -> None:
     assert book["asks"] == [[101.0, 2.0], [101.5, 4.0], [102.0, 2.0]]
     spot = inspect_recording(path, venue="binance")  # spot rules: U must be previous u + 1
     assert spot["venues"] == ["binance"] and spot["gaps"] == 1
+
+
+def test_cryptofeed2_binance_futures_log(shared_data: Path, tmp_path: Path) -> None:
+    """A v2 text log of Binance USD-M combined streams: normalized, not 'unsupported'."""
+    from test_replay import cryptofeed2_from_v3
+
+    path = tmp_path / "BINANCE_FUTURES.ws.1.0.gz"
+    cryptofeed2_from_v3(shared_data / "binance/cryptofeed_v3/BINANCE_FUTURES.jsonl.zst", path)
+    report = inspect_recording(path)
+    assert report["format"] == "cryptofeed2" and report["venues"] == ["binance-usdm"]
+    assert report["symbols"] == ["AKROUSDT", "CTKUSDT", "KEEPUSDT", "SUSHIUSDT"]
+    assert report["malformed"] == {} and report["not_normalized"] == []
+    assert report["by_type"]["depthUpdate"] == 764
+
+
+def test_table_names_what_was_not_normalized(shared_data: Path) -> None:
+    path = shared_data / "bybit/BYBIT.ws.26.0.gz"
+    table = subprocess.run([*CLI, str(path)], capture_output=True, text=True, check=True,
+                           timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert "messages not normalized" in table.stdout
+    assert "Bybit's legacy feed /realtime" in table.stdout
 
 
 def test_cli_json_and_table(shared_data: Path) -> None:

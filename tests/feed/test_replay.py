@@ -13,7 +13,9 @@ import pytest
 import zstandard
 
 from workbench.errors import ConfigError, RecordingError
-from workbench.feed.replay import ReplayFeed, open_recording
+from workbench.feed.replay import ReplayFeed, open_recording, url_venue
+from workbench.feed.symbols import SymbolRegistry
+from workbench.feed.venues import normalizer_for
 
 EXPECTED = {  # path -> (format, records, venues)
     "binance/hftbacktest/usdm/btcusdt_20240808.gz": ("hftbacktest", 93954,
@@ -26,8 +28,9 @@ EXPECTED = {  # path -> (format, records, venues)
     "bybit/BYBIT.jsonl.zst": ("cryptofeed3", 3227, {"BYBIT.ws.2": "bybit",
                                                     "BYBIT.ws.3": "bybit-spot"}),
     "coinbase/COINBASE.jsonl.zst": ("cryptofeed3", 1030, {"COINBASE.ws.2": "coinbase"}),
-    "coinbase/COINBASE.ws.28.0.gz": ("cryptofeed2", 9946, {"": None}),
-    "bybit/BYBIT.ws.26.0.gz": ("cryptofeed2", 1098, {"": None}),
+    "coinbase/COINBASE.ws.28.0.gz": ("cryptofeed2", 9946,
+                                     {"wss://ws-feed.pro.coinbase.com": None}),
+    "bybit/BYBIT.ws.26.0.gz": ("cryptofeed2", 1098, {"wss://stream.bybit.com/realtime": None}),
     "bybit/xrpusdt-ob500.data.zip": ("bybit-data", 50, {"": "bybit"}),
     "tardis_samples/bitmex_trades_XBTUSD.csv": ("tardis", 10, {"": "tardis"}),
     "binance/nautilus/tardis_quotes.csv.gz": ("tardis", 9999, {"": "tardis"}),
@@ -39,8 +42,12 @@ def test_formats_sniffed_and_counted(shared_data: Path, rel: str) -> None:
     fmt, count, venues = EXPECTED[rel]
     rec = open_recording(shared_data / rel)
     assert (rec.format, rec.venues) == (fmt, venues)
+    # every connection is normalized or refused with the reason
+    assert {c for c, v in rec.venues.items() if v is None} == set(rec.refused)
+    assert all(rec.refused.values())
     records = list(rec.records())
     assert len(records) == count
+    assert {r.conn for r in records} <= set(rec.venues)
     times = [r.recv_ns for r in records]
     if fmt in ("cryptofeed3", "bybit-data"):
         assert times == sorted(times)
@@ -167,3 +174,68 @@ def test_list_of_files_concatenates(shared_data: Path) -> None:
 def test_conn_filter(shared_data: Path) -> None:
     feed = ReplayFeed(shared_data / "bybit/BYBIT.jsonl.zst", speed=None, conn="BYBIT.ws.3")
     assert len(list(feed)) == 681
+
+
+def cryptofeed2_from_v3(v3: Path, out: Path) -> tuple[str, list[bytes]]:
+    """Write a cryptofeed v2 text log of a v3 capture's websocket records (connect, send and
+    recv lines, as cryptofeed v2 wrote them); returns the connection URL and the messages."""
+    with v3.open("rb") as fh:
+        lines = zstandard.ZstdDecompressor().stream_reader(fh).read().splitlines()
+    url = ""
+    messages = []
+    with gzip.open(out, "wb") as fh:
+        for line in lines:
+            rec = json.loads(line)
+            if rec["t"] == "connect":
+                url = rec["addr"]
+                fh.write(f"{url} <-> {rec['ts']}\n".encode())
+            elif rec["t"] == "send":
+                fh.write(f"{rec['addr']} <- {rec['ts']}: {rec['data']}\n".encode())
+            elif rec["t"] == "recv":
+                messages.append(rec["data"].encode())
+                fh.write(f"{rec['ts']}: {rec['data']}\n".encode())
+    return url, messages
+
+
+def test_cryptofeed2_binance_futures_sniffed_from_its_url(shared_data: Path,
+                                                          tmp_path: Path) -> None:
+    """A v2 log of Binance USD-M combined streams was read but counted unsupported."""
+    path = tmp_path / "BINANCE_FUTURES.ws.1.0.gz"
+    url, messages = cryptofeed2_from_v3(
+        shared_data / "binance/cryptofeed_v3/BINANCE_FUTURES.jsonl.zst", path)
+    rec = open_recording(path)
+    assert url.startswith("wss://fstream.binance.com/stream?streams=")
+    assert (rec.format, rec.venues, rec.refused) == ("cryptofeed2", {url: "binance-usdm"}, {})
+    records = list(rec.records())
+    assert [r.message for r in records] == messages and {r.conn for r in records} == {url}
+    norm = normalizer_for(rec.venues[url], SymbolRegistry())
+    events = sum(len(norm.normalize(r.message, r.recv_ns)) for r in records)
+    assert events > len(records) and not norm.stats.malformed
+
+
+def test_cryptofeed2_messages_before_any_url_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.ws.1.0"
+    path.write_text('1618677817.1: {"type":"x"}\n'
+                    "wss://stream.binance.com:9443/ws <-> 1618677817.2\n"
+                    '1618677817.3: {"e":"trade"}\n')
+    rec = open_recording(path)
+    assert rec.venues == {"": None, "wss://stream.binance.com:9443/ws": "binance"}
+    assert "before any connection" in rec.refused[""]
+    assert [r.conn for r in rec.records()] == ["", "wss://stream.binance.com:9443/ws"]
+
+
+@pytest.mark.parametrize(("url", "venue", "why"), [
+    ("wss://stream.binance.com:9443/stream?streams=btcusdt@depth", "binance", ""),
+    ("wss://fstream.binance.com/ws/btcusdt@trade", "binance-usdm", ""),
+    ("wss://dstream.binance.com/stream", "binance-coinm", ""),
+    ("wss://stream.bybit.com/v5/public/linear", "bybit", ""),
+    ("wss://stream.bybit.com/v5/public/spot", "bybit-spot", ""),
+    ("wss://stream.bybit.com/v5/public/inverse/", "bybit-inverse", ""),
+    ("wss://advanced-trade-ws.coinbase.com", "coinbase", ""),
+    ("wss://stream.bybit.com/realtime_public", None, "Bybit's legacy feed /realtime_public"),
+    ("wss://ws-feed.pro.coinbase.com", None, "Coinbase Pro"),
+    ("wss://api-pub.bitfinex.com/ws/2", None, "no normalizer reads the feed at"),
+])
+def test_url_venue(url: str, venue: str | None, why: str) -> None:
+    got, reason = url_venue(url)
+    assert got == venue and (why in reason if why else reason == "")

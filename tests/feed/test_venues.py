@@ -429,3 +429,201 @@ def test_mutated_real_messages_never_raise(shared_data, venue: str) -> None:
         assert ev.dtype == EVENT_DTYPE
     assert norm.stats.messages == n
     assert ok + norm.stats.malformed_total == n and norm.stats.malformed_total > n // 4
+
+
+# ---- issue 14: one small test per finding --------------------------------------------------
+DEEP = b"[" * 1000 + b"]" * 1000  # ~2 KB of nesting
+
+
+@pytest.mark.parametrize(("venue", "message"), [
+    ("binance-usdm", b'{"stream":"btcusdt@depth@0ms","data":{"x":' + DEEP + b"}}"),
+    ("binance-usdm", b'{"stream":"btcusdt@bookTicker","data":{"x":' + DEEP + b"}}"),
+    ("binance", b'{"stream":"btcusdt@trade","data":{"x":' + DEEP + b"}}"),
+    ("binance-coinm", b'{"e":"depthUpdate","x":' + DEEP + b"}"),
+    ("bybit", b'{"topic":"orderbook.50.BTCUSDT","x":' + DEEP + b"}"),
+    ("bybit-spot", b'{"topic":"publicTrade.BTCUSDT","x":' + DEEP + b"}"),
+    ("bybit-inverse", b'{"x":' + DEEP + b"}"),
+    ("coinbase", b'{"channel":"l2_data","x":' + DEEP + b"}"),
+    ("tardis", b'{"tardis":"book","x":' + DEEP + b"}"),
+])
+def test_deep_nesting_is_counted_as_depth(venue: str, message: bytes,
+                                          registry: SymbolRegistry) -> None:
+    """A ~2 KB deeply nested message raised RecursionError out of every normalizer."""
+    norm = normalizer_for(venue, registry)
+    assert len(norm.normalize(message, 1)) == 0
+    assert norm.last.kind == MessageKind.MALFORMED
+    assert (norm.stats.messages, dict(norm.stats.malformed)) == (1, {"depth": 1})
+
+
+class _Raising(BinanceNormalizer):
+    """A normalizer whose venue code raises what it is given: the base's message boundary
+    is what is under test."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(SymbolRegistry())
+        self.exc = exc
+
+    def _normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
+        raise self.exc
+
+
+@pytest.mark.parametrize(("exc", "kind"), [
+    (RecursionError("deep"), "depth"), (MemoryError(), "memory"),
+    (ZeroDivisionError("a bug"), "internal"), (KeyError("x"), "schema"),
+    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), "json")])
+def test_the_base_counts_every_exception_by_kind(exc: BaseException, kind: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    norm = _Raising(exc)
+    with caplog.at_level(logging.WARNING, logger="workbench.feed.venues"):
+        for _ in range(3):
+            assert len(norm.normalize(b'{"head of the message":1}', 1)) == 0
+            assert norm.last.kind == MessageKind.MALFORMED
+    assert (norm.stats.messages, dict(norm.stats.malformed)) == (3, {kind: 3})
+    assert norm.stats.skipped == {("?", kind): 3}
+    (logged,) = [r for r in caplog.records if "skipped" in r.getMessage()]  # once
+    assert "head of the message" in logged.getMessage()
+    assert (logged.exc_info is not None) == (kind == "internal")
+
+
+def test_non_bytes_input_is_counted_not_raised(registry: SymbolRegistry) -> None:
+    norm = normalizer_for("binance-usdm", registry)
+    for bad in ("\ud800", None, 5):  # a lone surrogate cannot be UTF-8; not a buffer
+        assert len(norm.normalize(bad, 1)) == 0  # type: ignore[arg-type]
+    assert norm.stats.messages == 3 and dict(norm.stats.malformed) == {"json": 1, "schema": 2}
+    assert len(norm.normalize(bytearray(BINANCE_DEPTH), 1)) == 3
+
+
+def _depth(**data: object) -> bytes:
+    base = json.loads(BINANCE_DEPTH)
+    base["data"].update(data)
+    return json.dumps({k: v for k, v in base["data"].items() if v is not None}).encode()
+
+
+@pytest.mark.parametrize(("message", "kind"), [
+    (BINANCE_DEPTH.replace(b'"61800.20"', b'"61800.20.5"'), "bad_price"),  # one number each
+    (BINANCE_DEPTH.replace(b'"2.507"', b'"1e99999999999999999999"'), "bad_qty"),  # inf
+    (BINANCE_DEPTH.replace(b'"61800.20"', b'"1e99999999999999999999"'), "bad_price"),
+    (BINANCE_DEPTH.replace(b'"u":105', b'"u":99999999999999999999999'), "schema"),  # no wrap
+    (BINANCE_DEPTH.replace(b'"u":105', b'"u":178631083|554'), "json"),  # strict JSON
+    (BINANCE_DEPTH.replace(b',"b":[["61800.20","2.507"],["61799.00","0.000"]]', b""),
+     "schema"),  # a depthUpdate without "b"
+    (BINANCE_DEPTH.replace(b'"E":1723161256299', b'"E":-5'), "schema"),  # negative time
+    (BINANCE_DEPTH.replace(b'"E":1723161256299', b'"E":0'), "schema"),
+    (BINANCE_DEPTH.replace(b'"T":1723161256298', b'"T":9223372036855'), "schema"),  # > 2262
+    (BINANCE_DEPTH.replace(b'"pu":99', b'"pu":-1'), "schema"),
+    (BINANCE_DEPTH.replace(b'"U":100', b'"U":106'), "schema"),  # U > u
+    (BINANCE_DEPTH.replace(b'"b":', b'"b":[],"b":'), "schema"),  # repeated key
+    (BINANCE_DEPTH + b" x", "json"),  # trailing bytes
+    (BINANCE_DEPTH.replace(b'"2.507"', b'"2.507\xff"'), "bad_qty"),  # not a number
+    (b'{"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"1","B":"1","a":"2",'
+     b'"A":"1","E":-1}}', "schema"),
+    (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"T":-2,"s":"BTCUSDT","t":1,'
+     b'"p":"1","q":"1","m":true}}', "schema"),
+    (b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","p":"1","q":"1",'
+     b'"m":true}}', "schema"),  # no trade id
+])
+def test_binance_strict_values(message: bytes, kind: str, registry: SymbolRegistry) -> None:
+    """The level scanner accepted these (issue 14): each is now skipped as `kind`."""
+    norm = normalizer_for("binance-usdm", registry)
+    assert len(norm.normalize(message, 1)) == 0
+    assert dict(norm.stats.malformed) == {kind: 1}, message
+
+
+def test_book_keys_only_at_their_documented_depth(registry: SymbolRegistry) -> None:
+    """b/a/u nested elsewhere are ignored (they were read at any depth)."""
+    norm = normalizer_for("binance-usdm", registry)
+    plain = norm.normalize(BINANCE_DEPTH, 1).copy()
+    nested = BINANCE_DEPTH.replace(
+        b'"s":"BTCUSDT"', b'"s":"BTCUSDT","x":{"b":[["1.0","9"]],"u":7,"U":1},"y":[{"a":[]}]')
+    top = BINANCE_DEPTH.replace(b'{"stream"', b'{"u":1,"b":[["5","5"]],"stream"')
+    for message in (nested, top):
+        ev = norm.normalize(message, 1)
+        assert rows(ev) == rows(plain) and norm.last.last_id == 105
+
+
+def test_bybit_top_level_u_does_not_make_a_snapshot(registry: SymbolRegistry) -> None:
+    """An extra top-level "u" turned a delta into a snapshot that wiped the book."""
+    norm = normalizer_for("bybit", registry)
+    delta = (b'{"topic":"orderbook.50.BTCUSDT","type":"delta","ts":1672304484978,"u":1,'
+             b'"data":{"s":"BTCUSDT","b":[["16493.50","0.006"]],"a":[],"u":18521289,'
+             b'"seq":7961638725},"cts":1672304484976}')
+    ev = norm.normalize(delta, 1)
+    assert norm.last.kind == MessageKind.DELTA and norm.last.last_id == 18521289
+    assert rows(ev) == [(EventKind.BID_LEVEL, Side.BUY, 16493.5, 0.006, EventFlag.LAST_IN_MSG)]
+    for bad, kind in ((delta.replace(b'"ts":1672304484978', b'"ts":-1'), "schema"),
+                      (delta.replace(b',"a":[]', b""), "schema"),
+                      (delta.replace(b'"u":18521289', b'"u":"18521289"'), "schema"),
+                      (delta.replace(b'"delta"', b'"deltas"'), "unknown_type")):
+        norm.normalize(bad, 1)
+        assert norm.last.kind == MessageKind.MALFORMED and norm.stats.malformed[kind] >= 1
+
+
+@pytest.mark.parametrize("drop", [b',"events":[{"type":"update","product_id":"BTC-USD",'
+                                  b'"updates":[{"side":"bid","price_level":"1",'
+                                  b'"new_quantity":"2"}]}]',
+                                  b',"updates":[{"side":"bid","price_level":"1",'
+                                  b'"new_quantity":"2"}]'])
+def test_coinbase_l2_without_its_lists_is_malformed(drop: bytes,
+                                                    registry: SymbolRegistry) -> None:
+    """An l2_data whose events/updates key is missing gave 0 events and passed as valid."""
+    l2 = (b'{"channel":"l2_data","timestamp":"2026-08-09T21:05:48Z","sequence_num":3,'
+          b'"events":[{"type":"update","product_id":"BTC-USD","updates":[{"side":"bid",'
+          b'"price_level":"1","new_quantity":"2"}]}]}')
+    norm = normalizer_for("coinbase", registry)
+    assert len(norm.normalize(l2, 1)) == 1 and norm.last.seq == 3
+    renamed = l2.replace(drop, drop.replace(b'"events"', b'"event"').replace(b'"updates"',
+                                                                             b'"update"'))
+    for message in (l2.replace(drop, b""), renamed):
+        assert len(norm.normalize(message, 1)) == 0
+        assert norm.last.kind == MessageKind.MALFORMED and norm.last.seq == -1
+    assert dict(norm.stats.malformed) == {"schema": 2}
+
+
+@pytest.mark.parametrize("stamp", ["1969-12-31T23:59:59Z", "9999-01-01T00:00:00Z",
+                                   "2262-04-12T00:00:00Z", "2026-13-01T00:00:00Z",
+                                   "2026-08-09T21:05:48"])
+def test_coinbase_times_out_of_range(stamp: str, registry: SymbolRegistry) -> None:
+    norm = normalizer_for("coinbase", registry)
+    hb = (b'{"channel":"heartbeats","timestamp":"%s","sequence_num":2,"events":[]}'
+          % stamp.encode())
+    assert len(norm.normalize(hb, 1)) == 0 and dict(norm.stats.malformed) == {"schema": 1}
+
+
+def test_valid_messages_in_another_key_order(registry: SymbolRegistry) -> None:
+    """{"data":..,"stream":..} and a Bybit topic past the first 40 bytes were refused."""
+    norm = normalizer_for("binance-usdm", registry)
+    plain = norm.normalize(BINANCE_DEPTH, 1).copy()
+    doc = json.loads(BINANCE_DEPTH)
+    swapped = json.dumps({"data": doc["data"], "stream": doc["stream"]}).encode()
+    assert rows(norm.normalize(swapped, 1)) == rows(plain)
+    ticker = (b'{"data":{"u":400900217,"s":"BTCUSDT","b":"25.35190000","B":"31.21000000",'
+              b'"a":"25.36520000","A":"40.66000000"},"stream":"btcusdt@bookTicker"}')
+    assert [int(k) for k in norm.normalize(ticker, 1)["kind"]] == [EventKind.BBO] * 2
+    bybit = normalizer_for("bybit", registry)
+    late = (b'{"ts":1672304484978,"type":"snapshot","cts":1672304484976,"data":{"seq":1,'
+            b'"u":5,"a":[["16611.00","0.029"]],"b":[["16493.50","0.006"]],"s":"BTCUSDT"},'
+            b'"topic":"orderbook.50.BTCUSDT"}')
+    ev = bybit.normalize(late, 1)
+    assert [int(k) for k in ev["kind"]] == [EventKind.SNAPSHOT_BEGIN, EventKind.ASK_LEVEL,
+                                            EventKind.BID_LEVEL, EventKind.SNAPSHOT_END]
+    trades = (b'{"ts":1672304486868,"type":"snapshot","data":[{"T":1672304486865,'
+              b'"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50"}],'
+              b'"topic":"publicTrade.BTCUSDT"}')
+    assert rows(bybit.normalize(trades, 2)) == [(EventKind.TRADE, Side.BUY, 16578.5, 0.001,
+                                                 EventFlag.LAST_IN_MSG)]
+    assert not norm.stats.malformed and not bybit.stats.malformed
+
+
+def test_tardis_values_are_typed(registry: SymbolRegistry) -> None:
+    norm = normalizer_for("tardis", registry)
+    book = {"tardis": "book", "exchange": "deribit", "symbol": "BTC-PERPETUAL",
+            "timestamp": 1585699200245000, "local_timestamp": 1585699200355684,
+            "is_snapshot": False, "bids": [[6421.5, 10]], "asks": []}
+    assert len(norm.normalize(json.dumps(book), 1)) == 1
+    for change, kind in (({"bids": [[True, 10]]}, "schema"), ({"bids": [["6421.5", 10]]},
+                         "schema"), ({"timestamp": -1}, "schema"), ({"bids": [[0, 1]]},
+                         "bad_price"), ({"asks": [[1, -1]]}, "bad_qty"),
+                         ({"tardis": "funding"}, "unknown_type")):
+        norm.normalize(json.dumps({**book, **change}), 1)
+        assert norm.last.kind == MessageKind.MALFORMED and norm.stats.malformed[kind] >= 1
+    assert norm.stats.malformed_total == 6

@@ -14,6 +14,13 @@ A message the book refuses (a price off every decimal grid, `L2Book.apply`'s Boo
 counted in `stats.rejected`, logged, and treated as a gap: the book is invalid until a new
 snapshot, and the feed goes on.
 
+A message the normalizer counted malformed (MessageKind.MALFORMED) carries no update: its
+update ids are unknown, so on a venue with per-book update ids (Binance, Bybit) the next delta
+of that book does not follow and is the gap. On a venue with a connection sequence (Coinbase's
+`sequence_num`) the malformed message itself was a numbered message whose body is lost: it is a
+connection gap at once (`stats.lost`), every live book is invalid and resyncs, and the next
+message starts the sequence again. Never "valid with a hole".
+
 After a reconnect call `connection_reset()`: every book becomes invalid and waits for a
 snapshot (a connection sequence restarts).
 """
@@ -50,6 +57,7 @@ class SyncStats:
     buffer_overflow: int = 0  # buffered deltas dropped because the buffer was full
     crossed: int = 0  # messages after which the book was crossed
     rejected: int = 0  # messages the book refused (BookError): handled as a gap
+    lost: int = 0  # malformed messages on a connection sequence: handled as a gap
 
 
 class _Symbol:
@@ -140,10 +148,13 @@ class BookSync:
         message, buffered, stale or gap). `events` may be a reused view: buffering copies."""
         self.stats.messages += 1
         kind = info.kind
-        if self._connection_seq and kind != M_MALFORMED and info.seq >= 0:
-            if self._conn_seq >= 0 and info.seq != self._conn_seq + 1:
-                self._connection_gap(info.seq)
-            self._conn_seq = info.seq
+        if self._connection_seq:
+            if kind == M_MALFORMED:
+                self._lost()
+            elif info.seq >= 0:
+                if self._conn_seq >= 0 and info.seq != self._conn_seq + 1:
+                    self._connection_gap(info.seq)
+                self._conn_seq = info.seq
         if kind == M_DELTA:
             return self._delta(events, info)
         if kind == M_SNAPSHOT:
@@ -264,6 +275,24 @@ class BookSync:
         log.warning("%s: connection sequence gap (expected %d, got %d); all books resync",
                     self.rule.name, self._conn_seq + 1, seq)
         for s in self._symbols.values():
+            s.book.valid = False
+            s.live = False
+            s.snapshot_id = -1
+            self._request(s, after_gap=True)
+
+    def _lost(self) -> None:
+        """A malformed message on a connection sequence: its number advanced, its body is
+        lost. Every live book resyncs (books already waiting for a snapshot keep waiting: the
+        snapshot replaces whatever they missed); the next message restarts the sequence."""
+        self.stats.lost += 1
+        self._conn_seq = -1
+        live = [s for s in self._symbols.values() if not s.resync_pending]
+        if not live:
+            return
+        self.stats.gaps += 1
+        log.warning("%s: a malformed message on the connection sequence; %d books resync",
+                    self.rule.name, len(live))
+        for s in live:
             s.book.valid = False
             s.live = False
             s.snapshot_id = -1

@@ -2,9 +2,11 @@
 venue normalizer and BookSync, so users can trust a recording before they benchmark on it.
 
 Reports the format, venue(s) and symbols, message counts by type, the time span, sequence gaps,
-resyncs, stale deltas, malformed messages by kind, and the final top 5 levels of every book
-(price and quantity as numbers). Nothing can fetch a snapshot during an inspection, so a gap
-stays a gap (the book stays invalid until the recording itself brings a new snapshot).
+resyncs, stale deltas, malformed messages by kind, every message type that was not normalized
+(with counts and why: a connection no normalizer reads and the reason, or the malformed kind),
+and the final top 5 levels of every book (price and quantity as numbers). Nothing can fetch a
+snapshot during an inspection, so a gap stays a gap (the book stays invalid until the recording
+itself brings a new snapshot).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from workbench.book.sync import BookSync
 from workbench.feed.replay import open_recording
 from workbench.feed.symbols import SymbolRegistry
 from workbench.feed.venues import VENUES, get_venue
+from workbench.feed.venues.base import MALFORMED_KINDS
 
 TOP_LEVELS = 5
 
@@ -33,9 +36,11 @@ def inspect_recording(path: str | Path, venue: str | None = None) -> dict[str, A
     `workbench.feed.venues.VENUES`, for every connection) and summarize it.
 
     Returns a JSON-ready dict: path, format, venues, symbols, messages, by_type (message type
-    -> count), malformed (kind -> count), time_span {first_ns, last_ns, seconds, first_utc,
-    last_utc}, gaps, resyncs, dropped_stale, connections (per-connection figures) and books
-    ({symbol: {venue, valid, crossed, bids: [[price, qty]] x5, asks: [[price, qty]] x5}}).
+    -> count), malformed (kind -> count), not_normalized ([{conn, type, count, why}], most
+    first: every message type a normalizer skipped, or that no normalizer reads), time_span
+    {first_ns, last_ns, seconds, first_utc, last_utc}, gaps, resyncs, dropped_stale,
+    connections (per-connection figures) and books ({symbol: {venue, valid, crossed, bids:
+    [[price, qty]] x5, asks: [[price, qty]] x5}}).
     Raises RecordingError for a missing or corrupt recording, ConfigError for an unknown venue.
     """
     forced = get_venue(venue) if venue is not None else None
@@ -84,6 +89,7 @@ def _summary(rec: Any, pipes: dict, per_conn: dict, registry: SymbolRegistry,
              first_ns: int | None, last_ns: int | None) -> dict[str, Any]:
     by_type: Counter = Counter()
     malformed: Counter = Counter()
+    not_normalized: list[dict[str, Any]] = []
     gaps = resyncs = stale = 0
     books: dict[str, Any] = {}
     connections = []
@@ -91,9 +97,12 @@ def _summary(rec: Any, pipes: dict, per_conn: dict, registry: SymbolRegistry,
         pipe = pipes[conn]
         entry = {k: v for k, v in info.items() if k != "unread"}
         if pipe is None:
-            entry["note"] = "no normalizer for this protocol (legacy feed): messages counted only"
+            why = rec.refused.get(conn) or "no normalizer reads this connection's protocol"
+            entry["note"] = f"not normalized: {why}; messages counted only"
             entry["by_type"] = dict(info["unread"])
             by_type.update(info["unread"])
+            not_normalized += [{"conn": conn, "type": t, "count": n, "why": why}
+                               for t, n in info["unread"].items()]
         else:
             norm, sync = pipe
             entry["by_type"] = dict(norm.stats.by_channel)
@@ -104,6 +113,9 @@ def _summary(rec: Any, pipes: dict, per_conn: dict, registry: SymbolRegistry,
             entry["snapshots"] = sync.stats.snapshots
             by_type.update(norm.stats.by_channel)
             malformed.update(norm.stats.malformed)
+            not_normalized += [{"conn": conn, "type": channel, "count": n,
+                                "why": f"{kind}: {MALFORMED_KINDS.get(kind, kind)}"}
+                               for (channel, kind), n in norm.stats.skipped.items()]
             gaps += sync.stats.gaps
             resyncs += sync.stats.resyncs
             stale += sync.stats.dropped_stale
@@ -133,6 +145,7 @@ def _summary(rec: Any, pipes: dict, per_conn: dict, registry: SymbolRegistry,
         "messages": sum(c["messages"] for c in connections),
         "by_type": dict(by_type.most_common()),
         "malformed": dict(malformed),
+        "not_normalized": sorted(not_normalized, key=lambda r: -r["count"]),
         "time_span": span,
         "gaps": gaps,
         "resyncs": resyncs,
@@ -185,6 +198,13 @@ def _print_tables(report: dict[str, Any]) -> None:
     console.print(types)
     for note in {c.get("note") for c in report["connections"] if c.get("note")}:
         console.print(f"[yellow]{note}[/yellow]")
+    if report["not_normalized"]:
+        skipped = Table(title="messages not normalized")
+        for col in ("connection", "type", "count", "why"):
+            skipped.add_column(col, justify="right" if col == "count" else "left")
+        for row in report["not_normalized"]:
+            skipped.add_row(row["conn"] or "-", row["type"], f"{row['count']:,}", row["why"])
+        console.print(skipped)
     for symbol, book in report["books"].items():
         state = "valid" if book["valid"] else "INVALID"
         table = Table(title=f"{symbol} top {TOP_LEVELS} ({state}"

@@ -8,8 +8,10 @@ one). `open_recording(path)` sniffs the format from the name and the first line:
   recv_ns = the ns prefix.
 - `cryptofeed3`: JSONL+zstd `recv` records (+ REST depth responses, below); recv_ns = `ts`
   (float seconds).
-- `cryptofeed2`: text log of `<ts>: <json>` lines (gzip or plain), URL lines (connects and
-  sent frames) skipped; recv_ns = `ts` (float seconds).
+- `cryptofeed2`: text log of `<ts>: <json>` lines (gzip or plain); recv_ns = `ts` (float
+  seconds). URL lines (`<url> <-> ts` connects, `<url> <- ts: json` sent frames) are not
+  messages: each names the connection of the messages after it (`Record.conn` is its URL),
+  and the venue is sniffed from every one (`url_venue`: the host, and the path for Bybit).
 - `bybit-data`: Bybit historical `.data` (zip or plain), one v5 WS message a line; no local
   time, so recv_ns = the exchange `ts` (ms).
 - `tardis`: Tardis.dev CSV (incremental_book_L2, trades, quotes, book_snapshot_N); recv_ns =
@@ -32,6 +34,11 @@ whatever its timestamps); a trades row becomes `{"tardis":"trade",...,"id","side
 "ask_amount"}`, a book_snapshot_N row a `"book"` snapshot message. Times stay in µs as in the
 CSV.
 
+Every connection is either normalized (`Recording.venues[conn]` is a venue key) or refused
+with the reason (`Recording.refused[conn]`: a retired protocol such as Coinbase Pro or Bybit v2,
+an exchange without a normalizer such as Bitfinex, messages before any connection line);
+`workbench inspect` reports both.
+
 Not read (no exchange messages in them): nautilus bookDepth CSVs and parquet fixtures, and the
 bar files. A missing file, an unknown format or a corrupt line raises RecordingError naming the
 file and the line.
@@ -50,6 +57,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -78,13 +86,14 @@ class Record(NamedTuple):
 @dataclass
 class Recording:
     """A recording file: its format, connections and the venue key of each (or None when no
-    normalizer reads that protocol). Iterate `records()` for `Record`s; iterating the
-    recording itself gives `(recv_ns, message)` pairs."""
+    normalizer reads that protocol, with the reason in `refused`). Iterate `records()` for
+    `Record`s; iterating the recording itself gives `(recv_ns, message)` pairs."""
 
     path: Path
     format: str
     connections: dict[str, str] = field(default_factory=dict)  # conn -> address
     venues: dict[str, str | None] = field(default_factory=dict)  # conn -> venue key
+    refused: dict[str, str] = field(default_factory=dict)  # conn -> why no normalizer
 
     def records(self) -> Iterator[Record]:
         """The recorded messages in recorded order. Raises RecordingError (file and line)."""
@@ -163,11 +172,7 @@ def open_recording(path: str | Path) -> Recording:
         rec.venues[""] = _guess_binance(path)
         return rec
     if _URL_LINE.match(first) or _CF2_LINE.match(first):
-        rec = Recording(path, "cryptofeed2")
-        url = first.split(b" ", 1)[0].decode() if _URL_LINE.match(first) else ""
-        rec.connections[""] = url
-        rec.venues[""] = None  # legacy Coinbase Pro / Bybit v2 protocols: no normalizer
-        return rec
+        return _sniff_cryptofeed2(path)
     if first.startswith(b"exchange,symbol,timestamp,local_timestamp"):
         rec = Recording(path, "tardis", {"": first.decode()})
         rec.venues[""] = "tardis"
@@ -179,6 +184,7 @@ def open_recording(path: str | Path) -> Recording:
     if first.startswith(b"["):
         rec = Recording(path, "bitfinex-array", {"": "bitfinex"})
         rec.venues[""] = None
+        rec.refused[""] = "Bitfinex v2 raw book (R0) messages: no normalizer reads Bitfinex"
         return rec
     raise RecordingError(f"{path}: line 1: unknown recording format (expected one of "
                          f"{', '.join(FORMATS)}), got {first[:60]!r}")
@@ -223,6 +229,63 @@ def _sniff_cryptofeed3(path: Path) -> Recording:
             rec.connections[obj["conn"]] = obj.get("addr", "")
     for conn, addr in rec.connections.items():
         rec.venues[conn] = _cf3_venue(exchange, addr)
+        if rec.venues[conn] is None:
+            rec.refused[conn] = f"no normalizer reads cryptofeed exchange {exchange!r} ({addr})"
+    return rec
+
+
+# public market-data websocket hosts (each venue's API docs) -> venue key
+_WS_HOSTS = {"stream.binance.com": "binance", "data-stream.binance.vision": "binance",
+             "stream.binance.us": "binance", "fstream.binance.com": "binance-usdm",
+             "dstream.binance.com": "binance-coinm",
+             "advanced-trade-ws.coinbase.com": "coinbase"}
+_BYBIT_HOSTS = frozenset({"stream.bybit.com", "stream.bytick.com", "stream-testnet.bybit.com"})
+_BYBIT_V5 = {"/v5/public/linear": "bybit", "/v5/public/spot": "bybit-spot",
+             "/v5/public/inverse": "bybit-inverse"}
+_RETIRED_HOSTS = {
+    "ws-feed.pro.coinbase.com": "Coinbase Pro's feed (retired in 2022); the normalizer reads "
+                                "Coinbase Advanced Trade",
+    "ws-feed.exchange.coinbase.com": "Coinbase Exchange's feed (the Pro protocol); the "
+                                     "normalizer reads Coinbase Advanced Trade",
+}
+
+
+def url_venue(url: str) -> tuple[str | None, str]:
+    """(venue key, '') for a websocket URL whose messages a normalizer reads, else (None, the
+    reason). Binance and Coinbase by host; Bybit by host and path (v5 `/v5/public/linear`,
+    `/spot`, `/inverse`; the legacy `/realtime*` paths are refused)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host in _WS_HOSTS:
+        return _WS_HOSTS[host], ""
+    if host in _BYBIT_HOSTS:
+        venue = _BYBIT_V5.get(parts.path.rstrip("/"))
+        if venue is not None:
+            return venue, ""
+        return None, (f"Bybit's legacy feed {parts.path} (v1/v2, retired); the normalizer "
+                      f"reads Bybit v5 /v5/public/*")
+    if host in _RETIRED_HOSTS:
+        return None, _RETIRED_HOSTS[host]
+    return None, f"no normalizer reads the feed at {url!r}"
+
+
+def _sniff_cryptofeed2(path: Path) -> Recording:
+    """Connections and venues of a cryptofeed v2 log, from its URL lines (all of them: a
+    reconnect may go elsewhere); messages before any URL line form connection ''."""
+    rec = Recording(path, "cryptofeed2")
+    for _, line in _lines(path):
+        if _URL_LINE.match(line):
+            url = line.split(b" ", 1)[0].decode(errors="replace")
+            if url not in rec.connections:
+                rec.connections[url] = url
+                rec.venues[url], why = url_venue(url)
+                if why:
+                    rec.refused[url] = why
+        elif line and not rec.connections and "" not in rec.venues:
+            rec.venues[""] = None
+            rec.refused[""] = "messages before any connection (URL) line: their feed is unknown"
+    if "" in rec.venues:
+        rec.connections[""] = ""
     return rec
 
 
@@ -305,7 +368,7 @@ def _read_cryptofeed2(rec: Recording) -> Iterator[Record]:
         if not line:
             continue
         if _URL_LINE.match(line):
-            conn = line.split(b" ", 1)[0].decode()
+            conn = line.split(b" ", 1)[0].decode(errors="replace")
             continue
         ts, sep, message = line.partition(b": ")
         try:

@@ -15,10 +15,11 @@ envelope's stream name (`{"stream":"btcusdt@depthSnapshot","data":{REST body}}`,
 `workbench.feed.replay` gives REST responses found in captures), `default_symbol`, or the only
 symbol this normalizer has seen in depth messages; otherwise it is counted `unknown_symbol`.
 
-The channel is chosen by a byte search on the stream name before parsing; each channel has
-its own msgspec typed-struct decoder, and book levels are parsed by a compiled kernel
-(`_levels.parse_levels`) straight into the batch. Sequencing (U/u/pu rules) is in
-`workbench.book.sequencing`.
+The channel is chosen by a byte search on the stream name before parsing (an envelope with its
+keys in another order is re-encoded compactly first); each channel has its own msgspec
+typed-struct decoder (the strict JSON check, required keys, ranges); book messages are
+validated and read by a compiled kernel (`_levels.parse_book`, as strict) straight into the
+batch. Sequencing (U/u/pu rules) is in `workbench.book.sequencing`.
 
 Records (`RECORDS`): SPOT ('binance'), USDM ('binance-usdm'), COINM ('binance-coinm'), each
 with its REST depth market (Binance docs, "Market Data Endpoints: Order Book" and "General
@@ -59,12 +60,16 @@ from workbench.events import (
     S_SELL,
 )
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
+from workbench.feed.venues import _levels
 from workbench.feed.venues.base import (
     DEFAULT_CAPACITY,
     EVENT_WORDS,
     INF,
-    PARSE_ERRORS,
+    MAX_TIME_MS,
+    Id,
     Normalizer,
+    Symbol,
+    TimeMs,
     begin_message,
     event_word,
 )
@@ -88,14 +93,14 @@ class _Ticker(msgspec.Struct, gc=False, kw_only=True):
     here). gc=False: decoded structs are not tracked by the cyclic GC."""
 
     e: str = ""
-    u: int = -1
-    s: str
+    u: Id = -1
+    s: Symbol
     b: float
     B: float
     a: float
     A: float
-    T: int = 0
-    E: int = 0
+    T: TimeMs = 0
+    E: TimeMs = 0
 
 
 class _Trade(msgspec.Struct, gc=False, kw_only=True):
@@ -103,15 +108,35 @@ class _Trade(msgspec.Struct, gc=False, kw_only=True):
     keys that come in field order fastest (measured ~18% faster than skipping them)."""
 
     e: str = ""
-    E: int = 0
-    T: int = 0
-    s: str
-    t: int = -1  # trade id (trade stream)
+    E: TimeMs = 0
+    T: TimeMs = 0
+    s: Symbol
+    t: Id = -1  # trade id (trade stream)
     p: float
     q: float
     X: str = ""
     m: bool
-    a: int = -1  # aggregate trade id (aggTrade stream)
+    a: Id = -1  # aggregate trade id (aggTrade stream)
+
+
+class _Head(msgspec.Struct, gc=False):
+    """What tells a frame without the compact envelope apart: a combined-stream envelope
+    with its keys in another order, a REST body, a `/ws` event, a request's response."""
+
+    stream: str = ""
+    data: msgspec.Raw = msgspec.Raw()
+    e: str = ""
+    lastUpdateId: msgspec.Raw = msgspec.Raw()
+    A: msgspec.Raw = msgspec.Raw()
+    result: msgspec.Raw = msgspec.Raw()
+    error: msgspec.Raw = msgspec.Raw()
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    """The combined-stream envelope in its usual key order (re-encoding target)."""
+
+    stream: str
+    data: msgspec.Raw
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -128,7 +153,8 @@ _TRADE_ENV = _enveloped(_Trade)
 _EVENT_ENV = _enveloped(_Event)
 _TICKER = msgspec.json.Decoder(_Ticker, strict=False)
 _TRADE = msgspec.json.Decoder(_Trade, strict=False)
-_EVENT = msgspec.json.Decoder(_Event)
+_HEAD = msgspec.json.Decoder(_Head)
+_ENCODE = msgspec.json.Encoder().encode
 _OTHER_TYPES = frozenset({"kline", "response", "markPriceUpdate", "24hrTicker", "24hrMiniTicker",
                           "forceOrder", "continuous_kline", "indexPriceUpdate"})
 
@@ -138,6 +164,9 @@ class BinanceNormalizer(Normalizer):
     ('binance-usdm') or 'coinm' ('binance-coinm'); the venue keys the symbol registry.
 
     default_symbol: the symbol of bare REST depth snapshots (a recording of one symbol).
+    Required keys: depthUpdate e, E, s, U <= u, b, a (and pu on futures); REST snapshot
+    lastUpdateId, bids, asks; bookTicker s, b, B, a, A; trade s, p, q, m and t (aggTrade a).
+    Times E/T must be > 0 when present, ids >= 0 (`base.TimeMs`, `base.Id`).
     """
 
     def __init__(self, registry: SymbolRegistry = SYMBOLS, market: str = "spot",
@@ -147,56 +176,49 @@ class BinanceNormalizer(Normalizer):
         self.venue = MARKETS[market]
         self.market = market
         self.default_symbol = default_symbol.upper() if default_symbol else None
+        self.futures = market != "spot"
         self._depth_symbols: dict[bytes, int] = {}
         super().__init__(registry, capacity)
 
     # ---- dispatch ----------------------------------------------------------------------
-    def normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
-        if type(message) is not bytes:
-            message = message.encode() if isinstance(message, str) else bytes(message)
-        start = self.stats.messages
-        try:
-            if message.startswith(b'{"stream":"'):
-                # the channel from the stream name's first bytes after '@' (ints, no slice):
-                # b = bookTicker, tr = trade, ag = aggTrade, d = depth (the only ones so
-                # starting among Binance's stream names); anything else is `_other`
-                at = message.find(b"@", 11, 64) + 1
-                if at > 0:
-                    c = message[at]
-                    if c == 98:
-                        return self._ticker(_TICKER_ENV.decode(message).data, recv_ns, message)
-                    c2 = message[at + 1]
-                    if (c == 116 and c2 == 114) or (c == 97 and c2 == 103):
-                        return self._trade(_TRADE_ENV.decode(message).data, recv_ns, message)
-                    if c == 100:
-                        return self._book(message, recv_ns, message[11:at - 1])
-                return self._other(_EVENT_ENV.decode(message).data.e or "stream", message)
-            return self._bare(message, recv_ns)
-        except PARSE_ERRORS as exc:
-            return self._failed(exc, message, start)
+    def _normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
+        if message.startswith(b'{"stream":"'):
+            # the channel from the stream name's first bytes after '@' (ints, no slice):
+            # b = bookTicker, tr = trade, ag = aggTrade, d = depth (the only ones so
+            # starting among Binance's stream names); anything else is `_other`
+            at = message.find(b"@", 11, 64) + 1
+            if at > 0:
+                c = message[at]
+                if c == 98:
+                    return self._ticker(_TICKER_ENV.decode(message).data, recv_ns, message)
+                c2 = message[at + 1]
+                if (c == 116 and c2 == 114) or (c == 97 and c2 == 103):
+                    return self._trade(_TRADE_ENV.decode(message).data, recv_ns, message)
+                if c == 100:
+                    return self._book(message, recv_ns, True, message[11:at - 1])
+            return self._other(_EVENT_ENV.decode(message).data.e or "stream", message)
+        return self._bare(message, recv_ns)
 
     def _bare(self, message: bytes, recv_ns: int) -> np.ndarray:
-        """A frame without the compact combined-stream envelope (`/ws/<stream>`, REST,
-        responses), or an envelope with whitespace (re-encoded compactly: a slow path)."""
-        if b'"stream"' in message[:16] and not message.startswith(b'{"stream":"'):
-            try:
-                compact = orjson.dumps(orjson.loads(message))
-            except orjson.JSONDecodeError:
-                compact = b""
-            if compact.startswith(b'{"stream":"'):
-                return self.normalize(compact, recv_ns)
-        if b'"lastUpdateId"' in message[:32]:
-            return self._book(message, recv_ns, b"")
-        etype = _EVENT.decode(message).e
-        if etype == "depthUpdate":
-            return self._book(message, recv_ns, b"")
-        if etype == "bookTicker" or (not etype and b'"b"' in message and b'"A"' in message):
+        """A frame without the compact combined-stream envelope: an envelope with its keys in
+        another order or with whitespace (re-encoded compactly: a slow path), a REST body,
+        a `/ws/<stream>` event, a response."""
+        head = _HEAD.decode(message)
+        if head.stream:
+            if not head.data:
+                begin_message(self, "?")
+                return self._bad("schema", message, "combined-stream envelope without data")
+            return self._normalize(_ENCODE(_Envelope(head.stream, head.data)), recv_ns)
+        etype = head.e
+        if head.lastUpdateId or etype == "depthUpdate":
+            return self._book(message, recv_ns, False, b"")
+        if etype == "bookTicker" or (not etype and head.A):
             return self._ticker(_TICKER.decode(message), recv_ns, message)
         if etype == "trade" or etype == "aggTrade":
             return self._trade(_TRADE.decode(message), recv_ns, message)
         if etype:
             return self._other(etype, message)
-        if b'"result"' in message or b'"error"' in message:
+        if head.result or head.error:
             return self._other("response", message)
         begin_message(self, "?")
         return self._bad("unknown_type", message)
@@ -208,16 +230,34 @@ class BinanceNormalizer(Normalizer):
         return self._head[0]
 
     # ---- channels ----------------------------------------------------------------------
-    def _book(self, message: bytes, recv_ns: int, stream_symbol: bytes,
+    def _book(self, message: bytes, recv_ns: int, enveloped: bool, stream_symbol: bytes,
               symbol: str | None = None) -> np.ndarray:
-        """depthUpdate (delta) or REST depth snapshot (has lastUpdateId)."""
-        k = self._parse_book(message)
+        """depthUpdate (delta) or REST depth snapshot (has lastUpdateId), read and validated
+        by `_levels.parse_book`; `symbol` is given for a REST body (`normalize_snapshot`)."""
+        k = self._parse_book(message, enveloped, False)
         # one tolist() instead of numpy scalar reads (~100 ns each); order = _levels.H_*
-        first, last, prev, e_ms, t_ms, last_update, _, _, _, s0, s1, *_ = self._ids.tolist()
+        (e_ms, t_ms, first, last, prev, last_update, _, _, _, s0, s1, e0, e1, *_,
+         sides) = self._ids.tolist()
         snapshot = last_update >= 0
-        info = begin_message(self, "depthSnapshot" if snapshot else "depthUpdate")
+        info = begin_message(self, "depthSnapshot" if snapshot or symbol is not None
+                             else "depthUpdate")
         if k < 0:
             return self._level_error(k, message)
+        if e_ms == 0 or t_ms == 0 or e_ms > MAX_TIME_MS or t_ms > MAX_TIME_MS:
+            return self._bad("schema", message, f"time out of range: E {e_ms}, T {t_ms}")
+        if snapshot:
+            if e0 >= 0 or sides != _levels.SIDE_BIDS | _levels.SIDE_ASKS:
+                return self._bad("schema", message, "REST depth snapshot needs lastUpdateId, "
+                                 "bids and asks (and no e)")
+        elif symbol is not None:
+            return self._bad("schema", message, "REST depth snapshot without lastUpdateId")
+        elif message[e0:e1] != b"depthUpdate" or e0 < 0:
+            return self._bad("unknown_type" if e0 >= 0 else "schema", message,
+                             f"depth stream message of type {message[e0:e1]!r}")
+        elif not (e_ms > 0 and s1 > s0 and 0 <= first <= last
+                  and sides == _levels.SIDE_B | _levels.SIDE_A) or (prev < 0 and self.futures):
+            return self._bad("schema", message, "depthUpdate needs E, s, U <= u, b, a"
+                             + (" and pu" if self.futures else ""))
         if symbol is not None:
             sid = self.symbol_id(symbol)
         elif s0 >= 0:
@@ -241,8 +281,6 @@ class BinanceNormalizer(Normalizer):
             info.kind = M_SNAPSHOT
             info.last_id = last
         else:
-            if first < 0 or last < 0:
-                return self._bad("schema", message, "depthUpdate without U/u")
             info.kind = M_DELTA
             info.first_id = first
             info.last_id = last
@@ -252,14 +290,10 @@ class BinanceNormalizer(Normalizer):
     def normalize_snapshot(self, body: bytes, recv_ns: int, symbol: str) -> np.ndarray:
         """Events of a REST depth snapshot body for `symbol` (GET /api/v3/depth,
         /fapi/v1/depth, /dapi/v1/depth). Same contract as `normalize`."""
-        if b'"lastUpdateId"' not in body:
-            begin_message(self, "depthSnapshot")
-            return self._bad("schema", body, "REST depth snapshot without lastUpdateId")
-        start = self.stats.messages
-        try:
-            return self._book(bytes(body), recv_ns, b"", symbol.upper())
-        except PARSE_ERRORS as exc:
-            return self._failed(exc, body, start)
+        return self.guarded(self._rest_snapshot, body, recv_ns, symbol)
+
+    def _rest_snapshot(self, body: bytes, recv_ns: int, symbol: str) -> np.ndarray:
+        return self._book(body, recv_ns, False, b"", symbol.upper())
 
     def _ticker(self, t: _Ticker, recv_ns: int, message: bytes) -> np.ndarray:
         stats = self.stats
@@ -273,6 +307,7 @@ class BinanceNormalizer(Normalizer):
         if not (0.0 < bid < INF and 0.0 < ask < INF and 0.0 <= bid_qty < INF
                 and 0.0 <= ask_qty < INF):
             info.reset()
+            info.channel = "bookTicker"
             bad = not (0.0 < bid < INF and 0.0 < ask < INF)
             return self._bad("bad_price" if bad else "bad_qty", message)
         sid = self._symbol_cache.get(t.s) or self.symbol_id(t.s)
@@ -302,12 +337,15 @@ class BinanceNormalizer(Normalizer):
             stats.by_channel[channel] = 1
         info = self.last
         price, qty = t.p, t.q
-        if not (0.0 < price < INF and 0.0 <= qty < INF):
+        if not (0.0 < price < INF and 0.0 <= qty < INF and (t.t >= 0 or t.a >= 0)):
             info.reset()
+            info.channel = channel
+            if t.t < 0 and t.a < 0:
+                return self._bad("schema", message, "trade without t (aggTrade: a)")
             return self._bad("bad_price" if not 0.0 < price < INF else "bad_qty", message)
         sid = self._symbol_cache.get(t.s) or self.symbol_id(t.s)
         ts = (t.T or t.E) * MS
-        trade_id = t.t if t.t >= 0 else max(t.a, 0)
+        trade_id = t.t if t.t >= 0 else t.a
         if info.kind != M_TRADE or info.channel != channel:  # see _ticker
             info.kind = M_TRADE
             info.channel = channel

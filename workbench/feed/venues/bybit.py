@@ -14,6 +14,8 @@ Protocol (Bybit V5 API docs, "WebSocket Stream > Public"):
   best bid/offer and yield no events.
 - control frames (`{"success":true,"op":"subscribe",..}`, pong) and other topics (kline,
   liquidation) are counted as OTHER.
+Keys may come in any order: the topic is found by a byte search in the first 40 bytes when it
+comes first (the venue's order), else by a full decode.
 `category` picks the venue key: linear -> 'bybit', spot -> 'bybit-spot', inverse ->
 'bybit-inverse' (the same symbol string names different instruments there).
 
@@ -55,8 +57,10 @@ from workbench.feed.venues.base import (
     DEFAULT_CAPACITY,
     EVENT_STRUCT,
     INF,
-    PARSE_ERRORS,
+    MAX_TIME_MS,
     Normalizer,
+    Symbol,
+    TimeMs,
     begin_message,
 )
 from workbench.feed.venues.record import Dialect, SimSession, Venue, string_after
@@ -68,35 +72,38 @@ MS = 1_000_000
 pack_into = EVENT_STRUCT.pack_into
 
 
-class _Trade(msgspec.Struct):
-    T: int
-    s: str
+class _Trade(msgspec.Struct, gc=False):
+    T: TimeMs
+    s: Symbol
     S: str
     v: float
     p: float
 
 
-class _Trades(msgspec.Struct):
+class _Trades(msgspec.Struct, gc=False):
+    topic: str
     data: list[_Trade]
-    ts: int = 0
+    ts: TimeMs = 0
 
 
-class _TickerData(msgspec.Struct):
-    symbol: str
+class _TickerData(msgspec.Struct, gc=False):
+    symbol: Symbol
     bid1Price: float | None = None
     bid1Size: float | None = None
     ask1Price: float | None = None
     ask1Size: float | None = None
 
 
-class _Ticker(msgspec.Struct):
+class _Ticker(msgspec.Struct, gc=False):
+    topic: str
     data: _TickerData
-    ts: int = 0
+    ts: TimeMs = 0
 
 
-class _Topic(msgspec.Struct):
+class _Topic(msgspec.Struct, gc=False):
     topic: str = ""
     op: str = ""
+    success: bool | None = None
 
 
 _TRADES = msgspec.json.Decoder(_Trades, strict=False)
@@ -104,10 +111,16 @@ _TICKER = msgspec.json.Decoder(_Ticker, strict=False)
 _TOPIC = msgspec.json.Decoder(_Topic)
 _OTHER_TOPICS = ("kline", "allLiquidation", "liquidation", "lt", "insurance", "adlAlert",
                  "priceLimit")
+HEAD_BYTES = 40  # where a byte search finds the topic when it comes first
 
 
 class BybitNormalizer(Normalizer):
-    """Bybit v5 messages -> events. category: 'linear' (default), 'spot' or 'inverse'."""
+    """Bybit v5 messages -> events. category: 'linear' (default), 'spot' or 'inverse'.
+
+    Required keys: orderbook topic, type, ts, data.s, data.b, data.a, data.u; publicTrade
+    topic, data[T, s, S, v, p]; tickers topic, data.symbol. Times must be > 0 and ids
+    non-negative, both within int64; keys may come in any order.
+    """
 
     def __init__(self, registry: SymbolRegistry = SYMBOLS, category: str = "linear",
                  capacity: int = DEFAULT_CAPACITY):
@@ -119,55 +132,67 @@ class BybitNormalizer(Normalizer):
         self._bbo: dict[int, list[float]] = {}
         super().__init__(registry, capacity)
 
-    def normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
-        if type(message) is not bytes:
-            message = message.encode() if isinstance(message, str) else bytes(message)
-        head = message[:40]
-        start = self.stats.messages
-        try:
-            if b'"orderbook.' in head:
-                return self._book(message, recv_ns)
-            if b'"publicTrade.' in head:
-                return self._trades(_TRADES.decode(message), recv_ns, message)
-            if b'"tickers.' in head:
-                return self._ticker(_TICKER.decode(message), recv_ns, message)
+    def _normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
+        head = message[:HEAD_BYTES]  # `topic` comes first in the venue's order
+        if b'"orderbook.' in head:
+            channel = "orderbook"
+        elif b'"publicTrade.' in head:
+            channel = "publicTrade"
+        elif b'"tickers.' in head:
+            channel = "tickers"
+        else:  # topic not first, or not a data topic: a full decode
             top = _TOPIC.decode(message)
-        except PARSE_ERRORS as exc:
-            return self._failed(exc, message, start)
-        if top.op or b'"success"' in message:
+            channel = top.topic.split(".", 1)[0]
+            if channel not in ("orderbook", "publicTrade", "tickers"):
+                return self._other(top, channel, message)
+        if channel == "orderbook":
+            return self._book(message, recv_ns)
+        if channel == "publicTrade":
+            return self._trades(_TRADES.decode(message), recv_ns, message)
+        return self._ticker(_TICKER.decode(message), recv_ns, message)
+
+    def _other(self, top: _Topic, channel: str, message: bytes) -> np.ndarray:
+        if top.op or top.success is not None:
             begin_message(self, "response")
             return self._head[0]
-        channel = top.topic.split(".", 1)[0]
         begin_message(self, channel or "?")
         if channel not in _OTHER_TOPICS:
             return self._bad("unknown_type", message, channel)
         return self._head[0]
 
     def _book(self, message: bytes, recv_ns: int) -> np.ndarray:
-        k = self._parse_book(message)
+        """An orderbook message, read and validated by `_levels.parse_book`."""
+        k = self._parse_book(message, True, True)
+        ids = self._ids.tolist()  # order = _levels.H_*
         info = begin_message(self, "orderbook")
         if k < 0:
             return self._level_error(k, message)
-        ids = self._ids
-        s0, t0 = ids[_levels.H_S_START], ids[_levels.H_TYPE_START]
-        u = int(ids[_levels.H_u])
-        if s0 < 0 or t0 < 0 or u < 0:
-            return self._bad("schema", message, "orderbook message without s/type/u")
-        kind = message[t0:ids[_levels.H_TYPE_END]]
+        u, ts_ms, cts = ids[_levels.H_u], ids[_levels.H_ts], ids[_levels.H_cts]
+        s0, s1 = ids[_levels.H_s], ids[_levels.H_s + 1]
+        t0, t1 = ids[_levels.H_TYPE], ids[_levels.H_TYPE + 1]
+        topic = message[ids[_levels.H_TOPIC]:ids[_levels.H_TOPIC + 1]]
+        if not (topic.startswith(b"orderbook.") and s1 > s0 and t0 >= 0 and u >= 0
+                and 0 < ts_ms <= MAX_TIME_MS and cts != 0 and cts <= MAX_TIME_MS
+                and ids[_levels.H_SIDES] == _levels.SIDE_B | _levels.SIDE_A):
+            return self._bad("schema", message, "orderbook needs topic, type, ts, data.s, "
+                             "data.u, data.b and data.a")
+        kind = message[t0:t1]
         if kind != b"snapshot" and kind != b"delta":
             return self._bad("unknown_type", message, kind.decode(errors="replace"))
         snapshot = kind == b"snapshot" or u == 1
-        sid = self.symbol_id(message[s0:ids[_levels.H_S_END]].decode())
-        ts = max(int(ids[_levels.H_ts]), 0) * MS
+        sid = self.symbol_id(message[s0:s1].decode())
+        ts = ts_ms * MS
         info.kind = M_SNAPSHOT if snapshot else M_DELTA
         info.symbol_id = sid
         info.first_id = info.last_id = u
-        info.seq = int(ids[_levels.H_seq])
+        info.seq = ids[_levels.H_seq]
         info.ts_event_ns = ts
         return self._book_events(k, snapshot, ts, recv_ns, u, sid)
 
     def _trades(self, msg: _Trades, recv_ns: int, message: bytes) -> np.ndarray:
         info = begin_message(self, "publicTrade")
+        if not msg.topic.startswith("publicTrade."):
+            return self._bad("schema", message, f"publicTrade message of topic {msg.topic!r}")
         trades = msg.data
         for t in trades:
             if not 0.0 < t.p < INF:
@@ -191,15 +216,17 @@ class BybitNormalizer(Normalizer):
 
     def _ticker(self, msg: _Ticker, recv_ns: int, message: bytes) -> np.ndarray:
         info = begin_message(self, "tickers")
+        if not msg.topic.startswith("tickers."):
+            return self._bad("schema", message, f"tickers message of topic {msg.topic!r}")
         d = msg.data
-        sid = self.symbol_id(d.symbol)
-        info.symbol_id = sid
         new = (d.bid1Price, d.bid1Size, d.ask1Price, d.ask1Size)
         if all(v is None for v in new):
             return self._head[0]  # spot tickers: no best bid/offer
         for i, v in enumerate(new):
             if v is not None and not (0.0 < v < INF if i % 2 == 0 else 0.0 <= v < INF):
                 return self._bad("bad_price" if i % 2 == 0 else "bad_qty", message)
+        sid = self.symbol_id(d.symbol)
+        info.symbol_id = sid
         bbo = self._bbo.setdefault(sid, [0.0, 0.0, 0.0, 0.0])
         for i, v in enumerate(new):
             if v is not None:

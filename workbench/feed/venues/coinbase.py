@@ -14,6 +14,9 @@ connection (BookSync's Coinbase rule).
   best_ask_quantity, ..}]` -> BBO events.
 - `heartbeats` -> one HEARTBEAT event; `subscriptions`, `candles`, `status` -> OTHER.
 `ts_event_ns` is the message `timestamp` (ISO 8601 with ns) converted to int64 ns.
+A message whose body cannot be read (an l2_data without `events`, an event without `updates`,
+a bad value) is counted malformed as a whole, although its `sequence_num` advanced: BookSync's
+Coinbase rule treats a malformed message as a connection gap (every book resyncs).
 
 Record (`RECORDS`): COINBASE ('coinbase'); no REST snapshots (a resync resubscribes: the venue
 sends a fresh snapshot). The SimExchange dialect (`CoinbaseDialect`) takes one
@@ -32,6 +35,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import orjson
+from msgspec import UNSET, UnsetType
 
 from workbench.book.sequencing import COINBASE as COINBASE_SEQUENCING
 from workbench.errors import FeedError
@@ -59,8 +63,9 @@ from workbench.feed.venues.base import (
     DEFAULT_CAPACITY,
     EVENT_STRUCT,
     INF,
-    PARSE_ERRORS,
+    Id,
     Normalizer,
+    Symbol,
     begin_message,
 )
 from workbench.feed.venues.record import Dialect, SimSession, Venue, string_after
@@ -69,81 +74,102 @@ DEFAULT_CHANNELS = ("level2", "market_trades", "ticker", "heartbeats")
 pack_into = EVENT_STRUCT.pack_into
 
 
-class _Update(msgspec.Struct):
+class _Update(msgspec.Struct, gc=False):
     side: str
     price_level: float
     new_quantity: float
 
 
-class _Trade(msgspec.Struct):
-    product_id: str
+class _Trade(msgspec.Struct, gc=False):
+    product_id: Symbol
     price: float
     size: float
     side: str
     trade_id: str = ""
 
 
-class _Tick(msgspec.Struct):
-    product_id: str
+class _Tick(msgspec.Struct, gc=False):
+    product_id: Symbol
     best_bid: float | None = None
     best_bid_quantity: float | None = None
     best_ask: float | None = None
     best_ask_quantity: float | None = None
 
 
-class _Event(msgspec.Struct):
+class _Event(msgspec.Struct, gc=False):
+    """One entry of `events`; the list a channel needs is required there (UNSET: absent)."""
+
     type: str = ""
     product_id: str = ""
-    updates: list[_Update] = []
-    trades: list[_Trade] = []
-    tickers: list[_Tick] = []
+    updates: list[_Update] | UnsetType = UNSET
+    trades: list[_Trade] | UnsetType = UNSET
+    tickers: list[_Tick] | UnsetType = UNSET
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     channel: str
-    sequence_num: int = -1
+    sequence_num: Id
     timestamp: str = ""
-    events: list[_Event] = []
+    events: list[_Event] | UnsetType = UNSET
 
 
 _MESSAGE = msgspec.json.Decoder(_Message, strict=False)
 _OTHER_CHANNELS = frozenset({"subscriptions", "candles", "status", "user",
                              "futures_balance_summary"})
-_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
+# channel -> the list each of its events must carry
+_EVENT_LISTS = {"l2_data": "updates", "market_trades": "trades", "ticker": "tickers",
+                "ticker_batch": "tickers"}
+_ISO_UTC = re.compile(r"(\d{4})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
+YEARS = range(1970, 2262)  # the years whose times fit int64 ns since the epoch
 _SIDES = {"bid": K_BID, "offer": K_ASK, "ask": K_ASK}
 
 
 def iso_ns(text: str) -> int:
     """ISO 8601 UTC time ('2026-08-09T21:05:48.228568804Z') -> int64 ns since epoch; 0 if
-    empty, not UTC ('Z') or unreadable."""
-    if not _ISO_UTC.match(text):
+    empty, -1 if not UTC ('Z'), unreadable or outside 1970..2261."""
+    if not text:
         return 0
+    found = _ISO_UTC.match(text)
+    if found is None or int(found.group(1)) not in YEARS:
+        return -1
     try:
-        return int(np.datetime64(text.rstrip("Z"), "ns").astype(np.int64))
+        ns = int(np.datetime64(text[:-1], "ns").astype(np.int64))
     except ValueError:
-        return 0
+        return -1
+    return ns if ns > 0 else -1
+
+
+def _digits(text: str) -> int:
+    """A trade id string as an int (0 if it is not ASCII digits that fit uint64)."""
+    if text.isascii() and text.isdigit():
+        value = int(text)
+        if value < 2**64:
+            return value
+    return 0
 
 
 class CoinbaseNormalizer(Normalizer):
-    """Coinbase Advanced Trade messages -> events (venue 'coinbase')."""
+    """Coinbase Advanced Trade messages -> events (venue 'coinbase').
+
+    Required keys: channel and sequence_num (>= 0) on every message; events on l2_data,
+    market_trades and ticker, each event with its list (updates / trades / tickers), an
+    l2_data event also type and product_id. A timestamp, when present, must be a UTC time
+    in 1970..2261.
+    """
 
     venue = "coinbase"
 
     def __init__(self, registry: SymbolRegistry = SYMBOLS, capacity: int = DEFAULT_CAPACITY):
         super().__init__(registry, capacity)
 
-    def normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
-        if type(message) is not bytes:
-            message = message.encode() if isinstance(message, str) else bytes(message)
-        start = self.stats.messages
-        try:
-            return self._dispatch(_MESSAGE.decode(message), recv_ns, message)
-        except PARSE_ERRORS as exc:
-            return self._failed(exc, message, start)
-
-    def _dispatch(self, msg: _Message, recv_ns: int, message: bytes) -> np.ndarray:
+    def _normalize(self, message: bytes, recv_ns: int) -> np.ndarray:
+        msg = _MESSAGE.decode(message)
         channel = msg.channel
         info = begin_message(self, channel)
+        listed = _EVENT_LISTS.get(channel)
+        if listed is not None and (not msg.events or any(
+                getattr(ev, listed) is UNSET for ev in msg.events)):
+            return self._bad("schema", message, f"{channel} without events[].{listed}")
         if channel == "l2_data":
             out = self._l2(msg, recv_ns, message)
         elif channel == "market_trades":
@@ -151,11 +177,13 @@ class CoinbaseNormalizer(Normalizer):
         elif channel == "ticker" or channel == "ticker_batch":
             out = self._tickers(msg, recv_ns, message)
         elif channel == "heartbeats":
-            ts = iso_ns(msg.timestamp)
+            ts = self._time(msg, message)
+            if ts < 0:
+                return self._head[0]
             info.kind = M_HEARTBEAT
             info.ts_event_ns = ts
-            pack_into(self._buf, 0, ts, recv_ns, 0, self.stats.messages,
-                      max(msg.sequence_num, 0), 0, K_HEARTBEAT, 0, F_LAST, 0.0, 0.0)
+            pack_into(self._buf, 0, ts, recv_ns, 0, self.stats.messages, msg.sequence_num, 0,
+                      K_HEARTBEAT, 0, F_LAST, 0.0, 0.0)
             self.stats.events += 1
             out = self._head[1]
         elif channel in _OTHER_CHANNELS:
@@ -166,11 +194,16 @@ class CoinbaseNormalizer(Normalizer):
             info.seq = info.first_id = info.last_id = msg.sequence_num
         return out
 
+    def _time(self, msg: _Message, message: bytes) -> int:
+        """The message time in ns (0 when absent); -1 after counting a bad one."""
+        ts = iso_ns(msg.timestamp)
+        if ts < 0:
+            self._bad("schema", message, f"timestamp {msg.timestamp[:40]!r}")
+        return ts
+
     def _l2(self, msg: _Message, recv_ns: int, message: bytes) -> np.ndarray:
         info = self.last
         events = msg.events
-        if not events:
-            return self._head[0]
         total = 0
         for ev in events:
             if ev.type not in ("snapshot", "update") or not ev.product_id:
@@ -183,10 +216,12 @@ class CoinbaseNormalizer(Normalizer):
                 if u.side not in _SIDES:
                     return self._bad("schema", message, f"side {u.side!r}")
             total += len(ev.updates) + (2 if ev.type == "snapshot" else 0)
+        ts = self._time(msg, message)
+        if ts < 0:
+            return self._head[0]
         self._reserve(total)
-        ts = iso_ns(msg.timestamp)
         seq = self.stats.messages
-        vseq = max(msg.sequence_num, 0)
+        vseq = msg.sequence_num
         buf = self._buf
         i = 0
         for ev in events:
@@ -218,15 +253,14 @@ class CoinbaseNormalizer(Normalizer):
                 return self._bad("bad_price", message)
             if not 0.0 <= t.size < INF:
                 return self._bad("bad_qty", message)
-        if not trades:
+        ts = self._time(msg, message)
+        if ts < 0 or not trades:
             return self._head[0]
         self._reserve(len(trades))
-        ts = iso_ns(msg.timestamp)
         seq = self.stats.messages
         for i, t in enumerate(trades):
-            trade_id = int(t.trade_id) if t.trade_id.isdigit() else 0
             aggressor = S_SELL if t.side == "BUY" else S_BUY  # `side` is the maker's side
-            pack_into(self._buf, i << 6, ts, recv_ns, 0, seq, trade_id,
+            pack_into(self._buf, i << 6, ts, recv_ns, 0, seq, _digits(t.trade_id),
                       self.symbol_id(t.product_id), K_TRADE, aggressor, 0, t.price, t.size)
         info = self.last
         info.kind = M_TRADE
@@ -243,12 +277,12 @@ class CoinbaseNormalizer(Normalizer):
             if not (0.0 <= (t.best_bid_quantity or 0.0) < INF
                     and 0.0 <= (t.best_ask_quantity or 0.0) < INF):
                 return self._bad("bad_qty", message)
-        if not ticks:
+        ts = self._time(msg, message)
+        if ts < 0 or not ticks:
             return self._head[0]
         self._reserve(2 * len(ticks))
-        ts = iso_ns(msg.timestamp)
         seq = self.stats.messages
-        vseq = max(msg.sequence_num, 0)
+        vseq = msg.sequence_num
         for i, t in enumerate(ticks):
             sid = self.symbol_id(t.product_id)
             pack_into(self._buf, (2 * i) << 6, ts, recv_ns, 0, seq, vseq, sid,
