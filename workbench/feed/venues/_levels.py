@@ -93,7 +93,7 @@ W_TOPIC, W_STREAM = _word("topic"), _word("stream")
 LAST_UPDATE_ID = np.frombuffer(b"lastUpdateId", dtype=np.uint8).copy()
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _number(buf, i, n, pow10):
     """Parse one JSON number (RFC 8259 section 6) starting at buf[i]. Returns (value, index
     after the number, ok); ok is False when no valid number starts there or its integer part
@@ -153,7 +153,7 @@ def _number(buf, i, n, pow10):
     return (-value if neg else value), i, True
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _skip_number(buf, i, n):
     """The index after the JSON number at buf[i] (any length), or -1 if none is there."""
     if i < n and buf[i] == 45:
@@ -182,21 +182,22 @@ def _skip_number(buf, i, n):
     return i
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _int(buf, i, n):
     """A non-negative JSON integer at buf[i] that fits int64: (value, index after). Returns
     (-1, i) for anything else (a sign, a fraction, an exponent, a leading zero, overflow)."""
     if i >= n or not (48 <= buf[i] <= 57):
         return -1, i
-    if buf[i] == 48:
-        j = i + 1
-        v = 0
-    else:
-        v = 0
+    v = 0
+    j = i + 1
+    if buf[i] != 48:
         j = i
+        digits = 0
         while j < n and 48 <= buf[j] <= 57:
             d = buf[j] - 48
-            if v > (INT64_MAX - d) // 10:
+            digits += 1
+            # 18 digits cannot overflow; check (once, a division) only past them
+            if digits > MAX_DIGITS and (digits > MAX_DIGITS + 1 or v > (INT64_MAX - d) // 10):
                 return -1, i
             v = v * 10 + d
             j += 1
@@ -205,7 +206,7 @@ def _int(buf, i, n):
     return v, j
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _string_end(buf, i, n):
     """buf[i] is an opening quote: the index after the closing quote, or -1 when the string
     is not valid JSON (a bad escape, a raw control byte, no end). Also returns whether it has
@@ -241,7 +242,7 @@ def _string_end(buf, i, n):
     return -1, escaped
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _literal(buf, i, n):
     """The index after `true`, `false` or `null` at buf[i], or -1."""
     c = buf[i]
@@ -257,7 +258,7 @@ def _literal(buf, i, n):
     return -1
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _key_word(buf, ks, klen):
     """Key bytes buf[ks:ks+klen] (klen <= 8) as a little-endian integer."""
     w = 0
@@ -266,7 +267,7 @@ def _key_word(buf, ks, klen):
     return w
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _level_array(buf, i, n, floats, sides, row, side, pow10):
     """Parse the level array at buf[i] ('['): writes price/qty to floats[row+j, 6:8] and the
     side code to sides[row+j]. Returns (index after the array, levels or an error code).
@@ -334,7 +335,7 @@ def _level_array(buf, i, n, floats, sides, row, side, pow10):
     return i, BAD_SYNTAX
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _book_key(buf, ks, klen, bybit):
     """(action, slot or side bit) of a key of the book object."""
     if klen == 12 and not bybit:
@@ -374,7 +375,7 @@ def _book_key(buf, ks, klen, bybit):
     return _SKIP, 0
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _top_key(buf, ks, klen, bybit):
     """(action, slot) of a top-level key of a message whose book object is its `data`."""
     if klen > 6:
