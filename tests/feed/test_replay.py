@@ -239,3 +239,18 @@ def test_cryptofeed2_messages_before_any_url_line(tmp_path: Path) -> None:
 def test_url_venue(url: str, venue: str | None, why: str) -> None:
     got, reason = url_venue(url)
     assert got == venue and (why in reason if why else reason == "")
+
+
+def test_tardis_quote_with_an_empty_side(tmp_path: Path) -> None:
+    """A quotes row with one side empty is read (null) and normalized to no events, not a
+    RecordingError ending the replay."""
+    path = tmp_path / "quotes.csv"
+    path.write_text("exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,"
+                    "bid_amount\nbinance-futures,BTCUSDT,1582329601000000,1582329601100000,,,"
+                    "9680.5,1.2\nbinance-futures,BTCUSDT,1582329602000000,1582329602100000,"
+                    "0.5,9681,9680.5,1.2\n")
+    records = list(open_recording(path).records())
+    assert [json.loads(r.message)["ask_price"] for r in records] == [None, 9681]
+    norm = normalizer_for("tardis", SymbolRegistry())
+    assert [len(norm.normalize(r.message, r.recv_ns)) for r in records] == [0, 2]
+    assert not norm.stats.malformed

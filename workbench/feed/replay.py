@@ -31,8 +31,8 @@ of one symbol with the same local_timestamp become one message
 "bids":[[price,amount],..],"asks":[..]}` (a run of snapshot rows is one snapshot message,
 whatever its timestamps); a trades row becomes `{"tardis":"trade",...,"id","side","price",
 "amount"}`, a quotes row `{"tardis":"quote",...,"bid_price","bid_amount","ask_price",
-"ask_amount"}`, a book_snapshot_N row a `"book"` snapshot message. Times stay in µs as in the
-CSV.
+"ask_amount"}` (null where the CSV field is empty), a book_snapshot_N row a `"book"` snapshot
+message. Times stay in µs as in the CSV.
 
 Every connection is either normalized (`Recording.venues[conn]` is a venue key) or refused
 with the reason (`Recording.refused[conn]`: a retired protocol such as Coinbase Pro or Bybit v2,
@@ -451,7 +451,8 @@ def _tardis_rows(path: Path, rows: Iterator[tuple[int, list[str]]], cols: dict[s
             msg = _tardis_base(row, cols, kind)
             for name in fields:
                 text = row[cols[name]]
-                msg[name] = text if name in ("id", "side") else _num(text)
+                # an empty quote field (one side of the book empty) stays null
+                msg[name] = text if name in ("id", "side") else _num(text) if text else None
         except (ValueError, IndexError) as exc:
             raise RecordingError(f"{path}: line {lineno}: bad Tardis {kind} row ({exc})"
                                  ) from exc
