@@ -206,7 +206,7 @@ def _paced_run(exchange: _Exchange, name: str) -> tuple[Engine, dict[str, Any]]:
         "ticks_per_s": round(ticks / paced_s, 1),
         "cpu_s": round(measured.cpu_s, 3),
         "cpu_pct": round(100.0 * measured.cpu_s / busy_s, 1),
-        "fills": len(engine.executor.fills), "net_pnl": status.pnl.net_pnl,
+        "fills": engine.executor.fill_count, "net_pnl": status.pnl.net_pnl,
         "spikes": status.spikes, "spike_causes": status.spike_causes,
         "max_queue_depth": status.max_queue_depth, "warm_runs": status.warm_runs,
         "stages": {s.value: summary[s.value] for s in LOCAL_STAGES},
@@ -307,7 +307,7 @@ def run_flat(prepared: dict[str, Any], name: str) -> Outcome:
     extra = {
         "passes": prepared["passes"], "events": events, "events_per_s": events / elapsed,
         "cpu_s": round(cpu_s, 3), "cpu_pct": round(100.0 * cpu_s / wall, 1),
-        "fills": len(engine.executor.fills), "max_queue_depth": status.max_queue_depth,
+        "fills": engine.executor.fill_count, "max_queue_depth": status.max_queue_depth,
         "spikes": spikes, "housekeeping_spikes": ours, "spike_causes": causes,
         "housekeeping": {name: asdict(job)
                          for name, job in status.housekeeping.items()},

@@ -31,6 +31,7 @@ TOPIC_MODULES: dict[str, str] = {
     "memory": "workbench.bench.memory",
     "frames": "workbench.bench.frames",
     "spikes": "workbench.bench.spikes",
+    "soak": "workbench.bench.soak",
 }
 
 

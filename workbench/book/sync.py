@@ -23,6 +23,12 @@ message starts the sequence again. Never "valid with a hole".
 
 After a reconnect call `connection_reset()`: every book becomes invalid and waits for a
 snapshot (a connection sequence restarts).
+
+Per-symbol state (an L2Book: ~136 KiB resident when new, up to its ladder's 512 KiB, plus the
+delta buffer) is bounded: `drop(symbol_id)` frees one symbol's (e.g. after an unsubscribe),
+and at most `max_symbols` are kept: a message for a new symbol beyond that evicts the least
+recently used one (counted in `stats.evicted`, logged the first time). An evicted symbol that
+comes back starts over like a new one: invalid, waiting for a snapshot.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -40,6 +47,8 @@ from workbench.errors import BookError
 from workbench.events import M_DELTA, M_MALFORMED, M_SNAPSHOT, MessageInfo
 
 log = logging.getLogger("workbench.book.sync")
+
+MAX_SYMBOLS = 1024  # symbols whose books BookSync keeps by default (LRU beyond)
 
 
 @dataclass
@@ -58,13 +67,15 @@ class SyncStats:
     crossed: int = 0  # messages after which the book was crossed
     rejected: int = 0  # messages the book refused (BookError): handled as a gap
     lost: int = 0  # malformed messages on a connection sequence: handled as a gap
+    evicted: int = 0  # symbols dropped to stay within max_symbols (least recently used)
 
 
 class _Symbol:
-    __slots__ = ("book", "buffer", "last_id", "live", "resync_pending", "snapshot_id")
+    __slots__ = ("book", "buffer", "last_id", "live", "resync_pending", "snapshot_id", "used")
 
     def __init__(self, book: L2Book, max_buffer: int):
         self.book = book
+        self.used = 0  # BookSync's message count when the symbol was last touched (LRU)
         self.buffer: deque[tuple[int, int, int, np.ndarray]] = deque(maxlen=max_buffer)
         self.last_id = -1  # last update id applied (or the snapshot's)
         self.snapshot_id = -1
@@ -82,18 +93,24 @@ class BookSync:
     capacity: initial levels of each L2Book's overflow table. max_buffer: deltas kept per
     symbol while waiting for a snapshot (older ones are dropped and counted in
     buffer_overflow). tick_sizes: symbol_id -> the venue's price step (symbol metadata) for
-    the books' ladders; symbols not in it infer theirs from the first snapshot. Raises
-    BookError for a rule that is not a SyncRule or max_buffer < 1.
+    the books' ladders; symbols not in it infer theirs from the first snapshot. max_symbols:
+    symbols whose state is kept (the least recently used is evicted for a new one; see the
+    module docstring). Raises BookError for a rule that is not a SyncRule, max_buffer < 1 or
+    max_symbols < 1.
     """
 
     def __init__(self, rule: SyncRule, on_resync: Callable[[int], None] | None = None,
                  capacity: int = 1024, max_buffer: int = 100_000,
-                 tick_sizes: Mapping[int, float] | None = None):
+                 tick_sizes: Mapping[int, float] | None = None,
+                 max_symbols: int = MAX_SYMBOLS):
         if not isinstance(rule, SyncRule):
             raise BookError(f"rule must be a SyncRule (workbench.book.sequencing, a venue's "
                             f"Venue.sequencing), got {rule!r}")
         if max_buffer < 1:
             raise BookError(f"max_buffer must be >= 1, got {max_buffer}")
+        if max_symbols < 1:
+            raise BookError(f"max_symbols must be >= 1, got {max_symbols}")
+        self.max_symbols = max_symbols
         self.rule = rule
         self.on_resync = on_resync
         self.capacity = capacity
@@ -113,8 +130,9 @@ class BookSync:
     # ---- access ------------------------------------------------------------------------
     @property
     def books(self) -> dict[int, L2Book]:
-        """symbol_id -> L2Book for every symbol seen."""
-        return {sid: s.book for sid, s in self._symbols.items()}
+        """symbol_id -> L2Book for every symbol kept (seen and neither dropped nor
+        evicted)."""
+        return {sid: s.book for sid, s in list(self._symbols.items())}
 
     def book(self, symbol_id: int) -> L2Book:
         """The book of `symbol_id` (created empty and invalid if new)."""
@@ -135,12 +153,31 @@ class BookSync:
         s = self._symbols.get(symbol_id)
         return len(s.buffer) if s else 0
 
+    def drop(self, symbol_id: int) -> bool:
+        """Forget `symbol_id`'s book, buffer and sequence state (free its memory); a later
+        message for it starts over as for a new symbol. False if it was not kept."""
+        return self._symbols.pop(symbol_id, None) is not None
+
     def _symbol(self, symbol_id: int) -> _Symbol:
         s = self._symbols.get(symbol_id)
         if s is None:
+            if len(self._symbols) >= self.max_symbols:
+                self._evict()
             book = L2Book(symbol_id, self.capacity, tick_size=self.tick_sizes.get(symbol_id))
             s = self._symbols[symbol_id] = _Symbol(book, self.max_buffer)
+        s.used = self.stats.messages
         return s
+
+    def _evict(self) -> None:
+        """Drop the least recently used symbol (a scan of max_symbols stamps, only when a
+        new symbol arrives with the table full)."""
+        victim = min(self._symbols.values(), key=attrgetter("used"))
+        del self._symbols[victim.book.symbol_id]
+        self.stats.evicted += 1
+        if self.stats.evicted == 1:
+            log.warning("%s: more than %d symbols; evicting the least recently used (symbol "
+                        "%d first; counted in stats.evicted)", self.rule.name,
+                        self.max_symbols, victim.book.symbol_id)
 
     # ---- the entry point ---------------------------------------------------------------
     def process(self, events: np.ndarray, info: MessageInfo) -> L2Book | None:

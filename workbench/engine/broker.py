@@ -74,6 +74,10 @@ class PaperBroker:
     submit(request, now_ns) -> Order (the ack; matching happens in `on_book`).
     on_book(symbol_id, book, now_ns, seq) -> fills of that symbol's orders at this update.
     The book must offer `best_bid`, `best_ask` (NaN when empty) and `depth(n)`.
+    Memory: only live (pending and open) orders are kept, in `orders` by id and in `active`
+    by symbol; an order that is done (filled, cancelled, rejected) leaves both, and a symbol
+    without live orders leaves `active`, so a long run holds no per-order state (the
+    Executor's journal is the record of every order and fill).
     """
 
     def __init__(self, maker_fee_bps: float = 0.0, taker_fee_bps: float = 0.0,
@@ -83,7 +87,7 @@ class PaperBroker:
         self.latency_ns = int(latency_ns)
         self._ids = itertools.count(1)
         self.active: dict[int, list[Order]] = {}  # symbol_id -> pending and open orders
-        # (read-only outside the broker)
+        # order_id -> pending and open order (read-only outside the broker)
         self.orders: dict[int, Order] = {}
         self.rejected = 0
 
@@ -96,12 +100,16 @@ class PaperBroker:
         return order
 
     def cancel(self, order_id: int) -> bool:
-        """Cancel a pending or open order; False if it is already done."""
-        order = self.orders.get(order_id)
-        if order is None or order.status not in ("pending", "open"):
+        """Cancel a pending or open order; False if it is already done (or unknown)."""
+        order = self.orders.pop(order_id, None)
+        if order is None:
             return False
         order.status = "cancelled"
-        self.active[order.request.symbol_id].remove(order)
+        sid = order.request.symbol_id
+        active = self.active[sid]
+        active.remove(order)
+        if not active:
+            del self.active[sid]
         return True
 
     def has_active(self, symbol_id: int) -> bool:
@@ -128,6 +136,9 @@ class PaperBroker:
                 self._rest(order, levels, now_ns, seq, fills)
             if order.status != "open" and order.status != "pending":
                 active.remove(order)
+                del self.orders[order.order_id]
+        if not active:
+            del self.active[symbol_id]
         return fills
 
     # -- matching ---------------------------------------------------------------------

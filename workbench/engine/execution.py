@@ -4,11 +4,16 @@ Every order a strategy asks for, and every flatten, goes: slice into child order
 `slice_qty` -> RiskLimits.check -> PaperBroker.submit (the ack). Fills come back through
 `on_book`, are booked in Positions and journaled. Counters: orders sent, rejected by reason,
 fills.
+
+Memory: every fill goes to the journal (`runs/<run-id>/fills.parquet`); in memory the Executor
+keeps a count of them all (`fill_count`) and only the most recent `RECENT_FILLS` (`fills`, a
+deque, oldest first), so a long run's fills do not grow the process.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 from workbench.engine.broker import Fill, PaperBroker
 from workbench.engine.journal import Journal
@@ -16,6 +21,8 @@ from workbench.engine.positions import Positions
 from workbench.engine.risk import RiskLimits
 from workbench.engine.strategy import OrderRequest
 from workbench.events import Side
+
+RECENT_FILLS = 10_000  # fills kept in memory (the newest); the journal has every one
 
 
 def slice_order(request: OrderRequest, slice_qty: float) -> list[OrderRequest]:
@@ -36,10 +43,12 @@ def slice_order(request: OrderRequest, slice_qty: float) -> list[OrderRequest]:
 
 class Executor:
     """Routes orders: submit(requests, now_ns, seq) -> number of acks;
-    on_book(symbol_id, book, now_ns, seq) -> fills booked; flatten(symbol_id, book, now_ns)."""
+    on_book(symbol_id, book, now_ns, seq) -> fills booked; flatten(symbol_id, book, now_ns).
+    fill_count: fills booked since construction; fills: the newest `recent_fills` of them."""
 
     def __init__(self, broker: PaperBroker, risk: RiskLimits, positions: Positions,
-                 slice_qty: float = 0.0, journal: Journal | None = None) -> None:
+                 slice_qty: float = 0.0, journal: Journal | None = None,
+                 recent_fills: int = RECENT_FILLS) -> None:
         self.broker = broker
         self.risk = risk
         self.positions = positions
@@ -47,7 +56,8 @@ class Executor:
         self.journal = journal
         self.orders_sent = 0
         self.orders_rejected = 0
-        self.fills: list[Fill] = []
+        self.fill_count = 0
+        self.fills: deque[Fill] = deque(maxlen=recent_fills)
         self._pending: dict[int, float] = {}  # symbol_id -> signed qty not yet filled
 
     def pending_qty(self, symbol_id: int) -> float:
@@ -96,6 +106,7 @@ class Executor:
         realized = self.positions.apply_fill(fill.symbol_id, fill.signed_qty, fill.price,
                                              fill.fee)
         self.fills.append(fill)
+        self.fill_count += 1
         if self.journal is not None:
             pos = self.positions.get(fill.symbol_id)
             self.journal.append("fills", {

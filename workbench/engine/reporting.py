@@ -62,7 +62,7 @@ class Reporter:
                 "elapsed_s": (now - e._t_start) / 1e9, "events": e.events,
                 "batches": e.batches, "events_per_s": self._rate,
                 "queue_depth": e.dispatcher.depth, "orders": e.executor.orders_sent,
-                "fills": len(e.executor.fills), "positions": self._positions(),
+                "fills": e.executor.fill_count, "positions": self._positions(),
                 "pnl": PnL(**e.positions.totals()), "halted": e.risk.halted,
                 "spikes": e.spikes.spike_count, "dispatch_gaps": e.dispatch_gaps}
 
@@ -88,7 +88,7 @@ class Reporter:
             queue_depth=d.depth, max_queue_depth=d.max_depth, dispatch_gaps=e.dispatch_gaps,
             dispatch_dups=e.dispatch_dups, orders=e.executor.orders_sent,
             orders_rejected=e.executor.orders_rejected, risk_rejects=dict(e.risk.rejects),
-            fills=len(e.executor.fills), positions=positions,
+            fills=e.executor.fill_count, positions=positions,
             pnl=PnL(**e.positions.totals()), halted=e.risk.halted,
             halt_reason=e.risk.halt_reason, invalid_books=e.invalid_books,
             book_rebuilds=e.housekeeper.book_rebuilds, book_sync=dict(vars(e.sync.stats)),

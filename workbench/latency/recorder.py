@@ -7,8 +7,9 @@ extend); `fold()` moves the pending rows into the histograms in bulk: a compiled
 the histogram's own counts array; percentiles come from one compiled pass over the counts.
 Both run without the GIL, so a fold or a UI summary in the engine thread (~0.1 ms for 4k rows)
 does not hold up the feed thread (the numpy version held the GIL for 1-12 ms: spikes). A
-per-second P50/P99/max series per stage is kept for plots. `summary()` and `snapshot()` are
-thread-safe (the UI reads them while the engine runs).
+per-second P50/P99/max series per stage is kept for plots, for the last `series_seconds`
+(an hour by default: memory stays flat however long the run; the histograms cover all of it).
+`summary()` and `snapshot()` are thread-safe (the UI reads them while the engine runs).
 
 Row layout (int64, ns): column 0 is the time the row was closed (`perf_counter_ns`, buckets the
 per-second series), then one column per stage of `STAGES` in order; -1 marks a stage not
@@ -21,6 +22,7 @@ import math
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable
 
 import numba as nb
@@ -33,6 +35,7 @@ HIGHEST_NS = 60_000_000_000  # 60 s: anything above is clamped to it
 SIGNIFICANT_FIGURES = 3
 PERCENTILES = {"p50_ns": 50.0, "p99_ns": 99.0, "p999_ns": 99.9}
 SECOND_NS = 1_000_000_000
+SERIES_SECONDS = 3600  # per-second points kept per stage (the newest)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -145,15 +148,20 @@ class LatencyRecorder:
     record(stage, value_ns): one value of one stage (goes through the same buffer).
     fold(): move pending rows into the histograms (call from housekeeping; `add` also folds when
     `buffer_rows` rows are pending, a safety limit: 8 MB by default). on_fold(name, start_ns,
-    end_ns) is told about every fold, so the engine can name it as a spike cause. Writers
+    end_ns) is told about every fold, so the engine can name it as a spike cause.
+    series_seconds: per-second points kept per stage (the newest; older ones are dropped).
+    Raises ValueError for buffer_rows or series_seconds < 1. Writers
     (`add`, `take`) are one thread at a time (the engine serializes them); `fold_rows` and the
     readers (`summary`, `snapshot`, `series`) may run in any thread.
     """
 
     def __init__(self, buffer_rows: int = 1 << 17,
-                 on_fold: Callable[[str, int, int], None] | None = None) -> None:
+                 on_fold: Callable[[str, int, int], None] | None = None,
+                 series_seconds: int = SERIES_SECONDS) -> None:
         if buffer_rows < 1:
             raise ValueError(f"buffer_rows must be >= 1, got {buffer_rows}")
+        if series_seconds < 1:
+            raise ValueError(f"series_seconds must be >= 1, got {series_seconds}")
         self.stages: tuple[Stage, ...] = STAGES
         self.width = 1 + len(STAGES)
         self._limit = buffer_rows * self.width
@@ -164,7 +172,8 @@ class LatencyRecorder:
         self._counts = tuple(hist.counts for hist in self._hists)
         self._zeros = tuple(hist.zeros for hist in self._hists)
         self._current_second: int | None = None
-        self._series: dict[Stage, list[tuple[int, int, int, int]]] = {s: [] for s in STAGES}
+        self._series: dict[Stage, deque[tuple[int, int, int, int]]] = {
+            s: deque(maxlen=series_seconds) for s in STAGES}
         self._col = {s: i + 1 for i, s in enumerate(STAGES)}
         self.on_fold = on_fold
 
@@ -257,7 +266,8 @@ class LatencyRecorder:
 
     def series(self, stage: Stage | str) -> dict[str, np.ndarray]:
         """Per-second points of one stage: `t_s` (perf_counter seconds, int64), `p50_ns`,
-        `p99_ns`, `max_ns` (int64 arrays, same length). The open second is not included."""
+        `p99_ns`, `max_ns` (int64 arrays, same length), the last `series_seconds` seconds
+        that had values. The open second is not included."""
         stage = Stage(stage)
         with self._lock:
             points = np.array(self._series[stage], dtype=np.int64).reshape(-1, 4)
