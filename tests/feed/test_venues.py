@@ -627,3 +627,21 @@ def test_tardis_values_are_typed(registry: SymbolRegistry) -> None:
         norm.normalize(json.dumps({**book, **change}), 1)
         assert norm.last.kind == MessageKind.MALFORMED and norm.stats.malformed[kind] >= 1
     assert norm.stats.malformed_total == 6
+
+
+def test_message_type_labels_from_hostile_input_stay_bounded(registry: SymbolRegistry) -> None:
+    """Unknown types are counted malformed under their label, but only MAX_CHANNELS labels are
+    kept apart: a stream of ever new type names cannot grow the counters without bound."""
+    from workbench.feed.venues.base import MAX_CHANNELS, OTHER_CHANNEL
+
+    norm = normalizer_for("binance-usdm", registry)
+    for i in range(3 * MAX_CHANNELS):
+        frame = b'{"stream":"x","data":{"e":"kind%d","E":1}}' % i
+        assert len(norm.normalize(frame, 1)) == 0
+    stats = norm.stats
+    assert stats.messages == 3 * MAX_CHANNELS
+    assert len(stats.by_channel) == MAX_CHANNELS + 1  # the first MAX_CHANNELS, then OTHER
+    assert stats.by_channel[OTHER_CHANNEL] == 2 * MAX_CHANNELS
+    assert sum(stats.by_channel.values()) == stats.messages
+    assert stats.malformed["unknown_type"] == 3 * MAX_CHANNELS
+    assert len(stats.skipped) == MAX_CHANNELS + 1

@@ -68,6 +68,10 @@ log = logging.getLogger("workbench.feed.venues")
 
 LOG_INTERVAL_S = 10.0
 DEFAULT_CAPACITY = 4096
+# distinct message type labels counted by name; a message's type comes from the message, so
+# hostile input could otherwise grow the counters without bound: later labels count as OTHER
+MAX_CHANNELS = 64
+OTHER_CHANNEL = "(other types)"
 
 # One event packed as EVENT_DTYPE lays it out (64 bytes, little-endian).
 EVENT_STRUCT = struct.Struct("<qqqQQIBBHdd")
@@ -141,7 +145,8 @@ class NormalizerStats:
     of the refused ones (kinds in `MALFORMED_KINDS`). skipped: (message type label, kind)
     -> count, the same messages by type ('?' when the type could not be read). by_channel:
     message type label -> count, all messages (a plain dict: `Counter.__iadd__` costs ~180 ns
-    on the hot path)."""
+    on the hot path). At most MAX_CHANNELS labels are kept apart; messages of later new
+    labels count under OTHER_CHANNEL (in both by_channel and skipped)."""
 
     messages: int = 0
     events: int = 0
@@ -327,7 +332,12 @@ def begin_message(norm: Normalizer, channel: str) -> MessageInfo:
     """Start a message: count it and reset `norm.last` (shared prologue of the venues)."""
     stats = norm.stats
     stats.messages += 1
-    stats.by_channel[channel] = stats.by_channel.get(channel, 0) + 1
+    by_channel = stats.by_channel
+    count = by_channel.get(channel)
+    if count is None and len(by_channel) >= MAX_CHANNELS:
+        channel = OTHER_CHANNEL
+        count = by_channel.get(channel)
+    by_channel[channel] = (count or 0) + 1
     info = norm.last
     info.reset()
     info.channel = channel
