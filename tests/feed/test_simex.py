@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -128,6 +129,143 @@ def test_rest_snapshot_follows_the_stream() -> None:
         sim.step()
     assert json.loads(sim.snapshot(50))["bids"] == json.loads(body)["bids"]
     assert json.loads(sim.snapshot(50))["asks"] == json.loads(body)["asks"]
+
+
+def _streamed(frames: list[dict]) -> list[dict]:
+    """The stream frames among decoded `frames` (replies to requests left out)."""
+    return [f for f in frames if "result" not in f and "error" not in f]
+
+
+async def _until_reply(ws: ClientConnection, request_id: int) -> tuple[list[dict], Any]:
+    """The frames received before the reply to request `request_id`, and its result."""
+    frames = []
+    while (frame := json.loads(await ws.recv())).get("id") != request_id:
+        frames.append(frame)
+    return _streamed(frames), frame["result"]
+
+
+def test_frames_carry_the_stream_name_as_subscribed() -> None:
+    """The simulator writes `btcusdt@depth@0ms`; a client gets each depth message under every
+    name it subscribed (`@depth@100ms`, then also `@depth`), as Binance sends each
+    subscribed stream; unsubscribing one name leaves the other. A raw `/ws/<stream>` lists the
+    stream as asked and gets the data parts."""
+    with SimExchange(speed=None) as ex:
+
+        async def combined(ws: ClientConnection) -> tuple[list[dict], list[dict], Any]:
+            first = _streamed([json.loads(m) for m in await take(ws, 100)])
+            await ws.send('{"method":"SUBSCRIBE","params":["btcusdt@depth"],"id":2}')
+            await _until_reply(ws, 2)  # frames queued before the SUBSCRIBE was read
+            both = _streamed([json.loads(m) for m in await take(ws, 600)])
+            await ws.send('{"method":"UNSUBSCRIBE","params":["btcusdt@depth@100ms"],"id":3}')
+            await _until_reply(ws, 3)
+            await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":4}')
+            after, listed = await _until_reply(ws, 4)
+            after += [json.loads(m) for m in await take(ws, 600)]
+            return first, both, (after, listed)
+
+        first, both, (after, listed) = talk(
+            ex.url + "/stream?streams=btcusdt@depth@100ms", combined)
+        assert {f["stream"] for f in first} == {"btcusdt@depth@100ms"}
+        names: dict[int, list[str]] = {}
+        for f in both:
+            names.setdefault(f["data"]["u"], []).append(f["stream"])
+        ids = list(names)
+        start = next(i for i, u in enumerate(ids) if len(names[u]) == 2)
+        assert start < len(ids) - 100
+        # every message from the SUBSCRIBE on goes out under both names (the last one may be
+        # cut between its two frames)
+        assert all(names[u] == ["btcusdt@depth@100ms", "btcusdt@depth"]
+                   for u in ids[start:-1])
+        assert listed == ["btcusdt@depth"]
+        tail = _streamed(after)[-300:]
+        assert {f["stream"] for f in tail} == {"btcusdt@depth"}
+        assert all(b["data"]["pu"] == a["data"]["u"] for a, b in itertools.pairwise(tail))
+
+        async def raw(ws: ClientConnection) -> tuple[list[dict], Any]:
+            await ws.send('{"method":"LIST_SUBSCRIPTIONS","id":9}')
+            return await _until_reply(ws, 9)
+
+        data, listed = talk(ex.url + "/ws/btcusdt@depth@500ms", raw)
+    assert listed == ["btcusdt@depth@500ms"]
+    assert {f["e"] for f in data} == {"depthUpdate"} and "stream" not in data[0]
+
+
+def test_now_moves_event_times_to_the_clock_and_keeps_their_gaps(
+        shared_data: Path, usdm: list[tuple[int, bytes]]) -> None:
+    """now=True: one offset, fixed by the first thing served (here the REST snapshot), moves
+    every E and T (stream and futures REST) near the current clock; the spot REST body has no
+    E/T; the gaps between times are the recording's to the millisecond."""
+    path = shared_data / USDM
+    snapshot = json.loads(next(m for _, m in usdm if m.startswith(b'{"lastUpdateId"')))
+    n = 120
+    trades = [json.loads(m)["data"] for _, m in usdm
+              if m.startswith(b'{"stream":"btcusdt@trade"')][:n]
+    with SimExchange(path, speed=1.0, now=True) as ex:
+        with httpx.Client(base_url=ex.rest_url) as http:
+            asked_ms = time.time() * 1000
+            futures = http.get("/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": 1000})
+            spot = http.get("/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 1000})
+
+        async def script(ws: ClientConnection) -> list[tuple[dict, float]]:
+            return [(json.loads(await ws.recv())["data"], time.time() * 1000)
+                    for _ in range(n)]
+
+        got = talk(ex.url + "/stream?streams=btcusdt@trade", script)
+    body = futures.json()
+    offset = body["E"] - snapshot["E"]
+    assert abs(body["E"] - asked_ms) < 1000 and body["T"] - snapshot["T"] == offset
+    assert offset > 60_000  # the recording is from 2024
+    assert list(body) == list(snapshot) and body["bids"] == snapshot["bids"]
+    assert list(spot.json()) == ["lastUpdateId", "bids", "asks"]
+    for (data, at_ms), want in zip(got, trades, strict=True):
+        assert data["E"] - want["E"] == offset and data["T"] - want["T"] == offset
+        assert abs(data["E"] - at_ms) < 1000
+        assert {k: v for k, v in data.items() if k not in "ET"} == {
+            k: v for k, v in want.items() if k not in "ET"}
+
+
+def test_rest_depth_bodies_and_weights_follow_each_market() -> None:
+    """Spot `/api/v3/depth`: lastUpdateId, bids, asks (no E/T) and spot weights; USD-M adds
+    E and T; COIN-M also symbol and pair (Binance docs, "Order Book" of each API)."""
+    with SimExchange(speed=None) as ex, httpx.Client(base_url=ex.rest_url) as http:
+        params = {"symbol": "BTCUSDT", "limit": 500}
+        spot = http.get("/api/v3/depth", params=params)
+        usdm = http.get("/fapi/v1/depth", params=params)
+        coinm = http.get("/dapi/v1/depth", params=params)
+    assert list(spot.json()) == ["lastUpdateId", "bids", "asks"]
+    assert list(usdm.json()) == ["lastUpdateId", "E", "T", "bids", "asks"]
+    assert list(coinm.json()) == ["lastUpdateId", "E", "T", "symbol", "pair", "bids", "asks"]
+    assert (coinm.json()["symbol"], coinm.json()["pair"]) == ("BTCUSDT", "BTCUSDT")
+    for body in (spot.json(), coinm.json()):
+        assert (body["lastUpdateId"], body["bids"], body["asks"]) == (
+            usdm.json()["lastUpdateId"], usdm.json()["bids"], usdm.json()["asks"])
+    assert spot.headers["X-MBX-USED-WEIGHT-1M"] == "25"  # spot: 101-500 levels weigh 25
+    assert usdm.headers["X-MBX-USED-WEIGHT-1M"] == "10"  # futures: 500 levels weigh 10
+    assert coinm.headers["X-MBX-USED-WEIGHT-1M"] == "10"
+
+
+def test_stop_closes_connected_clients_with_1001_within_its_timeout() -> None:
+    """A subscribed client mid-stream and one that never subscribed: stop() sends both a
+    close (1001 going away) and returns within its timeout."""
+    ex = SimExchange(speed=1.0).start()
+
+    async def script(ws: ClientConnection) -> tuple[float, list[int]]:
+        await take(ws, 5)
+        async with connect(ex.url + "/ws", close_timeout=2) as idle:
+            started = time.monotonic()
+            await asyncio.to_thread(ex.stop, 4.0)
+            took = time.monotonic() - started
+            codes = []
+            for conn in (ws, idle):
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await conn.recv()
+                codes.append(closed.value.rcvd.code)
+        return took, codes
+
+    took, codes = talk(ex.url + "/stream?streams=btcusdt@trade", script)
+    assert codes == [1001, 1001]
+    assert took < 4.0
 
 
 # ---- faults -----------------------------------------------------------------------------------
@@ -317,6 +455,8 @@ def test_bad_arguments_and_sources() -> None:
         SimExchange(venue="coinbase")  # the simulator speaks binance and bybit
     with pytest.raises(ConfigError):
         SimExchange(venue="tardis")  # a venue SimExchange does not serve
+    with pytest.raises(ConfigError, match="now=True"):
+        SimExchange(venue="bybit", now=True)  # its dialect does not shift event times
     assert SimExchange(venue="binance-usdm").venue == "binance"  # a key names its family
     with pytest.raises(ConfigError):
         Faults(rest_status=500)

@@ -28,7 +28,15 @@ the market's weight limit ("General Info: LIMITS").
 
 Subscriptions match a message by (channel, symbol), ignoring the update speed or depth
 (`btcusdt@depth@0ms` and `btcusdt@depth@100ms` are one stream; `orderbook.50.X` and
-`orderbook.200.X` are one topic), because a recording carries one of them.
+`orderbook.200.X` are one topic), because a recording carries one of them. The dialect's
+framer labels what goes out as subscribed (Binance: a `btcusdt@depth@100ms` subscription
+gets frames named `btcusdt@depth@100ms`, also when the source recorded `@depth@0ms`).
+
+Event times: as in the source by default (replay parity). With `now=True` (`--now`) the
+dialect shifts every exchange time (Binance `E`, `T`; the futures REST snapshot's too) by one
+constant offset, fixed at the first message or snapshot served from a market timeline (the
+current clock minus that message's time), so times are near the current clock and the gaps
+between them are the source's.
 
 The REST snapshot is consistent with the stream: for a recording, the recorded snapshot line
 until the stream passes it, then the book the exchange has at the stream position (the
@@ -40,7 +48,9 @@ Connections: each connection streams from the start of the source, except that w
 `resume=True` (the default) a connection opened after one closed continues where that one
 stopped (the exchange's market went on; nothing is replayed twice). The REST endpoint answers
 for the most recent stream. Faults (`Faults`) fire on the first connection only unless
-`every_connection=True`.
+`every_connection=True`. `stop()` closes every connection with 1001 (going away); a client
+that does not complete the close within a grace (at most CLOSE_GRACE_S, a quarter of the stop
+timeout) is dropped, so `stop()` returns within its timeout whatever the clients do.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from workbench.errors import ConfigError, FeedError, RecordingError
 from workbench.feed.simulator import MarketSimulator, SimConfig
@@ -88,6 +99,7 @@ DEEP_NESTING = 1000  # a JSON frame this deep (2 KB) overflows a recursive parse
 DEEP_FRAME = b'{"deep":' + b"[" * DEEP_NESTING + b"]" * DEEP_NESTING + b"}"
 LOOP_SLACK_NS = 2_000_000  # paced waits longer than this sleep in the event loop
 SPIN_NS = 50_000  # the last this-many ns of a paced wait spin (sleep overshoots ~60 µs)
+CLOSE_GRACE_S = 1.0  # stop(): longest wait for a client to complete the close handshake
 Source = str | Path | list[str | Path]
 
 
@@ -291,11 +303,26 @@ class _Recording:
                 warm.delta(self.messages[self.delta_positions[0]])
 
 
-class _RecordingMarket:
-    """One pass over a recording: the stream position and the REST books at that position."""
+class _NowClock:
+    """Moves exchange times (ms) of one market timeline to the current clock: one constant
+    offset, fixed by the first time shifted (now minus that time)."""
 
-    def __init__(self, recording: _Recording) -> None:
+    def __init__(self) -> None:
+        self.offset_ms: int | None = None
+
+    def shift(self, ms: int) -> int:
+        if self.offset_ms is None:
+            self.offset_ms = time.time_ns() // 1_000_000 - ms
+        return ms + self.offset_ms
+
+
+class _RecordingMarket:
+    """One pass over a recording: the stream position and the REST books at that position.
+    clock: the timeline's event clock (`now=True`), else None."""
+
+    def __init__(self, recording: _Recording, clock: _NowClock | None) -> None:
         self.rec = recording
+        self.clock = clock
         self.pos = 0
         self._books = _DepthBook(recording.book_venue) if recording.snapshots else None
         self._book_pos = 0  # index into rec.delta_positions
@@ -342,10 +369,12 @@ class _RecordingMarket:
 
 class _SimMarket:
     """The simulator: one MarketSimulator per symbol, merged in simulated time; messages keyed
-    by the dialect the exchange speaks."""
+    by the dialect the exchange speaks. clock: as for _RecordingMarket."""
 
-    def __init__(self, configs: tuple[SimConfig, ...], dialect: Dialect) -> None:
+    def __init__(self, configs: tuple[SimConfig, ...], dialect: Dialect,
+                 clock: _NowClock | None) -> None:
         self.sims = {c.symbol: MarketSimulator(c) for c in configs}
+        self.clock = clock
         self._key = dialect.subscription_key
         self._pending: list[tuple[int, int, bytes, bytes]] = []
         self._order = itertools.count()
@@ -383,7 +412,7 @@ class _Session:
         self.ex = exchange
         self.ws = ws
         self.faults = faults
-        self.subs: set[bytes] = set()
+        self.subs: dict[bytes, list[bytes]] = {}  # key -> subscription names (UTF-8)
         self.sub_names: list[str] = []
         self.sent = 0
         self.since_rest = -1  # messages sent since the last REST snapshot, -1 before one
@@ -391,21 +420,29 @@ class _Session:
         self.seq = 0  # the connection's own message counter (dialects that number frames)
         self.raw = False  # frames go out without their envelope (Dialect.accept decides)
         self.market: _RecordingMarket | _SimMarket | None = None
+        self.streamer: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
         self.fired: set[str] = set()
 
     def add(self, names: list[str]) -> None:
         for name in names:
-            key = self.ex.key_of_subscription(name)
-            self.subs.add(key)
+            labels = self.subs.setdefault(self.ex.key_of_subscription(name), [])
+            if name.encode() not in labels:
+                labels.append(name.encode())
             if name not in self.sub_names:
                 self.sub_names.append(name)
         if self.subs:
             self.subscribed.set()
 
     def remove(self, names: list[str]) -> None:
+        """Unsubscribe each name as spelled (a key stays while another name selects it)."""
         for name in names:
-            self.subs.discard(self.ex.key_of_subscription(name))
+            key = self.ex.key_of_subscription(name)
+            labels = self.subs.get(key, [])
+            if name.encode() in labels:
+                labels.remove(name.encode())
+                if not labels:
+                    del self.subs[key]
             if name in self.sub_names:
                 self.sub_names.remove(name)
 
@@ -455,7 +492,9 @@ class SimExchange:
     number makes pacing precise: the last LOOP_SLACK_NS of a wait is a blocking sleep (REST
     requests and other connections wait meanwhile) and its last `spin_us` µs a spin (a sleep
     overshoots by ~60 µs; spinning holds this thread's GIL): for a server process of its own
-    (`python -m workbench.feed.simex`).
+    (`python -m workbench.feed.simex`). now: shift exchange event times to the current clock
+    (see the module docstring; off by default for replay parity; ConfigError for a dialect
+    that cannot shift them).
     Use as a context manager or call start() / stop(); `url` and `rest_url` are valid after
     start(). Raises ConfigError for bad arguments, RecordingError for a bad recording and
     FeedError if the server cannot start within `start_timeout_s`.
@@ -466,7 +505,7 @@ class SimExchange:
                  port: int = 0, faults: Faults | None = None, resume: bool = True,
                  conn: str | None = None,
                  chunk: int = 64, window: Window | None = None, spin_us: float | None = None,
-                 start_timeout_s: float = 30.0) -> None:
+                 now: bool = False, start_timeout_s: float = 30.0) -> None:
         venues = _family(venue)
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (flat out), got {speed!r}")
@@ -478,6 +517,11 @@ class SimExchange:
             raise ConfigError(f"spin_us must be in 0..10000, got {spin_us!r}")
         self.venue = venues[0].exchange
         self.dialect = venues[0].dialect
+        if now and not self.dialect.shifts_times:
+            raise ConfigError(f"now=True: SimExchange cannot shift {self.venue} event times "
+                              "(its dialect does not); expected a venue whose dialect does, "
+                              "such as binance")
+        self.now = now
         self.speed = speed
         self.faults = faults or Faults()
         self.resume = resume
@@ -500,13 +544,17 @@ class SimExchange:
         self._rest_markets = {v.rest.path: v.rest for v in venues if v.rest is not None}
         self._recording: _Recording | None = None
         self._market: _RecordingMarket | _SimMarket | None = None
-        self._retired: _RecordingMarket | _SimMarket | None = None
+        self._owner: _Session | None = None  # the connection streaming _market, None after
+        # made by a REST request before any connection: at the start, for the first connection
+        self._fresh: _RecordingMarket | _SimMarket | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._bound_port = 0
+        self._connections: set[ServerConnection] = set()
+        self._close_grace_s = CLOSE_GRACE_S
         self._weights: dict[str, int] = {}  # REST path -> weight used this minute
         self._weight_minute = 0
         self.rest_snapshots = 0  # REST depth snapshots served
@@ -551,9 +599,13 @@ class SimExchange:
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Close every connection and the server, join the thread (at most `timeout_s`)."""
+        """Close every connection (1001 going away) and the server, join the thread; returns
+        within `timeout_s` whatever the clients do (one that does not complete the close within
+        min(CLOSE_GRACE_S, timeout_s / 4) is dropped). Raises FeedError only if the server
+        thread is still running after `timeout_s` (a fault of the server, not of a client)."""
         if self._thread is None:
             return
+        self._close_grace_s = min(CLOSE_GRACE_S, timeout_s / 4)
         if self._loop is not None and self._stop is not None:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._stop.set)
@@ -581,31 +633,52 @@ class SimExchange:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        async with serve(self._handle, HOST, self._port, process_request=self._http,
-                         compression=None, max_size=2**20, ping_interval=None) as server:
-            self._bound_port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
-            server.close(close_connections=True)
-            await asyncio.wait_for(server.wait_closed(), 5)
+        server = await serve(self._handle, HOST, self._port, process_request=self._http,
+                             compression=None, max_size=2**20, ping_interval=None)
+        self._bound_port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stop.wait()
+        grace = self._close_grace_s
+        for ws in self._connections:
+            ws.close_timeout = grace
+        server.close(close_connections=True)  # 1001 going away to every open connection
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), grace)
+            return
+        # a client that neither completes the close nor reads: drop its TCP connection
+        log.info("simex: %d client(s) did not close within %.2f s; dropping them",
+                 len(self._connections), grace)
+        for ws in list(self._connections):
+            ws.transport.abort()
+        with contextlib.suppress(TimeoutError):  # what is left, the loop's close cancels
+            await asyncio.wait_for(server.wait_closed(), grace)
 
     # ---- subscriptions ---------------------------------------------------------------------
     def key_of_subscription(self, name: str) -> bytes:
         """The message key a subscription name selects (see the module docstring)."""
         return self.dialect.subscription_key(name)
 
-    def _take_market(self) -> _RecordingMarket | _SimMarket:
-        if self.resume and self._retired is not None:
-            market, self._retired = self._retired, None
-        else:
+    def _take_market(self, session: _Session) -> _RecordingMarket | _SimMarket:
+        """The market `session` streams: the one a REST request made before any connection;
+        with resume, the last stream's once its connection ended or is closing (its streamer
+        is cancelled: it takes nothing more from it; its handler may still be winding down);
+        else a new one."""
+        market, owner = self._market, self._owner
+        if self._fresh is not None:
+            market, self._fresh = self._fresh, None
+        elif not (self.resume and market is not None
+                  and (owner is None or owner.ws.state is not State.OPEN)):
             market = self._new_market()
-        self._market = market
+        elif owner is not None and owner.streamer is not None:
+            owner.streamer.cancel()
+        self._market, self._owner = market, session
         return market
 
     def _new_market(self) -> _RecordingMarket | _SimMarket:
+        clock = _NowClock() if self.now else None
         if self._recording is not None:
-            return _RecordingMarket(self._recording)
-        return _SimMarket(self._sim_configs, self.dialect)
+            return _RecordingMarket(self._recording, clock)
+        return _SimMarket(self._sim_configs, self.dialect, clock)
 
     # ---- websocket -------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -620,18 +693,25 @@ class SimExchange:
             return
         initial, session.raw = accepted
         session.add(initial)
-        market = session.market = self._take_market()
+        market = session.market = self._take_market(session)
+        self._connections.add(ws)
         reader = asyncio.create_task(self._read_requests(session))
-        try:
-            await self._stream(session, market)
-        except ConnectionClosed:
-            pass
+        streamer = session.streamer = asyncio.create_task(self._stream(session, market))
+        closed = asyncio.create_task(ws.wait_closed())
+        tasks = (streamer, reader, closed)
+        try:  # the stream ends, or the connection closes under it (wherever it waits)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await reader
-            if self._market is market:
-                self._retired = market
+            self._connections.discard(ws)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._owner is session:
+                self._owner = None
+        for task in (streamer, reader):  # a server fault: websockets logs it, closes with 1011
+            if task.done() and not task.cancelled():
+                with contextlib.suppress(ConnectionClosed):
+                    task.result()
 
     async def _read_requests(self, session: _Session) -> None:
         async for frame in session.ws:
@@ -653,6 +733,7 @@ class SimExchange:
         clock = time.perf_counter_ns
         is_delta = self.dialect.is_delta
         frame = self.dialect.framer(session)
+        retime = self.dialect.shift_times if market.clock is not None else None
         first_ts = ff_end = end_ts = None  # source times: first message, fast-forward end, end
         t0_wall = t0_src = None  # pacing origin
         out: list[bytes] = []
@@ -692,9 +773,13 @@ class SimExchange:
             if session.armed("gap", faults.gap_after) and is_delta(message):
                 session.fire("gap")  # the first book delta after N messages is never sent
                 continue
-            if frame is not None:
-                message = frame(message)
-            out.append(message)
+            if retime is not None:
+                message = retime(message, market.clock.shift)
+            framed = frame(message) if frame is not None else message
+            if type(framed) is bytes:
+                out.append(framed)
+            else:  # one message, several subscriptions selecting it
+                out.extend(framed)
             session.sent += 1
             if session.since_rest >= 0:
                 session.since_rest += 1
@@ -782,11 +867,15 @@ class SimExchange:
         if used > rest.weight_limit_1m:
             return self._json(429, {"code": -1003, "msg": "Too many requests"}, used=used,
                               retry_after=60 - int(time.time()) % 60)
-        market = self._market or self._new_market()  # before any connection: the start
+        market = self._market
+        if market is None:  # before any connection: the start (the first connection's market)
+            market = self._fresh = self._fresh or self._new_market()
         body = market.snapshot(symbol, limit)
         if body is None:
             return self._json(400, {"code": -1121, "msg": f"Invalid symbol {symbol} "
                                     "(or no snapshot recorded for it)."}, used=used)
+        body = self.dialect.rest_body(rest, symbol, body,
+                                      market.clock.shift if market.clock is not None else None)
         self.rest_snapshots += 1
         return self._response(200, body, used)
 
@@ -820,7 +909,7 @@ class SimExchange:
 def main(argv: list[str] | None = None) -> int:
     """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]
     [--no-resume] [--window-start-s S [--window-s N] [--pause-s P] [--ff-speed F]]
-    [--spin-us U]
+    [--spin-us U] [--now]
     [--disconnect-after N] [--quiet-after N]`: serve until stdin closes;
     prints `READY <url>` on stdout once listening (benchmarks run the server in its own
     process this way)."""
@@ -849,6 +938,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-after", type=int, default=None,
                         help="send nothing more after this many messages on a connection "
                              "(until the client hangs up)")
+    parser.add_argument("--now", action="store_true",
+                        help="shift event times to the current clock (one constant offset)")
     args = parser.parse_args(argv)
     speed = None if args.speed == "flat" else float(args.speed)
     faults = Faults(disconnect_after=args.disconnect_after, stall_after=args.quiet_after,
@@ -856,9 +947,13 @@ def main(argv: list[str] | None = None) -> int:
                     every_connection=True)
     window = (Window(args.window_start_s, args.pause_s, args.window_s, args.ff_speed)
               if args.window_start_s is not None else None)
-    with SimExchange(args.source, venue=args.venue, speed=speed, port=args.port,
-                     resume=not args.no_resume, faults=faults, window=window,
-                     spin_us=args.spin_us) as ex:
+    try:
+        exchange = SimExchange(args.source, venue=args.venue, speed=speed, port=args.port,
+                               resume=not args.no_resume, faults=faults, window=window,
+                               spin_us=args.spin_us, now=args.now)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    with exchange as ex:
         print(f"READY {ex.url}", flush=True)
         sys.stdin.read()
     return 0

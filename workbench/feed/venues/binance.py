@@ -26,11 +26,16 @@ with its REST depth market (Binance docs, "Market Data Endpoints: Order Book" an
 Info: LIMITS"): spot `GET /api/v3/depth` (limit 1..5000, default 100; weight 5 up to 100
 levels, 25 up to 500, 50 up to 1000, 250 above; 6000 weight a minute), USD-M `/fapi/v1/depth`
 and COIN-M `/dapi/v1/depth` (limit 5, 10, 20, 50, 100, 500 or 1000, default 500; weight 2 up
-to 50, 5 at 100, 10 at 500, 20 at 1000; 2400 weight a minute). The SimExchange dialect
-(`BinanceDialect`) serves the combined stream `/stream?streams=a/b/c` and the raw `/ws` (the
-`data` part only), answering SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS requests with
-`{"result":..,"id":N}` ("Live Subscribing/Unsubscribing to streams"); the built-in simulator
-writes USD-M messages.
+to 50, 5 at 100, 10 at 500, 20 at 1000; 2400 weight a minute). Depth response keys: spot
+`{"lastUpdateId","bids","asks"}`, USD-M with `"E"` (message output time) and `"T"`
+(transaction time) after `lastUpdateId`, COIN-M also `"symbol"` and `"pair"` after them.
+The SimExchange dialect (`BinanceDialect`) serves the combined stream `/stream?streams=a/b/c`
+and the raw `/ws` or `/ws/<stream>` (the `data` part only), answering SUBSCRIBE / UNSUBSCRIBE
+/ LIST_SUBSCRIPTIONS requests with `{"result":..,"id":N}` ("Live Subscribing/Unsubscribing to
+streams"); each frame is labelled with the stream name as subscribed (`btcusdt@depth@100ms`
+gets frames labelled so whatever update speed the source has), once per subscription that
+selects it; it shifts event times (`E`, `T`, a kline's `t`) and shapes REST depth bodies per
+market. The built-in simulator writes USD-M messages.
 """
 
 from __future__ import annotations
@@ -383,16 +388,20 @@ def futures_depth_weight(limit: int) -> int:
 
 FUTURES_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 SPOT_REST = RestMarket("spot", "https://api.binance.com", "/api/v3/depth", range(1, 5001), 100,
-                       spot_depth_weight, 6000)
+                       spot_depth_weight, 6000, ("lastUpdateId", "bids", "asks"))
 USDM_REST = RestMarket("usdm", "https://fapi.binance.com", "/fapi/v1/depth", FUTURES_LIMITS,
-                       500, futures_depth_weight, 2400)
+                       500, futures_depth_weight, 2400, ("lastUpdateId", "E", "T", "bids", "asks"))
 COINM_REST = RestMarket("coinm", "https://dapi.binance.com", "/dapi/v1/depth", FUTURES_LIMITS,
-                        500, futures_depth_weight, 2400)
+                        500, futures_depth_weight, 2400,
+                        ("lastUpdateId", "E", "T", "symbol", "pair", "bids", "asks"))
 
 
 # ---- SimExchange dialect --------------------------------------------------------------------
 _SPEED_SUFFIX = re.compile(rb"@\d+ms$")
 _SNAPSHOT_SUFFIX = b"@depthsnapshot"
+_STREAM = b'"stream":"'
+# exchange times in ms: event (E) and transaction (T) times at any depth, a kline's open time
+_TIME_FIELD = re.compile(rb'("[ET]":|"k":\{"t":)(\d+)')
 
 
 def stream_key(stream: bytes) -> bytes:
@@ -411,6 +420,7 @@ class BinanceDialect(Dialect):
 
     family = "binance"
     bad_request = b'{"error":{"code":2,"msg":"Invalid request"},"id":null}'
+    shifts_times = True
 
     def subscription_key(self, name: str) -> bytes:
         return stream_key(name.encode())
@@ -442,8 +452,49 @@ class BinanceDialect(Dialect):
             raise FeedError(f"unknown request method {method!r}")
         return [orjson.dumps({"result": None, "id": rid})]
 
-    def framer(self, session: SimSession) -> Callable[[bytes], bytes] | None:
-        return _unwrap if session.raw else None
+    def framer(self, session: SimSession) -> Callable[[bytes], bytes | list[bytes]]:
+        """Each message under the stream name(s) the session subscribed for its key (the
+        `data` part only, once per name, on a raw connection)."""
+        subs = session.subs
+        raw = session.raw
+        keys: dict[bytes, bytes] = {}  # stream name in the source -> subscription key
+
+        def frame(message: bytes) -> bytes | list[bytes]:
+            start = message.find(_STREAM, 0, 64) + len(_STREAM)
+            end = message.find(b'"', start)
+            name = message[start:end]
+            key = keys.get(name)
+            if key is None:
+                key = keys[name] = stream_key(name)
+            labels = subs[key]
+            if raw:
+                data = _unwrap(message)
+                return data if len(labels) == 1 else [data] * len(labels)
+            if len(labels) == 1:
+                label = labels[0]
+                return message if label == name else message[:start] + label + message[end:]
+            return [message if label == name else message[:start] + label + message[end:]
+                    for label in labels]
+
+        return frame
+
+    def shift_times(self, message: bytes, shift: Callable[[int], int]) -> bytes:
+        return _TIME_FIELD.sub(lambda m: m[1] + b"%d" % shift(int(m[2])), message)
+
+    def rest_body(self, market: RestMarket, symbol: str, body: bytes,
+                  shift: Callable[[int], int] | None) -> bytes:
+        """`market.fields` of `body`: `symbol` and `pair` (the symbol before '_') added for
+        COIN-M, `E`/`T` dropped for spot; a body without `E`/`T` (a recorded spot snapshot)
+        gives none."""
+        data = orjson.loads(body)
+        if shift is None and tuple(data) == market.fields:
+            return body
+        known = {"symbol": symbol, "pair": symbol.split("_")[0], **data}
+        if shift is not None:
+            for name in ("E", "T"):
+                if name in known:
+                    known[name] = shift(known[name])
+        return orjson.dumps({name: known[name] for name in market.fields if name in known})
 
     def recorded_snapshot(self, key: bytes, message: bytes) -> tuple[bytes, bytes] | None:
         if key.endswith(_SNAPSHOT_SUFFIX):  # a REST body wrapped by the recorder

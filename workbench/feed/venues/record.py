@@ -8,15 +8,16 @@ names:
 - `Venue`: the normalizer venue key, its Normalizer factory, subscribe builder, REST depth
   market, sequencing rule (`workbench.book.sequencing`), websocket path on SimExchange,
   SimExchange dialect and simulator format.
-- `RestMarket`: one REST depth-snapshot endpoint (base URL, path, legal limits, request weight).
-- `Dialect`: how SimExchange speaks one exchange family's websocket protocol (message keys,
-  book deltas, requests and replies, per-connection framing); `SimSession` is what a dialect
-  may use of a SimExchange connection.
+- `RestMarket`: one REST depth-snapshot endpoint (base URL, path, legal limits, request weight,
+  response keys).
+- `Dialect`: how SimExchange speaks one exchange family's protocol (message keys, book deltas,
+  requests and replies, per-connection framing, event times, REST depth bodies); `SimSession`
+  is what a dialect may use of a SimExchange connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +35,8 @@ class RestMarket:
     ('https://fapi.binance.com'). path: the depth path ('/fapi/v1/depth'). limits: the legal
     values of the `limit` parameter (levels per side). default_limit: what the venue uses when
     `limit` is not sent. weight(limit): the request weight of one call. weight_limit_1m: the
-    request weight the venue allows per calendar minute (per IP).
+    request weight the venue allows per calendar minute (per IP). fields: the keys of the
+    depth response, in the venue's order (what SimExchange answers with).
     """
 
     name: str
@@ -44,17 +46,20 @@ class RestMarket:
     default_limit: int
     weight: Callable[[int], int]
     weight_limit_1m: int
+    fields: tuple[str, ...]
 
 
 class SimSession(Protocol):
     """What a Dialect may use of one SimExchange websocket connection.
 
-    sub_names: subscription names in subscribe order. seq: the connection's own message
-    counter (a dialect that numbers frames per connection keeps it). raw: frames go out
-    without their envelope (set from `Dialect.accept`).
+    sub_names: subscription names in subscribe order. subs: message key -> the subscription
+    names selecting it, UTF-8, as the client spelled them, in subscribe order. seq: the
+    connection's own message counter (a dialect that numbers frames per connection keeps
+    it). raw: frames go out without their envelope (set from `Dialect.accept`).
     """
 
     sub_names: list[str]
+    subs: Mapping[bytes, Sequence[bytes]]
     seq: int
     raw: bool
 
@@ -74,11 +79,13 @@ class Dialect:
     family, in the venue modules) implement the keys, `is_delta` and `answer`.
 
     family: the SimExchange `venue=` name ('binance', 'bybit', 'coinbase'). bad_request: the
-    frame answering a client frame that is not a valid request.
+    frame answering a client frame that is not a valid request. shifts_times: the dialect
+    implements `shift_times` (SimExchange's `now=True` needs it).
     """
 
     family = ""
     bad_request = b""
+    shifts_times = False
 
     def subscription_key(self, name: str) -> bytes:
         """The message key a subscription name selects (also the key of the simulator's
@@ -105,10 +112,24 @@ class Dialect:
         the venue would reject."""
         raise NotImplementedError
 
-    def framer(self, session: SimSession) -> Callable[[bytes], bytes] | None:
+    def framer(self, session: SimSession) -> Callable[[bytes], bytes | list[bytes]] | None:
         """The rewrite of each stream message sent on `session` (decided once per
-        connection), or None to send messages as they are."""
+        connection; it may read the session's current `subs`), or None to send messages as
+        they are. The rewrite returns the frame, or a list of frames when the message goes out
+        once per subscription that selects it."""
         return None
+
+    def shift_times(self, message: bytes, shift: Callable[[int], int]) -> bytes:
+        """`message` with each exchange time field (ms since the epoch) replaced by
+        `shift(value)`. Only dialects with `shifts_times` implement it."""
+        raise NotImplementedError
+
+    def rest_body(self, market: RestMarket, symbol: str, body: bytes,
+                  shift: Callable[[int], int] | None) -> bytes:
+        """The REST depth response of `market` for `symbol` from `body` (the source's
+        snapshot, possibly in another market's shape): the keys of `market.fields`, exchange
+        times passed through `shift` when it is not None. Default: `body` unchanged."""
+        return body
 
     def recorded_snapshot(self, key: bytes, message: bytes) -> tuple[bytes, bytes] | None:
         """(SYMBOL, REST body) if a recorded message is a REST depth snapshot (SYMBOL b'' when
