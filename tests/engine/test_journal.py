@@ -138,3 +138,28 @@ def test_summary_json_is_replaced_whole(tmp_path: Path):
     assert not list((tmp_path / "run").glob("*.tmp"))
     journal.close()
     journal.discard()
+
+
+def test_writing_the_journal_imports_no_pandas(tmp_path):
+    """The writer thread must not be the first to import pandas: a notebook's UI thread
+    (bokeh) importing it at the same time got a partially initialized module."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from workbench.engine.journal import Journal
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_journal import fill
+journal = Journal({str(tmp_path / "run")!r})
+for i in range(10):
+    journal.append("fills", fill(i))
+journal.flush()
+journal.close()
+print("pandas" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert len(pl.read_parquet(tmp_path / "run" / "fills.parquet")) == 10

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
@@ -75,6 +76,12 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("queue_depth", _I64), ("causes", _STR)]),
 }
 TABLES = tuple(SCHEMAS)
+# the same columns as polars dtypes: record batches are built through polars because pyarrow's
+# own conversions of Python rows import pandas, and a first pandas import in the writer thread
+# raced the notebook's (bokeh's) import of it ("partially initialized module 'pandas'")
+_POLARS_TYPES = {_I64: pl.Int64, _F64: pl.Float64, _STR: pl.String, _BOOL: pl.Boolean}
+POLARS_SCHEMAS = {table: {f.name: _POLARS_TYPES[f.type] for f in schema}
+                  for table, schema in SCHEMAS.items()}
 
 
 class Journal:
@@ -152,7 +159,8 @@ class Journal:
         if stream is None:
             sink = pa.OSFile(str(self.dir / f"{table}{STREAM_SUFFIX}"), "wb")
             stream = self._streams[table] = (sink, ipc.new_stream(sink, schema))
-        stream[1].write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
+        batch = pl.DataFrame(rows, schema=POLARS_SCHEMAS[table]).to_arrow().cast(schema)
+        stream[1].write_table(batch)
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         """Write `runs/<run-id>/<name>` (orjson; numpy scalars and arrays allowed), atomically
