@@ -18,12 +18,11 @@ What is bounded, so that the warm-up fills it and then memory stays flat (by wha
   delta buffer `max_buffer`; the L2Book ladder is fixed, its overflow table sized by levels;
 - LatencyRecorder: fixed HDR histograms, a per-second series of `recorder.SERIES_SECONDS`;
 - SpikeLog: the newest `max_spikes` spikes and 4096 causes;
-- the websocket read buffer (picows): it doubles while a socket read fills it and never
-  shrinks, so it ends near what the kernel holds for the socket (net.ipv4.tcp_rmem max,
-  tens of MiB), reached in the first ~1-2M events when the engine reads flat out.
-The full run's warm-up (2M events) covers them; the quick one (1.2M) may still see the read
-buffer's last doubling. Figures taken on a shared machine are noisy: other processes move
-the allocator's high-water marks too.
+- the websocket read buffer (picows, which never shrinks it): as large as one socket read,
+  bounded by the socket's SO_RCVBUF (`feed.wires.RCVBUF_BYTES`).
+The warm-up covers them: the fills fill up last (~10k fills: about 1M events of the default
+EmaCross), so both warm-ups are longer than that. Figures taken on a shared machine are
+noisy: other processes move the allocator's high-water marks too.
 """
 
 from __future__ import annotations
@@ -112,8 +111,9 @@ def run_soak(warmup: int, measured: int) -> Soak:
     counts = {"events": status.events, "fills": status.fills, "orders": status.orders,
               "fills_in_memory": len(engine.executor.fills),
               "live_orders": len(engine.broker.orders), "books": len(engine.sync.books),
-              "spikes": status.spikes, "wall_s": round(status.elapsed_s, 1),
-              "events_per_s": round(status.events_per_s)}
+              "spikes": status.spikes, "reconnects": status.feed.get("reconnects"),
+              "gaps": status.book_sync["gaps"], "buffered": status.book_sync["buffered"],
+              "wall_s": round(status.elapsed_s, 1), "events_per_s": round(status.events_per_s)}
     return Soak(np.array(rows, dtype=np.float64).reshape(-1, 3), warmup, engine.run_id, counts)
 
 
