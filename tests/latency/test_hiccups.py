@@ -25,12 +25,14 @@ def test_stalls_forced_by_a_thread_holding_the_gil_are_counted_and_sized():
 
     thread = threading.Thread(target=staller)
     thread.start()
-    seen = measure_hiccups(seconds=0.8, threshold_us=1000.0)
+    # at 2 ms (every forced stall is longer, asserted below) the VM's own hiccups rarely count:
+    # at 1 ms this VM added up to 5 of its own in 0.8 s in full-suite runs
+    seen = measure_hiccups(seconds=0.8, threshold_us=2000.0)
     thread.join()
     assert done.is_set() and len(held_ns) == 3
     shortest = min(held_ns) / 1e3
     assert shortest > 2000  # each stall is long enough to stand out from any VM hiccup
-    long_ones = seen.count  # gaps over 1 ms: the three stalls (plus, rarely, a scheduler one)
+    long_ones = seen.count  # gaps over 2 ms: the three stalls (plus, rarely, a scheduler one)
     assert 3 <= long_ones <= 6
     assert seen.max_us >= 0.9 * shortest
     assert seen.stolen_pct >= 100.0 * 0.9 * sum(held_ns) / 1e9 / seen.seconds
