@@ -280,6 +280,27 @@ GROUPS: dict[str, type] = {"source": SourceConfig, "strategy": StrategyConfig,
 _GROUP_OF = {f.name: group for group, cls in GROUPS.items() for f in fields(cls)}
 
 
+def _compose(knobs: dict[str, Any], groups: dict[str, Any]) -> dict[str, Any]:
+    """Every group of EngineConfig: those in `groups` (else the defaults), replaced by a whole
+    group given in `knobs`, then changed by the flat knobs of `knobs`. Raises ConfigError for
+    a name that is neither a group nor a knob."""
+    flat: dict[str, dict[str, Any]] = {}
+    for name, value in knobs.items():
+        if name in GROUPS and isinstance(value, GROUPS[name]):
+            groups[name] = value
+        elif name in _GROUP_OF:
+            flat.setdefault(_GROUP_OF[name], {})[name] = value
+        else:
+            raise ConfigError(f"{name}: not a knob of EngineConfig (expected a group of "
+                              f"{', '.join(GROUPS)} or one of {', '.join(_GROUP_OF)})")
+    out = {}
+    for group, cls in GROUPS.items():
+        base, changes = groups.get(group), flat.get(group, {})
+        out[group] = (cls(**changes) if base is None
+                      else dataclasses.replace(base, **changes) if changes else base)
+    return out
+
+
 @dataclass(frozen=True, init=False)
 class EngineConfig:
     """One engine run: the groups (see the module docstring) plus dispatch, duration and where
@@ -311,21 +332,7 @@ class EngineConfig:
     def __init__(self, *, dispatch: str = "callback", poll_interval_ms: float = 50.0,
                  duration_s: float | None = None, out_dir: str | None = "runs",
                  run_id: str | None = None, **knobs: Any) -> None:
-        groups: dict[str, Any] = {}
-        flat: dict[str, dict[str, Any]] = {}
-        for name, value in knobs.items():
-            if name in GROUPS and isinstance(value, GROUPS[name]):
-                groups[name] = value
-            elif name in _GROUP_OF:
-                flat.setdefault(_GROUP_OF[name], {})[name] = value
-            else:
-                raise ConfigError(f"{name}: not a knob of EngineConfig (expected a group of "
-                                  f"{', '.join(GROUPS)} or one of {', '.join(_GROUP_OF)})")
-        for group, cls in GROUPS.items():
-            base = groups.get(group)
-            changes = flat.get(group, {})
-            value = (cls(**changes) if base is None
-                     else dataclasses.replace(base, **changes) if changes else base)
+        for group, value in _compose(knobs, {}).items():
             object.__setattr__(self, group, value)
         for name, value in (("dispatch", dispatch), ("poll_interval_ms", poll_interval_ms),
                             ("duration_s", duration_s), ("out_dir", out_dir),
@@ -342,20 +349,9 @@ class EngineConfig:
         """A copy with `changes` (groups, flat knobs or the top-level fields), validated; a
         flat knob changes its group and keeps the group's other knobs."""
         top = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in GROUPS}
-        groups = {g: getattr(self, g) for g in GROUPS}
-        knobs: dict[str, dict[str, Any]] = {}
-        for name, value in changes.items():
-            if name in GROUPS and isinstance(value, GROUPS[name]):
-                groups[name] = value
-            elif name in top:
-                top[name] = value
-            elif name in _GROUP_OF:
-                knobs.setdefault(_GROUP_OF[name], {})[name] = value
-            else:
-                raise ConfigError(f"{name}: not a knob of EngineConfig (expected a group of "
-                                  f"{', '.join(GROUPS)} or one of {', '.join(_GROUP_OF)})")
-        for group, values in knobs.items():
-            groups[group] = dataclasses.replace(groups[group], **values)
+        knobs = {name: value for name, value in changes.items() if name not in top}
+        top.update((name, value) for name, value in changes.items() if name in top)
+        groups = _compose(knobs, {g: getattr(self, g) for g in GROUPS})
         return EngineConfig(**top, **groups)
 
     def to_dict(self) -> dict[str, Any]:
