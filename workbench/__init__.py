@@ -13,8 +13,9 @@ backtester have their own public names (`workbench.bench`, `workbench.backtest`)
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from workbench.lazy import exports
 
 if TYPE_CHECKING:
     from workbench.book.l2 import L2Book
@@ -139,18 +140,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use and keep it in this module."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
 
 
 def load_ipython_extension(ipython: Any) -> None:

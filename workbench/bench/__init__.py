@@ -11,8 +11,9 @@ From Python (names imported on first use, PEP 562):
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from workbench.lazy import exports
 
 if TYPE_CHECKING:
     from workbench.bench import history
@@ -61,17 +62,4 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = frozenset({"history"})
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name (or submodule) on first use and keep it in this package."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = exports(__name__, _EXPORTS, _SUBMODULES)
