@@ -16,7 +16,7 @@ the real one, whose BookSync follows no sequence numbers (the same message may c
 and whose books are seeded with the real book's top of book (a two-level snapshot), again
 whenever a shadow book is invalid or crossed, and every `RESEED_EVERY` runs so its mid stays
 near the real one. The shadow's fills, positions and latency rows are its own and are never
-reported (its fills are dropped at each seeding, so a long run does not accumulate them).
+reported (the Executor keeps only its newest fills, so a long run does not accumulate them).
 Raw messages are remembered one per channel (the last depth update, quote, trade), and a run
 takes the next channel in turn, so every message type's code stays warm.
 
@@ -145,7 +145,6 @@ class PathWarmer:
             sync.tick_sizes[symbol_id] = real.tick_size
         sync.process(seed, info)
         self._books[symbol_id] = sync.book(symbol_id)
-        self.shadow.executor.fills.clear()  # never read: kept from growing over a long run
         return True
 
 
