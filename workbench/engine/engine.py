@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
+import functools
 import logging
 import math
 import os
@@ -65,13 +65,13 @@ from workbench.engine.risk import RiskLimits
 from workbench.engine.sources import Source, make_source, resolve_venue
 from workbench.engine.status import RunStatus, Snapshot
 from workbench.engine.strategy import EmaCross, Strategy
-from workbench.engine.warm import PathWarmer
-from workbench.errors import ConfigError, EngineError
+from workbench.engine.warm import PathWarmer, shadow_of
+from workbench.errors import EngineError
 from workbench.events import MessageInfo
 from workbench.feed.venues import get_venue
 from workbench.latency.recorder import LatencyRecorder
 from workbench.latency.spikes import SpikeLog
-from workbench.latency.stages import STAGES, Stage
+from workbench.latency.stages import Stage
 
 log = logging.getLogger("workbench.engine")
 
@@ -162,21 +162,8 @@ class Engine:
         self.reporter = Reporter(self)
         self._warmer: PathWarmer | None = None
         if cfg.tuning.feed_warm_us and cfg.source.kind in ("sim", "ws"):
-            self._warmer = PathWarmer(self._shadow_engine, self.sync, self.venue)
-
-    def _shadow_engine(self) -> Engine:
-        """The engine a PathWarmer runs shadow messages through: this config without journal,
-        warm-ups or warmer, callback dispatch, and a deep copy of the strategy (ConfigError
-        when it cannot be copied)."""
-        try:
-            strategy = copy.deepcopy(self.strategy)
-        except Exception as exc:
-            raise ConfigError(f"feed_warm_us: the strategy must be copyable (copy.deepcopy) to "
-                              f"run on shadow messages: {type(exc).__name__}: {exc}") from exc
-        return Engine(self.config.replace(
-            out_dir=None, run_id=f"{self.run_id}-shadow", dispatch="callback",
-            strategy_warmup_s=0.0, latency_warmup_s=0.0, feed_spin=False, feed_warm_us=0.0),
-            strategy)
+            self._warmer = PathWarmer(functools.partial(shadow_of, self), self.sync,
+                                      self.venue)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Engine:
@@ -483,28 +470,14 @@ class Engine:
         tuning.restore_gc(self.config.tuning.gc_mode)
         tuning.apply_switch_interval(self._tuning["gil_switch_interval_before_us"])
         journal = self.journal
-        if journal is not None:
-            try:
-                journal.close()  # fsynced, Parquet written (never cut short by stop's timeout)
-                if journal.errors:
-                    self._error = self._error or f"journal: {journal.errors[0]}"
-            except Exception as exc:
-                self._error = self._error or f"journal: {exc!r}"
-                log.exception("closing the journal failed")
+        if journal is not None:  # fsynced, Parquet written (never cut short by stop's timeout)
+            self._error = self._error or journal.end_run()
         if self._state == "running":
             self._state = "failed" if self._error else "stopped"
         if journal is not None:
-            try:
-                journal.write_json("latency.json", {
-                    "summary": self.latency.summary(),
-                    "series": {s.value: {k: v.tolist() for k, v in self.latency.series(s).items()}
-                               for s in STAGES},
-                })
-                journal.write_json("summary.json", self.summary())
-                journal.discard()  # the summary is written: the run is complete
-            except Exception as exc:
-                self._error = self._error or f"run files: {exc!r}"
-                self._state = "failed"
-                log.exception("writing the run files failed")
+            error = journal.complete({"latency.json": self.latency.to_json,
+                                      "summary.json": self.summary})
+            if error:
+                self._error, self._state = self._error or error, "failed"
         _LIVE.discard(self)
         self._finished.set()

@@ -186,6 +186,29 @@ class Journal:
         rebuild(self.run_dir)
         return dict(self._counts)
 
+    def end_run(self) -> str | None:
+        """`close()` at the end of a run: None when every record is on disk, else why not (a
+        record refused, the writer stuck); never raises."""
+        try:
+            self.close()
+        except Exception as exc:
+            log.exception("closing the journal failed")
+            return f"journal: {exc!r}"
+        return f"journal: {self.errors[0]}" if self.errors else None
+
+    def complete(self, files: dict[str, Callable[[], dict[str, Any]]]) -> str | None:
+        """Write the run's closing files (name -> a function building its JSON), in order,
+        then remove the journal: the run is complete. None on success, else why it failed
+        (the journal is then kept for `workbench runs repair`); never raises."""
+        try:
+            for name, build in files.items():
+                self.write_json(name, build())
+            self.discard()
+        except Exception as exc:
+            log.exception("writing the run files failed")
+            return f"run files: {exc!r}"
+        return None
+
     def discard(self) -> None:
         """Remove `journal/` and release the run (after close and the summary). Idempotent."""
         if self._lock_fd is not None:

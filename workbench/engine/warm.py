@@ -31,6 +31,7 @@ at the live pace, warming at 300 µs takes the callback path's tick-to-trade P50
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import traceback
@@ -41,8 +42,11 @@ import numpy as np
 
 from workbench.book.l2 import L2Book
 from workbench.book.sync import BookSync
+from workbench.engine.config import EngineConfig
 from workbench.engine.dispatch import Dispatcher
 from workbench.engine.execution import Executor
+from workbench.engine.strategy import Strategy
+from workbench.errors import ConfigError
 from workbench.events import M_SNAPSHOT, EventFlag, EventKind, MessageInfo, empty_batch
 from workbench.feed.venues import get_venue
 from workbench.latency.recorder import LatencyRecorder
@@ -65,10 +69,33 @@ class ShadowPath(Protocol):
     batches: int
 
 
+class Owner(Protocol):
+    """The engine a shadow is made of (an Engine)."""
+
+    config: EngineConfig
+    strategy: Strategy
+    run_id: str
+
+
+def shadow_of(engine: Owner) -> ShadowPath:
+    """The engine shadow messages run through: an engine of `engine`'s class with its config
+    without journal, warm-ups or warmer, callback dispatch, and a deep copy of its strategy.
+    Raises ConfigError when the strategy cannot be copied."""
+    try:
+        strategy = copy.deepcopy(engine.strategy)
+    except Exception as exc:
+        raise ConfigError(f"feed_warm_us: the strategy must be copyable (copy.deepcopy) to "
+                          f"run on shadow messages: {type(exc).__name__}: {exc}") from exc
+    return type(engine)(engine.config.replace(
+        out_dir=None, run_id=f"{engine.run_id}-shadow", dispatch="callback",
+        strategy_warmup_s=0.0, latency_warmup_s=0.0, feed_spin=False, feed_warm_us=0.0),
+        strategy)
+
+
 class PathWarmer:
     """Runs remembered raw messages through a shadow of the engine's path (module docstring).
 
-    make_shadow: builds the engine shadow messages run through (`Engine._shadow_engine`: same
+    make_shadow: builds the engine shadow messages run through (`shadow_of(engine)`: same
     config, no journal, callback dispatch, a deep copy of the strategy; ConfigError when the
     strategy cannot be copied); its `sync` is replaced here by a BookSync without sequencing
     and its latency recorder by a small one. real_sync: the run's BookSync,

@@ -24,6 +24,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -294,6 +295,13 @@ class LatencyRecorder:
         levels = np.array([h.get_highest_equivalent_value(h.get_value_from_index(int(i)))
                            for i in nonzero], dtype=np.int64)
         return np.repeat(levels, counts[nonzero])
+
+    def to_json(self) -> dict[str, Any]:
+        """`latency.json` of a run: {"summary": `summary()`, "series": stage name -> `series`
+        as lists}."""
+        return {"summary": self.summary(),
+                "series": {s.value: {k: v.tolist() for k, v in self.series(s).items()}
+                           for s in STAGES}}
 
     def histogram(self, stage: Stage | str) -> HdrHistogram:
         """The stage's HdrHistogram (read it under no writer, e.g. after the run)."""
