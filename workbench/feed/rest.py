@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 from dataclasses import dataclass
 
 import httpx
 
 from workbench.errors import ConfigError, FeedError
+from workbench.feed.tls import client_context
 from workbench.feed.venues.record import RestMarket
 
 
@@ -57,7 +59,8 @@ class DepthSnapshotClient:
     weight_limit: request weight allowed per minute (None: the market's). max_wait_s: longest
     single wait accepted (Retry-After or minute rollover); longer raises FeedError. Sync
     (`fetch`) and async (`afetch`) calls each keep their own pooled client; `close()` /
-    `aclose()` release them.
+    `aclose()` release them. ca_file: a PEM file of the CA certificates trusted on https://
+    (None: httpx's default, the certifi bundle).
     Raises ConfigError for bad arguments (weight_limit below the weight of the market's
     largest limit included).
     """
@@ -65,7 +68,8 @@ class DepthSnapshotClient:
     def __init__(self, market: RestMarket, base_url: str | None = None, *,
                  timeout_s: float = 5.0, retries: int = 5, backoff_s: float = 0.2,
                  backoff_max_s: float = 5.0, weight_limit: int | None = None,
-                 max_wait_s: float = 65.0, seed: int | None = None) -> None:
+                 max_wait_s: float = 65.0, seed: int | None = None,
+                 ca_file: str | None = None) -> None:
         if not isinstance(market, RestMarket):
             raise ConfigError(f"market must be a venue's RestMarket (get_venue(key).rest), got "
                               f"{market!r}")
@@ -88,6 +92,7 @@ class DepthSnapshotClient:
         self.backoff_max_s = backoff_max_s
         self.weight_limit = weight_limit
         self.max_wait_s = max_wait_s
+        self.ca_file = ca_file
         self.stats = RestStats()
         self._rng = random.Random(seed)
         self._minute = -1
@@ -100,6 +105,10 @@ class DepthSnapshotClient:
             raise ConfigError(f"expected a symbol and 1 <= limit <= {self.max_limit}, got "
                               f"{symbol!r}, {limit!r}")
         return {"symbol": symbol.upper(), "limit": limit}
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify`: a context trusting only `ca_file`, or True (httpx's default)."""
+        return client_context(self.ca_file) if self.ca_file is not None else True
 
     def _pre_wait(self, limit: int) -> float:
         """Seconds to wait before a request of `limit` so the minute's weight stays under."""
@@ -154,7 +163,8 @@ class DepthSnapshotClient:
         params = self._params(symbol, limit)
         what = f"GET {self.base_url}{self.path}?symbol={params['symbol']}&limit={limit}"
         if self._client is None:
-            self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout_s)
+            self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout_s,
+                                        verify=self._verify())
         self._sleep(self._pre_wait(limit))
         attempt = 0
         while True:  # bounded: _judge / _transport_failed raise after `retries` re-sends
@@ -193,7 +203,8 @@ class DepthSnapshotClient:
         params = self._params(symbol, limit)
         what = f"GET {self.base_url}{self.path}?symbol={params['symbol']}&limit={limit}"
         if self._aclient is None:
-            self._aclient = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s)
+            self._aclient = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s,
+                                              verify=self._verify())
         await self._asleep(self._pre_wait(limit))
         attempt = 0
         while True:  # bounded: _judge / _transport_failed raise after `retries` re-sends

@@ -44,6 +44,13 @@ recorded snapshot plus every recorded delta up to there, by the venue's sequenci
 `lastUpdateId` the `u` of the last delta streamed (computed with the venue normalizer,
 BookSync and L2Book, lazily per request); for the simulator, its current book.
 
+TLS and slow endpoints: with `ssl_context` (a server context, `workbench.feed.tls`) the
+server speaks wss:// and https:// on its port (`url`, `rest_url` say so). `accept_delay_s`
+(settable while running; read once per connection) holds each new TCP connection for that
+long before anything else happens on it: the TLS handshake, the websocket upgrade or the HTTP
+request wait, so a client (or `EndpointScouter`'s TCP + TLS probe) sees a slower endpoint.
+The kernel completes the TCP handshake itself, so a plain TCP connect does not see the delay.
+
 Connections: each connection streams from the start of the source, except that with
 `resume=True` (the default) a connection opened after one closed continues where that one
 stopped (the exchange's market went on; nothing is replayed twice). The REST endpoint answers
@@ -59,10 +66,12 @@ import asyncio
 import bisect
 import contextlib
 import dataclasses
+import functools
 import heapq
 import http
 import itertools
 import logging
+import ssl
 import sys
 import threading
 import time
@@ -81,6 +90,7 @@ from websockets.protocol import State
 
 from workbench.errors import ConfigError, FeedError, RecordingError
 from workbench.feed.simulator import MarketSimulator, SimConfig
+from workbench.feed.tls import server_context
 from workbench.feed.venues import (
     VENUES,
     Dialect,
@@ -178,7 +188,8 @@ class Window:
 @dataclass
 class SimExchangeStats:
     """Counts since start: connections accepted, data messages and bytes sent, REST requests
-    answered (by status), client frames that were not a valid request, faults fired."""
+    answered (by status), client frames that were not a valid request, faults fired, TLS
+    handshakes that failed (e.g. the client did not trust the certificate)."""
 
     connections: int = 0
     messages: int = 0
@@ -186,6 +197,77 @@ class SimExchangeStats:
     rest_requests: dict[int, int] = field(default_factory=dict)
     bad_requests: int = 0
     faults: dict[str, int] = field(default_factory=dict)
+    tls_failures: int = 0
+
+
+class _Held(asyncio.Protocol):
+    """The protocol of a connection during its TLS handshake: keeps what arrives once the
+    handshake is done (asyncio may deliver it before start_tls returns) for the websocket
+    connection."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # keep the transport open: the websocket connection decides
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+
+class _HeldConnection(ServerConnection):
+    """websockets' server connection, opened after the exchange's accept delay and TLS
+    handshake: the server listens on plain TCP, and each accepted connection waits
+    `accept_delay_s` (reading paused), then upgrades to TLS (`loop.start_tls`) when the exchange
+    has an ssl_context, then starts websockets' opening handshake (`connection_made`)."""
+
+    def __init__(self, exchange: SimExchange, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.exchange = exchange
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ex = self.exchange
+        delay, tls = ex.accept_delay_s, ex.ssl_context
+        if delay <= 0 and tls is None:
+            super().connection_made(transport)
+            return
+        transport.pause_reading()  # type: ignore[attr-defined]
+        task = self.loop.create_task(self._open(transport, delay, tls))
+        ex._held.add(task)
+        task.add_done_callback(ex._held.discard)
+
+    async def _open(self, transport: asyncio.Transport, delay: float,
+                    tls: ssl.SSLContext | None) -> None:
+        held = _Held()
+        try:
+            await asyncio.sleep(delay)
+            if tls is not None:
+                transport = await self.loop.start_tls(transport, held, tls, server_side=True,
+                                                      ssl_handshake_timeout=10.0)
+                transport.set_protocol(self)
+        except (OSError, TimeoutError) as exc:  # the handshake failed; start_tls closed it
+            self.exchange.stats.tls_failures += 1
+            log.info("simex: TLS handshake failed: %s", exc)
+            return
+        except BaseException:  # stop() while held
+            transport.abort()
+            raise
+        super().connection_made(transport)
+        if tls is None:
+            transport.resume_reading()
+            return
+        for data in held.data:
+            self.data_received(data)
+        if held.eof:
+            self.eof_received()
+        if held.lost is not None:
+            self.connection_lost(held.lost[0])
 
 
 def _exchanges() -> tuple[str, ...]:
@@ -494,7 +576,10 @@ class SimExchange:
     overshoots by ~60 µs; spinning holds this thread's GIL): for a server process of its own
     (`python -m workbench.feed.simex`). now: shift exchange event times to the current clock
     (see the module docstring; off by default for replay parity; ConfigError for a dialect
-    that cannot shift them).
+    that cannot shift them). ssl_context: serve wss:// and https:// with this server context
+    (`workbench.feed.tls.server_context`); None: ws:// and http://. accept_delay_s: seconds
+    each new connection is held before its TLS handshake or opening handshake (>= 0; an
+    attribute, so a test can make a running exchange slower).
     Use as a context manager or call start() / stop(); `url` and `rest_url` are valid after
     start(). Raises ConfigError for bad arguments, RecordingError for a bad recording and
     FeedError if the server cannot start within `start_timeout_s`.
@@ -505,7 +590,9 @@ class SimExchange:
                  port: int = 0, faults: Faults | None = None, resume: bool = True,
                  conn: str | None = None,
                  chunk: int = 64, window: Window | None = None, spin_us: float | None = None,
-                 now: bool = False, start_timeout_s: float = 30.0) -> None:
+                 now: bool = False, start_timeout_s: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None,
+                 accept_delay_s: float = 0.0) -> None:
         venues = _family(venue)
         if speed is not None and not speed > 0:
             raise ConfigError(f"speed must be > 0 or None (flat out), got {speed!r}")
@@ -522,6 +609,8 @@ class SimExchange:
                               "(its dialect does not); expected a venue whose dialect does, "
                               "such as binance")
         self.now = now
+        self.ssl_context = ssl_context
+        self.accept_delay_s = accept_delay_s
         self.speed = speed
         self.faults = faults or Faults()
         self.resume = resume
@@ -558,6 +647,7 @@ class SimExchange:
         self._weights: dict[str, int] = {}  # REST path -> weight used this minute
         self._weight_minute = 0
         self.rest_snapshots = 0  # REST depth snapshots served
+        self._held: set[asyncio.Task] = set()  # connections held before their handshakes
 
     # ---- lifecycle -------------------------------------------------------------------------
     @property
@@ -565,16 +655,28 @@ class SimExchange:
         return self._bound_port
 
     @property
+    def accept_delay_s(self) -> float:
+        """Seconds each new connection is held before its handshakes (see the class)."""
+        return self._accept_delay_s
+
+    @accept_delay_s.setter
+    def accept_delay_s(self, seconds: float) -> None:
+        if not seconds >= 0:
+            raise ConfigError(f"accept_delay_s must be >= 0, got {seconds!r}")
+        self._accept_delay_s = float(seconds)
+
+    @property
     def url(self) -> str:
-        """Websocket base URL, e.g. ws://127.0.0.1:PORT (append /stream?streams=..., /v5/...)."""
+        """Websocket base URL, e.g. ws://127.0.0.1:PORT, wss:// with TLS (append
+        /stream?streams=..., /v5/...)."""
         self._need_started()
-        return f"ws://{HOST}:{self._bound_port}"
+        return f"{'wss' if self.ssl_context else 'ws'}://{HOST}:{self._bound_port}"
 
     @property
     def rest_url(self) -> str:
-        """HTTP base URL of the REST depth endpoint (same port)."""
+        """HTTP base URL of the REST depth endpoint (same port; https:// with TLS)."""
         self._need_started()
-        return f"http://{HOST}:{self._bound_port}"
+        return f"{'https' if self.ssl_context else 'http'}://{HOST}:{self._bound_port}"
 
     def _need_started(self) -> None:
         if not self._bound_port:
@@ -634,10 +736,13 @@ class SimExchange:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         server = await serve(self._handle, HOST, self._port, process_request=self._http,
-                             compression=None, max_size=2**20, ping_interval=None)
+                             compression=None, max_size=2**20, ping_interval=None,
+                             create_connection=functools.partial(_HeldConnection, self))
         self._bound_port = server.sockets[0].getsockname()[1]
         self._ready.set()
         await self._stop.wait()
+        for task in list(self._held):  # connections not yet handed to websockets
+            task.cancel()
         grace = self._close_grace_s
         for ws in self._connections:
             ws.close_timeout = grace
@@ -909,7 +1014,7 @@ class SimExchange:
 def main(argv: list[str] | None = None) -> int:
     """`python -m workbench.feed.simex [--source PATH] [--venue V] [--speed X|flat]
     [--no-resume] [--window-start-s S [--window-s N] [--pause-s P] [--ff-speed F]]
-    [--spin-us U] [--now]
+    [--spin-us U] [--now] [--cert PEM --key PEM] [--accept-delay-ms D]
     [--disconnect-after N] [--quiet-after N]`: serve until stdin closes;
     prints `READY <url>` on stdout once listening (benchmarks run the server in its own
     process this way)."""
@@ -940,7 +1045,15 @@ def main(argv: list[str] | None = None) -> int:
                              "(until the client hangs up)")
     parser.add_argument("--now", action="store_true",
                         help="shift event times to the current clock (one constant offset)")
+    parser.add_argument("--cert", default=None,
+                        help="serve wss:// and https:// with this certificate (PEM; "
+                             "workbench.feed.tls.self_signed makes one)")
+    parser.add_argument("--key", default=None, help="the --cert's private key (PEM)")
+    parser.add_argument("--accept-delay-ms", type=float, default=0.0,
+                        help="hold each new connection this long before its handshakes")
     args = parser.parse_args(argv)
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
     speed = None if args.speed == "flat" else float(args.speed)
     faults = Faults(disconnect_after=args.disconnect_after, stall_after=args.quiet_after,
                     stall_s=3600.0 if args.quiet_after is not None else 0.0,
@@ -950,8 +1063,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exchange = SimExchange(args.source, venue=args.venue, speed=speed, port=args.port,
                                resume=not args.no_resume, faults=faults, window=window,
-                               spin_us=args.spin_us, now=args.now)
-    except ConfigError as exc:
+                               spin_us=args.spin_us, now=args.now,
+                               ssl_context=(server_context(args.cert, args.key)
+                                            if args.cert is not None else None),
+                               accept_delay_s=args.accept_delay_ms / 1000)
+    except (ConfigError, OSError) as exc:
         parser.error(str(exc))
     with exchange as ex:
         print(f"READY {ex.url}", flush=True)

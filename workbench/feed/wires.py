@@ -19,6 +19,7 @@ malformed frame: RFC 6455 sections 5.1-5.4) fails the connection with close code
 delivers nothing of it or after it.
 
     wire = await open_wire("picows", url, deliver, timeout_s)   # after the opening handshake
+    # wss://: open_wire(..., ca_file=PATH) trusts only that CA's certificates
     wire.send_text(b"...")       # FeedError once the connection is closing or closed
     await wire.wait_closed()     # the TCP connection ended; why: wire.closed_info
     wire.close("reason")         # close frame 1000, then the TCP close; wire.abort(): at once
@@ -45,7 +46,6 @@ connection's.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 import ssl
@@ -70,6 +70,7 @@ from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
 from workbench.errors import FeedError
+from workbench.feed.tls import client_context
 
 log = logging.getLogger("workbench.feed.wires")
 
@@ -99,9 +100,10 @@ class Wire(Protocol):
     def abort(self) -> None: ...
 
 
-async def _open_picows(url: str, deliver: Deliver, timeout_s: float) -> PicowsWire:
+async def _open_picows(url: str, deliver: Deliver, timeout_s: float,
+                       ca_file: str | None) -> PicowsWire:
     transport, wire = await ws_connect(
-        lambda: PicowsWire(deliver), url, ssl_context=_ssl_context(url),
+        lambda: PicowsWire(deliver), url, ssl_context=_ssl_context(url, ca_file),
         websocket_handshake_timeout=timeout_s, max_redirects=0, max_frame_size=MAX_FRAME_BYTES,
         logger_name=log.getChild("picows"), enable_auto_pong=False, use_aiofastnet=False)
     if wire is None:  # picows hands back no listener when the peer left mid-handshake
@@ -111,36 +113,36 @@ async def _open_picows(url: str, deliver: Deliver, timeout_s: float) -> PicowsWi
     return wire
 
 
-async def _open_websockets(url: str, deliver: Deliver, timeout_s: float) -> WebsocketsWire:
+async def _open_websockets(url: str, deliver: Deliver, timeout_s: float,
+                           ca_file: str | None) -> WebsocketsWire:
     loop = asyncio.get_running_loop()
     uri = parse_uri(url)
     _, wire = await loop.create_connection(lambda: WebsocketsWire(uri, deliver, loop), uri.host,
-                                           uri.port, ssl=_ssl_context(url))
+                                           uri.port, ssl=_ssl_context(url, ca_file))
     await wire.opened
     return wire
 
 
-OPENERS: dict[str, Callable[[str, Deliver, float], Awaitable[Wire]]] = {
+OPENERS: dict[str, Callable[[str, Deliver, float, str | None], Awaitable[Wire]]] = {
     "picows": _open_picows, "websockets": _open_websockets}
 WIRES = tuple(OPENERS)
 
 
-async def open_wire(kind: str, url: str, deliver: Deliver, timeout_s: float) -> Wire:
+async def open_wire(kind: str, url: str, deliver: Deliver, timeout_s: float,
+                    ca_file: str | None = None) -> Wire:
     """Connect to `url` (ws:// or wss://) with library `kind` (a key of OPENERS: KeyError
-    otherwise) and complete the opening handshake within `timeout_s`. Raises OPEN_ERRORS when
-    the connection cannot be opened."""
+    otherwise) and complete the opening handshake within `timeout_s`; wss:// verifies the
+    server against the system's CAs, or only those in `ca_file` (PEM). Raises OPEN_ERRORS when
+    the connection cannot be opened (ssl.SSLCertVerificationError, an OSError, when the
+    certificate does not verify)."""
     async with asyncio.timeout(timeout_s):
-        return await OPENERS[kind](url, deliver, timeout_s)
+        return await OPENERS[kind](url, deliver, timeout_s, ca_file)
 
 
-@functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
-
-
-def _ssl_context(url: str) -> ssl.SSLContext | None:
-    """The system's default TLS context (made once per process) for wss://, None for ws://."""
-    return _default_ssl_context() if url.startswith("wss://") else None
+def _ssl_context(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The client TLS context for wss:// (`tls.client_context`: made once per process and CA
+    file), None for ws://."""
+    return client_context(ca_file) if url.startswith("wss://") else None
 
 
 class PicowsWire(WSListener):

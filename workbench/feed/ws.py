@@ -104,7 +104,9 @@ class WebSocketFeed:
     on_connect(): called on the feed's loop after each (re)connect and subscribe, before any
     frame, e.g. `BookSync.connection_reset` (whose resync requests go to `request_resync`).
     wire: the websocket library (`workbench.feed.wires`): 'picows' (compiled, the default) or
-    'websockets'. Raises ConfigError for bad arguments (an unknown venue included).
+    'websockets'. ca_file: a PEM file of the CA certificates trusted on wss:// and https://
+    (the websocket and the REST snapshots; None: the system's, `workbench.feed.tls`).
+    Raises ConfigError for bad arguments (an unknown venue included).
     """
 
     def __init__(self, url: str, venue: str, symbols: list[str] | tuple[str, ...], sink: Sink,
@@ -115,7 +117,7 @@ class WebSocketFeed:
                  snapshots: bool = True, snapshot_limit: int = 1000,
                  resync_retry_s: float = 1.0, max_connects: int | None = None,
                  on_connect: Callable[[], None] | None = None, wire: str = "picows",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, ca_file: str | None = None) -> None:
         if not url.startswith(("ws://", "wss://")):
             raise ConfigError(f"url must start with ws:// or wss://, got {url!r}")
         if not symbols:
@@ -131,6 +133,7 @@ class WebSocketFeed:
         if wire not in WIRES:
             raise ConfigError(f"wire must be one of {WIRES}, got {wire!r}")
         self.wire = wire
+        self.ca_file = ca_file
         self.url = url
         self.venue = venue
         self.record = get_venue(venue)
@@ -149,7 +152,8 @@ class WebSocketFeed:
         self.registry = self.normalizer.registry
         self.stats = FeedStats()
         market = self.record.rest
-        self.rest = DepthSnapshotClient(market, rest_url) if market is not None else None
+        self.rest = (DepthSnapshotClient(market, rest_url, ca_file=ca_file)
+                     if market is not None else None)
         self.snapshots = snapshots and self.rest is not None
         self._rng = random.Random(seed)
         self._wire: Wire | None = None
@@ -292,7 +296,8 @@ class WebSocketFeed:
         received = self.stats.messages
         wire: Wire | None = None
         try:
-            wire = await open_wire(self.wire, url, self._deliver, self.open_timeout_s)
+            wire = await open_wire(self.wire, url, self._deliver, self.open_timeout_s,
+                                   self.ca_file)
             self._wire = wire
             self.stats.connects += 1
             for frame in self.subscribe_frames:
