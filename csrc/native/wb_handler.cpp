@@ -225,7 +225,6 @@ public:
         return 0;
     }
     void add_subscribe(const char *frame) { subscribe_.emplace_back(frame); }
-    void add_resync(uint32_t id, const char *frame) { resync_frames_[id].emplace_back(frame); }
 
     bool start(std::string &err) {
         if (thread_.joinable() || state_.load() != WB_NF_IDLE) {
@@ -410,7 +409,6 @@ private:
     std::mt19937_64 rng_;
     std::vector<wb_event> staging_;
     std::vector<std::string> subscribe_;
-    std::unordered_map<uint32_t, std::vector<std::string>> resync_frames_;
     std::unordered_map<uint32_t, std::string> names_;
     std::unordered_map<uint32_t, std::shared_ptr<net::steady_timer>> rest_jobs_;
     std::shared_ptr<Conn> conn_;
@@ -909,11 +907,9 @@ void Handler::resync(uint32_t id, bool after_gap) {
     }
     if (!after_gap)
         return;  /* the venue sends the snapshot after the subscription */
-    auto it = resync_frames_.find(id);
-    if (it == resync_frames_.end())
-        it = resync_frames_.find(0);
-    const auto &frames = it != resync_frames_.end() ? it->second : subscribe_;
-    for (const auto &frame : frames)
+    /* no REST snapshots: the subscribe frames again, as the Python WebSocketFeed does (the
+     * venue answers a subscription with a fresh snapshot) */
+    for (const auto &frame : subscribe_)
         conn_->send(frame);
 }
 
@@ -1095,13 +1091,6 @@ int wb_nf_add_subscribe(wb_nf *h, const char *frame) {
     if (!h || !frame)
         return -1;
     h->h->add_subscribe(frame);
-    return 0;
-}
-
-int wb_nf_add_resync(wb_nf *h, uint32_t symbol_id, const char *frame) {
-    if (!h || !frame)
-        return -1;
-    h->h->add_resync(symbol_id, frame);
     return 0;
 }
 

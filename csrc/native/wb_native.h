@@ -9,7 +9,7 @@
  * Advanced Trade sequence_num): deltas are buffered while a book waits for its snapshot, stale
  * ones dropped, and on a gap the handler publishes one WB_KIND_BOOK_INVALID event for the book,
  * asks for a new snapshot (REST depth for Binance, honouring Retry-After and the used-weight
- * header; the venue's resync frames otherwise), keeps buffering, and publishes the snapshot
+ * header; the subscribe frames again otherwise, as the Python WebSocketFeed does), keeps buffering, and publishes the snapshot
  * (bracketed by SNAPSHOT_BEGIN/END) followed by the buffered deltas that continue it.
  * Connections that end, fail or stay silent are reopened with full-jitter exponential backoff
  * and resubscribed; every live book is then invalid until its new snapshot. Pings are
@@ -104,10 +104,6 @@ wb_nf *wb_nf_new(const wb_nf_config *cfg, char *err, size_t errlen);
 int wb_nf_add_symbol(wb_nf *h, const char *symbol, uint32_t symbol_id);
 /* Before start: a frame sent after each connect, in order (the venue's subscribe frames). */
 int wb_nf_add_subscribe(wb_nf *h, const char *frame);
-/* Before start: a frame sent to resync `symbol_id`'s book on a venue without REST snapshots
- * (e.g. Bybit unsubscribe + subscribe); symbol_id 0: frames resyncing every book of the
- * connection (Coinbase). */
-int wb_nf_add_resync(wb_nf *h, uint32_t symbol_id, const char *frame);
 /* Starts the handler thread. 0, or -1 + err. */
 int wb_nf_start(wb_nf *h, char *err, size_t errlen);
 /* Asks the thread to stop (any thread, idempotent, returns at once). */

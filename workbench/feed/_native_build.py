@@ -167,7 +167,6 @@ typedef struct wb_nf wb_nf;
 wb_nf *wb_nf_new(const wb_nf_config *cfg, char *err, size_t errlen);
 int wb_nf_add_symbol(wb_nf *h, const char *symbol, uint32_t symbol_id);
 int wb_nf_add_subscribe(wb_nf *h, const char *frame);
-int wb_nf_add_resync(wb_nf *h, uint32_t symbol_id, const char *frame);
 int wb_nf_start(wb_nf *h, char *err, size_t errlen);
 void wb_nf_stop(wb_nf *h);
 int wb_nf_wait(wb_nf *h, int64_t timeout_ns);

@@ -509,10 +509,12 @@ class BinanceDialect(Dialect):
 
 DIALECT = BinanceDialect()
 SPOT = Venue("binance", partial(BinanceNormalizer, market="spot"), subscribe, BINANCE_SPOT,
-             rest=SPOT_REST, ws_path="/stream", dialect=DIALECT)
+             rest=SPOT_REST, ws_path="/stream", dialect=DIALECT,
+             ws_url="wss://stream.binance.com:9443/stream")
 USDM = Venue("binance-usdm", partial(BinanceNormalizer, market="usdm"), subscribe,
              BINANCE_FUTURES, rest=USDM_REST, ws_path="/stream", dialect=DIALECT,
-             simulator="binance")
+             simulator="binance", ws_url="wss://fstream.binance.com/stream")
 COINM = Venue("binance-coinm", partial(BinanceNormalizer, market="coinm"), subscribe,
-              BINANCE_FUTURES, rest=COINM_REST, ws_path="/stream", dialect=DIALECT)
+              BINANCE_FUTURES, rest=COINM_REST, ws_path="/stream", dialect=DIALECT,
+              ws_url="wss://dstream.binance.com/stream")
 RECORDS = (SPOT, USDM, COINM)

@@ -301,9 +301,12 @@ class BybitDialect(Dialect):
 
 DIALECT = BybitDialect()
 LINEAR = Venue("bybit", partial(BybitNormalizer, category="linear"), subscribe, BYBIT,
-               ws_path="/v5/public/linear", dialect=DIALECT, simulator="bybit")
+               ws_path="/v5/public/linear", dialect=DIALECT,
+               ws_url="wss://stream.bybit.com/v5/public/linear", simulator="bybit")
 SPOT = Venue("bybit-spot", partial(BybitNormalizer, category="spot"), subscribe, BYBIT,
-             ws_path="/v5/public/spot", dialect=DIALECT)
+             ws_path="/v5/public/spot", dialect=DIALECT,
+             ws_url="wss://stream.bybit.com/v5/public/spot")
 INVERSE = Venue("bybit-inverse", partial(BybitNormalizer, category="inverse"), subscribe,
-                BYBIT, ws_path="/v5/public/inverse", dialect=DIALECT)
+                BYBIT, ws_path="/v5/public/inverse", dialect=DIALECT,
+                ws_url="wss://stream.bybit.com/v5/public/inverse")
 RECORDS = (LINEAR, SPOT, INVERSE)

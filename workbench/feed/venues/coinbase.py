@@ -365,5 +365,5 @@ class CoinbaseDialect(Dialect):
 
 
 COINBASE = Venue("coinbase", CoinbaseNormalizer, subscribe, COINBASE_SEQUENCING,
-                 dialect=CoinbaseDialect())
+                 dialect=CoinbaseDialect(), ws_url="wss://advanced-trade-ws.coinbase.com")
 RECORDS = (COINBASE,)

@@ -165,6 +165,7 @@ class Venue:
     ws_path: str = ""
     dialect: Dialect | None = None
     simulator: str | None = None
+    ws_url: str = ""
 
     @property
     def exchange(self) -> str | None:
