@@ -24,6 +24,8 @@ extern "C" {
 #define WB_KIND_SNAPSHOT_BEGIN 5 /* the level events up to SNAPSHOT_END replace the book */
 #define WB_KIND_SNAPSHOT_END 6
 #define WB_KIND_HEARTBEAT 7
+#define WB_KIND_BOOK_INVALID 8   /* the book of symbol_id is invalid until its next snapshot (a gap
+                                    the producer found; it resyncs) */
 
 /* side */
 #define WB_SIDE_NONE 0

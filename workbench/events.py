@@ -52,6 +52,7 @@ class EventKind(IntEnum):
     SNAPSHOT_BEGIN = 5
     SNAPSHOT_END = 6
     HEARTBEAT = 7
+    BOOK_INVALID = 8  # the symbol's book is invalid until its next snapshot (a producer's gap)
 
 
 class Side(IntEnum):
@@ -78,6 +79,7 @@ K_BBO = int(EventKind.BBO)
 K_SNAP_BEGIN = int(EventKind.SNAPSHOT_BEGIN)
 K_SNAP_END = int(EventKind.SNAPSHOT_END)
 K_HEARTBEAT = int(EventKind.HEARTBEAT)
+K_BOOK_INVALID = int(EventKind.BOOK_INVALID)
 S_BUY = int(Side.BUY)
 S_SELL = int(Side.SELL)
 F_SNAPSHOT = int(EventFlag.SNAPSHOT)
@@ -95,6 +97,7 @@ class MessageKind(IntEnum):
     BBO = 4
     HEARTBEAT = 5
     MALFORMED = 6  # skipped; counted in the normalizer's stats.malformed
+    BOOK_INVALID = 7  # a producer (the native handler) found a gap: the book waits for a snapshot
 
 
 M_OTHER = int(MessageKind.OTHER)
@@ -104,6 +107,7 @@ M_TRADE = int(MessageKind.TRADE)
 M_BBO = int(MessageKind.BBO)
 M_HEARTBEAT = int(MessageKind.HEARTBEAT)
 M_MALFORMED = int(MessageKind.MALFORMED)
+M_BOOK_INVALID = int(MessageKind.BOOK_INVALID)
 
 
 class MessageInfo:

@@ -31,8 +31,6 @@
 extern "C" {
 #endif
 
-#define WB_KIND_BOOK_INVALID 8 /* the book of symbol_id is invalid until its next snapshot */
-
 /* handler states */
 #define WB_NF_IDLE 0       /* created, not started */
 #define WB_NF_CONNECTING 1 /* opening a connection (or waiting to reconnect) */

@@ -21,6 +21,10 @@ of that book does not follow and is the gap. On a venue with a connection sequen
 connection gap at once (`stats.lost`), every live book is invalid and resyncs, and the next
 message starts the sequence again. Never "valid with a hole".
 
+A BOOK_INVALID message (MessageKind.BOOK_INVALID: a producer that sequences books itself, the
+native feed handler, found a gap and resyncs) makes its book invalid until the next snapshot
+(`stats.invalidated`); nothing is requested, the producer sends the snapshot.
+
 After a reconnect call `connection_reset()`: every book becomes invalid and waits for a
 snapshot (a connection sequence restarts).
 
@@ -44,7 +48,7 @@ import numpy as np
 from workbench.book.l2 import L2Book
 from workbench.book.sequencing import SyncRule
 from workbench.errors import BookError
-from workbench.events import M_DELTA, M_MALFORMED, M_SNAPSHOT, MessageInfo
+from workbench.events import M_BOOK_INVALID, M_DELTA, M_MALFORMED, M_SNAPSHOT, MessageInfo
 
 log = logging.getLogger("workbench.book.sync")
 
@@ -68,6 +72,7 @@ class SyncStats:
     rejected: int = 0  # messages the book refused (BookError): handled as a gap
     lost: int = 0  # malformed messages on a connection sequence: handled as a gap
     evicted: int = 0  # symbols dropped to stay within max_symbols (least recently used)
+    invalidated: int = 0  # BOOK_INVALID messages from a producer that sequences itself
 
 
 class _Symbol:
@@ -196,6 +201,12 @@ class BookSync:
             return self._delta(events, info)
         if kind == M_SNAPSHOT:
             return self._snapshot(events, info)
+        if kind == M_BOOK_INVALID:
+            s = self._symbol(info.symbol_id)
+            s.book.valid = False
+            s.live = False
+            s.snapshot_id = -1
+            self.stats.invalidated += 1
         return None
 
     def _delta(self, events: np.ndarray, info: MessageInfo) -> L2Book | None:

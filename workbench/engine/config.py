@@ -25,7 +25,7 @@ from workbench.errors import ConfigError
 from workbench.feed.venues import VENUES as FEED_VENUES
 from workbench.tuning import GC_MODES, LOOP_CHOICES
 
-SOURCE_KINDS = ("sim", "replay", "ring", "ws")
+SOURCE_KINDS = ("sim", "replay", "ring", "ws", "native")
 ORDER_TYPES = ("market", "limit")
 ON_STRATEGY_ERROR = ("halt", "continue")
 # the normalizer venue keys of live venues (tardis is a file format, not a venue to trade)
@@ -76,10 +76,12 @@ class SourceConfig:
     """Where events come from.
 
     source: `sim` (SimExchange started by the engine, its simulator seeded with `seed`),
-    `replay:PATH`, `ring:NAME`, `ws:URL`. venue: the venue key (`binance`: USD-M for the
-    simulator and for recordings under a `usdm` folder, COIN-M under `cm`/`coinm`, else spot).
-    symbols: venue symbols. recording: for `sim`, a recording SimExchange serves instead of
-    its simulator (path). rest_url: for `ws:`, the base URL of the venue's REST depth endpoint
+    `replay:PATH`, `ring:NAME`, `ws:URL`, `native` (the C++ feed handler reading a SimExchange
+    the engine starts, as `sim`) or `native:URL` (the C++ handler on a venue's websocket).
+    venue: the venue key (`binance`: USD-M for the simulator and for recordings under a `usdm`
+    folder, COIN-M under `cm`/`coinm`, else spot). symbols: venue symbols. recording: for
+    `sim` and `native`, a recording SimExchange serves instead of its simulator (path).
+    rest_url: for `ws:` and `native:URL`, the base URL of the venue's REST depth endpoint
     (None: the venue's own). speed: replay pace (1.0 as recorded, N times faster, 0 flat out:
     the run ends with the recording). idle_end_s: a websocket source that delivered data and
     then stays silent this long ends the run (None: `sim` with a recording at speed 0 uses
@@ -97,8 +99,9 @@ class SourceConfig:
 
     def __post_init__(self) -> None:
         kind = self.kind
-        if kind not in SOURCE_KINDS or (kind != "sim" and not self.arg):
-            raise _fail("source", "sim | replay:PATH | ring:NAME | ws:URL", self.source)
+        if kind not in SOURCE_KINDS or (kind not in ("sim", "native") and not self.arg):
+            raise _fail("source", "sim | replay:PATH | ring:NAME | ws:URL | native | "
+                        "native:URL", self.source)
         _choice("venue", self.venue, VENUES)
         symbols = self.symbols
         if isinstance(symbols, str) or not symbols or not all(
@@ -110,8 +113,9 @@ class SourceConfig:
         _optional_number("idle_end_s", self.idle_end_s)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise _fail("seed", "an integer", self.seed)
-        if self.recording is not None and kind != "sim":
-            raise _fail("recording", "None unless source is sim", self.recording)
+        if self.recording is not None and (kind not in ("sim", "native") or self.arg):
+            raise _fail("recording", "None unless source is sim or native (no URL)",
+                        self.recording)
         if self.rest_url is not None and not self.rest_url.startswith(("http://", "https://")):
             raise _fail("rest_url", "None or an http(s):// URL", self.rest_url)
 
@@ -130,7 +134,7 @@ class SourceConfig:
         """Seconds of silence that end a websocket run (see idle_end_s)."""
         if self.idle_end_s is not None:
             return self.idle_end_s
-        if self.kind == "sim" and self.recording and self.speed == 0:
+        if self.kind in ("sim", "native") and self.recording and self.speed == 0:
             return 1.0
         return None
 
@@ -245,7 +249,8 @@ class TuningConfig:
     `tuning.SpinSelector`: one core at 100% for a pick-up by a running CPU; event_loop then
     applies to the engine thread), feed_warm_us (with feed_spin: every that many µs of idle
     polling one recent message runs through a shadow of the path, `engine.warm.PathWarmer`;
-    0 = off)."""
+    0 = off), native_cpu (the `native` source's C++ handler thread is pinned to this CPU and
+    tries SCHED_FIFO; None: not pinned)."""
 
     gc_mode: str = "default"
     gil_switch_interval_us: float | None = None
@@ -254,9 +259,13 @@ class TuningConfig:
     event_loop: str = "auto"
     feed_spin: bool = False
     feed_warm_us: float = 0.0
+    native_cpu: int | None = None
 
     def __post_init__(self) -> None:
         _choice("gc_mode", self.gc_mode, GC_MODES)
+        if self.native_cpu is not None and (isinstance(self.native_cpu, bool) or not isinstance(
+                self.native_cpu, int) or self.native_cpu < 0):
+            raise _fail("native_cpu", "None or a CPU id (int >= 0)", self.native_cpu)
         _choice("event_loop", self.event_loop, LOOP_CHOICES)
         _optional_number("gil_switch_interval_us", self.gil_switch_interval_us)
         for name in ("feed_cpus", "engine_cpus"):

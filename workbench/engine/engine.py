@@ -62,16 +62,15 @@ from workbench.engine.journal import Journal
 from workbench.engine.positions import Positions
 from workbench.engine.reporting import Reporter
 from workbench.engine.risk import RiskLimits
-from workbench.engine.sources import Source, make_source, resolve_venue
+from workbench.engine.sources import Source, make_source, resolve_venue, sequencing_of
 from workbench.engine.status import RunStatus, Snapshot
 from workbench.engine.strategy import EmaCross, Strategy
 from workbench.engine.warm import PathWarmer, shadow_of
 from workbench.errors import EngineError
 from workbench.events import MessageInfo
-from workbench.feed.venues import get_venue
 from workbench.latency.recorder import LatencyRecorder
-from workbench.latency.spikes import SpikeLog
-from workbench.latency.stages import Stage
+from workbench.latency.spikes import Cause, SpikeLog
+from workbench.latency.stages import SpikeCause, Stage
 
 log = logging.getLogger("workbench.engine")
 
@@ -122,10 +121,10 @@ class Engine:
         self.dispatcher = Dispatcher(self.on_events, cfg.dispatch, cfg.poll_interval_ms)
         self.latest = self.housekeeper.latest
         self.venue = resolve_venue(cfg.source)
-        self.sync = BookSync(get_venue(self.venue).sequencing, on_resync=self._on_resync)
+        self.sync = BookSync(sequencing_of(cfg.source), on_resync=self._on_resync)
         self.source: Source | None = None
         self._ever_valid: set[int] = set()
-        self._upstream = self._wire = False
+        self._upstream = self._wire = self._native = False
         self._clock_offset_ns = 0
         self._threshold_ns = self.spikes.threshold_ns
         self._warmup_ns = int(s.strategy_warmup_s * SECOND_NS)
@@ -136,6 +135,8 @@ class Engine:
         self._measured_since: tuple[int, float] | None = None
         self._measured_cpu_s = 0.0
         self._market_ns = 0  # venue time of the last batch (ns)
+        # bursts: a batch received before the previous one was acked waited behind it
+        self._prev_ack_ns = self._burst_start_ns = self._burst_pos = 0
         self._state = "new"
         self._stop_requested = threading.Event()
         self._source_done = threading.Event()
@@ -175,6 +176,7 @@ class Engine:
         self.source = source = make_source(
             cfg.source, cfg.tuning, warmer, warmer.remember if warmer is not None else None)
         self._upstream, self._wire = source.upstream_stamped, source.measures_wire
+        self._native = source.native_stamped
         self._state = "starting"
         try:
             source.open(self.dispatcher.submit, self._stop_requested)
@@ -197,6 +199,7 @@ class Engine:
         self.spikes.install_gc_hook()
         self._clock_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._t_start = time.perf_counter_ns()
+        self.spikes.origin_ns = self._t_start
         self.reporter.started(self._t_start)
         self._state = "running"
         _LIVE.add(self)
@@ -350,13 +353,20 @@ class Engine:
         else:
             t_ack = t_strat
             order_ns = -1
+        if recv_ns < self._prev_ack_ns:
+            self._burst_pos += 1
+        else:
+            self._burst_pos, self._burst_start_ns = 0, t_pick
+        self._prev_ack_ns = t_ack
         self.events += n
         self.batches += 1
         if market_ns < self._measure_from_ns:  # latency warm-up: processed, not measured
             return
         if not self._measured_since:
             self._measured_since = (t_pick, time.process_time())
-        if not publish_ns:
+        if self._native:  # the native handler's ring push, in this process's clock
+            publish_ns = first[2]
+        elif not publish_ns:
             publish_ns = t_pick
         t2t = t_ack - recv_ns
         wire = recv_ns + self._clock_offset_ns - first[0] if self._wire and first[0] else -1
@@ -375,8 +385,15 @@ class Engine:
         stages = {Stage.PARSE: publish_ns - recv_ns, Stage.QUEUE: t_pick - publish_ns,
                   Stage.BOOK: t_book - t_pick, Stage.STRATEGY: t_strat - t_book,
                   Stage.ORDER: order_ns}
+        measured = []
+        if self._burst_pos:  # the time the earlier messages of its burst were processed
+            measured.append(Cause(SpikeCause.BURST, t_pick - max(recv_ns, self._burst_start_ns),
+                                  t_pick, f"position {self._burst_pos + 1}"))
+        if self.dispatcher.mode == "polling" and self._burst_start_ns > publish_ns:
+            measured.append(Cause(SpikeCause.POLL_WAIT, self._burst_start_ns - publish_ns,
+                                  self._burst_start_ns))
         self.spikes.begin_iteration(recv_ns, depth)
-        spike = self.spikes.end_iteration(t2t, stages, seq)
+        spike = self.spikes.end_iteration(t2t, stages, seq, tuple(measured))
         if spike is not None and self.journal is not None:
             self.journal.append("spikes", {
                 "seq": seq, "end_ns": spike.end_ns, "tick_to_trade_ns": t2t, **{

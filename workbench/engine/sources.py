@@ -17,10 +17,17 @@ and the `stop` event, and the BookSync's snapshot requests reach it through
 | `replay:` | ReplaySource     | a recording (ReplayFeed), normalized on the feed thread        |
 | `ring:`   | RingSource       | a ShmRing filled by another process (events already normalized)|
 | `ws:`     | WebSocketSource  | a venue's websocket, through WebSocketFeed                      |
+| `native`  | NativeSource     | the C++ feed handler (NativeFeed) into a ring this run creates: |
+|           |                  | SimExchange on loopback, or `native:URL` a venue's websocket   |
 
 Resync: the websocket sources have one path for it, WebSocketFeed's (a REST depth snapshot
 where the venue has one, else the subscribe frames again); the snapshot reaches `submit` like
-any message, in receive order. Replays and rings have no one to ask.
+any message, in receive order. Replays and rings have no one to ask; the native handler
+sequences and resyncs its books itself (a gap reaches the engine as a BOOK_INVALID event,
+then the new snapshot).
+
+A ring's producer that dies (its process gone, or the native handler failed) ends the run as
+failed (FeedError), never as a quiet stop.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from workbench import tuning as tuning_mod
+from workbench.book.sequencing import UNSEQUENCED, SyncRule
 from workbench.engine.config import SourceConfig, TuningConfig
 from workbench.errors import ConfigError, FeedError
 from workbench.events import (
@@ -44,7 +52,9 @@ from workbench.events import (
     F_SNAPSHOT,
     K_ASK,
     K_BID,
+    K_BOOK_INVALID,
     K_SNAP_BEGIN,
+    M_BOOK_INVALID,
     M_DELTA,
     M_OTHER,
     M_SNAPSHOT,
@@ -55,9 +65,19 @@ from workbench.feed.venues import Venue, get_venue, simulated_venue
 Submit = Callable[[np.ndarray, MessageInfo | None], None]
 SECOND_NS = 1_000_000_000
 RING_IDLE_FLUSH = 1000  # empty ring reads before a message cut short is handed on
+PRODUCER_CHECK_NS = 100_000_000  # how often an idle ring source checks its producer lives
+NATIVE_RING_CAPACITY = 1 << 20  # events (64 MiB): a Coinbase snapshot is ~70k events
 WATCH_PERIOD_S = 0.05  # how often a websocket source checks stop and silence
 CONNECT_ATTEMPTS = 5  # connections in a row that delivered nothing before any message:
 #                      the source is unreachable (after the first message: reconnect forever)
+
+
+def sequencing_of(cfg: SourceConfig) -> SyncRule:
+    """The BookSync rule of the run's events: UNSEQUENCED for events a producer sequenced
+    (a ring, the native handler), else the venue's."""
+    if cfg.kind in ("ring", "native"):
+        return UNSEQUENCED
+    return get_venue(resolve_venue(cfg)).sequencing
 
 
 def resolve_venue(cfg: SourceConfig) -> str:
@@ -68,6 +88,8 @@ def resolve_venue(cfg: SourceConfig) -> str:
     for a venue the simulator does not speak."""
     if cfg.kind == "ring":
         return "tardis"
+    if cfg.kind == "native" and not cfg.arg and not cfg.recording:
+        return simulated_venue(get_venue(cfg.venue).exchange).key
     if cfg.kind == "sim" and not cfg.recording:
         return simulated_venue(get_venue(cfg.venue).exchange).key
     if cfg.venue != "binance":
@@ -87,11 +109,14 @@ class Source:
     venue: the venue key of the events (for BookSync's sequencing rule). upstream_stamped:
     events were received by another process, so their ts_publish_ns is this run's receive
     (the ring). measures_wire: exchange times come with live receive stamps (websockets).
-    tuning: what the source chose for its thread (event loop, warming), for the summary.
+    native_stamped: events carry this process's socket-read (ts_recv_ns) and publish
+    (ts_publish_ns) stamps (the in-process native handler). tuning: what the source chose for
+    its thread (event loop, warming), for the summary.
     """
 
     kind = ""
     upstream_stamped = False
+    native_stamped = False
     measures_wire = False
 
     def __init__(self, cfg: SourceConfig) -> None:
@@ -153,7 +178,8 @@ class ReplaySource(Source):
 
 class RingSource(Source):
     """`ring:NAME`: events a producer (the C++ feed handler) published into a ShmRing, cut
-    into messages at LAST_IN_MSG flags; their MessageInfo is derived from the events."""
+    into messages at LAST_IN_MSG flags; their MessageInfo is derived from the events. An idle
+    ring whose producer process has died (the ring is stale) ends the run: FeedError."""
 
     kind = "ring"
     upstream_stamped = True
@@ -164,9 +190,17 @@ class RingSource(Source):
         self._ring = ShmRing.attach(self.config.arg)
         self._submit, self._stop = submit, stop
 
+    def check_producer(self) -> None:
+        """Raise FeedError when the ring's producer is gone (called while the ring is idle)."""
+        st = self._ring.stats
+        if st.producer_alive == 0:
+            raise FeedError(f"ring {self._ring.name}: its producer (pid {st.producer_pid}) "
+                            "died; the ring is stale")
+
     def run(self) -> None:
         ring, submit, stop = self._ring, self._submit, self._stop
         idle = 0
+        checked_ns = time.perf_counter_ns()
         cutter = MessageCutter()
         try:
             while not stop.is_set():
@@ -176,15 +210,117 @@ class RingSource(Source):
                     if idle == RING_IDLE_FLUSH:
                         for message in cutter.flush():
                             submit(message, info_of(message))
+                    if idle >= RING_IDLE_FLUSH:
+                        now = time.perf_counter_ns()
+                        if now - checked_ns >= PRODUCER_CHECK_NS:
+                            checked_ns = now
+                            self.check_producer()
                     time.sleep(0 if idle < RING_IDLE_FLUSH else 0.0005)
                     continue
                 idle = 0
                 for message in cutter.cut(view):
                     submit(message, info_of(message))
-            self._stats = {"ring": dataclasses.asdict(ring.stats),
-                           "unterminated_events": cutter.pending}
         finally:
-            ring.close()
+            self._stats = {**self._stats, "ring": dataclasses.asdict(ring.stats),
+                           "unterminated_events": cutter.pending}
+            self.close_ring()
+
+    def close_ring(self) -> None:
+        """Release the ring (after the feed thread's last read)."""
+        self._ring.close()
+
+
+class NativeSource(RingSource):
+    """`native` / `native:URL`: the C++ feed handler (`workbench.feed.native.NativeFeed`)
+    reads the venue's websocket in its own thread and publishes into a ring this source
+    creates; the feed thread consumes it as `ring:` does. Without a URL the run starts
+    SimExchange on loopback (its simulator, or `recording`) and the handler connects to it,
+    so the default needs no network. `tuning.native_cpu` pins the handler thread (and tries
+    SCHED_FIFO). Events carry the handler's socket-read stamp (`ts_recv_ns`) and ring push
+    (`ts_publish_ns`) in this process's clock: parse is read to push, queue push to pick-up.
+    The handler failing (unreachable, ring truncated) ends the run: FeedError."""
+
+    kind = "native"
+    upstream_stamped = False
+    native_stamped = True
+
+    def __init__(self, cfg: SourceConfig, tuning: TuningConfig) -> None:
+        super().__init__(cfg)
+        self.measures_wire = bool(cfg.arg)  # a live venue's clock; SimExchange replays times
+        self._cpu = tuning.native_cpu
+        self._simex = None
+        self._feed = None
+        self._owned = None
+
+    def open(self, submit: Submit, stop: threading.Event) -> None:
+        import os
+
+        from workbench.feed.native import NativeFeed
+        from workbench.feed.ring import ShmRing
+
+        cfg = self.config
+        venue = get_venue(self.venue)
+        if cfg.arg:
+            url, rest_url = cfg.arg, cfg.rest_url
+        else:
+            url, rest_url = self._start_simex(venue)
+        name = f"native-{os.getpid()}-{id(self):x}"
+        self._owned = ShmRing.create(name, NATIVE_RING_CAPACITY)
+        try:
+            self._feed = NativeFeed(self.venue, cfg.symbols, url, name, self._cpu,
+                                    rest_url=rest_url, max_connects=CONNECT_ATTEMPTS)
+            self._feed.start()
+        except Exception:
+            self.close()
+            raise
+        self._ring = ShmRing.attach(name)
+        self._submit, self._stop = submit, stop
+        self.tuning["native_cpu"] = self._cpu
+
+    def _start_simex(self, venue: Venue) -> tuple[str, str]:
+        from workbench.feed.simex import SimExchange
+        from workbench.feed.simulator import SimConfig
+
+        cfg = self.config
+        sim = None if cfg.recording else SimConfig(seed=cfg.seed)
+        if sim is not None and set(cfg.symbols) != {sim.symbol}:
+            raise ConfigError(f"symbols: the simulator simulates {sim.symbol} only (its "
+                              f"SimConfig), got {', '.join(cfg.symbols)}; serve a recording "
+                              "of other symbols with `recording`")
+        self._simex = SimExchange(cfg.recording, venue=venue.exchange, speed=cfg.speed or None,
+                                  sim=sim).start()
+        return self._simex.url + venue.ws_path, self._simex.rest_url
+
+    def check_producer(self) -> None:
+        feed = self._feed
+        st = feed.stats()
+        self._stats = {"native": dataclasses.asdict(st)}
+        if st.state == "failed":
+            raise FeedError(f"native feed handler failed: {st.error}")
+        idle_end = self.config.idle_end
+        if idle_end and st.last_read_ns and st.counters["messages"] and \
+                time.perf_counter_ns() - st.last_read_ns >= idle_end * SECOND_NS:
+            self._stop.set()
+
+    def close_ring(self) -> None:
+        if self._feed is not None:
+            with contextlib.suppress(Exception):
+                self._feed.stop()
+            self._stats = {**self._stats, "native": dataclasses.asdict(self._feed.stats())}
+        super().close_ring()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        if self._feed is not None:
+            with contextlib.suppress(Exception):
+                self._feed.stop(timeout_s)
+        if self._simex is not None:
+            with contextlib.suppress(Exception):
+                self._simex.stop(timeout_s)
+            self._simex = None
+        if self._owned is not None:
+            with contextlib.suppress(Exception):
+                self._owned.close()
+            self._owned = None
 
 
 class WebSocketSource(Source):
@@ -329,6 +465,8 @@ def make_source(cfg: SourceConfig, tuning: TuningConfig,
         return ReplaySource(cfg)
     if cfg.kind == "ring":
         return RingSource(cfg)
+    if cfg.kind == "native":
+        return NativeSource(cfg, tuning)
     cls = SimSource if cfg.kind == "sim" else WebSocketSource
     return cls(cfg, tuning, on_idle, remember)
 
@@ -377,13 +515,16 @@ class MessageCutter:
 
 def info_of(batch: np.ndarray) -> MessageInfo:
     """MessageInfo of a message that came without one (ring events, sequenced by order
-    only): snapshot if flagged so, delta if it carries level events, else other."""
+    only): snapshot if flagged so, book-invalid for a BOOK_INVALID event, delta if it
+    carries level events, else other."""
     first = batch.item(0)
     info = MessageInfo()
     info.symbol_id = first[5]
     info.first_id = info.last_id = first[4]
     if first[6] == K_SNAP_BEGIN or first[8] & F_SNAPSHOT:
         info.kind = M_SNAPSHOT
+    elif first[6] == K_BOOK_INVALID:
+        info.kind = M_BOOK_INVALID
     elif ((batch["kind"] == K_BID) | (batch["kind"] == K_ASK)).any():
         info.kind = M_DELTA
     else:
