@@ -93,7 +93,7 @@ class Reporter:
             halt_reason=e.risk.halt_reason, invalid_books=e.invalid_books,
             book_rebuilds=e.housekeeper.book_rebuilds, book_sync=dict(vars(e.sync.stats)),
             strategy_errors=e.strategy_errors, spikes=e.spikes.spike_count,
-            spike_causes=dict(e.spikes.cause_counts),
+            spike_causes=e.spikes.cause_counts, spike_summary=e.spikes.summary(),
             housekeeping=e.housekeeper.jobs(),
             feed=source.stats() if source is not None else {},
             warm_runs=e._warmer.runs if e._warmer is not None else 0,

@@ -12,14 +12,27 @@ is shared with the `%hft start` magic, which takes the same flags.
 from __future__ import annotations
 
 import argparse
+import os
 
 from rich.console import Console
 from rich.table import Table
 
 from workbench.engine.config import DISPATCH_MODES, VENUES, EngineConfig
 from workbench.engine.status import RunStatus, Snapshot, StageLatency
-from workbench.latency.stages import STAGES, Stage
+from workbench.latency.attribution import attribution_line, attribution_rows
+from workbench.latency.spikes import SpikeSummary
+from workbench.latency.stages import STAGES, WIRE_EMPTY_REASON, Stage
+from workbench.shared_data import REPO_ROOT
 from workbench.tuning import GC_MODES, LOOP_CHOICES
+
+RUNS_ENV = "WORKBENCH_RUNS"
+PLAIN_PROGRESS_S = 5.0  # progress line period when stdout is not a terminal
+
+
+def default_runs_dir() -> str:
+    """Where runs are saved by default: `$WORKBENCH_RUNS` when set, else `runs/` of the
+    project (the same directory from the CLI and from a notebook in `notebooks/`)."""
+    return os.environ.get(RUNS_ENV) or str(REPO_ROOT / "runs")
 
 
 def _cpus(text: str) -> tuple[int, ...]:
@@ -35,37 +48,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src, st, t = d.source, d.strategy, d.tuning
     add = parser.add_argument
     add("--source", default=src.source,
-        help="sim | replay:PATH | ring:NAME | ws:URL (default sim)")
+        help="sim | replay:PATH | ring:NAME | ws:URL (default %(default)s)")
     add("--recording", default=None, help="with --source sim: a recording SimExchange serves")
-    add("--venue", default=src.venue, choices=VENUES)
+    add("--venue", default=src.venue, choices=VENUES,
+        help="the venue whose messages the source speaks (default %(default)s)")
     add("--symbols", default=",".join(src.symbols),
-        help="comma-separated, e.g. BTCUSDT,ETHUSDT")
-    add("--dispatch", default=d.dispatch, choices=DISPATCH_MODES)
+        help="comma-separated, e.g. BTCUSDT,ETHUSDT (default %(default)s)")
+    add("--dispatch", default=d.dispatch, choices=DISPATCH_MODES,
+        help="how batches reach the engine: polling (queue drained every poll interval), "
+             "blocking (queue, the engine blocks on it), callback (the feed thread calls the "
+             "engine) (default %(default)s)")
     add("--poll-interval-ms", type=float, default=d.poll_interval_ms,
-        help="polling period (0 = busy polling)")
-    add("--duration", type=float, default=None, help="seconds (default: until Ctrl-C / end)")
-    add("--speed", type=float, default=src.speed, help="replay speed; 0 = flat out")
+        help="polling period in ms, 0 = busy polling (default %(default)s)")
+    add("--duration", type=float, default=None,
+        help="seconds to run (default: until Ctrl-C or the end of the data)")
+    add("--speed", type=float, default=src.speed,
+        help="replay speed, 1 as recorded, 0 = flat out (default %(default)s)")
     add("--seed", type=int, default=src.seed,
         help="the simulator's seed (sim without --recording): same seed, same stream")
-    add("--target-qty", type=float, default=st.target_qty)
-    add("--max-position", type=float, default=d.risk.max_position)
-    add("--order-type", default=st.order_type, choices=("market", "limit"))
-    add("--broker-latency-us", type=float, default=d.broker.broker_latency_us)
-    add("--on-strategy-error", default=st.on_strategy_error, choices=("halt", "continue"))
-    add("--spike-threshold-us", type=float, default=d.housekeeping.spike_threshold_us)
-    add("--stagger", action="store_true", help="prime-staggered housekeeping periods")
-    add("--gc-mode", default=t.gc_mode, choices=GC_MODES)
+    add("--target-qty", type=float, default=st.target_qty,
+        help="EmaCross target position, base units (default %(default)s)")
+    add("--max-position", type=float, default=d.risk.max_position,
+        help="risk limit on the absolute position, base units (default %(default)s)")
+    add("--order-type", default=st.order_type, choices=("market", "limit"),
+        help="the strategy's order type (default %(default)s)")
+    add("--broker-latency-us", type=float, default=d.broker.broker_latency_us,
+        help="market time before an order reaches the paper book, µs (default %(default)s)")
+    add("--on-strategy-error", default=st.on_strategy_error, choices=("halt", "continue"),
+        help="a strategy exception halts trading and flattens, or is counted and skipped "
+             "(default %(default)s)")
+    add("--spike-threshold-us", type=float, default=d.housekeeping.spike_threshold_us,
+        help="tick-to-trade above which a batch is a spike, µs (default %(default)s)")
+    add("--stagger", action="store_true",
+        help="prime-staggered housekeeping periods (jobs rarely share a loop turn)")
+    add("--gc-mode", default=t.gc_mode, choices=GC_MODES,
+        help="garbage collector setting for the run (default %(default)s)")
     add("--gil-switch-interval-us", type=float, default=None,
         help="sys.setswitchinterval for the run, in µs (default: the interpreter's 5000)")
     add("--feed-cpus", type=_cpus, default=(), help="CPU ids for the feed thread, e.g. 0")
     add("--engine-cpus", type=_cpus, default=(), help="CPU ids for the engine thread, e.g. 1")
-    add("--event-loop", default=t.event_loop, choices=LOOP_CHOICES)
+    add("--event-loop", default=t.event_loop, choices=LOOP_CHOICES,
+        help="the engine thread's asyncio loop (default %(default)s: uvloop when installed)")
     add("--feed-spin", action="store_true",
         help="the feed thread busy-polls its sockets (sim, ws: sources): a core at 100%%")
     add("--feed-warm-us", type=float, default=t.feed_warm_us,
         help="with --feed-spin: every that many µs of idle polling, run one recent message "
              "through a shadow of the path to keep it warm (e.g. 300; default 0: off)")
-    add("--out", default=d.out_dir, help="parent directory of runs/<run-id>/ (default runs)")
+    add("--out", default=default_runs_dir(),
+        help="parent directory of <run-id>/ (default: $WORKBENCH_RUNS, else runs/ of the "
+             "project)")
     add("--no-journal", action="store_true", help="write no run files")
     add("--quiet", action="store_true", help="no progress line")
 
@@ -107,7 +138,7 @@ def _us(ns: int) -> str:
 def progress_line(snap: Snapshot) -> str:
     """One line: elapsed, events/s, tick-to-trade P50/P99 (µs), position, PnL."""
     t2t = snap.latency.get(Stage.TICK_TO_TRADE, StageLatency())
-    pos = ", ".join(f"{p.qty:+g}" for p in snap.positions) or "0"
+    pos = ", ".join(f"{p.symbol} {p.qty:+g}" for p in snap.positions) or "0"
     return (f"{snap.elapsed_s:6.1f}s  {snap.events:>10,} ev  {snap.events_per_s:>10,.0f}"
             f" ev/s  t2t P50 {_us(t2t.p50_ns)} µs  P99 {_us(t2t.p99_ns)} µs"
             f"  pos {pos}  PnL {snap.pnl.net_pnl:+,.4f}  [{snap.dispatch}]")
@@ -115,17 +146,39 @@ def progress_line(snap: Snapshot) -> str:
 
 def latency_table(latency: dict[Stage, StageLatency], title: str = "latency per stage (µs)"
                   ) -> Table:
-    """rich Table of the per-stage figures (P50/P99/P99.9/max in µs, count)."""
+    """rich Table of the per-stage figures (P50/P99/P99.9/max in µs, count); an empty `wire`
+    row says why under the table."""
     table = Table(title=title)
     for col in ("stage", "P50", "P99", "P99.9", "max", "count"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for stage in STAGES:
         s = latency.get(stage)
         if s is None or not s.count:
-            table.add_row(stage.value, "-", "-", "-", "-", "0")
+            table.add_row(stage.value + ("*" if stage is Stage.WIRE else ""),
+                          "-", "-", "-", "-", "0")
+            if stage is Stage.WIRE:
+                table.caption = f"* wire: {WIRE_EMPTY_REASON}"
             continue
         table.add_row(stage.value, _us(s.p50_ns), _us(s.p99_ns), _us(s.p999_ns),
                       _us(s.max_ns), f"{s.count:,}")
+    return table
+
+
+def spike_table(summary: SpikeSummary, title: str = "spikes") -> Table:
+    """rich Table of the spike attribution (`attribution.attribution_rows`): by dominant stage,
+    then by primary cause, each group adding up to the spikes, with the share and (causes)
+    how many spikes saw it at all."""
+    table = Table(title=f"{title}: {attribution_line(summary).split(':', 1)[0]}")
+    for col in ("by", "name", "spikes", "share", "saw it", "what it is"):
+        table.add_column(col, justify="right" if col in ("spikes", "share", "saw it")
+                         else "left")
+    rows = attribution_rows(summary)
+    for i, row in enumerate(rows):
+        first = i == 0 or rows[i - 1].group != row.group
+        last = i + 1 == len(rows) or rows[i + 1].group != row.group
+        table.add_row(row.group if first else "", row.name, f"{row.spikes:,}",
+                      f"{row.share:.1%}", "" if row.seen is None else f"{row.seen:,}",
+                      row.note, end_section=last)
     return table
 
 
@@ -152,23 +205,35 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     engine = Engine(config).start()
     console.print(f"run {engine.run_id}: source {config.source.source}, "
-                  f"dispatch {config.dispatch}")
+                  f"dispatch {config.dispatch}", highlight=False)
+    # a terminal gets one line rewritten in place; a pipe a plain line every PLAIN_PROGRESS_S
+    tty = console.is_terminal
+    last = 0.0
     try:
         while not engine.wait(0.5):
             snap = engine.latest.get()
-            if snap is not None and not args.quiet:
+            if snap is None or args.quiet:
+                continue
+            if tty:
                 console.print(progress_line(snap), end="\r", highlight=False)
+            elif snap.elapsed_s - last >= PLAIN_PROGRESS_S:
+                last = snap.elapsed_s
+                console.print(progress_line(snap), highlight=False)
     except KeyboardInterrupt:
         console.print("\ninterrupted: stopping")
     finally:
         status = engine.stop(timeout_s=30.0)
-    console.print()
+    if tty:
+        console.print()
     if status.events:
         console.print(latency_table(status.latency))
         console.print(pnl_table(status))
+        if status.spikes:
+            console.print(spike_table(status.spike_summary))
         console.print(f"events {status.events:,} in {status.elapsed_s:.1f} s "
                       f"({status.events_per_s:,.0f}/s), orders {status.orders}, fills "
-                      f"{status.fills}, spikes {status.spikes} {status.spike_causes}")
+                      f"{status.fills}; {attribution_line(status.spike_summary)}",
+                      highlight=False)
     if status.run_dir:
         console.print(f"run files: {status.run_dir}")
     failure = failure_line(status)

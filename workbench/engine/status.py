@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.latency.spikes import SpikeSummary
 from workbench.latency.stages import STAGES, Stage
 
 
@@ -120,8 +121,11 @@ class RunStatus:
     handled: batches through the Dispatcher; dispatch_gaps / dispatch_dups: out-of-order
     dispatch sequence numbers (0 in a correct run). risk_rejects: reason -> count.
     book_sync: `SyncStats` counts; feed: the source's counters (`Source.stats()`);
-    spike_causes: cause -> spikes that saw it; housekeeping: job -> JobStats; warm_runs:
-    shadow messages run by the path warmer; run_dir: where the journal writes (None: none).
+    spike_causes: cause -> spikes that saw it (`unexplained`: spikes that saw none);
+    spike_summary: the whole run's spike attribution (`SpikeSummary`: by dominant stage and
+    primary cause, histograms, timeline, the worst spikes); housekeeping: job -> JobStats;
+    warm_runs: shadow messages run by the path warmer; run_dir: where the journal writes
+    (None: none).
     """
 
     run_id: str
@@ -155,6 +159,7 @@ class RunStatus:
     strategy_errors: int
     spikes: int
     spike_causes: dict[str, int]
+    spike_summary: SpikeSummary
     housekeeping: dict[str, JobStats]
     feed: dict[str, Any]
     warm_runs: int
@@ -182,7 +187,10 @@ def position_qty(positions: tuple[PositionStatus, ...]) -> float:
 
 
 def to_dict(record: RunStatus | Snapshot) -> dict[str, Any]:
-    """A RunStatus or Snapshot as plain JSON-ready data (stage keys as their names)."""
+    """A RunStatus or Snapshot as plain JSON-ready data (stage keys as their names; the spike
+    summary as `SpikeSummary.to_dict`)."""
     out = dataclasses.asdict(record)
     out["latency"] = {str(k): v for k, v in out["latency"].items()}
+    if isinstance(record, RunStatus):
+        out["spike_summary"] = record.spike_summary.to_dict()
     return out

@@ -193,7 +193,7 @@ class RunView:
         self.t0_perf_s = t0_perf_s
         self.stages = [s.value for s in LOCAL_STAGES]
         self._last_second = dict.fromkeys(self.stages, -1)
-        self._spikes_seen = 0
+        self._spikes_seen = -1
         self._elapsed_s = 0.0
         self.last_plot = self.last_slow = -1e9
         source = engine.config.source
@@ -252,14 +252,12 @@ class RunView:
             if new.any():
                 series[stage] = {k: v[new] for k, v in points.items()}
                 self._last_second[stage] = int(points["t_s"][-1])
-        cdfs = None
-        spikes = []
+        cdfs = spikes = None
         if slow:
             cdfs = {s: plots.cdf_points(engine.latency.histogram(s)) for s in self.stages}
-            if c.spikes > self._spikes_seen:
-                fresh = engine.spikes.spikes()[-(c.spikes - self._spikes_seen):]
-                spikes = [(s.end_ns / 1e9 - self.t0_perf_s, s.cause_names()) for s in fresh]
-                self._spikes_seen = c.spikes
+            if c.spikes != self._spikes_seen:
+                spikes = engine.spikes.summary()
+                self._spikes_seen = spikes.count
         t = self._elapsed_s
         gaps = c.ring_gaps if c.ring_gaps is not None else c.dispatch_gaps
         h = self.history
@@ -313,7 +311,7 @@ class Session:
         self.profiled = []
         self.view = RunView(engine, time.perf_counter())
         if self.live is not None:
-            self.live.reset()
+            self.live.reset(ring=config.source.kind == "ring")
         self.pump = UiPump(self._tick)
         engine.subscribe(self.pump.notify)
         self.pump.start()
@@ -427,8 +425,7 @@ class Session:
             layout = row(plots.latency_series_figure(series, t0_s=view.t0_perf_s),
                          plots.latency_cdf_figure(cdfs))
         elif what == "spikes":
-            layout = plots.spikes_figure([(s.end_ns / 1e9 - view.t0_perf_s, s.cause_names())
-                                          for s in engine.spikes.spikes()])
+            layout = plots.spikes_figure(engine.spikes.summary())
         elif what == "pnl":
             layout = plots.pnl_figure(h["t"], h["pnl"], h["position"])
         elif what == "ring":

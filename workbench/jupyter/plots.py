@@ -1,9 +1,11 @@
-"""Bokeh plots of a run: latency per second and its CDF per stage, spikes by cause, PnL, ring.
+"""Bokeh plots of a run: latency per second and its CDF per stage, spikes by dominant stage and
+by primary cause, PnL, ring.
 
 Two uses of the same figures:
 
 * **static** (reports, exported notebooks): build a figure from plain data (`latency_series_figure`,
-  `latency_cdf_figure`, `spikes_figure`, `pnl_figure`, `ring_figure`, `bench_trend_figure`) and
+  `latency_cdf_figure`, `spikes_figure` and `spike_attribution_figure` from a `SpikeSummary`,
+  `pnl_figure`, `ring_figure`, `bench_trend_figure`) and
   `show_static(fig)` it after `use_static_resources()`; BokehJS is inlined (`STATIC_RESOURCES`, the
   core bundle only) so the exported HTML needs no CDN.
 * **live** (`LivePlots`): the same figures over `ColumnDataSource`s, wrapped in one
@@ -40,19 +42,20 @@ from bokeh.plotting import figure
 from bokeh.resources import Resources
 from hdrh.histogram import HdrHistogram
 
+from workbench.latency.spikes import (
+    CAUSE_KEYS,
+    STAGE_KEYS,
+    UNEXPLAINED,
+    UNMEASURED,
+    SpikeSummary,
+    empty_summary,
+)
 from workbench.latency.stages import LOCAL_STAGES, STAGES
-from workbench.latency.stages import SPIKE_CAUSES as SPIKELOG_CAUSES
 
 STATIC_RESOURCES = Resources(mode="inline", components=["bokeh"])
 """BokehJS core, inlined: what static figures need, and nothing that loads from a CDN."""
 
 STAGE_COLORS: dict[str, str] = {s.value: Category10_10[i] for i, s in enumerate(STAGES)}
-SPIKE_CAUSES: tuple[str, ...] = (*(c.value for c in SPIKELOG_CAUSES), "other", "unexplained")
-"""Stacks of the spike bars: the SpikeLog cause names (`stages.SpikeCause`), `other` for any
-cause not listed, and `unexplained` for a spike with no cause observed."""
-CAUSE_PALETTE: tuple[str, ...] = Category20_20[0::2] + Category20_20[1::2]
-"""20 distinct colours, the Category10 ones first."""
-CAUSE_COLORS: dict[str, str] = {c: CAUSE_PALETTE[i] for i, c in enumerate(SPIKE_CAUSES)}
 ROLLOVER = 600  # points kept per live series (10 minutes of per-second points)
 WIDTH, HEIGHT = 620, 280
 
@@ -214,56 +217,103 @@ def latency_cdf_figure(cdfs: Mapping[str, tuple[Sequence[float], Sequence[float]
     return _cdf_plot(ColumnDataSource(_cdf_data(cdfs, stages)))
 
 
-# -- spikes by cause ---------------------------------------------------------------------------
+# -- spikes: by dominant stage and by primary cause -------------------------------------------
 
-def cause_key(name: str) -> str:
-    """The stack a SpikeLog cause name falls in (`other` for names not in SPIKE_CAUSES)."""
-    return name if name in SPIKE_CAUSES else "other"
-
-
-def spike_rows(spikes: Iterable[tuple[float, Sequence[str]]], bucket_s: float = 1.0
-               ) -> dict[str, list[float]]:
-    """Count spikes per time bucket and cause: input (t seconds since start, cause names) per
-    spike; a spike with several causes counts once under each; with none, under `unexplained`.
-    Columns: `t` (bucket start, s) and one per SPIKE_CAUSES entry."""
-    buckets: dict[float, dict[str, int]] = {}
-    for t, causes in spikes:
-        row = buckets.setdefault(float(np.floor(t / bucket_s) * bucket_s),
-                                 dict.fromkeys(SPIKE_CAUSES, 0))
-        for key in {cause_key(c) for c in causes} or {"unexplained"}:
-            row[key] += 1
-    times = sorted(buckets)
-    out: dict[str, list[float]] = {"t": times}
-    for c in SPIKE_CAUSES:
-        out[c] = [buckets[t][c] for t in times]
-    return out
+SPIKE_STAGE_COLORS: dict[str, str] = {**{k: STAGE_COLORS.get(k, "#999999") for k in STAGE_KEYS},
+                                      UNMEASURED: "#bbbbbb"}
+CAUSE_PALETTE: tuple[str, ...] = Category20_20[0::2] + Category20_20[1::2]
+"""20 distinct colours, the Category10 ones first."""
+CAUSE_COLORS: dict[str, str] = {**{c: CAUSE_PALETTE[i] for i, c in enumerate(CAUSE_KEYS)},
+                                UNEXPLAINED: "#cccccc"}
+SPIKE_GROUPS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "stage": (STAGE_KEYS, SPIKE_STAGE_COLORS), "cause": (CAUSE_KEYS, CAUSE_COLORS)}
+"""by -> (stack keys, colours): `stage` stacks the dominant stages, `cause` the primary
+causes (`workbench.latency.spikes`)."""
 
 
-def stacked(rows: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Add `<cause>_bottom` / `<cause>_top` columns (cumulative counts in SPIKE_CAUSES order) to
-    `spike_rows` output: plain fields the stacked bars are drawn from."""
-    out = dict(rows)
-    bottom = [0.0] * len(rows["t"])
-    for c in SPIKE_CAUSES:
-        top = [b + v for b, v in zip(bottom, rows[c], strict=True)]
-        out[f"{c}_bottom"], out[f"{c}_top"] = bottom, top
+def spike_timeline_rows(summary: SpikeSummary, by: str = "stage", t0_s: float = 0.0
+                        ) -> dict[str, list[float]]:
+    """The summary's timeline as stacked-bar columns: `t` (bucket centre, s since the run
+    started + t0_s), `w` (bucket width, s), one column of counts per key of `by` (`stage` |
+    `cause`) and `<key>_bottom` / `<key>_top` (cumulative, in key order). Covers the whole
+    run, whatever its length (`SpikeSummary`)."""
+    keys, _ = SPIKE_GROUPS[by]
+    timeline = summary.timeline_stage if by == "stage" else summary.timeline_cause
+    width = summary.bucket_s
+    out: dict[str, list[float]] = {
+        "t": [t0_s + t + width / 2 for t in summary.timeline_t_s]}
+    out["w"] = [width * 0.9] * len(out["t"])
+    bottom = [0.0] * len(out["t"])
+    for key in keys:
+        counts = [float(v) for v in timeline[key]]
+        top = [b + v for b, v in zip(bottom, counts, strict=True)]
+        out[key], out[f"{key}_bottom"], out[f"{key}_top"] = counts, bottom, top
         bottom = top
     return out
 
 
-def _spikes_plot(source: ColumnDataSource, bucket_s: float) -> Any:
-    fig = _figure(f"Spikes by cause (per {bucket_s:g} s)", "spikes")
-    for c in SPIKE_CAUSES:
-        fig.vbar(x="t", width=bucket_s * 0.9, bottom=f"{c}_bottom", top=f"{c}_top",
-                 source=source, color=CAUSE_COLORS[c], legend_label=c)
+def _spikes_plot(source: ColumnDataSource, by: str) -> Any:
+    keys, colors = SPIKE_GROUPS[by]
+    title = ("Spikes by dominant stage" if by == "stage"
+             else "Spikes by primary cause (longest thing that ran meanwhile)")
+    fig = _figure(title, "spikes", x_range=DataRange1d(start=0))
+    for key in keys:
+        fig.vbar(x="t", width="w", bottom=f"{key}_bottom", top=f"{key}_top", source=source,
+                 color=colors[key], legend_label=key)
     _legend_outside(fig)
-    fig.add_tools(HoverTool(tooltips=[("t", "@t s"), *[(c, f"@{c}") for c in SPIKE_CAUSES]]))
+    fig.add_tools(HoverTool(tooltips=[("t", "@t{0.0} s"), *[(k, f"@{k}") for k in keys]]))
     return fig
 
 
-def spikes_figure(spikes: Iterable[tuple[float, Sequence[str]]], bucket_s: float = 1.0) -> Any:
-    """Stacked bars: spikes per time bucket broken down by cause (see `spike_rows`)."""
-    return _spikes_plot(ColumnDataSource(stacked(spike_rows(spikes, bucket_s))), bucket_s)
+def spikes_timeline_figure(summary: SpikeSummary, by: str = "stage") -> Any:
+    """Stacked bars over run time: spikes per bucket by dominant stage (`by="stage"`) or by
+    primary cause (`by="cause"`)."""
+    return _spikes_plot(ColumnDataSource(spike_timeline_rows(summary, by)), by)
+
+
+def spike_attribution_figure(summaries: Mapping[str, SpikeSummary]) -> Any:
+    """Horizontal stacked bars, two per run label: the share of its spikes by dominant stage
+    and by primary cause (each bar adds up to 100%; the count is in the label)."""
+    labels: list[str] = []
+    rows: list[tuple[str, str, float, float, int]] = []  # (label, key, left, right, count)
+    for name, summary in summaries.items():
+        for by in ("stage", "cause"):
+            keys, _ = SPIKE_GROUPS[by]
+            counts = summary.by_stage if by == "stage" else summary.by_cause
+            label = f"{name}: {by} ({summary.count:,} spikes)"
+            labels.append(label)
+            left = 0.0
+            for key in keys:
+                share = summary.share(counts[key])
+                if share:
+                    rows.append((label, key, left, left + share, counts[key]))
+                    left += share
+    fig = figure(title="Spike attribution (share of spikes)", width=WIDTH + 200,
+                 height=70 + 34 * max(1, len(labels)), y_range=list(reversed(labels)),
+                 x_range=(0, 1), x_axis_label="share of spikes",
+                 tools="hover,save", tooltips=[("", "@key: @count spikes (@pct)")])
+    fig.toolbar.logo = None
+    colors = {**SPIKE_STAGE_COLORS, **CAUSE_COLORS}
+    for key in dict.fromkeys(r[1] for r in rows):
+        mine = [r for r in rows if r[1] == key]
+        fig.hbar(y="y", left="left", right="right", height=0.7, color=colors[key],
+                 legend_label=key, source=ColumnDataSource({
+                     "y": [r[0] for r in mine], "left": [r[2] for r in mine],
+                     "right": [r[3] for r in mine], "key": [key] * len(mine),
+                     "count": [r[4] for r in mine],
+                     "pct": [f"{r[3] - r[2]:.1%}" for r in mine]}))
+    if fig.legend:
+        _legend_outside(fig)
+    return fig
+
+
+def spikes_figure(summary: SpikeSummary) -> Any:
+    """`%hft plot spikes`: the timeline by dominant stage, by primary cause, and the shares."""
+    from bokeh.layouts import column, row
+
+    return column(row(spikes_timeline_figure(summary, "stage"),
+                      spikes_timeline_figure(summary, "cause")),
+                  spike_attribution_figure({"run": summary}))
 
 
 # -- PnL and position --------------------------------------------------------------------------
@@ -346,7 +396,8 @@ class UiFrame:
 
     t_s: seconds since the run started. series: new per-second points per stage
     ({"t_s", "p50_ns", "p99_ns"} arrays, perf_counter seconds). cdfs: per stage
-    (latency_ns, fraction) or None when unchanged. spikes: new spikes as (t_s, cause names).
+    (latency_ns, fraction) or None when unchanged. spikes: the run's `SpikeSummary` or None
+    when unchanged.
     """
 
     t_s: float
@@ -358,7 +409,7 @@ class UiFrame:
     gaps: int = 0
     series: dict[str, dict[str, Sequence[int]]] = field(default_factory=dict)
     cdfs: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None
-    spikes: list[tuple[float, Sequence[str]]] = field(default_factory=list)
+    spikes: SpikeSummary | None = None
 
 
 class LivePlots:
@@ -366,20 +417,22 @@ class LivePlots:
 
     `apply(frame)` must run on the kernel's event loop. Before the first frontend view of the
     widget exists, frames accumulate in Python buffers (bounded by `rollover`); when a view
-    appears, the render bundle is rebuilt with all data so far, and later frames stream.
+    appears, the render bundle is rebuilt with all data so far, and later frames stream. The
+    spike chart stacks the run's spikes by dominant stage over the whole run. `paused`: the
+    session stops applying frames while True (the panel's pause button); the ring figure is
+    shown for ring sources only (`reset(ring=...)`).
     """
 
-    def __init__(self, stages: Sequence[str] | None = None, rollover: int = ROLLOVER,
-                 spike_bucket_s: float = 1.0) -> None:
+    def __init__(self, stages: Sequence[str] | None = None, rollover: int = ROLLOVER) -> None:
         from jupyter_bokeh import BokehModel
 
         self.stages = list(stages or [s.value for s in LOCAL_STAGES])
         self.rollover = rollover
-        self.spike_bucket_s = spike_bucket_s
+        self.paused = False
         cols = _series_columns(self.stages)
         self._series_src = ColumnDataSource({c: [] for c in cols}, name="live_series")
         self._cdf_src = ColumnDataSource(_cdf_data({}, self.stages), name="live_cdf")
-        self._spike_src = ColumnDataSource(stacked({c: [] for c in ("t", *SPIKE_CAUSES)}),
+        self._spike_src = ColumnDataSource(spike_timeline_rows(empty_summary()),
                                            name="live_spikes")
         self._pnl_src = ColumnDataSource({"t": [], "pnl": [], "position": []}, name="live_pnl")
         self._ring_src = ColumnDataSource({"t": [], "events_per_s": [], "drops": [], "gaps": []},
@@ -389,15 +442,17 @@ class LivePlots:
                                                 "P50 (solid) and P99 (dashed) per second")
         self._series_span: list[float] = []
         self._pending: dict[ColumnDataSource, dict[str, deque]] = {}
-        self._spike_counts: dict[float, dict[str, int]] = {}
+        self._last_spikes: dict[str, list[float]] | None = None
         self._last_cdf: dict[str, list[list[float]]] | None = None
         self.frames_applied = 0
+        self._ring_fig = _ring_plot(self._ring_src)
+        self._ring_fig.visible = False
         self.layout = gridplot(
             [
                 [self._series_fig,
                  self._cdf_fig],
-                [_spikes_plot(self._spike_src, spike_bucket_s), _pnl_plot(self._pnl_src)],
-                [_ring_plot(self._ring_src), None],
+                [_spikes_plot(self._spike_src, "stage"), _pnl_plot(self._pnl_src)],
+                [self._ring_fig, None],
             ],
             toolbar_location="right",
         )
@@ -406,20 +461,23 @@ class LivePlots:
         self.widget._view_count = 0  # ask the frontend to count views (ipywidgets protocol)
         self.widget.observe(self._on_views, names="_view_count")
 
-    def reset(self) -> None:
-        """Empty every figure for a new run. Without a view the document is changed with the
-        widget detached (no patch is sent to no one) and the render bundle is rebuilt."""
+    def reset(self, ring: bool = False) -> None:
+        """Empty every figure for a new run (`ring`: show the ring figure). Without a view the
+        document is changed with the widget detached (no patch is sent to no one) and the
+        render bundle is rebuilt."""
         self._pending.clear()
-        self._spike_counts.clear()
+        self._last_spikes = None
         self._last_cdf = None
         self._series_span = []
         self.frames_applied = 0
         detached = not self.has_view
         if detached:
             self.widget._document.remove_on_change(self.widget)
-        for source in (self._series_src, self._spike_src, self._pnl_src, self._ring_src):
+        for source in (self._series_src, self._pnl_src, self._ring_src):
             source.data = {c: [] for c in source.data}
+        self._spike_src.data = spike_timeline_rows(empty_summary())
         self._cdf_src.data = _cdf_data({}, self.stages)
+        self._ring_fig.visible = ring
         if detached:
             self.widget.update_from_model(self.layout)
         self._dirty = not detached
@@ -447,7 +505,8 @@ class LivePlots:
         if self._last_cdf is not None:
             self._set_cdf(self._last_cdf)
         self._fit_series()
-        self._spike_src.data = self._spike_data()
+        if self._last_spikes is not None:
+            self._spike_src.data = self._last_spikes
 
     def _stream(self, source: ColumnDataSource, rows: dict[str, list]) -> None:
         if not rows or not next(iter(rows.values())):
@@ -480,8 +539,11 @@ class LivePlots:
                                      "position": [frame.position]})
         self._stream(self._ring_src, {"t": [frame.t_s], "events_per_s": [frame.events_per_s],
                                       "drops": [frame.drops], "gaps": [frame.gaps]})
-        if frame.spikes:
-            self._apply_spikes(frame.spikes)
+        if frame.spikes is not None:
+            self._last_spikes = spike_timeline_rows(frame.spikes)
+            self._dirty = True
+            if self.has_view:
+                self._spike_src.data = self._last_spikes
         if frame.cdfs is not None:
             self._last_cdf = _cdf_data(frame.cdfs, self.stages)
             self._dirty = True
@@ -494,23 +556,6 @@ class LivePlots:
         self._cdf_src.data = data
         if data["xs"]:
             self._cdf_fig.x_range.start, self._cdf_fig.x_range.end = log_span(data["xs"])
-
-    def _apply_spikes(self, spikes: list[tuple[float, Sequence[str]]]) -> None:
-        rows = spike_rows(spikes, self.spike_bucket_s)
-        for i, t in enumerate(rows["t"]):
-            counts = self._spike_counts.setdefault(t, dict.fromkeys(SPIKE_CAUSES, 0))
-            for c in SPIKE_CAUSES:
-                counts[c] += rows[c][i]
-        while len(self._spike_counts) > self.rollover:
-            self._spike_counts.pop(min(self._spike_counts))
-        self._dirty = True
-        if self.has_view:
-            self._spike_src.data = self._spike_data()
-
-    def _spike_data(self) -> dict[str, list[float]]:
-        times = sorted(self._spike_counts)
-        return stacked({"t": times, **{c: [self._spike_counts[t][c] for t in times]
-                                       for c in SPIKE_CAUSES}})
 
 
 @dataclass

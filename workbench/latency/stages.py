@@ -22,11 +22,31 @@ class Stage(StrEnum):
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
 LOCAL_STAGES: tuple[Stage, ...] = tuple(s for s in Stage if s is not Stage.WIRE)
+SPIKE_STAGES: tuple[Stage, ...] = (Stage.PARSE, Stage.QUEUE, Stage.BOOK, Stage.STRATEGY,
+                                   Stage.ORDER)
+"""The stages that add up to a batch's tick-to-trade: one of them is a spike's dominant stage."""
+
+STAGE_NOTES: dict[str, str] = {
+    "wire": "exchange time to receive",
+    "parse": "receive to normalized",
+    "queue": "normalized to picked up by the engine",
+    "book": "picked up to book updated",
+    "strategy": "book to decision",
+    "order": "decision to broker ack",
+    "tick_to_trade": "receive to ack",
+    "unmeasured": "no stage breakdown given",
+}
+"""One line per stage: what its time is (tables and legends)."""
+
+WIRE_EMPTY_REASON = ("no exchange clock offset fitted: wire latency is measured for ws: sources "
+                     "only (sim, replay and ring runs have no independent exchange clock)")
+"""Why the `wire` row of a latency table has no values (shown beside it)."""
 
 
 class SpikeCause(StrEnum):
     """What ran while a spike's message was in flight (`SpikeLog.note_cause` names): the
-    engine's housekeeping jobs, a gc collection, or a backed-up dispatch queue."""
+    engine's housekeeping jobs, a gc collection, a backed-up dispatch queue, a burst of
+    messages processed ahead of it, or the wait for the next poll."""
 
     GC = "gc"  # a gc collection (detail: generation, objects collected)
     JOURNAL_FLUSH = "journal_flush"  # the journal handed its buffered rows to its writer
@@ -37,9 +57,14 @@ class SpikeCause(StrEnum):
     DISPLAY_REFRESH = "display_refresh"  # snapshot subscribers (the notebook's UI pump) ran
     BOOK_REBUILD = "book_rebuild"  # a book checked, resynced or rebuilt from a snapshot
     QUEUE_DEPTH = "queue_depth"  # the dispatch queue was backed up when the batch was picked
+    BURST = "burst"  # it arrived while earlier messages were processed (detail: position)
+    POLL_WAIT = "poll_wait"  # polling dispatch: it waited in the queue for the next poll
 
 
 SPIKE_CAUSES: tuple[SpikeCause, ...] = tuple(SpikeCause)
-HOUSEKEEPING_CAUSES: frozenset[SpikeCause] = frozenset(SPIKE_CAUSES) - {SpikeCause.GC,
-                                                                        SpikeCause.QUEUE_DEPTH}
-"""The causes that are the engine's own housekeeping jobs (not gc, not a backed-up queue)."""
+HOUSEKEEPING_CAUSES: frozenset[SpikeCause] = frozenset(SPIKE_CAUSES) - {
+    SpikeCause.GC, SpikeCause.QUEUE_DEPTH, SpikeCause.BURST, SpikeCause.POLL_WAIT}
+"""The causes that are the engine's own housekeeping jobs (not gc, not the queue's: backed up,
+a burst, the poll wait)."""
+UI_CAUSES: frozenset[SpikeCause] = frozenset({SpikeCause.DISPLAY_REFRESH})
+"""The causes that are a UI's own work (the notebook perturbing the measurement)."""
