@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     )
     from workbench.feed.replay import ReplayFeed
     from workbench.feed.ring import RingStats, ShmRing
+    from workbench.feed.scouter import EndpointScouter
     from workbench.feed.simex import SimExchange
     from workbench.feed.ws import WebSocketFeed
     from workbench.latency.recorder import LatencyRecorder
@@ -68,6 +69,7 @@ __all__ = [
     "BookSync",
     "ConfigError",
     "EmaCross",
+    "EndpointScouter",
     "Engine",
     "EngineConfig",
     "EngineError",
@@ -118,6 +120,7 @@ _EXPORTS: dict[str, str] = {
     "ReplayFeed": "workbench.feed.replay",
     "SimExchange": "workbench.feed.simex",
     "WebSocketFeed": "workbench.feed.ws",
+    "EndpointScouter": "workbench.feed.scouter",
     "L2Book": "workbench.book.l2",
     "BookSync": "workbench.book.sync",
     "EVENT_DTYPE": "workbench.events",

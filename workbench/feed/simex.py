@@ -201,14 +201,14 @@ class SimExchangeStats:
 
 
 class _Held(asyncio.Protocol):
-    """The protocol of a connection during its TLS handshake: keeps what arrives once the
-    handshake is done (asyncio may deliver it before start_tls returns) for the websocket
-    connection."""
+    """The protocol of a connection while it is held (reading paused) and during its TLS
+    handshake: keeps what arrives once the handshake is done (asyncio may deliver it before
+    start_tls returns) and a connection lost meanwhile, for the websocket connection."""
 
     def __init__(self) -> None:
         self.data: list[bytes] = []
         self.eof = False
-        self.lost: tuple[Exception | None] | None = None
+        self.lost = False
 
     def data_received(self, data: bytes) -> None:
         self.data.append(data)
@@ -218,7 +218,7 @@ class _Held(asyncio.Protocol):
         return True  # keep the transport open: the websocket connection decides
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = (exc,)
+        self.lost = True
 
 
 class _HeldConnection(ServerConnection):
@@ -238,19 +238,19 @@ class _HeldConnection(ServerConnection):
             super().connection_made(transport)
             return
         transport.pause_reading()  # type: ignore[attr-defined]
-        task = self.loop.create_task(self._open(transport, delay, tls))
+        held = _Held()
+        transport.set_protocol(held)
+        task = self.loop.create_task(self._open(transport, held, delay, tls))
         ex._held.add(task)
         task.add_done_callback(ex._held.discard)
 
-    async def _open(self, transport: asyncio.Transport, delay: float,
+    async def _open(self, transport: asyncio.Transport, held: _Held, delay: float,
                     tls: ssl.SSLContext | None) -> None:
-        held = _Held()
         try:
             await asyncio.sleep(delay)
             if tls is not None:
                 transport = await self.loop.start_tls(transport, held, tls, server_side=True,
                                                       ssl_handshake_timeout=10.0)
-                transport.set_protocol(self)
         except (OSError, TimeoutError) as exc:  # the handshake failed; start_tls closed it
             self.exchange.stats.tls_failures += 1
             log.info("simex: TLS handshake failed: %s", exc)
@@ -258,16 +258,15 @@ class _HeldConnection(ServerConnection):
         except BaseException:  # stop() while held
             transport.abort()
             raise
-        super().connection_made(transport)
-        if tls is None:
-            transport.resume_reading()
+        if held.lost:  # the client left while held or right after the handshake
             return
+        transport.set_protocol(self)
+        super().connection_made(transport)
+        transport.resume_reading()
         for data in held.data:
             self.data_received(data)
         if held.eof:
             self.eof_received()
-        if held.lost is not None:
-            self.connection_lost(held.lost[0])
 
 
 def _exchanges() -> tuple[str, ...]:
