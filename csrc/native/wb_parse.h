@@ -96,6 +96,19 @@ int64_t wb_parser_parse(wb_parser *p, const char *msg, size_t len, size_t capaci
 int64_t wb_parser_snapshot(wb_parser *p, const char *body, size_t len, size_t capacity,
                            int64_t recv_ns, const char *symbol, wb_event *out, uint64_t cap,
                            wb_msg_info *info);
+/* Makes `symbol` (added before) the symbol of Binance depth snapshots that name none (the
+ * Python BinanceNormalizer's `default_symbol`: a bare REST body in a one-symbol recording).
+ * Returns 0, or -1 when `symbol` was not added or the venue is not Binance. */
+int wb_parser_default_symbol(wb_parser *p, const char *symbol);
+/* Many messages in one call (benchmarks, bulk replay): message i is
+ * buf[offsets[i]:offsets[i+1]] (offsets has n + 1 entries, buf `size` bytes: a message is
+ * parsed in place when size - offsets[i] >= its length + 64), received at recv_ns[i]. Their
+ * events go to `out` one message after another; ends[i] = the events of messages 0..i;
+ * infos (NULL or n entries) gets each message's info. Returns the number of messages parsed:
+ * fewer than n when the next one's events do not fit `cap` (call again from there with room). */
+int64_t wb_parser_parse_many(wb_parser *p, const char *buf, size_t size,
+                             const uint64_t *offsets, uint64_t n, const int64_t *recv_ns,
+                             wb_event *out, uint64_t cap, uint64_t *ends, wb_msg_info *infos);
 /* Counters since creation: messages (every counted call), events, and malformed by kind
  * (out_bad has WB_BAD_COUNT entries, index = WB_BAD_*). */
 void wb_parser_counters(const wb_parser *p, uint64_t *messages, uint64_t *events,
