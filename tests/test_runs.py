@@ -108,7 +108,7 @@ def test_a_killed_run_is_listed_as_crashed_and_repair_rebuilds_it(tmp_path):
 def test_load_repairs_a_crashed_run_on_open(tmp_path):
     crash_a_run(tmp_path, "r1")
     run = runs.load("r1", tmp_path)
-    assert run.state == "failed" and run.repaired and run.fills == 3
+    assert run.state == "failed" and run.repaired and run.fills.height == 3 == run.info.fills
 
 
 def test_a_run_a_live_process_writes_is_running_and_never_repaired(tmp_path):

@@ -15,8 +15,9 @@ from workbench.errors import WorkbenchError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("workbench.engine.run", "run the paper engine on sim, a recording, a ring or ws"),
-    "runs": ("workbench.runs", "saved runs: list them, repair one after a crash"),
-    "feed": ("workbench.feed.handler", "publish an event file into a shared-memory ring (C++)"),
+    "runs": ("workbench.runs", "saved runs: list, show, compare two, repair after a crash"),
+    "feed": ("workbench.feed.handler", "publish into a shared-memory ring (C++): an event "
+             "file, or a venue read live (--venue)"),
     "rings": ("workbench.feed.ring", "list the shared-memory rings on this machine"),
     "record": ("workbench.feed.capture", "capture a live websocket session to a replayable file"),
     "inspect": ("workbench.feed.inspect", "what a recording holds, replayed through the book"),

@@ -152,3 +152,101 @@ def test_unload_extension_stops_the_engine(capsys: pytest.CaptureFixture[str]) -
     assert _lines(capsys)[-1].startswith(f"hft: stopped run {engine.run_id}")
     with pytest.raises(UsageError):  # %hft is gone with the extension
         sh.run_line_magic("hft", "status")
+
+
+def test_help_lists_every_command(shell: InteractiveShell,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.jupyter.magics import COMMANDS
+
+    for line in ("--help", "-h", "help"):
+        shell.run_line_magic("hft", line)
+        out = capsys.readouterr().out
+        assert out.startswith("usage: %hft {")
+        for command, text in COMMANDS.items():
+            assert f"  {command} " in out and text in out
+    # `%hft?` shows the magic's docstring: the same text
+    doc = shell.find_line_magic("hft").__doc__
+    assert all(f"  {command} " in doc for command in COMMANDS)
+
+
+def test_start_help_is_the_cli_help_with_every_flag(shell: InteractiveShell,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from workbench.engine.run import add_arguments
+
+    cli = argparse.ArgumentParser(prog="workbench run")
+    add_arguments(cli)
+    flags = [a for a in cli._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) > 20
+    assert all(a.help for a in flags), [a.dest for a in flags if not a.help]  # every flag
+    shell.run_line_magic("hft", "start --help")
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for action in flags:
+        assert action.option_strings[-1] in out
+        words = (action.help % {"default": action.default}).split()
+        assert " ".join(words) in out, action.dest
+    assert "--no-ui" in out
+    assert not _magics(shell).session.running  # help started nothing
+    shell.run_line_magic("hft", "dispatch --help")
+    assert "polling" in capsys.readouterr().out
+
+
+def test_load_ext_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+            "sh = InteractiveShell.instance()\nsh.run_line_magic('load_ext', 'workbench')\n"
+            "heavy = [m for m in ('numba', 'bokeh', 'polars', 'ipywidgets', 'numpy', "
+            "'workbench.engine.engine', 'workbench.jupyter.panel') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "HEAVY []" in out, out
+
+
+def test_spikes_load_and_compare_saved_runs(shell: InteractiveShell, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ids = []
+    for mode in ("polling", "callback"):
+        shell.run_line_magic("hft", f"start --dispatch {mode} --out {tmp_path} --no-ui")
+        _spin(1.5)
+        shell.run_line_magic("hft", "stop")
+        ids.append(_magics(shell).session.engine.run_id)
+    capsys.readouterr()
+    engine = _magics(shell).session.engine
+    summary = engine.spikes.summary()
+
+    before = len(shell.display_pub.outputs)
+    shell.run_line_magic("hft", "spikes --top 3")
+    [table] = [o["data"]["text/html"] for o in shell.display_pub.outputs[before:]]
+    shown = min(3, summary.count)
+    assert table.count("<tr>") == 1 + shown and "hft-spikes" in table
+    if shown:
+        assert f"{summary.worst[0].tick_to_trade_ns / 1e3:,.1f}" in table
+
+    before = len(shell.display_pub.outputs)
+    shell.run_line_magic("hft", f"spikes --top 20 --run {tmp_path / ids[0]}")
+    [table] = [o["data"]["text/html"] for o in shell.display_pub.outputs[before:]]
+    assert f"run {ids[0]}" in table and "queue" in table  # the polling run's spikes
+
+    before = len(shell.display_pub.outputs)
+    shell.run_line_magic("hft", f"load {ids[0]} --out {tmp_path}")
+    [line] = _lines(capsys)
+    assert line.startswith(f"hft: run {ids[0]}: stopped") and "dispatch polling" in line
+    assert sum(BOKEH_EXEC_MIME in o["data"] for o in shell.display_pub.outputs[before:]) == 1
+
+    before = len(shell.display_pub.outputs)
+    shell.run_line_magic("hft", f"compare {ids[0]} {ids[1]} --out {tmp_path}")
+    outputs = shell.display_pub.outputs[before:]
+    [html] = [o["data"]["text/html"] for o in outputs if "hft-compare" in
+              o["data"].get("text/html", "")]
+    for stage in ("parse", "queue", "book", "strategy", "tick_to_trade"):
+        assert f"<td>{stage}</td>" in html
+    assert "P99 B/A" in html
+    assert sum(BOKEH_EXEC_MIME in o["data"] for o in outputs) == 1
+
+    shell.run_line_magic("hft", f"load nope --out {tmp_path}")
+    [line] = _lines(capsys)
+    assert line.startswith("hft: expected a run directory at")

@@ -49,7 +49,7 @@ def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session
     from IPython.core.displaypub import CapturingDisplayPublisher
     from IPython.core.interactiveshell import InteractiveShell
 
-    monkeypatch.chdir(tmp_path)  # the panel's runs go to ./runs/<run-id>/
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))  # the panel's runs go there
 
     InteractiveShell.instance().display_pub = CapturingDisplayPublisher()
     s = Session()
@@ -59,7 +59,7 @@ def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session
         s.stop()
 
 
-def test_panel_starts_toggles_and_stops_a_real_engine(session: Session) -> None:
+def test_panel_starts_toggles_and_stops_a_real_engine(session: Session, tmp_path: Path) -> None:
     panel = session.panel
     assert panel.start_button.disabled is False and panel.stop_button.disabled is True
     panel.source.value = "sim"
@@ -94,7 +94,7 @@ def test_panel_starts_toggles_and_stops_a_real_engine(session: Session) -> None:
     assert panel.message.value.startswith(f"stopped run {engine.run_id}")
     assert not panel.start_button.disabled and not panel.ema_fast.disabled
     assert int(_counter(panel, "events").replace(",", "")) == engine.status().events
-    assert Path(engine.run_dir).resolve() == (Path.cwd() / "runs" / engine.run_id).resolve()
+    assert Path(engine.run_dir) == tmp_path / "runs" / engine.run_id
     assert (Path(engine.run_dir) / "summary.json").exists()
 
 

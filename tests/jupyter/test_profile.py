@@ -14,6 +14,7 @@ import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 
+from workbench.jupyter.profile import fluid_svg
 from workbench.shared_data import REPO_ROOT
 
 
@@ -44,7 +45,8 @@ def test_profile_magic_shows_an_inline_flamegraph_and_marks_the_run(tmp_path: Pa
     shown = sh.display_pub.outputs[-1]["data"]["text/html"]
     assert "<iframe" in shown and 'srcdoc="' in shown
     svg = html.unescape(shown.split('srcdoc="', 1)[1].split('"></iframe>', 1)[0])
-    assert svg == saved.read_text()  # the whole flamegraph travels inside the output
+    assert svg == fluid_svg(saved.read_text())[0]  # the whole flamegraph, made fluid
+    assert '<svg version="1.1" width="100%"' in svg and "viewBox" not in svg.split(">", 3)[2]
     assert "busy_loop_for_profile" in svg
     sh.run_line_magic("unload_ext", "workbench")
     assert session.engine.state == "stopped"
@@ -63,3 +65,25 @@ def test_without_ptrace_permission_it_says_how_to_grant_it() -> None:
     assert "ptrace not permitted" in out and "pid 1" in out
     assert "kernel.yama.ptrace_scope" in out and "cap_sys_ptrace" in out
     assert "SYS_PTRACE" in out
+
+
+def test_cell_magic_profiles_the_cell_and_returns_its_result(tmp_path: Path) -> None:
+    sh = InteractiveShell.instance()
+    sh.display_pub = CapturingDisplayPublisher()
+    sh.run_line_magic("load_ext", "workbench")
+    try:
+        cell = ("import time\n"
+                "def cell_busy_for_profile():\n"
+                "    t = time.perf_counter()\n"
+                "    while time.perf_counter() - t < 1.5:\n"
+                "        pass\n"
+                "    return 42\n"
+                "answer = cell_busy_for_profile()\n")
+        sh.run_cell_magic("hft", "profile --rate 100", cell)
+        assert sh.user_ns["answer"] == 42  # the cell ran in the user namespace
+        shown = sh.display_pub.outputs[-1]["data"]["text/html"]
+        svg = html.unescape(shown.split('srcdoc="', 1)[1].split('"></iframe>', 1)[0])
+        assert "cell_busy_for_profile" in svg and "one cell at 100 Hz" in shown
+        assert 'width="100%"' in shown and "hft-flamegraph" in shown
+    finally:
+        sh.run_line_magic("unload_ext", "workbench")

@@ -106,7 +106,7 @@ def test_timeline_buckets_double_past_capacity():
     log = SpikeLog(threshold_us=1, origin_ns=0)
     n = 3 * TIMELINE_BUCKETS
     for second in range(n):  # spikes stamped one second apart
-        log._account(Spike(second, second * 1_000_000_000 + 1, 5_000, {"book": 4_000}, 0,
+        log.add(Spike(second, second * 1_000_000_000 + 1, 5_000, {"book": 4_000}, 0,
                            (), "book", "unexplained"))
     s = log.summary()
     assert s.bucket_s == 4.0

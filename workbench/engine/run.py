@@ -29,6 +29,14 @@ RUNS_ENV = "WORKBENCH_RUNS"
 PLAIN_PROGRESS_S = 5.0  # progress line period when stdout is not a terminal
 
 
+def cli_console(stderr: bool = False) -> Console:
+    """A rich Console for command output: a terminal's own width and colours; into a pipe or
+    a file, plain text 160 columns wide, so tables are not cut at 80."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160,
+                                                       no_color=True)
+
+
 def default_runs_dir() -> str:
     """Where runs are saved by default: `$WORKBENCH_RUNS` when set, else `runs/` of the
     project (the same directory from the CLI and from a notebook in `notebooks/`)."""
@@ -202,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
     from workbench.engine.engine import Engine
 
     config = config_from_args(args)
-    console = Console()
+    console = cli_console()
     engine = Engine(config).start()
     console.print(f"run {engine.run_id}: source {config.source.source}, "
                   f"dispatch {config.dispatch}", highlight=False)

@@ -9,7 +9,13 @@ SpikeLog) and updates the counters and the bokeh sources, at most `max_hz` times
 
 `ControlPanel`: start/stop, a dispatch toggle that switches the running engine, source / venue
 / symbol pickers, strategy parameters, live counters (events/s, tick-to-trade P50/P99, spikes,
-position, PnL, ring drops and gaps) and the live plots (`plots.LivePlots`).
+position, PnL, ring drops and gaps), the spike attribution (the same rows as the CLI's table),
+a pause button for the plots, and the live plots (`plots.LivePlots`).
+
+The UI runs in the kernel, which shares the GIL with the engine: its own work is latency there.
+The panel says so: the P99 counter carries a note when spikes saw the UI's `display_refresh`,
+and the figures it shows are over the whole run (across dispatch switches, said when there
+were some). Pausing the plots stops their updates (the counters go on).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
     from workbench.engine.config import EngineConfig
     from workbench.engine.engine import Engine
     from workbench.engine.status import PositionStatus, RunStatus, Snapshot
+    from workbench.latency.spikes import SpikeSummary
 
 log = logging.getLogger("workbench.jupyter")
 
@@ -47,15 +54,32 @@ DISPATCH_TIPS = {"polling": "queue drained every poll interval",
                  "callback": "feed thread calls the engine directly"}
 """The dispatch toggle's tooltip per mode (`workbench.engine.dispatch.MODES`)."""
 
-_bokeh_loaded = False
+_bokeh_loaded_for: set[str | None] = set()
+
+
+def _frontend() -> str | None:
+    """The client session of the request being executed (a new one each time a notebook page
+    is opened or reloaded); None outside a kernel."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return None
+    try:
+        parent = kernel.get_parent()
+    except TypeError:  # ipykernel < 6.0 takes the channel
+        parent = kernel.get_parent("shell")
+    return (parent or {}).get("header", {}).get("session")
 
 
 def ensure_bokeh_loaded() -> None:
-    """Load inline BokehJS into the notebook once per kernel (live and static plots share it)."""
-    global _bokeh_loaded
-    if not _bokeh_loaded:
+    """Load inline BokehJS into the page unless this page already got it: once per frontend
+    view (a reopened or reloaded notebook is a new client session and gets it again; once per
+    kernel left a reloaded page without BokehJS: "Javascript Error: timeout")."""
+    frontend = _frontend()
+    if frontend not in _bokeh_loaded_for:
         plots.use_static_resources()
-        _bokeh_loaded = True
+        _bokeh_loaded_for.add(frontend)
 
 
 def thread_loop() -> asyncio.AbstractEventLoop:
@@ -151,16 +175,32 @@ class Counters:
     ring_drops: int | None = None
     ring_gaps: int | None = None
     dispatch_gaps: int = 0
+    dispatch_switches: int = 0
+    ui_spikes: int = 0  # spikes that saw the UI's display refresh
+
+    def notes(self) -> list[str]:
+        """What the P50/P99 figures stand on: the whole run, across dispatch switches, and
+        the UI's own share of the spikes."""
+        window = "P50/P99 over the whole run"
+        if self.dispatch_switches:
+            window += (f", across {self.dispatch_switches} dispatch switch"
+                       f"{'es' if self.dispatch_switches > 1 else ''}")
+        notes = [window]
+        if self.ui_spikes:
+            notes.append(f"{self.ui_spikes:,} spikes saw this UI's display refresh: the "
+                         "notebook perturbs the measurement (pause the plots, or run "
+                         "`workbench run` outside Jupyter, for the engine alone)")
+        return notes
 
     def html(self) -> str:
-        """Counters as an HTML table; each value in a span of class `hft-<name>`."""
+        """Counters as HTML cells that wrap as whole cells (never inside a value); each value
+        in a span of class `hft-<name>`; the notes under them (class `hft-notes`)."""
         def cell(name: str, label: str, value: str) -> str:
-            return (f'<td style="padding:2px 10px"><div style="color:#666;font-size:85%">'
-                    f'{label}</div><span class="hft-{name}" style="font-size:130%;'
-                    f'font-family:monospace">{html.escape(value)}</span></td>')
+            return (f'<div style="padding:2px 10px;white-space:nowrap">'
+                    f'<div style="color:#666;font-size:85%">{label}</div>'
+                    f'<span class="hft-{name}" style="font-size:130%;font-family:monospace">'
+                    f'{html.escape(value)}</span></div>')
 
-        ring = ("-" if self.ring_drops is None
-                else f"{self.ring_drops:,} / {self.ring_gaps:,}")
         cells = [
             cell("state", "state", f"{self.state} ({self.dispatch})"),
             cell("events", "events", f"{self.events:,}"),
@@ -170,10 +210,35 @@ class Counters:
             cell("spikes", "spikes", f"{self.spikes:,}"),
             cell("position", "position", positions_text(self.positions)),
             cell("pnl", "PnL", f"{self.pnl:+,.4f}"),
-            cell("ring", "ring drops / gaps", ring),
-            cell("dispatch-gaps", "dispatch gaps", f"{self.dispatch_gaps:,}"),
         ]
-        return f'<table class="hft-counters"><tr>{"".join(cells)}</tr></table>'
+        if self.ring_drops is not None:
+            cells.append(cell("ring", "ring drops / gaps",
+                              f"{self.ring_drops:,} / {self.ring_gaps:,}"))
+        cells.append(cell("dispatch-gaps", "dispatch gaps", f"{self.dispatch_gaps:,}"))
+        notes = "; ".join(html.escape(n) for n in self.notes())
+        return (f'<div class="hft-counters" style="display:flex;flex-wrap:wrap">'
+                f'{"".join(cells)}</div><div class="hft-notes" style="color:#666;'
+                f'font-size:85%;padding:0 10px">{notes}</div>')
+
+
+def attribution_html(summary: SpikeSummary) -> str:
+    """The spike attribution (`attribution.attribution_rows`, the CLI's table) as a small HTML
+    table of class `hft-attribution`, with its one-line summary as caption."""
+    from workbench.latency.attribution import attribution_line, attribution_rows
+
+    rows = []
+    for row in attribution_rows(summary):
+        seen = "" if row.seen is None else f"{row.seen:,}"
+        rows.append(f"<tr><td>{html.escape(row.group)}</td><td>{html.escape(row.name)}</td>"
+                    f'<td style="text-align:right">{row.spikes:,}</td>'
+                    f'<td style="text-align:right">{row.share:.1%}</td>'
+                    f'<td style="text-align:right">{seen}</td>'
+                    f'<td style="color:#666">{html.escape(row.note)}</td></tr>')
+    head = "".join(f"<th>{h}</th>" for h in ("by", "name", "spikes", "share", "saw it",
+                                              "what it is"))
+    return (f'<table class="hft-attribution" style="font-size:85%"><caption '
+            f'style="text-align:left">{html.escape(attribution_line(summary))}</caption>'
+            f"<tr>{head}</tr>{''.join(rows)}</table>")
 
 
 def positions_text(positions: tuple[PositionStatus, ...]) -> str:
@@ -201,6 +266,7 @@ class RunView:
         self.history: dict[str, list[float]] = {
             "t": [], "pnl": [], "position": [], "events_per_s": [], "drops": [], "gaps": []}
         self.counters = Counters()
+        self.spike_summary: SpikeSummary | None = None  # the newest one the UI read
 
     def _ring_stats(self) -> tuple[int, int] | None:
         if self._ring is None:
@@ -238,6 +304,7 @@ class RunView:
         c.position = now.position_qty
         c.ring_drops, c.ring_gaps = ring if ring is not None else (None, None)
         c.dispatch_gaps = now.dispatch_gaps
+        c.dispatch_switches = engine.dispatch_switches
         self._elapsed_s = now.elapsed_s
         return c
 
@@ -256,8 +323,9 @@ class RunView:
         if slow:
             cdfs = {s: plots.cdf_points(engine.latency.histogram(s)) for s in self.stages}
             if c.spikes != self._spikes_seen:
-                spikes = engine.spikes.summary()
+                spikes = self.spike_summary = engine.spikes.summary()
                 self._spikes_seen = spikes.count
+                c.ui_spikes = spikes.seen.get("display_refresh", 0)
         t = self._elapsed_s
         gaps = c.ring_gaps if c.ring_gaps is not None else c.dispatch_gaps
         h = self.history
@@ -372,6 +440,8 @@ class Session:
             return True
         if self.panel is not None:
             self.panel.show_counters(counters)
+        if self.live is not None and self.live.paused and not finished:
+            return True
         now = time.monotonic()
         if finished or now - view.last_plot >= PLOT_PERIOD_S:
             slow = finished or now - view.last_slow >= SLOW_PERIOD_S
@@ -381,6 +451,8 @@ class Session:
             frame = view.frame(slow)
             if self.live is not None:
                 self.live.apply(frame)
+            if frame.spikes is not None and self.panel is not None:
+                self.panel.show_spikes(frame.spikes)
         if finished:
             self._changed()
         return not finished
@@ -492,19 +564,24 @@ class ControlPanel:
                                         tooltips=[DISPATCH_TIPS[m] for m in DISPATCH_MODES])
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
+        self.pause = w.ToggleButton(value=False, description="Pause plots", icon="pause",
+                                    tooltip="stop updating the plots (the counters go on): "
+                                            "less UI work competing with the engine")
         self.message = w.HTML(value="")
         self.counters = w.HTML(value=Counters().html(), layout=layout)
+        self.attribution = w.HTML(value="", layout=layout)
         self._live_box = w.Box(layout=layout)
         self.start_button.on_click(lambda _b: self._start())
         self.stop_button.on_click(lambda _b: self._stop())
         self.dispatch.observe(self._on_dispatch, names="value")
+        self.pause.observe(self._on_pause, names="value")
         session._listeners.append(self._sync_state)
         self.widget = PanelBox([
-            w.HBox([self.start_button, self.stop_button, self.dispatch]),
+            w.HBox([self.start_button, self.stop_button, self.dispatch, self.pause]),
             w.HBox([self.source, self.venue, self.symbols, self.speed]),
             w.HBox([self.ema_fast, self.ema_slow, self.target_qty, self.max_position,
                     self.order_type]),
-            self.message, self.counters, self._live_box,
+            self.message, self.counters, self.attribution, self._live_box,
         ])
         self.widget.add_class("hft-panel")
         self._sync_state()
@@ -516,11 +593,27 @@ class ControlPanel:
     def show_counters(self, counters: Counters) -> None:
         self.counters.value = counters.html()
 
+    def show_spikes(self, summary: SpikeSummary) -> None:
+        """The run's spike attribution under the counters."""
+        self.attribution.value = attribution_html(summary)
+
+    def _on_pause(self, change: dict[str, Any]) -> None:
+        live = self.session.live
+        if live is not None:
+            live.paused = bool(change["new"])
+        self.pause.description = "Resume plots" if change["new"] else "Pause plots"
+        self.pause.icon = "play" if change["new"] else "pause"
+
     def config(self) -> EngineConfig:
         """The EngineConfig the controls describe (ConfigError names a bad field)."""
         from workbench.engine.config import EngineConfig
 
-        base = self.session.engine.config if self.session.engine is not None else EngineConfig()
+        if self.session.engine is not None:
+            base = self.session.engine.config
+        else:
+            from workbench.engine.run import default_runs_dir
+
+            base = EngineConfig(out_dir=default_runs_dir())
         source = self.source.value.strip()
         recording = None
         if source.startswith("sim:"):  # the picker's "sim:PATH" = SimExchange serving PATH

@@ -298,10 +298,16 @@ class LatencyRecorder:
 
     def to_json(self) -> dict[str, Any]:
         """`latency.json` of a run: {"summary": `summary()`, "series": stage name -> `series`
-        as lists}."""
+        as lists, "histograms": stage name -> the stage's HdrHistogram in its standard
+        compressed encoding (`HdrHistogram.encode`, base64 text; stages with values only;
+        `decode_histogram` reads one back)}."""
+        with self._lock:
+            encoded = {s.value: self._hist[s].h.encode().decode("ascii") for s in STAGES
+                       if self._hist[s].h.total_count}
         return {"summary": self.summary(),
                 "series": {s.value: {k: v.tolist() for k, v in self.series(s).items()}
-                           for s in STAGES}}
+                           for s in STAGES},
+                "histograms": encoded}
 
     def histogram(self, stage: Stage | str) -> HdrHistogram:
         """The stage's HdrHistogram (read it under no writer, e.g. after the run)."""
@@ -314,6 +320,14 @@ class LatencyRecorder:
             if self._current_second is not None:
                 self._close_second()
                 self._current_second = None
+
+
+def decode_histogram(encoded: str) -> HdrHistogram:
+    """A histogram `LatencyRecorder.to_json` encoded (ValueError for text that is not one)."""
+    try:
+        return HdrHistogram.decode(encoded.encode("ascii"))
+    except Exception as exc:  # hdrh raises several types for bad input
+        raise ValueError(f"not an encoded HdrHistogram: {exc}") from exc
 
 
 def _warm() -> None:

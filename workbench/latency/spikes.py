@@ -307,11 +307,12 @@ class SpikeLog:
         t2t = int(tick_to_trade_ns)
         spike = Spike(seq, now, t2t, stages or {}, self._queue_depth, tuple(seen),
                       dominant_stage(stages), primary_cause(seen))
-        self._account(spike)
+        self.add(spike)
         return spike
 
-    def _account(self, spike: Spike) -> None:
-        """Count `spike` in every column of the store and keep it if among the worst."""
+    def add(self, spike: Spike) -> None:
+        """Count `spike` in every column of the store and keep it if among the worst (the
+        engine goes through `end_iteration`; a journal read back adds its spikes here)."""
         t2t = spike.tick_to_trade_ns
         s, c = _STAGE_INDEX[spike.dominant], _CAUSE_INDEX[spike.primary]
         names = {cause.name for cause in spike.causes}
