@@ -48,7 +48,8 @@ FLOORS: dict[str, int] = {
 }
 FORBIDDEN: frozenset[tuple[str, str]] = frozenset({("book", "feed")})
 # modules that are not .py files, and the folder they belong to
-ALIASES: dict[str, str] = {"_feed": "feed"}  # the cffi extension built by feed/_feed_build.py
+# the cffi extensions built by feed/_feed_build.py and feed/_native_build.py
+ALIASES: dict[str, str] = {"_feed": "feed", "_native": "feed"}
 
 HEAVY = ("numba", "numpy", "polars", "bokeh", "ipywidgets", "IPython", "jupyter_bokeh")
 

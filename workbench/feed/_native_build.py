@@ -6,7 +6,7 @@ into rings itself) and links simdjson, OpenSSL (ssl, crypto) and Boost.Beast/Asi
 Portable flags: -O3, no -march=native.
 
 Used by setup.py (`cffi_modules`), so `pip install -e .` compiles it. Run directly,
-`python workbench/feed/_native_build.py [--sanitize] [--out DIR]` builds the extension in place
+`python -m workbench.feed._native_build [--sanitize] [--out DIR]` builds the extension in place
 (or into DIR): `--sanitize` makes the AddressSanitizer + UndefinedBehaviorSanitizer debug build
 that `tests/feed/native_sanitized.py` runs in CI.
 
@@ -199,8 +199,14 @@ def check_headers(compiler: str | None = None) -> None:
                  f"({PACKAGES})")
 
 
-def builder(sanitize: bool = False) -> FFI:
-    """The FFI builder of `workbench._native` (sanitize: the ASan + UBSan debug build)."""
+def builder(sanitize: bool = False, absolute: bool = False) -> FFI:
+    """The FFI builder of `workbench._native` (sanitize: the ASan + UBSan debug build;
+    absolute: absolute paths, for `FFI.compile` in a build directory; setuptools wants them
+    relative to the project)."""
+
+    def rel(p: Path) -> str:
+        return str(p if absolute else p.relative_to(ROOT))
+
     sources = [CSRC / "wb_ring.cpp", *sorted(NATIVE.glob("*.cpp"))]
     ffi = FFI()
     ffi.cdef(PARSE_CDEF + HANDLER_CDEF)
@@ -208,10 +214,9 @@ def builder(sanitize: bool = False) -> FFI:
     ffi.set_source(
         "workbench._native",
         '#include "wb_parse.h"\n#include "wb_native.h"\n',
-        sources=[str(p.relative_to(ROOT)) for p in sources],
-        include_dirs=[str(CSRC.relative_to(ROOT)), str(NATIVE.relative_to(ROOT))],
-        depends=[str(p.relative_to(ROOT)) for p in sorted([*CSRC.glob("*.h"),
-                                                            *NATIVE.glob("*.h")])],
+        sources=[rel(p) for p in sources],
+        include_dirs=[rel(CSRC), rel(NATIVE)],
+        depends=[rel(p) for p in sorted([*CSRC.glob("*.h"), *NATIVE.glob("*.h")])],
         source_extension=".cpp",
         extra_compile_args=flags,
         extra_link_args=["-pthread", *(["-fsanitize=address,undefined"] if sanitize else [])],
@@ -231,7 +236,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=None, help="directory of the built module "
                         "(default: the source tree, beside workbench/)")
     args = parser.parse_args()
-    ffi = builder(args.sanitize)
+    ffi = builder(args.sanitize, absolute=True)
     os.chdir(ROOT)
     built = Path(ffi.compile(tmpdir=str(ROOT / "build" / ("asan" if args.sanitize else "native"))))
     dest = Path(args.out or ROOT) / "workbench"

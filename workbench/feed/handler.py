@@ -10,7 +10,9 @@ of `time.perf_counter_ns()`). A full ring drops and counts, unless `lossless`, w
 waits for room instead (the ring itself never blocks).
 
 In-process: `FeedHandler(ring, events, FeedConfig(...)).start()`. As its own process:
-`workbench feed --ring NAME --source FILE.npy (--rate R | --speed F | --flat)`.
+`workbench feed --ring NAME --source FILE.npy (--rate R | --speed F | --flat)`; the event file
+is any recording normalized (`workbench convert RECORDING OUT.npy`). The live native handler
+is `workbench.feed.native` (`workbench feed --venue ...`).
 """
 
 from __future__ import annotations
@@ -193,13 +195,18 @@ def load_events(path: Path) -> np.ndarray:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`workbench feed`: publish an event file into a ring from this process."""
+    """`workbench feed`: publish into a ring from this process, either an event file (the
+    replay thread: --source FILE.npy with --rate, --speed or --flat) or a venue's websocket
+    read live by the native handler (--venue, `workbench.feed.native`)."""
     parser.add_argument("--ring", required=True, help="ring name (/dev/shm/wb-NAME)")
-    parser.add_argument("--source", required=True, type=Path, help="EVENT_DTYPE .npy file")
-    pace = parser.add_mutually_exclusive_group(required=True)
-    pace.add_argument("--rate", type=float, help="events per second")
-    pace.add_argument("--speed", type=float, help="factor on the recorded ts_recv_ns timing")
-    pace.add_argument("--flat", action="store_true", help="as fast as the ring takes them")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="EVENT_DTYPE .npy file to replay (see `workbench convert`)")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="with --source: events per second")
+    pace.add_argument("--speed", type=float,
+                      help="with --source: factor on the recorded ts_recv_ns timing")
+    pace.add_argument("--flat", action="store_true",
+                      help="with --source: as fast as the ring takes them")
     parser.add_argument("--count", type=int, default=None,
                         help="events to publish, cycling over the file (default: the file once)")
     parser.add_argument("--create", action="store_true",
@@ -208,16 +215,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="records, a power of two (with --create; default 65536)")
     parser.add_argument("--lossless", action="store_true",
                         help="wait for room when the ring is full instead of dropping")
+    from workbench.feed import native
+
+    native.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the replay to the end (or SIGINT/SIGTERM), print a summary line. Returns 0."""
+    """--venue: the native handler (`workbench.feed.native.main`). --source: run the replay to
+    the end (or SIGINT/SIGTERM) and print a summary line; returns 0. Raises ConfigError when
+    neither, or both, is given, or --source lacks its pace."""
+    if (args.venue is None) == (args.source is None):
+        raise ConfigError("workbench feed: give --source FILE.npy (replay an event file) or "
+                          "--venue VENUE (read a venue live), not both")
+    if args.venue is not None:
+        from workbench.feed import native
+
+        return native.main(args)
     if args.rate is not None:
         config = FeedConfig("rate", args.rate, args.count, args.lossless)
     elif args.speed is not None:
         config = FeedConfig("speed", args.speed, args.count, args.lossless)
-    else:
+    elif args.flat:
         config = FeedConfig("flat", 0.0, args.count, args.lossless)
+    else:
+        raise ConfigError("workbench feed --source: give its pace, --rate R, --speed F or "
+                          "--flat")
     events = load_events(args.source)
     ring = ShmRing.create(args.ring, args.capacity) if args.create else ShmRing.attach(args.ring)
     with ring, FeedHandler(ring, events, config) as feed:
