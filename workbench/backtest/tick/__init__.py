@@ -1,0 +1,38 @@
+"""Tick-level backtesting: event files with two timelines, queue and latency models, one
+compiled strategy for backtest and live (issue 16).
+
+    from workbench.backtest.tick import convert, tick_backtest, TickConfig, ConstantLatency
+
+Modules: events.py (conversion, cache, TickData), latency.py, queue.py (models), kernel.py
+(the compiled simulation), backtest.py (the chunked driver), results.py (TickResult).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from workbench.lazy import exports
+
+if TYPE_CHECKING:
+    from workbench.backtest.tick.backtest import TickConfig, tick_backtest
+    from workbench.backtest.tick.events import TickData, convert, events_for
+    from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
+    from workbench.backtest.tick.queue import QueueModel
+    from workbench.backtest.tick.results import TickResult
+
+__all__ = ["ConstantLatency", "InterpLatency", "QueueModel", "TickConfig", "TickData",
+           "TickResult", "convert", "events_for", "tick_backtest"]
+
+_EXPORTS: dict[str, str] = {
+    "TickConfig": "workbench.backtest.tick.backtest",
+    "tick_backtest": "workbench.backtest.tick.backtest",
+    "TickData": "workbench.backtest.tick.events",
+    "convert": "workbench.backtest.tick.events",
+    "events_for": "workbench.backtest.tick.events",
+    "ConstantLatency": "workbench.backtest.tick.latency",
+    "InterpLatency": "workbench.backtest.tick.latency",
+    "QueueModel": "workbench.backtest.tick.queue",
+    "TickResult": "workbench.backtest.tick.results",
+}
+
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
