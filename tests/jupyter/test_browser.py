@@ -243,3 +243,95 @@ def _quickstart(page: object, lab: dict) -> None:
     assert "Traceback" not in body
     page.locator(".jp-Cell").last.evaluate("e => e.scrollIntoView({block: 'end'})")
     page.screenshot(path=str(ARTIFACTS / "quickstart-end.png"))
+
+
+# the live spike chart's source: spikes per dominant stage, summed over the run
+LIVE_SPIKES_JS = """() => {
+  if (!(window.Bokeh && Bokeh.index)) return null;
+  for (const view of Bokeh.index.roots) {
+    const doc = view.model.document;
+    const src = doc == null ? null : doc.get_model_by_name('live_spikes');
+    if (src == null) continue;
+    const get = (k) => (src.data instanceof Map ? src.data.get(k) : src.data[k]) || [];
+    const sum = (k) => [...get(k)].reduce((a, b) => a + b, 0);
+    const stages = ['parse', 'queue', 'book', 'strategy', 'order', 'unmeasured'];
+    const out = {total: stages.reduce((a, k) => a + sum(k), 0)};
+    for (const k of stages) out[k] = sum(k);
+    return out;
+  }
+  return null;
+}"""
+
+ANALYST_CELLS = [
+    "import asyncio\n%load_ext workbench",
+    "%hft --help",
+    "%hft start --dispatch polling --no-journal",
+    "await asyncio.sleep(6)",
+    "%hft profile --seconds 1 --rate 50",
+    "%hft plot latency",
+]
+
+
+def test_help_spikes_flamegraph_and_a_plot_after_reload(browser: object, lab: dict) -> None:
+    """`%hft --help` in the page; the live spike chart of a polling run stacks its spikes on
+    the queue stage; the flamegraph fills its output's width; after the page is reloaded (the
+    kernel still running its engine) a new plot renders."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(c) for c in ANALYST_CELLS],
+        metadata={"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                 "name": "python3"}})
+    nbformat.write(nb, lab["root"] / "analyst.ipynb")
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: d.accept())  # "leave with unsaved changes?" on reload
+    try:
+        page.goto(f"{lab['url']}/lab/tree/analyst.ipynb?token={lab['token']}")
+        page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
+        _wait_kernel_connected(lab)
+        _run_all_cells(page)
+        page.get_by_text("usage: %hft {").first.wait_for(timeout=120_000)
+        body = page.locator(".jp-Notebook").first.inner_text()
+        assert "%hft COMMAND --help lists the command's flags" in body
+        assert "compare" in body and "Traceback" not in body
+        page.get_by_text("hft: started run").first.wait_for(timeout=60_000)
+        page.wait_for_function(f"() => {{ const s = ({LIVE_SPIKES_JS})(); "
+                               "return s && s.total >= 2000; }", timeout=60_000)
+        spikes = page.evaluate(LIVE_SPIKES_JS)
+        assert spikes["queue"] >= 0.95 * spikes["total"], spikes
+        assert "dominant stage" in page.locator(".hft-panel .hft-attribution").first.inner_text()
+
+        frame = page.locator("iframe.hft-flamegraph").first
+        frame.wait_for(timeout=120_000)
+        frame.scroll_into_view_if_needed()
+        output_w = frame.evaluate("e => e.closest('.jp-OutputArea-output')"
+                                  ".getBoundingClientRect().width")
+        frame_w = frame.evaluate("e => e.getBoundingClientRect().width")
+        svg_w = page.frame_locator("iframe.hft-flamegraph").first.locator("svg").first \
+            .evaluate("e => e.getBoundingClientRect().width")
+        page.screenshot(path=str(ARTIFACTS / "analyst-flamegraph.png"))
+        assert output_w > 800 and frame_w >= 0.95 * output_w and svg_w >= 0.95 * frame_w, (
+            output_w, frame_w, svg_w)
+        page.wait_for_function(f"() => ({FIGURES_JS})().some(f => f[0].startsWith('P50'))",
+                               timeout=60_000)
+
+        page.reload()  # a new view of the same kernel, whose engine still runs
+        page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
+        _wait_kernel_connected(lab)
+        assert page.evaluate(f"() => ({FIGURES_JS})().length") == 0
+        page.locator(".jp-Cell").last.click()
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_function(
+            f"() => ({FIGURES_JS})().some(f => f[0].startsWith('P50') && f[3] > 0)",
+            timeout=60_000)
+        assert "Javascript Error" not in page.locator(".jp-Notebook").first.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "analyst-after-reload.png"))
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "analyst-failure.png"), full_page=True)
+        raise
+    finally:
+        context.close()
+    assert errors == []

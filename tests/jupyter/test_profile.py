@@ -14,7 +14,7 @@ import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 
-from workbench.jupyter.profile import fluid_svg
+from workbench.jupyter.profile import flamegraph_page
 from workbench.shared_data import REPO_ROOT
 
 
@@ -45,8 +45,11 @@ def test_profile_magic_shows_an_inline_flamegraph_and_marks_the_run(tmp_path: Pa
     shown = sh.display_pub.outputs[-1]["data"]["text/html"]
     assert "<iframe" in shown and 'srcdoc="' in shown
     svg = html.unescape(shown.split('srcdoc="', 1)[1].split('"></iframe>', 1)[0])
-    assert svg == fluid_svg(saved.read_text())[0]  # the whole flamegraph, made fluid
-    assert '<svg version="1.1" width="100%"' in svg and "viewBox" not in svg.split(">", 3)[2]
+    assert svg == flamegraph_page(saved.read_text())[0]  # the whole flamegraph, made fluid
+    assert '<svg version="1.1" width="100%"' in svg and "svg{width:100%" in svg
+    root = saved.read_text().index("<svg")
+    body = saved.read_text()[root:].split(">", 1)[1]
+    assert body in svg and "viewBox" not in svg.split("<svg", 1)[1].split(">", 1)[0]
     assert "busy_loop_for_profile" in svg
     sh.run_line_magic("unload_ext", "workbench")
     assert session.engine.state == "stopped"

@@ -171,6 +171,8 @@ class HftMagics(Magics):
             _say(f"already running ({self.session.describe()}); %hft stop first")
             return
         config = config_from_args(args)
+        if not args.no_ui:  # build the UI first: building it while the engine runs is a spike
+            self.session.prepare()
         self.session.start(config)
         _say(f"started {self.session.describe()}")
         if not args.no_ui:

@@ -41,9 +41,16 @@ FRAME_HEIGHT_PX = 520
 ATTACH_TIMEOUT_S = 30.0
 
 
-def fluid_svg(svg: str) -> tuple[str, int]:
-    """The flamegraph with its root `<svg>` 100% wide (no viewBox: inferno's frames are already
-    in percentages), and its height in px (0 when not found)."""
+FLUID_STYLE = "html,body{margin:0;padding:0}svg{width:100%;display:block}"
+
+
+def flamegraph_page(svg: str) -> tuple[str, int]:
+    """An HTML page holding the flamegraph fluid, and the flamegraph's height in px (0 when
+    not found). In an HTML page (an iframe's srcdoc) the SVG is inline, and inferno's fluid
+    mode removes its width: an inline SVG without one is 300 px wide; the page's CSS makes it
+    100% (inferno draws its frames in percentages and re-fits its text to the width). The
+    XML prolog and SVG doctype are dropped (not HTML); the root's fixed width and viewBox
+    too."""
     match = _SVG_TAG.search(svg)
     if match is None:
         return svg, 0
@@ -51,7 +58,9 @@ def fluid_svg(svg: str) -> tuple[str, int]:
     height = re.search(r'\sheight="(\d+)', tag)
     fluid = re.sub(r'\swidth="[^"]*"', ' width="100%"', tag, count=1)
     fluid = re.sub(r'\sviewBox="[^"]*"', "", fluid, count=1)
-    return svg[:match.start()] + fluid + svg[match.end():], int(height.group(1)) if height else 0
+    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><style>{FLUID_STYLE}</style>"
+            f"</head><body>{fluid}{svg[match.end():]}</body></html>")
+    return page, int(height.group(1)) if height else 0
 
 
 class ProfileError(WorkbenchError):
@@ -69,10 +78,10 @@ class Profile:
     rate: int
 
     def iframe_html(self, height_px: int = FRAME_HEIGHT_PX) -> str:
-        """The flamegraph, fluid (`fluid_svg`), in a full-width `<iframe srcdoc>` at most
+        """The flamegraph, fluid (`flamegraph_page`), in a full-width `<iframe srcdoc>` at most
         `height_px` high, with a button that opens it to its full height (self-contained:
         works offline)."""
-        svg, full = fluid_svg(self.svg)
+        page, full = flamegraph_page(self.svg)
         full += 8
         shown = min(height_px, full)
         button = ""
@@ -83,7 +92,7 @@ class Profile:
         return (f'{button}<iframe class="hft-flamegraph" title="py-spy flamegraph '
                 f'(pid {self.pid})" width="100%" height="{shown}" style="width:100%;'
                 f'min-width:100%;height:{shown}px;border:1px solid #ddd;display:block" '
-                f'srcdoc="{html.escape(svg, quote=True)}"></iframe>')
+                f'srcdoc="{html.escape(page, quote=True)}"></iframe>')
 
     def _repr_html_(self) -> str:
         what = f"{self.seconds:g} s" if self.seconds else "one cell"
