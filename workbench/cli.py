@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "rings": ("workbench.feed.ring", "list the shared-memory rings on this machine"),
     "record": ("workbench.feed.capture", "capture a live websocket session to a replayable file"),
     "inspect": ("workbench.feed.inspect", "what a recording holds, replayed through the book"),
+    "convert": ("workbench.backtest.tick.convert_cmd", "a recording to a tick event file"),
+    "backtest": ("workbench.backtest.tick.backtest_cmd", "the tick backtester on a recording"),
     "bench": ("workbench.bench.__main__", "the optimization-phase catalogue"),
     "report": ("workbench.jupyter.report", "run the nightly notebook and export an HTML report"),
 }

@@ -294,3 +294,57 @@ class Quoter:
         self.next_id += 1
         gw.submit(oid, side, tick * gw.tick_size, self.qty, LIMIT, GTX)
         return oid
+
+
+@jitclass([("alpha_fast", float64), ("alpha_slow", float64), ("slow", int64),
+           ("target_qty", float64), ("market", int64), ("fast_ema", float64),
+           ("slow_ema", float64), ("updates", int64), ("target", float64), ("next_id", int64)])
+class CompiledEmaCross:
+    """`workbench.engine.strategy.EmaCross` as a compiled strategy: per feed message with a
+    mid, ema += alpha * (mid - ema) (alpha = 2 / (n + 1)); from the `slow`-th update on, each
+    change of sign of fast - slow sends the order that moves the intended position to +-
+    target_qty; market orders (market=1) or post-only limits at the touch (market=0)."""
+
+    def __init__(self, fast, slow, target_qty, market):
+        self.alpha_fast = 2.0 / (fast + 1)
+        self.alpha_slow = 2.0 / (slow + 1)
+        self.slow = slow
+        self.target_qty = target_qty
+        self.market = market
+        self.fast_ema = 0.0
+        self.slow_ema = 0.0
+        self.updates = 0
+        self.target = 0.0
+        self.next_id = 1
+
+    def on_feed(self, gw):
+        gw.clear_inactive()
+        mid = gw.mid()
+        if mid != mid:
+            return
+        if self.updates == 0:
+            self.fast_ema = mid
+            self.slow_ema = mid
+            self.updates = 1
+            return
+        self.fast_ema += self.alpha_fast * (mid - self.fast_ema)
+        self.slow_ema += self.alpha_slow * (mid - self.slow_ema)
+        self.updates += 1
+        if self.updates < self.slow or self.fast_ema == self.slow_ema:
+            return
+        target = self.target_qty if self.fast_ema > self.slow_ema else -self.target_qty
+        delta = target - self.target
+        if delta == 0.0:
+            return
+        self.target = target
+        side = BUY if delta > 0 else SELL
+        oid = self.next_id
+        self.next_id += 1
+        if self.market:
+            gw.submit(oid, side, 0.0, abs(delta), MARKET, IOC)
+        else:
+            price = gw.best_bid if side == BUY else gw.best_ask
+            gw.submit(oid, side, price, abs(delta), LIMIT, GTX)
+
+    def on_fill(self, gw, order_id, side, price, qty):
+        pass
