@@ -65,6 +65,7 @@ class NativeParser:
             raise MemoryError("wb_parser_new failed")
         self._p = self._ffi.gc(ptr, self._lib.wb_parser_free)
         self._info = self._ffi.new("wb_msg_info *")
+        self._bulk = np.zeros(0, dtype=EVENT_DTYPE)  # parse_many's batch
         self._alloc(capacity)
         for symbol in symbols:
             self.add_symbol(symbol)
@@ -137,10 +138,11 @@ class NativeParser:
     def parse_many(self, messages: Sequence[bytes], recv_ns: np.ndarray | Sequence[int],
                    infos: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """All `messages` in one C call (`wb_parser_parse_many`): (events, ends, infos).
-        events: a new EVENT_DTYPE array; ends: uint64 (n,), the events of messages 0..i
-        (message i's are events[ends[i-1]:ends[i]]); infos: a structured array of the
-        `wb_msg_info` fields (kind, bad, symbol_id, n_events, first_id, last_id, prev_id, seq,
-        ts_event_ns) when `infos` is set, else None. recv_ns: int64 (n,)."""
+        events: a view of a reused batch (valid until the next parse_many); ends: uint64 (n,),
+        the events of messages 0..i (message i's are events[ends[i-1]:ends[i]]); infos: a
+        structured array of the `wb_msg_info` fields (INFO_DTYPE: kind, bad, symbol_id,
+        n_events, first_id, last_id, prev_id, seq, ts_event_ns) when `infos` is set, else
+        None. recv_ns: int64 (n,)."""
         ffi, lib = self._ffi, self._lib
         n = len(messages)
         lengths = np.fromiter((len(m) for m in messages), dtype=np.uint64, count=n)
@@ -152,7 +154,11 @@ class NativeParser:
             raise ValueError(f"recv_ns has {len(recv)} entries for {n} messages")
         ends = np.zeros(n, dtype=np.uint64)
         info_arr = np.zeros(n, dtype=INFO_DTYPE) if infos else None
-        out = np.zeros(max(16, 4 * n), dtype=EVENT_DTYPE)
+        # a reused batch (fresh pages cost a fault each): about one event per 16 bytes
+        need = 4 * n + len(buf) // 16
+        if len(self._bulk) < need:
+            self._bulk = np.zeros(need, dtype=EVENT_DTYPE)
+        out = self._bulk
         done = total = 0
         while done < n:
             got = lib.wb_parser_parse_many(
@@ -170,7 +176,7 @@ class NativeParser:
             if done < n:  # the next message does not fit: grow
                 grown = np.zeros(2 * len(out), dtype=EVENT_DTYPE)
                 grown[:total] = out[:total]
-                out = grown
+                out = self._bulk = grown
         return out[:total], ends, info_arr
 
     def stats(self) -> dict:
