@@ -32,7 +32,8 @@ struct ShmHeader {
     int32_t creator_pid;
     std::atomic<int32_t> producer_pid;
     uint64_t header_size;
-    uint64_t pad0[2];
+    std::atomic<uint64_t> producer_done;
+    uint64_t pad0;
     alignas(kLine) std::atomic<uint64_t> head;
     std::atomic<uint64_t> next_seq;
     std::atomic<uint64_t> dropped;
@@ -50,6 +51,8 @@ static_assert(sizeof(ShmHeader) == sizeof(wb_ring_header), "header size");
 static_assert(sizeof(ShmHeader) == 3 * kLine, "header is three cache lines");
 static_assert(offsetof(ShmHeader, producer_pid) == offsetof(wb_ring_header, producer_pid), "pid");
 static_assert(offsetof(ShmHeader, header_size) == offsetof(wb_ring_header, header_size), "hsz");
+static_assert(offsetof(ShmHeader, producer_done) == offsetof(wb_ring_header, producer_done),
+              "done");
 static_assert(offsetof(ShmHeader, head) == offsetof(wb_ring_header, head), "head");
 static_assert(offsetof(ShmHeader, dropped) == offsetof(wb_ring_header, dropped), "dropped");
 static_assert(offsetof(ShmHeader, tail) == offsetof(wb_ring_header, tail), "tail");
@@ -485,6 +488,7 @@ wb_ring *wb_ring_attach(const char *name, int *code, char *err, size_t errlen) {
 
 void wb_ring_close(wb_ring *r) {
     if (r == nullptr) return;
+    if (r->producer && !truncated(r)) r->hdr->producer_done.store(1, std::memory_order_release);
     unmap_guarded(r->guard, r->hdr, r->map_size);
     delete r;
 }
@@ -505,6 +509,7 @@ int wb_ring_unlink(const char *name, char *err, size_t errlen) {
 
 void wb_ring_claim_producer(wb_ring *r) {
     r->producer = true;
+    r->hdr->producer_done.store(0, std::memory_order_relaxed);
     r->hdr->producer_pid.store(int32_t(getpid()), std::memory_order_release);
     r->p_head = r->hdr->head.load(std::memory_order_acquire);
     r->p_seq = r->hdr->next_seq.load(std::memory_order_relaxed);
@@ -625,6 +630,7 @@ int wb_ring_stats_get(wb_ring *r, wb_ring_stats *out) {
     out->creator_pid = h->creator_pid;
     out->producer_pid = h->producer_pid.load(std::memory_order_acquire);
     out->producer_alive = out->producer_pid == 0 ? -1 : int32_t(process_alive(out->producer_pid));
+    out->producer_done = int32_t(h->producer_done.load(std::memory_order_acquire));
     out->creator_alive = int32_t(process_alive(out->creator_pid));
     return truncated(r) ? WB_ETRUNC : WB_OK;
 }

@@ -74,7 +74,8 @@ typedef struct wb_ring_header {
     int32_t creator_pid;
     int32_t producer_pid;     /* the process that pushes; 0 = none yet */
     uint64_t header_size;     /* bytes before slot 0 */
-    uint64_t _pad0[2];
+    uint64_t producer_done;   /* 1: the producer closed the ring cleanly (its data ended) */
+    uint64_t _pad0;
     /* cache line 1: producer */
     uint64_t head;            /* records published (atomic) */
     uint64_t next_seq;        /* last sequence number handed out (published + dropped) */
@@ -101,6 +102,8 @@ typedef struct wb_ring_stats {
     int32_t producer_pid;
     int32_t producer_alive;   /* 1 alive, 0 dead (stale ring), -1 no producer yet */
     int32_t creator_alive;    /* 1 alive, 0 dead */
+    int32_t producer_done;    /* 1: the producer closed the ring cleanly */
+    int32_t _pad;
 } wb_ring_stats;
 
 typedef struct wb_ring wb_ring; /* opaque handle, one per process and role */

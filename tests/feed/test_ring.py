@@ -190,14 +190,26 @@ def test_list_shows_rings_with_stats_and_the_cli_prints_them(
     assert ring_name not in {st.name for st in ShmRing.list()}
 
 
-PUSH_THREE = (  # a producer process: attaches, pushes venue_seq 7, 8, 9 and exits
-    "import sys\n"
+PUSH_THREE = (  # a producer process: attaches, pushes venue_seq 7, 8, 9 and dies (exits
+    # without closing the ring, as a crash would)
+    "import os, sys\n"
     "from workbench.feed.ring import ShmRing\n"
     "from workbench.events import empty_batch\n"
     "ring = ShmRing.attach(sys.argv[1])\n"
     "ev = empty_batch(3); ev['venue_seq'] = [7, 8, 9]\n"
     "assert ring.push_batch(ev) == 3\n"
+    "if sys.argv[2:] == ['close']:\n"
+    "    ring.close()\n"
+    "os._exit(0)\n"
 )
+
+
+def test_ring_whose_producer_closed_it_is_finished_not_stale(ring_name: str) -> None:
+    with ShmRing.create(ring_name, 16) as ring:
+        subprocess.run([sys.executable, "-c", PUSH_THREE, ring_name, "close"], check=True,
+                       timeout=60)
+        st = ring.stats
+        assert st.finished and not st.stale and st.state == "finished" and st.published == 3
 
 
 def test_ring_whose_producer_died_is_stale(

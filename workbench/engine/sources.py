@@ -179,7 +179,8 @@ class ReplaySource(Source):
 class RingSource(Source):
     """`ring:NAME`: events a producer (the C++ feed handler) published into a ShmRing, cut
     into messages at LAST_IN_MSG flags; their MessageInfo is derived from the events. An idle
-    ring whose producer process has died (the ring is stale) ends the run: FeedError."""
+    ring whose producer closed it (its data ended) ends the run; one whose producer process
+    died without closing it (the ring is stale) ends the run as failed: FeedError."""
 
     kind = "ring"
     upstream_stamped = True
@@ -190,12 +191,17 @@ class RingSource(Source):
         self._ring = ShmRing.attach(self.config.arg)
         self._submit, self._stop = submit, stop
 
-    def check_producer(self) -> None:
-        """Raise FeedError when the ring's producer is gone (called while the ring is idle)."""
+    def producer_ended(self) -> bool:
+        """Called while the ring is idle: True when the producer closed the ring and it is
+        drained (the data ended); raises FeedError when the producer died without closing
+        it."""
         st = self._ring.stats
-        if st.producer_alive == 0:
+        if st.finished:
+            return not st.pending
+        if st.stale:
             raise FeedError(f"ring {self._ring.name}: its producer (pid {st.producer_pid}) "
-                            "died; the ring is stale")
+                            "died without closing the ring; the ring is stale")
+        return False
 
     def run(self) -> None:
         ring, submit, stop = self._ring, self._submit, self._stop
@@ -214,7 +220,8 @@ class RingSource(Source):
                         now = time.perf_counter_ns()
                         if now - checked_ns >= PRODUCER_CHECK_NS:
                             checked_ns = now
-                            self.check_producer()
+                            if self.producer_ended():
+                                break
                     time.sleep(0 if idle < RING_IDLE_FLUSH else 0.0005)
                     continue
                 idle = 0
@@ -291,16 +298,16 @@ class NativeSource(RingSource):
                                   sim=sim).start()
         return self._simex.url + venue.ws_path, self._simex.rest_url
 
-    def check_producer(self) -> None:
-        feed = self._feed
-        st = feed.stats()
+    def producer_ended(self) -> bool:
+        """FeedError when the handler failed; True after `idle_end` seconds without a read
+        once data came (a recording served to its end)."""
+        st = self._feed.stats()
         self._stats = {"native": dataclasses.asdict(st)}
         if st.state == "failed":
             raise FeedError(f"native feed handler failed: {st.error}")
         idle_end = self.config.idle_end
-        if idle_end and st.last_read_ns and st.counters["messages"] and \
-                time.perf_counter_ns() - st.last_read_ns >= idle_end * SECOND_NS:
-            self._stop.set()
+        return bool(idle_end and st.last_read_ns and st.counters["messages"]
+                    and time.perf_counter_ns() - st.last_read_ns >= idle_end * SECOND_NS)
 
     def close_ring(self) -> None:
         if self._feed is not None:

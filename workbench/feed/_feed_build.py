@@ -75,7 +75,8 @@ typedef struct wb_ring_header {
     int32_t creator_pid;
     int32_t producer_pid;
     uint64_t header_size;
-    uint64_t _pad0[2];
+    uint64_t producer_done;
+    uint64_t _pad0;
     uint64_t head;
     uint64_t next_seq;
     uint64_t dropped;
@@ -100,6 +101,8 @@ typedef struct wb_ring_stats {
     int32_t producer_pid;
     int32_t producer_alive;
     int32_t creator_alive;
+    int32_t producer_done;
+    int32_t _pad;
 } wb_ring_stats;
 
 typedef struct wb_ring wb_ring;

@@ -31,8 +31,9 @@ handler it replaced; one installed later (e.g. `faulthandler.enable()` after the
 runs first and may report a recovered fault as fatal before passing it on.
 
 `workbench rings` prints `ShmRing.list()` as a table, with each ring's producer state: live,
-waiting (no producer yet), stale (the producer died, the creator still runs) or orphan (producer
-and creator both gone). `workbench rings --clean` unlinks the orphans and says why.
+waiting (no producer yet), finished (its producer closed it), stale (the producer died, the
+creator still runs) or orphan (producer and creator both gone). `workbench rings --clean`
+unlinks the orphans and says why.
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ class RingStats:
     read past the last drop). high_water: most records ever waiting at once. pending: records
     waiting now (published - consumed). created_ns: CLOCK_REALTIME ns since the Unix epoch.
     producer_pid: 0 when no producer has claimed the ring yet. stale: the producer process is
-    gone (the ring still holds what it published). orphan: no process that created or produced
-    into the ring lives (the producer is gone or never came, and the creator is gone): nothing
-    will unlink it, `workbench rings --clean` does. A reused pid counts as alive.
+    gone without closing the ring (it died; the ring still holds what it published). orphan: no
+    process that created or produced into the ring lives (the producer is gone or never came,
+    and the creator is gone): nothing will unlink it, `workbench rings --clean` does. A reused
+    pid counts as alive. finished: the producer closed the ring cleanly (its data ended); a
+    producer gone without it died.
     """
 
     name: str
@@ -96,14 +99,18 @@ class RingStats:
     producer_pid: int
     stale: bool
     orphan: bool
+    finished: bool = False
 
     @property
     def state(self) -> str:
-        """live, waiting (no producer yet), stale or orphan (see the class docstring)."""
+        """live, waiting (no producer yet), finished (its producer closed it), stale or
+        orphan (see the class docstring)."""
         if self.orphan:
             return "orphan"
         if self.stale:
             return "stale"
+        if self.finished:
+            return "finished"
         return "live" if self.producer_pid else "waiting"
 
     @property
@@ -407,8 +414,9 @@ class ShmRing:
             created_ns=int(s.created_ns),
             creator_pid=int(s.creator_pid),
             producer_pid=int(s.producer_pid),
-            stale=s.producer_alive == 0,
+            stale=s.producer_alive == 0 and not s.producer_done,
             orphan=s.producer_alive != 1 and s.creator_alive == 0,
+            finished=bool(s.producer_done),
         )
 
     def close(self) -> None:
