@@ -228,8 +228,11 @@ def _quickstart(page: object, lab: dict) -> None:
     points, last_p99 = page.evaluate(LIVE_SERIES_JS)
     assert points >= 3 and last_p99 > 0  # P99 keeps arriving, second by second
     assert _number(page, "events") > first  # the counters keep rising
-    live = page.evaluate(FIGURES_JS)
-    assert len(live) >= 5 and all(w > 100 and h > 100 for _, w, h, _ in live)
+    figures = page.evaluate(FIGURES_JS)
+    live = [f for f in figures if not f[0].startswith("Ring")]
+    assert len(live) >= 4 and all(w > 100 and h > 100 for _, w, h, _ in live)
+    assert all(w == 0 for t, w, _, _ in figures if t.startswith("Ring"))  # sim: no ring
+    live = figures
     page.locator(".hft-panel").first.evaluate("e => e.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(ARTIFACTS / "quickstart-live.png"))
     print(f"\nafter %hft start returned: P50/P99 counters live in {counters_live_s:.2f} s, "
