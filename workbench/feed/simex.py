@@ -1070,7 +1070,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     with exchange as ex:
         print(f"READY {ex.url}", flush=True)
-        sys.stdin.read()
+        try:
+            sys.stdin.read()
+        except KeyboardInterrupt:  # a SIGINT to the process group (a kernel shut down)
+            return 130
     return 0
 
 
