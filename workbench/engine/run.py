@@ -56,8 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src, st, t = d.source, d.strategy, d.tuning
     add = parser.add_argument
     add("--source", default=src.source,
-        help="sim | replay:PATH | ring:NAME | ws:URL (default %(default)s)")
-    add("--recording", default=None, help="with --source sim: a recording SimExchange serves")
+        help="sim | replay:PATH | ring:NAME | ws:URL | native (the C++ feed handler on a "
+             "loopback SimExchange) | native:URL (on a venue) (default %(default)s)")
+    add("--recording", default=None,
+        help="with --source sim or native: a recording SimExchange serves")
     add("--venue", default=src.venue, choices=VENUES,
         help="the venue whose messages the source speaks (default %(default)s)")
     add("--symbols", default=",".join(src.symbols),
@@ -102,6 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--feed-warm-us", type=float, default=t.feed_warm_us,
         help="with --feed-spin: every that many µs of idle polling, run one recent message "
              "through a shadow of the path to keep it warm (e.g. 300; default 0: off)")
+    add("--native-cpu", type=int, default=None,
+        help="with --source native: pin the C++ handler thread to this CPU (and try "
+             "SCHED_FIFO; refusals are reported in the feed counters)")
     add("--out", default=default_runs_dir(),
         help="parent directory of <run-id>/ (default: $WORKBENCH_RUNS, else runs/ of the "
              "project)")
@@ -135,6 +140,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         event_loop=args.event_loop,
         feed_spin=args.feed_spin,
         feed_warm_us=args.feed_warm_us,
+        native_cpu=args.native_cpu,
         out_dir=None if args.no_journal else args.out,
     )
 
