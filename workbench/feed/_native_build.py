@@ -97,6 +97,10 @@ int64_t wb_parser_parse(wb_parser *p, const char *msg, size_t len, size_t capaci
 int64_t wb_parser_snapshot(wb_parser *p, const char *body, size_t len, size_t capacity,
                            int64_t recv_ns, const char *symbol, wb_event *out, uint64_t cap,
                            wb_msg_info *info);
+int wb_parser_default_symbol(wb_parser *p, const char *symbol);
+int64_t wb_parser_parse_many(wb_parser *p, const char *buf, size_t size,
+                             const uint64_t *offsets, uint64_t n, const int64_t *recv_ns,
+                             wb_event *out, uint64_t cap, uint64_t *ends, wb_msg_info *infos);
 void wb_parser_counters(const wb_parser *p, uint64_t *messages, uint64_t *events,
                         uint64_t *out_bad);
 """
