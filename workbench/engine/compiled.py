@@ -203,7 +203,7 @@ class Gateway:
         py-hftbacktest's proc/local.rs). Returns the signed fill qty it booked (0 if none)."""
         i = self.find(order_id)
         filled = 0.0
-        if (status in (FILLED, PARTIALLY_FILLED)) and i >= 0:
+        if status in (FILLED, PARTIALLY_FILLED) and i >= 0 and exec_qty > 0.0:
             side = self.o_side[i]
             filled = exec_qty * side
             self.position += filled

@@ -115,6 +115,8 @@ class Engine:
         self.run_dir = Path(cfg.out_dir) / self.run_id if cfg.out_dir else None
         self.journal: Journal | None = None
         self.executor = Executor(self.broker, self.risk, self.positions, b.slice_qty)
+        if hasattr(self.strategy, "bind_executor"):  # engine.adapter.CompiledAdapter
+            self.strategy.bind_executor(self.executor)
         self.housekeeper = Housekeeper(self)
         self.latency = LatencyRecorder(on_fold=self.housekeeper.note)
         self.spikes = SpikeLog(hk.spike_threshold_us)

@@ -128,6 +128,17 @@ class Executor:
             total += q if order.request.side == Side.BUY else -q
         self._pending[symbol_id] = total
 
+    def cancel(self, order_id: int, now_ns: int, seq: int = 0) -> bool:
+        """Cancel a pending or resting order at the broker (journaled `cancelled`); False when
+        it is already done or unknown."""
+        order = self.broker.orders.get(order_id)
+        if order is None or not self.broker.cancel(order_id):
+            return False
+        self._sync_pending(order.request.symbol_id)
+        if self.journal is not None:
+            self._journal_order(order_id, order.request, now_ns, seq, "cancelled")
+        return True
+
     def flatten(self, symbol_id: int, now_ns: int, seq: int = 0) -> int:
         """Cancel the symbol's active orders and send a market order back to flat."""
         for order in list(self.broker.orders_active(symbol_id)):

@@ -1,0 +1,156 @@
+"""CompiledAdapter: a compiled strategy (`workbench.engine.compiled`) as an engine Strategy.
+
+    from workbench.engine.adapter import CompiledAdapter
+    from workbench.engine.compiled import Quoter
+    engine = Engine(config, strategy=CompiledAdapter(Quoter(0.001, 0.01), 0.1, 0.001))
+
+Per batch (`on_events(book, batch)`, called by the engine after the book applied it): the
+broker's news since the last batch reaches the gateway (fills from the Executor's fills, each
+order's status from its broker `Order`: pending -> NONE with a NEW request, open -> NEW,
+filled -> FILLED, cancelled -> CANCELED, rejected (post-only would cross) or refused by the
+risk limits -> EXPIRED), `on_fill` runs for each fill; then the book's top and the batch's
+last trade are written into the gateway, `on_feed` runs (one compiled call), and the queued
+requests go out: new orders through `Executor.submit` (tag `compiled:<order id>`), cancels
+through `Executor.cancel`. The engine binds its Executor with `bind_executor` when it is
+built. Times in the gateway are the batch's venue time (the engine's market time).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from workbench.engine.compiled import (
+    BUY,
+    CANCELED,
+    EXPIRED,
+    FILLED,
+    GTX,
+    INVALID_MAX,
+    INVALID_MIN,
+    MARKET,
+    NEW,
+    NONE,
+    PARTIALLY_FILLED,
+    REQ_CANCEL,
+    Gateway,
+)
+from workbench.engine.strategy import OrderRequest
+from workbench.errors import ConfigError, EngineError
+from workbench.events import K_TRADE, S_BUY, Side
+
+_STATUS = {"pending": NONE, "open": NEW, "filled": FILLED, "cancelled": CANCELED,
+           "rejected": EXPIRED}
+TAG = "compiled:"
+
+
+@nb.njit
+def _feed(strategy, gw):  # pragma: no cover - compiled
+    strategy.on_feed(gw)
+
+
+class CompiledAdapter:
+    """An engine Strategy running a compiled strategy (module docstring). tick_size, lot_size:
+    the instrument's (> 0). Raises ConfigError for bad sizes, EngineError when used before
+    an Executor was bound."""
+
+    def __init__(self, strategy, tick_size: float, lot_size: float) -> None:
+        if not tick_size > 0 or not lot_size > 0:
+            raise ConfigError(f"CompiledAdapter: tick_size and lot_size must be > 0, got "
+                              f"{tick_size}, {lot_size}")
+        self.strategy = strategy
+        self.gw = Gateway(tick_size, lot_size)
+        self.tick_size = tick_size
+        self._executor = None
+        self._orders: dict[int, object] = {}  # strategy order id -> broker Order (or None)
+        self._ids: dict[int, int] = {}  # broker order id -> strategy order id
+        self._fills_seen = 0
+
+    def bind_executor(self, executor) -> None:
+        """The engine's Executor: where orders go and fills come from."""
+        self._executor = executor
+
+    def on_events(self, book, batch: np.ndarray) -> list[OrderRequest]:
+        executor = self._executor
+        if executor is None:
+            raise EngineError("CompiledAdapter: no Executor bound (the Engine binds it)")
+        gw = self.gw
+        now = int(batch[0]["ts_event_ns"])
+        self._sync(executor)
+        tick = self.tick_size
+        bid, ask = book.best_bid, book.best_ask
+        gw.set_book(now, round(bid / tick) if bid == bid else INVALID_MIN,
+                    book.best_bid_qty if bid == bid else 0.0,
+                    round(ask / tick) if ask == ask else INVALID_MAX,
+                    book.best_ask_qty if ask == ask else 0.0)
+        trades = batch[batch["kind"] == K_TRADE]
+        if len(trades):
+            last = trades[-1]
+            gw.last_trade_price = float(last["price"])
+            gw.last_trade_qty = float(last["qty"])
+            gw.last_trade_side = BUY if last["side"] == S_BUY else -1
+        _feed(self.strategy, gw)
+        if gw.n_req:
+            self._send(executor, book.symbol_id, now, int(batch[0]["seq"]))
+        return []
+
+    def _send(self, executor, symbol_id: int, now: int, seq: int) -> None:
+        gw = self.gw
+        n = gw.n_req
+        kinds, ids = gw.r_kind[:n].copy(), gw.r_id[:n].copy()
+        sides, ticks, qtys = gw.r_side[:n].copy(), gw.r_tick[:n].copy(), gw.r_qty[:n].copy()
+        types, tifs = gw.r_type[:n].copy(), gw.r_tif[:n].copy()
+        gw.n_req = 0
+        broker = executor.broker
+        for k in range(n):
+            oid = int(ids[k])
+            if kinds[k] == REQ_CANCEL:
+                order = self._orders.get(oid)
+                if order is not None:
+                    executor.cancel(order.order_id, now, seq)
+                continue
+            market = types[k] == MARKET
+            request = OrderRequest(symbol_id, Side.BUY if sides[k] == BUY else Side.SELL,
+                                   float(qtys[k]), "market" if market else "limit",
+                                   float("nan") if market else float(ticks[k]) * self.tick_size,
+                                   bool(tifs[k] == GTX), f"{TAG}{oid}")
+            self._orders[oid] = None
+            if executor.submit([request], now, seq):
+                order = next(o for o in reversed(broker.orders_active(symbol_id))
+                             if o.request.tag == request.tag)
+                self._orders[oid] = order
+                self._ids[order.order_id] = oid
+
+    def _sync(self, executor) -> None:
+        """Fills and order states since the last batch into the gateway."""
+        gw = self.gw
+        count = executor.fill_count
+        if count != self._fills_seen:
+            new = list(executor.fills)[-(count - self._fills_seen):]
+            self._fills_seen = count
+            for fill in new:
+                oid = self._ids.get(fill.order_id)
+                if oid is None:
+                    continue
+                order = self._orders[oid]
+                done = order.remaining <= 1e-12
+                gw.apply_response(oid, FILLED if done else PARTIALLY_FILLED, NONE,
+                                  max(order.remaining, 0.0), fill.qty,
+                                  round(fill.price / self.tick_size), fill.ts_ns, fill.fee,
+                                  False, 0)
+                self.strategy.on_fill(gw, oid, BUY if fill.side == Side.BUY else -1,
+                                      fill.price, fill.qty)
+        for oid, order in list(self._orders.items()):
+            if order is None:  # refused before the broker (risk limits)
+                gw.apply_response(oid, EXPIRED, NONE, 0.0, 0.0, 0, 0, 0.0, False, 0)
+                del self._orders[oid]
+                continue
+            status = _STATUS[order.status]
+            if status != NONE:
+                i = gw.find(oid)
+                if i >= 0 and (gw.o_status[i] != status or gw.o_req[i] == NEW):
+                    gw.apply_response(oid, status, NONE, max(order.remaining, 0.0), 0.0, 0, 0,
+                                      0.0, False, 0)
+            if status in (FILLED, CANCELED, EXPIRED):
+                del self._orders[oid]
+                self._ids.pop(order.order_id, None)
