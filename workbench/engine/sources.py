@@ -309,6 +309,13 @@ class NativeSource(RingSource):
         return bool(idle_end and st.last_read_ns and st.counters["messages"]
                     and time.perf_counter_ns() - st.last_read_ns >= idle_end * SECOND_NS)
 
+    def stats(self) -> dict[str, Any]:
+        """The ring's counters (at the end) and the handler's, read now (the handler runs
+        on: its counters are atomics)."""
+        if self._feed is None:
+            return dict(self._stats)
+        return {**self._stats, "native": dataclasses.asdict(self._feed.stats())}
+
     def close_ring(self) -> None:
         if self._feed is not None:
             with contextlib.suppress(Exception):
