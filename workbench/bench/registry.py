@@ -32,6 +32,7 @@ TOPIC_MODULES: dict[str, str] = {
     "frames": "workbench.bench.frames",
     "spikes": "workbench.bench.spikes",
     "soak": "workbench.bench.soak",
+    "native": "workbench.bench.native",
 }
 
 
