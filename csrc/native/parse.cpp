@@ -418,6 +418,14 @@ static int string_content(od::value &v, sv &out) {
     return v.get_string().get(out) ? WB_BAD_JSON : 0;
 }
 
+/* A float from JSON number text as msgspec reads it: an integer (no fraction, no exponent)
+ * goes through int, so "-0" is +0.0. */
+static bool float_text(sv text, double &out) {
+    if (!to_double(text, out)) return false;
+    if (out == 0.0 && text.find_first_of(".eE") == sv::npos) out = 0.0;
+    return true;
+}
+
 static inline bool is_number_text(sv s) {
     return !s.empty() && number_end(s.data(), 0, static_cast<long>(s.size())) ==
                              static_cast<long>(s.size());
@@ -431,7 +439,7 @@ int lax_float(od::value &v, double &out, bool nullable, bool *is_null) {
     if (t == od::json_type::number) {
         WBP_TRY(token(v, text));
         if (!is_number_text(text)) return WB_BAD_JSON;
-        return to_double(text, out) ? 0 : WB_BAD_SCHEMA;
+        return float_text(text, out) ? 0 : WB_BAD_SCHEMA;
     }
     if (t == od::json_type::null) {
         WBP_TRY(token(v, text));
@@ -446,7 +454,7 @@ int lax_float(od::value &v, double &out, bool nullable, bool *is_null) {
         *is_null = true;
         return 0;
     }
-    if (is_number_text(text)) return to_double(text, out) ? 0 : WB_BAD_SCHEMA;
+    if (is_number_text(text)) return float_text(text, out) ? 0 : WB_BAD_SCHEMA;
     sv word = text;
     bool neg = !word.empty() && word[0] == '-';
     if (neg) word.remove_prefix(1);
@@ -522,35 +530,45 @@ int lax_int(od::value &v, int64_t &out, int64_t lo, int64_t hi) {
     return (out >= lo && out <= hi) ? 0 : WB_BAD_SCHEMA;
 }
 
+/* msgspec's lax bool of a number text: the integers 0 and 1 (-0 too), nothing else. */
+static bool bool_text(sv text, bool &out) {
+    if (!is_number_text(text) || text.find_first_of(".eE") != sv::npos) return false;
+    sv digits = text[0] == '-' ? text.substr(1) : text;
+    if (digits == "1" && text[0] != '-') {
+        out = true;
+        return true;
+    }
+    if (digits == "0") {
+        out = false;
+        return true;
+    }
+    return false;
+}
+
 int lax_bool(od::value &v, bool &out) {
     od::json_type t;
     if (v.type().get(t)) return WB_BAD_JSON;
     sv text;
-    if (t == od::json_type::boolean || t == od::json_type::number || t == od::json_type::null) {
+    if (t == od::json_type::boolean || t == od::json_type::null) {
         WBP_TRY(token(v, text));
-        if (text == "true" || text == "1") {
-            out = true;
+        if (text == "true" || text == "false") {
+            out = text == "true";
             return 0;
         }
-        if (text == "false" || text == "0") {
-            out = false;
-            return 0;
-        }
-        if (t == od::json_type::boolean) return WB_BAD_JSON;
-        if (t == od::json_type::null) return text == "null" ? WB_BAD_SCHEMA : WB_BAD_JSON;
-        return is_number_text(text) ? WB_BAD_SCHEMA : WB_BAD_JSON;
+        return text == "null" ? WB_BAD_SCHEMA : WB_BAD_JSON;
+    }
+    if (t == od::json_type::number) {
+        WBP_TRY(token(v, text));
+        if (!is_number_text(text)) return WB_BAD_JSON;
+        return bool_text(text, out) ? 0 : WB_BAD_SCHEMA;
     }
     if (t != od::json_type::string) return WB_BAD_SCHEMA;
     WBP_TRY(string_content(v, text));
-    if (ieq(text, "true") || text == "1") {
-        out = true;
+    if (ieq(text, "true") || ieq(text, "false")) {
+        out = ieq(text, "true");
         return 0;
     }
-    if (ieq(text, "false") || text == "0") {
-        out = false;
-        return 0;
-    }
-    return WB_BAD_SCHEMA;
+    return bool_text(text, out) ? 0 : WB_BAD_SCHEMA;
 }
 
 /* ---- books (_levels.parse_book) --------------------------------------------------------------- */
