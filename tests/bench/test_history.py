@@ -60,29 +60,53 @@ def test_append_and_reload_round_trip(store: Path) -> None:
     assert '"gc": 3' in lat["extra"][0]
 
 
-def _history(p99s: list[float], rates: list[float]) -> pl.DataFrame:
+def _history(ratios: list[float], quick: list[bool] | None = None,
+             rates: list[float] | None = None) -> pl.DataFrame:
+    n = len(ratios)
     return pl.DataFrame({
-        "phase": ["p"] * len(p99s), "status": ["ok"] * len(p99s), "quick": [False] * len(p99s),
-        "time_utc": [f"2026-01-{d + 1:02d}T00:00:00+00:00" for d in range(len(p99s))],
-        "optimized_p99_ns": p99s, "optimized_items_per_s": rates,
+        "run_id": [f"r{d:02d}" for d in range(n)], "phase": ["p"] * n, "status": ["ok"] * n,
+        "quick": quick or [False] * n,
+        "time_utc": [f"2026-01-{d + 1:02d}T00:00:00+00:00" for d in range(n)],
+        "ratio": ratios, "optimized_items_per_s": rates or [1000.0] * n,
     })
 
 
-def test_regression_flag_on_median_of_last_seven() -> None:
-    # the first run is outside the 7-run window: its huge P99 must not affect the median
-    p99 = [1e9, 100, 100, 105, 95, 100, 102, 98, 115]
-    rate = [1.0, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 950]
-    flags = history.regressions(_history(p99, rate))
-    assert flags.height == 1
-    row = flags.row(0, named=True)
-    assert row["figure"] == "p99_ns" and row["variant"] == "optimized"
-    assert row["median"] == 100 and row["latest"] == 115 and row["runs"] == 7
-    assert row["change"] == pytest.approx(0.15)
+def test_no_flag_without_five_earlier_runs_of_the_same_mode() -> None:
+    # a ratio that collapsed, after 4 runs: not enough history, never a regression
+    t = history.trends(_history([3.0, 3.0, 3.1, 2.9, 1.0]))["p"]
+    assert t.status == "not enough history" and t.arrow == "·" and t.runs == 4
+    assert history.regressions(_history([3.0, 3.0, 3.1, 2.9, 1.0])).is_empty()
+    # the first run ever: nothing to compare with
+    first = history.trends(_history([3.0]))["p"]
+    assert first.status == "not enough history" and first.median is None
+    # 5 earlier runs, but 2 of them quick: still 3 of the full mode
+    mixed = _history([3.0, 3.0, 3.0, 3.0, 3.0, 1.0], quick=[True, True] + [False] * 4)
+    assert history.trends(mixed)["p"].status == "not enough history"
 
 
-def test_throughput_drop_is_flagged_and_small_changes_are_not() -> None:
-    flags = history.regressions(_history([100] * 8 + [109], [1000] * 8 + [850]))
-    assert flags["figure"].to_list() == ["items_per_s"]
-    assert flags["change"][0] == pytest.approx(0.15)
-    assert history.regressions(_history([100] * 8 + [109], [1000] * 8 + [910])).is_empty()
+def test_a_ratio_below_the_noise_band_is_a_regression() -> None:
+    ratios = [3.0, 3.1, 2.9, 3.0, 3.05, 2.95, 2.0]
+    t = history.trends(_history(ratios))["p"]
+    assert t.status == "regression" and t.arrow == "↓" and t.runs == 6
+    assert t.median == pytest.approx(3.0) and t.low < 3.0 < t.high
+    assert t.change == pytest.approx(2.0 / 3.0 - 1)
+    flags = history.regressions(_history(ratios))
+    assert flags["phase"].to_list() == ["p"] and flags["runs"].to_list() == [6]
+    # inside the band (noise) and above it
+    assert history.trends(_history([*ratios[:-1], 2.9]))["p"].status == "steady"
+    assert history.trends(_history([*ratios[:-1], 4.0]))["p"].status == "improvement"
+
+
+def test_absolute_figures_are_never_flagged() -> None:
+    # the optimized throughput halves, but so does the baseline's: the ratio is steady
+    rates = [1000.0] * 6 + [500.0]
+    assert history.regressions(_history([3.0] * 7, rates=rates)).is_empty()
     assert history.regressions(pl.DataFrame()).is_empty()
+
+
+def test_the_band_follows_the_spread_of_the_history() -> None:
+    noisy = [2.0, 4.0, 2.5, 3.5, 3.0, 2.2, 3.8]
+    t = history.trends(_history([*noisy, 2.1]))["p"]
+    assert t.status == "steady"  # 2.1 is inside a noisy phase's band
+    quiet = [3.0] * 7
+    assert history.trends(_history([*quiet, 2.8]))["p"].status == "regression"  # 5% floor

@@ -210,6 +210,9 @@ def _paced_run(exchange: _Exchange, name: str) -> tuple[Engine, dict[str, Any]]:
         "spikes": status.spikes, "spike_causes": status.spike_causes,
         "max_queue_depth": status.max_queue_depth, "warm_runs": status.warm_runs,
         "stages": {s.value: summary[s.value] for s in LOCAL_STAGES},
+        # for the report's per-stage CDFs and spike attribution (issue 17)
+        "histograms": engine.latency.to_json()["histograms"],
+        "spike_summary": status.spike_summary.to_dict(worst=5),
     }
     return engine, extra
 

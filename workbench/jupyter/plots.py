@@ -57,6 +57,7 @@ STATIC_RESOURCES = Resources(mode="inline", components=["bokeh"])
 
 STAGE_COLORS: dict[str, str] = {s.value: Category10_10[i] for i, s in enumerate(STAGES)}
 ROLLOVER = 600  # points kept per live series (10 minutes of per-second points)
+TREND_WIDTH = 560  # two trend charts and their toolbar side by side in a report
 WIDTH, HEIGHT = 620, 280
 
 
@@ -361,12 +362,12 @@ def ring_figure(t_s: Sequence[float], events_per_s: Sequence[float], drops: Sequ
 def bench_trend_figure(nights: Sequence[str], values: Mapping[str, Sequence[float]], *,
                        title: str, y_label: str,
                        flagged: Mapping[str, Sequence[bool]] | None = None,
-                       y_axis_type: str = "linear") -> Any:
+                       y_axis_type: str = "linear", width: int = WIDTH) -> Any:
     """One line per phase over nights (x = night label); flagged[phase][i] marks a regression
-    at night i with a red circle."""
-    fig = figure(title=title, width=WIDTH * 2, height=max(HEIGHT + 60, 17 * len(values) + 90),
-                 x_range=list(nights),
-                 y_axis_label=y_label, y_axis_type=y_axis_type,
+    at night i with a red circle. The legend goes under the plot, one entry per row, so it is
+    never clipped however many phases there are."""
+    fig = figure(title=title, width=width, height=HEIGHT + 60 + 16 * len(values),
+                 x_range=list(nights), y_axis_label=y_label, y_axis_type=y_axis_type,
                  tools="pan,wheel_zoom,box_zoom,reset,save")
     fig.toolbar.logo = None
     fig.xaxis.major_label_orientation = 0.8
@@ -384,7 +385,12 @@ def bench_trend_figure(nights: Sequence[str], values: Mapping[str, Sequence[floa
                             fill_alpha=0, line_color="red", line_width=3)
     fig.add_tools(HoverTool(tooltips=[("phase", "@phase"), ("night", "@night"), ("value", "@y")]))
     if fig.legend:
-        _legend_outside(fig, "7pt")
+        legend = fig.legend[0]
+        legend.label_text_font_size = "8pt"
+        legend.click_policy = "hide"
+        legend.spacing = 0
+        legend.padding = 4
+        fig.add_layout(legend, "below")
     return fig
 
 
@@ -560,29 +566,27 @@ class LivePlots:
 
 @dataclass
 class NightlyTrends:
-    """Trend figures of the bench history: `figures` (bokeh), `nights` (runs shown)."""
+    """Trend figures of the bench history: `figures` (bokeh, one per topic), `grid` (them as
+    small multiples, two a row; None without figures), `nights` (runs shown)."""
 
     figures: list[Any]
     nights: int
+    grid: Any = None
 
 
-TREND_FIGURES = (
-    ("ratio", "improvement ratio (optimized vs baseline, >1 better)", None),
-    ("optimized_p99_ns", "optimized P99 (ns), latency phases", "p99_ns"),
-    ("optimized_items_per_s", "optimized throughput (items/s)", "items_per_s"),
-)
-
-
-def nightly_trends(history: Any, *, window: int = 7, threshold: float = 0.10,
-                   last: int = 30) -> NightlyTrends:
-    """Per-phase trends over the last `last` runs of a bench history frame (polars, as
-    `workbench.bench.history.load` returns): the improvement ratio, the optimized P99 and the
-    optimized throughput. A night is flagged on the P99 / throughput figure when
-    `history.regressions` (computed on the history up to that night) flags that phase."""
+def nightly_trends(history: Any, *, last: int = 30, min_runs: int | None = None
+                   ) -> NightlyTrends:
+    """The measured ratio (optimized vs baseline within each run, > 1: optimized better) of
+    every phase over the last `last` runs of a bench history frame (polars, as
+    `workbench.bench.history.load` returns), one figure per topic. A night is ringed when
+    `history.trends` (on the history up to that night) finds that phase's ratio below the
+    noise band of at least `min_runs` earlier runs."""
     import polars as pl
+    from bokeh.layouts import gridplot
 
-    from workbench.bench.history import regressions
+    from workbench.bench import history as store
 
+    min_runs = store.MIN_HISTORY if min_runs is None else min_runs
     if history.is_empty():
         return NightlyTrends([], 0)
     ok = history.filter(pl.col("status") == "ok")
@@ -591,32 +595,29 @@ def nightly_trends(history: Any, *, window: int = 7, threshold: float = 0.10,
     run_ids = runs["run_id"].to_list()
     labels = [f"{t[5:16].replace('T', ' ')} {r[:4]}"
               for r, t in zip(run_ids, runs["time_utc"].to_list(), strict=True)]
-    flags: dict[tuple[str, str], list[bool]] = {}
+    flags: dict[str, list[bool]] = {}
     for i, (run_id, t) in enumerate(zip(run_ids, runs["time_utc"].to_list(), strict=True)):
         upto = ok.filter(pl.col("time_utc") <= t)
-        upto = upto.filter((pl.col("time_utc") < t) | (pl.col("run_id") == run_id))
-        for row in regressions(upto, window=window, threshold=threshold).iter_rows(named=True):
-            if row["variant"] == "optimized":
-                flags.setdefault((row["phase"], row["figure"]), [False] * len(run_ids))[i] = True
+        for phase, tr in store.trends(upto, run_id, min_runs=min_runs).items():
+            if tr.status == "regression":
+                flags.setdefault(phase, [False] * len(run_ids))[i] = True
+    shown = ok.filter(pl.col("run_id").is_in(run_ids))
     figures = []
-    for column, title, figure_name in TREND_FIGURES:
-        if column not in ok.columns:
-            continue
-        table = ok.filter(pl.col("run_id").is_in(run_ids)).select("run_id", "phase", column)
+    for (topic,), group in shown.group_by(["topic"], maintain_order=True):
         values: dict[str, list[float]] = {}
-        marks: dict[str, list[bool]] = {}
-        for (phase,), group in table.group_by(["phase"], maintain_order=True):
-            by_run = dict(zip(group["run_id"].to_list(), group[column].to_list(), strict=True))
+        for (phase,), rows in group.group_by(["phase"], maintain_order=True):
+            by_run = dict(zip(rows["run_id"].to_list(), rows["ratio"].to_list(), strict=True))
             ys = [by_run.get(r) for r in run_ids]
-            if all(y is None for y in ys):
-                continue
-            values[phase] = [float("nan") if y is None else float(y) for y in ys]
-            if figure_name is not None:
-                marks[phase] = flags.get((phase, figure_name), [False] * len(run_ids))
+            if any(y is not None for y in ys):
+                values[phase] = [float("nan") if y is None else float(y) for y in ys]
         if values:
-            figures.append(bench_trend_figure(labels, values, title=title, y_label=column,
-                                              flagged=marks, y_axis_type="log"))
-    return NightlyTrends(figures, len(run_ids))
+            figures.append(bench_trend_figure(
+                labels, values, title=f"{topic}: measured ratio per run", y_label="ratio",
+                flagged={p: flags.get(p, [False] * len(run_ids)) for p in values},
+                y_axis_type="log", width=TREND_WIDTH))
+    grid = (gridplot([figures[i:i + 2] for i in range(0, len(figures), 2)],
+                     toolbar_location="right") if figures else None)
+    return NightlyTrends(figures, len(run_ids), grid)
 
 
 def cdf_comparison_figure(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,

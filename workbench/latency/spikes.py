@@ -172,12 +172,13 @@ class SpikeSummary:
         n = len(next(iter(self.timeline_stage.values()), []))
         return [i * self.bucket_s for i in range(n)]
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (summary.json); `from_dict` reads it back."""
+    def to_dict(self, worst: int | None = None) -> dict[str, Any]:
+        """JSON-ready form (summary.json; `worst`: keep only that many of the worst spikes, a
+        compact form for the bench history); `from_dict` reads it back."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "worst"}
         out["hist_edges_ns"] = list(self.hist_edges_ns)
         out["worst"] = [{**s._asdict(), "causes": [c._asdict() for c in s.causes]}
-                        for s in self.worst]
+                        for s in self.worst[:worst]]
         return out
 
     @classmethod
