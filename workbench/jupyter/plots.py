@@ -72,6 +72,8 @@ def show_static(layout: LayoutDOM) -> None:
 
 
 def _figure(title: str, y_label: str, *, x_label: str = "run time (s)", **kw: Any) -> Any:
+    if x_label == "run time (s)":  # time axes start at the run's start, not before it
+        kw.setdefault("x_range", DataRange1d(start=0))
     fig = figure(title=title, width=WIDTH, height=HEIGHT, x_axis_label=x_label,
                  y_axis_label=y_label, tools="pan,wheel_zoom,box_zoom,reset,save", **kw)
     fig.toolbar.logo = None
@@ -257,7 +259,7 @@ def _spikes_plot(source: ColumnDataSource, by: str) -> Any:
     keys, colors = SPIKE_GROUPS[by]
     title = ("Spikes by dominant stage" if by == "stage"
              else "Spikes by primary cause (longest thing that ran meanwhile)")
-    fig = _figure(title, "spikes", x_range=DataRange1d(start=0))
+    fig = _figure(title, "spikes")
     for key in keys:
         fig.vbar(x="t", width="w", bottom=f"{key}_bottom", top=f"{key}_top", source=source,
                  color=colors[key], legend_label=key)
