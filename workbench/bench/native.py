@@ -26,11 +26,13 @@ native.live (latency, tick-to-trade): a SimExchange process of its own serves th
   has few orders, so native.flat_out reports it too). The machine's hiccup rate and the
   window's bursts are in extra and printed under the table.
 native.flat_out (throughput, events/s): the engine flat out, the whole recording (quick: its
-  first QUICK messages of `feed_ws`) served as fast as SimExchange sends (`feed_ws.prepare`:
-  its own process, `--speed flat`). Rate = events between the first and the last event the
+  first `feed_ws.QUICK_MESSAGES`) served as fast as SimExchange sends (`feed_ws.prepare`: its
+  own process, `--speed flat`). Rate = events between the first and the last event the
   engine processed, over that wall time (sampled every POLL_S). Baseline `ws:URL`, optimized
-  `native:URL`, callback, no spin. Check: both books valid at the end with the same top 20
-  levels. Target: >= 1M events/s (no ratio claimed).
+  `native:URL`, callback, no spin. Each path counts the events its engine processed (the
+  handler drops the deltas older than its snapshot itself; the Python path hands them to
+  BookSync, which drops them), so msgs/s is in extra too. Check: both books valid at the end
+  with the same top 20 levels. Target: >= 1M events/s (no ratio claimed).
 native.pinning (latency, read-to-publish): two `native:URL` runs of the live window, the
   handler thread unpinned vs pinned (`native_cpu` = the highest CPU this process may use; it
   also tries SCHED_FIFO, reported in extra). Latencies: the engine's parse stage of the
