@@ -184,6 +184,7 @@ class RingSource(Source):
 
     kind = "ring"
     upstream_stamped = True
+    poll_wait_ns = 0  # > 0: an empty ring is busy-polled in C (no GIL) this long per read
 
     def open(self, submit: Submit, stop: threading.Event) -> None:
         from workbench.feed.ring import ShmRing
@@ -205,24 +206,28 @@ class RingSource(Source):
 
     def run(self) -> None:
         ring, submit, stop = self._ring, self._submit, self._stop
+        wait_ns = self.poll_wait_ns
+        # empty reads before a message cut short is handed on: a spinning read waited already
+        flush_after = 1 if wait_ns else RING_IDLE_FLUSH
         idle = 0
         checked_ns = time.perf_counter_ns()
         cutter = MessageCutter()
         try:
             while not stop.is_set():
-                view = ring.read()
+                view = ring.read(wait_ns=wait_ns)
                 if not len(view):
                     idle += 1
-                    if idle == RING_IDLE_FLUSH:
+                    if idle == flush_after:
                         for message in cutter.flush():
                             submit(message, info_of(message))
-                    if idle >= RING_IDLE_FLUSH:
+                    if idle >= flush_after:
                         now = time.perf_counter_ns()
                         if now - checked_ns >= PRODUCER_CHECK_NS:
                             checked_ns = now
                             if self.producer_ended():
                                 break
-                    time.sleep(0 if idle < RING_IDLE_FLUSH else 0.0005)
+                    if not wait_ns:
+                        time.sleep(0 if idle < RING_IDLE_FLUSH else 0.0005)
                     continue
                 idle = 0
                 for message in cutter.cut(view):
@@ -243,13 +248,16 @@ class NativeSource(RingSource):
     creates; the feed thread consumes it as `ring:` does. Without a URL the run starts
     SimExchange on loopback (its simulator, or `recording`) and the handler connects to it,
     so the default needs no network. `tuning.native_cpu` pins the handler thread (and tries
-    SCHED_FIFO). Events carry the handler's socket-read stamp (`ts_recv_ns`) and ring push
-    (`ts_publish_ns`) in this process's clock: parse is read to push, queue push to pick-up.
+    SCHED_FIFO). The feed thread busy-polls the ring in C (GIL released, `poll_wait_ns` per
+    read), so a message is picked up as soon as it is pushed. Events carry the handler's
+    socket-read stamp (`ts_recv_ns`) and ring push (`ts_publish_ns`) in this process's clock:
+    parse is read to push, queue push to pick-up.
     The handler failing (unreachable, ring truncated) ends the run: FeedError."""
 
     kind = "native"
     upstream_stamped = False
     native_stamped = True
+    poll_wait_ns = 1_000_000  # the feed thread busy-polls the ring (a core at 100%)
 
     def __init__(self, cfg: SourceConfig, tuning: TuningConfig) -> None:
         super().__init__(cfg)
@@ -529,18 +537,20 @@ class MessageCutter:
 
 def info_of(batch: np.ndarray) -> MessageInfo:
     """MessageInfo of a message that came without one (ring events, sequenced by order
-    only): snapshot if flagged so, book-invalid for a BOOK_INVALID event, delta if it
-    carries level events, else other."""
+    only), from its first event (a message's events are of one kind of message): snapshot if
+    flagged so, book-invalid for a BOOK_INVALID event, delta if it is a level event, else
+    other."""
     first = batch.item(0)
     info = MessageInfo()
     info.symbol_id = first[5]
     info.first_id = info.last_id = first[4]
-    if first[6] == K_SNAP_BEGIN or first[8] & F_SNAPSHOT:
+    kind = first[6]
+    if kind == K_SNAP_BEGIN or first[8] & F_SNAPSHOT:
         info.kind = M_SNAPSHOT
-    elif first[6] == K_BOOK_INVALID:
-        info.kind = M_BOOK_INVALID
-    elif ((batch["kind"] == K_BID) | (batch["kind"] == K_ASK)).any():
+    elif kind in (K_BID, K_ASK):
         info.kind = M_DELTA
+    elif kind == K_BOOK_INVALID:
+        info.kind = M_BOOK_INVALID
     else:
         info.kind = M_OTHER
     return info
