@@ -24,7 +24,8 @@ import pytest
 from workbench.book.sync import BookSync
 from workbench.errors import ConfigError
 from workbench.events import EVENT_DTYPE, M_DELTA, M_SNAPSHOT, MessageInfo
-from workbench.feed.native_parser import BAD_KINDS, INFO_DTYPE, VENUES, NativeParser
+from workbench.feed.native_codes import BAD_KINDS, VENUE_CODES
+from workbench.feed.native_parser import INFO_DTYPE, NativeParser
 from workbench.feed.replay import Record, open_recording
 from workbench.feed.symbols import SymbolRegistry
 from workbench.feed.venues import get_venue, normalizer_for
@@ -202,7 +203,7 @@ def test_rest_snapshots_equal_normalize_snapshot(shared_data) -> None:
 
 def test_venue_keys_and_symbols() -> None:
     registry = SymbolRegistry()
-    for key in VENUES:
+    for key in VENUE_CODES:
         parser = NativeParser(key, registry, symbols=["btc-usd"])
         assert registry.lookup(key, "BTC-USD") == parser.add_symbol("BTC-USD")
     with pytest.raises(ConfigError):

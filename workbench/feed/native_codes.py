@@ -18,21 +18,12 @@ VENUE_CODES: dict[str, int] = {
     "coinbase": lib.WB_VENUE_COINBASE,
 }
 
-MALFORMED_NAMES: dict[int, str] = {
-    lib.WB_BAD_JSON: "json",
-    lib.WB_BAD_SCHEMA: "schema",
-    lib.WB_BAD_UNKNOWN_TYPE: "unknown_type",
-    lib.WB_BAD_PRICE: "bad_price",
-    lib.WB_BAD_QTY: "bad_qty",
-    lib.WB_BAD_UNKNOWN_SYMBOL: "unknown_symbol",
-    lib.WB_BAD_DEPTH: "depth",
-    lib.WB_BAD_MEMORY: "memory",
-    lib.WB_BAD_INTERNAL: "internal",
-    lib.WB_BAD_OVERSIZE: "oversize",
-}
-assert len(MALFORMED_NAMES) == lib.WB_BAD_COUNT - 1
+# WB_BAD_* code -> malformed kind ('' for WB_BAD_NONE)
+BAD_KINDS: tuple[str, ...] = ("", "json", "schema", "unknown_type", "bad_price", "bad_qty",
+                              "unknown_symbol", "depth", "memory", "internal", "oversize")
+assert len(BAD_KINDS) == lib.WB_BAD_COUNT and BAD_KINDS[lib.WB_BAD_OVERSIZE] == "oversize"
 
 
 def malformed_counts(by_code: Sequence[int]) -> dict[str, int]:
     """{kind name: count} of the non-zero entries of a WB_BAD_COUNT-long count array."""
-    return {MALFORMED_NAMES[i]: int(by_code[i]) for i in MALFORMED_NAMES if by_code[i]}
+    return {BAD_KINDS[i]: int(by_code[i]) for i in range(1, len(BAD_KINDS)) if by_code[i]}

@@ -20,30 +20,19 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from workbench._native import ffi, lib
 from workbench.errors import ConfigError
 from workbench.events import EVENT_DTYPE, MessageInfo
+from workbench.feed.native_codes import BAD_KINDS, VENUE_CODES, malformed_counts
 from workbench.feed.symbols import SYMBOLS, SymbolRegistry
 
-# Python venue key -> the wb_parse.h WB_VENUE_* constant name
-VENUES = {"binance": "WB_VENUE_BINANCE_SPOT", "binance-usdm": "WB_VENUE_BINANCE_USDM",
-          "binance-coinm": "WB_VENUE_BINANCE_COINM", "bybit": "WB_VENUE_BYBIT_LINEAR",
-          "bybit-spot": "WB_VENUE_BYBIT_SPOT", "bybit-inverse": "WB_VENUE_BYBIT_INVERSE",
-          "coinbase": "WB_VENUE_COINBASE"}
-# WB_BAD_* index -> the Python malformed kind (base.MALFORMED_KINDS, plus oversize)
-BAD_KINDS = ("", "json", "schema", "unknown_type", "bad_price", "bad_qty", "unknown_symbol",
-             "depth", "memory", "internal", "oversize")
 DEFAULT_CAPACITY = 4096
-PADDING = 64  # WB_PARSE_PADDING: bytes simdjson may read past a message
-
-
-def _native():  # imported on first use: the extension is optional at import time
-    from workbench import _native
-
-    return _native.ffi, _native.lib
+PADDING = lib.WB_PARSE_PADDING  # bytes simdjson may read past a message
 
 
 class NativeParser:
-    """One venue connection's C++ parser. venue_key: a key of `VENUES`; registry: the symbol
+    """One venue connection's C++ parser. venue_key: a key of
+    `workbench.feed.native_codes.VENUE_CODES`; registry: the symbol
     registry ids come from; symbols: added at once; default_symbol (Binance): the symbol of
     depth snapshots that name none (BinanceNormalizer's default_symbol; added if needed).
     Raises ConfigError for another venue key, a bad symbol or capacity < 16."""
@@ -51,16 +40,16 @@ class NativeParser:
     def __init__(self, venue_key: str, registry: SymbolRegistry = SYMBOLS,
                  symbols: Iterable[str] = (), default_symbol: str | None = None,
                  capacity: int = DEFAULT_CAPACITY):
-        if venue_key not in VENUES:
+        if venue_key not in VENUE_CODES:
             raise ConfigError(f"NativeParser: unknown venue {venue_key!r}: expected one of "
-                              f"{', '.join(VENUES)}")
+                              f"{', '.join(VENUE_CODES)}")
         if capacity < 16:
             raise ConfigError(f"capacity must be >= 16 events, got {capacity}")
-        self._ffi, self._lib = _native()
+        self._ffi, self._lib = ffi, lib
         self.venue = venue_key
         self.registry = registry
         self.last = MessageInfo()
-        ptr = self._lib.wb_parser_new(getattr(self._lib, VENUES[venue_key]))
+        ptr = self._lib.wb_parser_new(VENUE_CODES[venue_key])
         if ptr == self._ffi.NULL:
             raise MemoryError("wb_parser_new failed")
         self._p = self._ffi.gc(ptr, self._lib.wb_parser_free)
@@ -187,7 +176,7 @@ class NativeParser:
         bad = ffi.new("uint64_t[]", self._lib.WB_BAD_COUNT)
         self._lib.wb_parser_counters(self._p, messages, events, bad)
         return {"messages": messages[0], "events": events[0],
-                "malformed": {BAD_KINDS[i]: bad[i] for i in range(1, len(BAD_KINDS)) if bad[i]}}
+                "malformed": malformed_counts(bad)}
 
 
 # wb_msg_info as numpy (parse_many's infos)
