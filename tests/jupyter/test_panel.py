@@ -123,3 +123,16 @@ def test_live_plots_hold_data_until_a_view_exists_then_stream(session: Session) 
     _spin(1.5)
     assert len(source.data["t"]) > held  # later frames stream into the source
     assert all(v > 0 for v in source.data["tick_to_trade_p99"])
+
+
+def test_a_native_run_shows_the_handler_counters(session: Session) -> None:
+    from workbench.engine.config import EngineConfig
+
+    engine = session.start(EngineConfig(source="native", dispatch="callback"))
+    assert engine.state == "running"
+    _spin(2.0)
+    native = _counter(session.panel, "native")
+    messages = int(re.search(r"live: ([\d,]+) msgs", native).group(1).replace(",", ""))
+    assert messages > 0 and "0 malformed" in native and "read→push P99" in native
+    session.stop()
+    assert engine.state == "stopped"

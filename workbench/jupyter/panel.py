@@ -158,6 +158,18 @@ class UiPump:
             await asyncio.sleep(max(0.0, self._min_interval - (loop.time() - started)))
 
 
+def native_text(native: dict | None) -> str | None:
+    """One line of the native handler's counters (`NativeStats` as a dict): messages,
+    malformed, gaps / resyncs, reconnects, read-to-publish P99."""
+    if not native:
+        return None
+    c = native["counters"]
+    p99 = native["read_to_publish_ns"].get("p99", 0.0) / 1e3
+    return (f"{native['state']}: {c['messages']:,} msgs, {c['malformed']:,} malformed, "
+            f"{c['gaps']:,} gaps / {c['resyncs']:,} resyncs, {c['reconnects']:,} reconnects, "
+            f"read→push P99 {p99:,.1f} µs")
+
+
 @dataclasses.dataclass
 class Counters:
     """The panel's live figures (plain data)."""
@@ -177,6 +189,7 @@ class Counters:
     dispatch_gaps: int = 0
     dispatch_switches: int = 0
     ui_spikes: int = 0  # spikes that saw the UI's display refresh
+    native: str | None = None  # the native feed handler's counters (native sources only)
 
     def notes(self) -> list[str]:
         """What the P50/P99 figures stand on: the whole run, across dispatch switches, and
@@ -211,6 +224,8 @@ class Counters:
             cell("position", "position", positions_text(self.positions)),
             cell("pnl", "PnL", f"{self.pnl:+,.4f}"),
         ]
+        if self.native is not None:
+            cells.append(cell("native", "native feed", self.native))
         if self.ring_drops is not None:
             cells.append(cell("ring", "ring drops / gaps",
                               f"{self.ring_drops:,} / {self.ring_gaps:,}"))
@@ -303,6 +318,8 @@ class RunView:
         c.positions = now.positions
         c.position = now.position_qty
         c.ring_drops, c.ring_gaps = ring if ring is not None else (None, None)
+        c.native = native_text(engine.source.stats().get("native")) \
+            if engine.source is not None and engine.source.kind == "native" else None
         c.dispatch_gaps = now.dispatch_gaps
         c.dispatch_switches = engine.dispatch_switches
         self._elapsed_s = now.elapsed_s
