@@ -210,6 +210,94 @@ def test_coinbase_recording_events_equal_python(shared_data: Path) -> None:
             np.testing.assert_array_equal(got_side, want_side)
 
 
+RECORDINGS = [  # (file, venue, websocket path on SimExchange, recorded connection)
+    ("binance/hftbacktest/spot/btcusdt_20240808.gz", "binance", "/stream", None),
+    ("binance/hftbacktest/cm/btcusd_perp_20240808.gz", "binance-coinm", "/stream", None),
+    ("binance/cryptofeed_v3/BINANCE_FUTURES.jsonl.zst", "binance-usdm", "/stream", None),
+    ("bybit/BYBIT.jsonl.zst", "bybit", "/v5/public/linear", "BYBIT.ws.2"),
+    ("bybit/BYBIT.jsonl.zst", "bybit-spot", "/v5/public/spot", "BYBIT.ws.3"),
+]
+
+
+def python_reference(path: Path, venue: str, conn: str | None, registry: SymbolRegistry,
+                     depth: int = 10) -> tuple[dict, dict, list[str]]:
+    """The Python path over the recording: the top `depth` levels after every delta applied
+    to a valid book, keyed (symbol_id, update id); the trade and BBO events by symbol; and the
+    symbols seen."""
+    normalizer = get_venue(venue).normalizer(registry)
+    sync = BookSync(get_venue(venue).sequencing)
+    tops: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+    events: dict[tuple[int, int], list[np.ndarray]] = {}
+    for _, message in ReplayFeed(path, speed=None, conn=conn):
+        batch = normalizer.normalize(message, 1)
+        info = normalizer.last
+        book = sync.process(batch, info)
+        if info.kind == M_DELTA and book is not None and book.valid:
+            tops[info.symbol_id, info.last_id] = book.depth(depth)
+        for kind in (K_TRADE, K_BBO):
+            mine = batch[batch["kind"] == kind]
+            if len(mine):
+                events.setdefault((kind, int(mine["symbol_id"][0])), []).append(mine.copy())
+    symbols = [registry.symbol(sid) for sid, _ in tops] + [
+        registry.symbol(sid) for _, sid in events]
+    return tops, {k: np.concatenate(v) for k, v in events.items()}, sorted(set(symbols))
+
+
+@pytest.mark.parametrize("relative, venue, ws_path, conn", RECORDINGS,
+                         ids=[f"{v}-{Path(r).name}" for r, v, _, _ in RECORDINGS])
+def test_recordings_served_over_loopback_equal_the_python_path(
+        shared_data: Path, relative: str, venue: str, ws_path: str, conn: str | None) -> None:
+    """Every recording with book or trade messages (the USD-M and Coinbase ones above):
+    SimExchange serves it flat out, the handler subscribes to every symbol in it. The book
+    after each delta equals the Python path's (normalizer + BookSync with the venue's rule)
+    at the same update id, and each symbol's trades and BBO events are the tail of the Python
+    path's (the subscriptions start a little after the stream), field by field."""
+    path = shared_data / relative
+    registry = SymbolRegistry()
+    tops, events, symbols = python_reference(path, venue, conn, registry)
+    exchange = get_venue(venue).exchange
+    with SimExchange(path, venue=exchange, speed=None, conn=conn) as ex:
+        rb = RingBook(venue, ex.url + ws_path, symbol=symbols[0])
+        rb.registry = registry
+        rb.feed = NativeFeed(venue, symbols, ex.url + ws_path, rb.name, registry=registry,
+                             rest_url=ex.rest_url if get_venue(venue).rest else None)
+        with rb:
+            rb.until(lambda: rb.feed.stats()["messages"] >= 10, 60, "messages")
+            quiet_since = time.monotonic()
+            seen = -1
+            while time.monotonic() - quiet_since < 1.0:  # until nothing more comes for 1 s
+                rb.pump()
+                count = rb.feed.stats()["messages"]
+                if count != seen:
+                    seen, quiet_since = count, time.monotonic()
+                time.sleep(0.05)
+            st = rb.feed.stats()
+    assert st.counters["malformed"] == 0 and st.counters["dropped"] == 0
+    got = rb.events()
+    compared = 0
+    for (kind, sid), theirs in events.items():
+        mine = got[(got["kind"] == kind) & (got["symbol_id"] == sid)]
+        fields = COMPARED if kind == K_TRADE or venue != "coinbase" else \
+            [f for f in COMPARED if f != "venue_seq"]
+        if len(mine):
+            assert_same_events(mine, theirs[len(theirs) - len(mine):], fields)
+            compared += len(mine)
+    assert compared > 0
+    # the book after each delta, where both paths had a valid book at that update id
+    mine_tops = {}
+    sync = BookSync(UNSEQUENCED)
+    for message in rb.messages:
+        info = info_of(message)
+        book = sync.process(message, info)
+        if info.kind == M_DELTA and book is not None and book.valid:
+            mine_tops[info.symbol_id, info.last_id] = book.depth(10)
+    common = set(mine_tops) & set(tops)
+    assert len(common) >= min(20, len(tops) // 2), (len(common), len(tops))
+    for key in common:
+        for got_side, want_side in zip(mine_tops[key], tops[key], strict=True):
+            np.testing.assert_array_equal(got_side, want_side)
+
+
 # ---- the simulator: every fault detected, counted and healed ---------------------------------
 
 @pytest.mark.parametrize("faults, counter", [
