@@ -46,7 +46,8 @@ def test_every_notebook_has_a_parameters_cell() -> None:
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
 
 
-def test_quickstart(tmp_path: Path) -> None:
+def test_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))  # the kernel inherits it
     nb = _execute("quickstart.ipynb", tmp_path, watch_s=1.5)
     text = _text(nb)
     statuses = re.findall(r"running \[(\w+)\]: ([\d,]+) events", text)
