@@ -28,4 +28,12 @@ inline void wb_cpu_relax() {
  * the caller. Returns how many were published. */
 uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_rest);
 
+/* Zero-copy publishing (the native handler writes events straight into the slots): the free
+ * slots contiguous from the next one, at most up to the wrap, count in *n (in: wanted, out:
+ * available; a later reserve may offer more once the consumer frees slots); NULL when none or
+ * the ring is truncated. Nothing is published until wb_ring_commit(r, k), k <= *n, which
+ * stamps seq and one ts_publish_ns and publishes the first k. Producer thread only. */
+wb_event *wb_ring_reserve(wb_ring *r, uint64_t *n);
+uint64_t wb_ring_commit(wb_ring *r, uint64_t n);
+
 #endif /* WB_INTERNAL_H */

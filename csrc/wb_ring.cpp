@@ -335,6 +335,38 @@ uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_
     return k;
 }
 
+wb_event *wb_ring_reserve(wb_ring *r, uint64_t *n) {
+    if (truncated(r)) return nullptr;
+    if (!r->producer) wb_ring_claim_producer(r);
+    const uint64_t head = r->p_head;
+    uint64_t room = r->capacity - (head - r->p_tail_cache);
+    const uint64_t to_wrap = r->capacity - (head & r->mask);
+    if (room < *n && room < to_wrap) {
+        r->p_tail_cache = r->hdr->tail.load(std::memory_order_acquire);
+        room = r->capacity - (head - r->p_tail_cache);
+    }
+    *n = room < to_wrap ? room : to_wrap;
+    return *n ? &r->slots[head & r->mask] : nullptr;
+}
+
+uint64_t wb_ring_commit(wb_ring *r, uint64_t n) {
+    if (n == 0 || truncated(r)) return 0;
+    const uint64_t head = r->p_head;
+    const uint64_t seq0 = r->p_seq;
+    const int64_t now = wb_monotonic_ns();
+    wb_event *s = &r->slots[head & r->mask];
+    for (uint64_t i = 0; i < n; ++i) {
+        s[i].seq = seq0 + 1 + i;
+        s[i].ts_publish_ns = now;
+    }
+    if (truncated(r)) return 0;
+    r->p_head = head + n;
+    r->p_seq = seq0 + n;
+    r->hdr->next_seq.store(seq0 + n, std::memory_order_relaxed);
+    r->hdr->head.store(head + n, std::memory_order_release);
+    return n;
+}
+
 extern "C" {
 
 wb_ring *wb_ring_create(const char *name, uint64_t capacity, int *code, char *err,

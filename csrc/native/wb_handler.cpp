@@ -4,9 +4,12 @@
  *
  * Receive path, per websocket read: Beast reads into one flat buffer (reused; its storage grows
  * to the largest message and stays); a whole message is parsed in place (the buffer keeps
- * WB_PARSE_PADDING writable bytes after it for simdjson), its events are written into one
- * reused staging batch and pushed into the ring with one push (one ts_publish_ns). No
- * per-message allocation or copy of the message bytes on the live path.
+ * WB_PARSE_PADDING writable bytes after it for simdjson) straight into the ring's free slots
+ * (wb_ring_reserve); when the sequencer publishes the message as it is (a live book, a trade,
+ * a quote) the slots are committed (wb_ring_commit: one ts_publish_ns) and nothing is copied.
+ * A message the sequencer buffers, or one that does not fit before the ring's wrap, goes
+ * through a reused staging batch instead. No per-message allocation or copy of the message
+ * bytes on the live path.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -360,7 +363,13 @@ public:
 
     /* ---- wb::SyncOutput ---- */
     void publish(const wb_event *events, uint32_t n) override {
-        uint64_t k = wb_ring_push_batch(ring_, events, n);
+        uint64_t k;
+        if (events == reserved_ && n == reserved_n_) {  /* parsed into the slots: commit */
+            reserved_ = nullptr;
+            k = wb_ring_commit(ring_, n);
+        } else {
+            k = wb_ring_push_batch(ring_, events, n);
+        }
         int64_t now = wb_monotonic_ns();
         c_.events.fetch_add(k, std::memory_order_relaxed);
         if (k < n)
@@ -408,6 +417,8 @@ private:
     net::steady_timer reconnect_timer_, watchdog_timer_;
     std::mt19937_64 rng_;
     std::vector<wb_event> staging_;
+    const wb_event *reserved_ = nullptr;  /* the ring slots the current message was parsed into */
+    uint32_t reserved_n_ = 0;
     std::vector<std::string> subscribe_;
     std::unordered_map<uint32_t, std::string> names_;
     std::unordered_map<uint32_t, std::shared_ptr<net::steady_timer>> rest_jobs_;
@@ -804,12 +815,30 @@ void Handler::on_message(Conn &conn, const char *data, size_t len, size_t capaci
     c_.messages.fetch_add(1, std::memory_order_relaxed);
     c_.bytes.fetch_add(len, std::memory_order_relaxed);
     wb_msg_info info;
-    int64_t n = wb_parser_parse(parser_, data, len, capacity, recv_ns, staging_.data(),
-                                staging_.size(), &info);
-    if (n == WB_PARSE_NO_ROOM) {
-        staging_.resize(std::max<size_t>(info.n_events, 2 * staging_.size()));
-        n = wb_parser_parse(parser_, data, len, capacity, recv_ns, staging_.data(),
-                            staging_.size(), &info);
+    uint64_t room = staging_.size();
+    wb_event *out = wb_ring_reserve(ring_, &room);
+    int64_t n = WB_PARSE_NO_ROOM;
+    if (out != nullptr)
+        n = wb_parser_parse(parser_, data, len, capacity, recv_ns, out, room, &info);
+    if (n == WB_PARSE_NO_ROOM) {  /* not before the wrap, or the ring is full: staging */
+        if (out != nullptr && info.n_events > staging_.size())
+            staging_.resize(std::max<size_t>(info.n_events, 2 * staging_.size()));
+        out = staging_.data();
+        n = wb_parser_parse(parser_, data, len, capacity, recv_ns, out, staging_.size(), &info);
+        if (n == WB_PARSE_NO_ROOM) {
+            staging_.resize(std::max<size_t>(info.n_events, 2 * staging_.size()));
+            out = staging_.data();
+            n = wb_parser_parse(parser_, data, len, capacity, recv_ns, out, staging_.size(),
+                                &info);
+        }
+    } else if (n > 0 && seq_.publishes_as_is(info)) {
+        reserved_ = out;
+        reserved_n_ = uint32_t(n);
+    } else if (n > 0) {  /* buffered or preceded by a gap marker: off the slots first */
+        if (size_t(n) > staging_.size())
+            staging_.resize(size_t(n));
+        std::memcpy(static_cast<void *>(staging_.data()), out, size_t(n) * sizeof(wb_event));
+        out = staging_.data();
     }
     if (n < 0)
         n = 0;
@@ -818,7 +847,8 @@ void Handler::on_message(Conn &conn, const char *data, size_t len, size_t capaci
         if (info.bad >= 0 && info.bad < WB_BAD_COUNT)
             c_.malformed_by[info.bad].fetch_add(1, std::memory_order_relaxed);
     }
-    seq_.on_message(staging_.data(), uint32_t(n), info, *this);
+    seq_.on_message(out, uint32_t(n), info, *this);
+    reserved_ = nullptr;  /* not published as parsed (buffered, dropped): the slots stay free */
     if (wb_ring_status(ring_) != WB_OK)
         fail("the ring's shared memory was truncated under the handler");
 }

@@ -59,14 +59,16 @@ bool Sequencer::straddles(int64_t snapshot_id, int64_t first, int64_t last,
     }
 }
 
-bool Sequencer::live(uint32_t symbol_id) const {
-    auto it = books_.find(symbol_id);
-    return it != books_.end() && it->second.live;
-}
-
-bool Sequencer::wants_snapshot(uint32_t symbol_id) const {
-    auto it = books_.find(symbol_id);
-    return it == books_.end() || !it->second.valid;
+bool Sequencer::publishes_as_is(const wb_msg_info &info) const {
+    if (info.kind == WB_MSG_MALFORMED)
+        return false;
+    if (rule_ == Rule::coinbase && info.seq >= 0 && conn_seq_ >= 0 && info.seq != conn_seq_ + 1)
+        return false;
+    if (info.kind != WB_MSG_DELTA)
+        return true;
+    auto it = books_.find(info.symbol_id);
+    return it != books_.end() && it->second.live &&
+           follows(it->second.last_id, info.first_id, info.last_id, info.prev_id);
 }
 
 void Sequencer::on_message(const wb_event *events, uint32_t n, const wb_msg_info &info,

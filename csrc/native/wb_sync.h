@@ -57,9 +57,10 @@ public:
                     SyncOutput &out);
     /* A new connection: every valid book is published invalid; all wait for a snapshot. */
     void connection_reset(SyncOutput &out);
-    /* symbol_id's book: live (a snapshot in and deltas applying). */
-    bool live(uint32_t symbol_id) const;
-    bool wants_snapshot(uint32_t symbol_id) const;
+    /* on_message would publish this message's events first, as they are (a delta that
+     * follows its live book, a snapshot, a trade or quote; no gap to report before them):
+     * the handler may parse it straight into ring slots and commit them. */
+    bool publishes_as_is(const wb_msg_info &info) const;
 
 private:
     struct Delta {

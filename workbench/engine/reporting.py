@@ -113,7 +113,10 @@ class Reporter:
 
 
 def _position(p: Position) -> PositionStatus:
+    # ids from another process (a ring's producer) are not in this process's registry
+    known = 0 < p.symbol_id <= len(SYMBOLS)
     return PositionStatus(
-        symbol=SYMBOLS.symbol(p.symbol_id), symbol_id=p.symbol_id, qty=p.qty,
+        symbol=SYMBOLS.symbol(p.symbol_id) if known else f"symbol {p.symbol_id}",
+        symbol_id=p.symbol_id, qty=p.qty,
         avg_price=p.avg_price, realized_pnl=p.realized_pnl, unrealized_pnl=p.unrealized_pnl,
         fees=p.fees, net_pnl=p.net_pnl, mark=None if math.isnan(p.mark) else p.mark)
