@@ -240,3 +240,27 @@ def test_bad_feed_input_is_refused(
         code = cli.main(["feed", "--ring", ring_name, "--source", str(path), "--flat"])
         assert code == 1
         assert str(path) in capsys.readouterr().err
+    # neither --source nor --venue, or both; --source without its pace
+    for argv in (["feed", "--ring", ring_name],
+                 ["feed", "--ring", ring_name, "--source", str(wrong), "--venue", "binance"],
+                 ["feed", "--ring", ring_name, "--source", str(wrong)]):
+        assert cli.main(argv) == 1
+        assert "--source" in capsys.readouterr().err
+
+
+def test_a_converted_recording_is_replayed_into_the_ring(shared_data: Path, ring_name: str,
+                                                         tmp_path: Path) -> None:
+    """`workbench convert RECORDING OUT.npy` writes the event file `workbench feed --source`
+    replays: the ring carries its events, in order, every field but the ring's stamps."""
+    from workbench.backtest.tick.events import convert
+
+    out = convert(shared_data / "bybit/xrpusdt-ob500.data.zip", tmp_path / "xrp.npy").path
+    events = np.load(out)
+    with ShmRing.create(ring_name, 1 << 13) as ring:
+        published, dropped = feed_summary(start_feed(ring_name, out, "--flat", "--lossless"))
+        assert (published, dropped) == (len(events), 0)
+        got = ring.read(len(events)).copy()
+    assert len(got) == len(events)
+    for name in ("ts_event_ns", "ts_recv_ns", "venue_seq", "symbol_id", "kind", "side",
+                 "flags", "price", "qty"):
+        np.testing.assert_array_equal(got[name], events[name], err_msg=name)
