@@ -246,11 +246,12 @@ class TuningConfig:
     """Latency tuning: gc_mode (`workbench.tuning`), gil_switch_interval_us (None: the
     interpreter's), feed_cpus / engine_cpus (CPU ids to pin the threads to), event_loop,
     feed_spin (the feed thread of `sim` and `ws:` sources busy-polls its sockets,
-    `tuning.SpinSelector`: one core at 100% for a pick-up by a running CPU; event_loop then
-    applies to the engine thread), feed_warm_us (with feed_spin: every that many µs of idle
-    polling one recent message runs through a shadow of the path, `engine.warm.PathWarmer`;
-    0 = off), native_cpu (the `native` source's C++ handler thread is pinned to this CPU and
-    tries SCHED_FIFO; None: not pinned)."""
+    `tuning.SpinSelector`, and the `native` source's its ring, in Python: one core at 100%
+    for a pick-up by a running CPU; event_loop then applies to the engine thread),
+    feed_warm_us (with feed_spin: every that many µs of idle polling one recent message runs
+    through a shadow of the path, `engine.warm.PathWarmer`; 0 = off), native_cpu (the
+    `native` source's C++ handler thread is pinned to this CPU and tries SCHED_FIFO; None:
+    not pinned)."""
 
     gc_mode: str = "default"
     gil_switch_interval_us: float | None = None

@@ -185,6 +185,7 @@ class RingSource(Source):
     kind = "ring"
     upstream_stamped = True
     poll_wait_ns = 0  # > 0: an empty ring is busy-polled in C (no GIL) this long per read
+    spin = False  # True: an empty ring is polled again at once, in Python (the GIL held)
 
     def open(self, submit: Submit, stop: threading.Event) -> None:
         from workbench.feed.ring import ShmRing
@@ -226,7 +227,7 @@ class RingSource(Source):
                             checked_ns = now
                             if self.producer_ended():
                                 break
-                    if not wait_ns:
+                    if not wait_ns and not self.spin:
                         time.sleep(0 if idle < RING_IDLE_FLUSH else 0.0005)
                     continue
                 idle = 0
@@ -248,10 +249,13 @@ class NativeSource(RingSource):
     creates; the feed thread consumes it as `ring:` does. Without a URL the run starts
     SimExchange on loopback (its simulator, or `recording`) and the handler connects to it,
     so the default needs no network. `tuning.native_cpu` pins the handler thread (and tries
-    SCHED_FIFO). The feed thread busy-polls the ring in C (GIL released, `poll_wait_ns` per
-    read), so a message is picked up as soon as it is pushed. Events carry the handler's
-    socket-read stamp (`ts_recv_ns`) and ring push (`ts_publish_ns`) in this process's clock:
-    parse is read to push, queue push to pick-up.
+    SCHED_FIFO). The feed thread busy-polls the ring: in C with the GIL released
+    (`poll_wait_ns` per read), or with `tuning.feed_spin` in Python holding the GIL, as the
+    websocket sources' spinning feed thread does: a read that returns with the GIL released
+    must take it back, which costs up to the interpreter's switch interval (5 ms) when another
+    thread runs Python meanwhile; a spinning thread keeps it (callback dispatch). Events carry
+    the handler's socket-read stamp (`ts_recv_ns`) and ring push (`ts_publish_ns`) in this
+    process's clock: parse is read to push, queue push to pick-up.
     The handler failing (unreachable, ring truncated) ends the run: FeedError."""
 
     kind = "native"
@@ -262,6 +266,9 @@ class NativeSource(RingSource):
     def __init__(self, cfg: SourceConfig, tuning: TuningConfig) -> None:
         super().__init__(cfg)
         self.measures_wire = bool(cfg.arg)  # a live venue's clock; SimExchange replays times
+        self.spin = tuning.feed_spin
+        if self.spin:
+            self.poll_wait_ns = 0
         self._cpu = tuning.native_cpu
         self._simex = None
         self._feed = None
