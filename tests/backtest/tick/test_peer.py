@@ -3,8 +3,9 @@
 Same data: the converted Binance USD-M BTCUSDT recording (events.convert: our normalizer and
 book sequencing, the clock correction and the two-timeline merge), mapped row for row to
 hftbacktest's event_dtype (`peer.to_hbt`), so both engines read identical rows. Same settings:
-constant order latency 1 ms each way, risk-averse queue, no partial fills, no fees, ROI = the
-file's price range (hftbacktest's ROIVectorMarketDepth), tick 0.1 and lot 0.001. Same logic:
+constant order latency 1 ms each way, risk-averse queue, no partial fills, no fees, the ROI
+`backtest.default_roi` (median price +-25%) in both (hftbacktest's ROIVectorMarketDepth), tick
+0.1 and lot 0.001. Same logic:
 `compiled.Quoter` in ours, `peer.hbt_quoter` (the same decisions through hftbacktest's API,
 feed by feed with `wait_next_feed(include_order_resp=False)`) in theirs.
 
@@ -15,14 +16,13 @@ in no fixed order, so fills of one timestamp are compared sorted by order id.)
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 hftbacktest = pytest.importorskip("hftbacktest")  # the bench/test extra
 
 from workbench.backtest.tick import ConstantLatency, TickConfig, tick_backtest  # noqa: E402
+from workbench.backtest.tick.backtest import default_roi  # noqa: E402
 from workbench.backtest.tick.peer import hbt_backtest, hbt_quoter, to_hbt  # noqa: E402
 from workbench.engine.compiled import Quoter  # noqa: E402
 
@@ -33,8 +33,7 @@ def test_same_fills_as_hftbacktest(usdm_events):
     key = str(sid)
     tick, lot = meta.tick_size[key], meta.lot_size[key]
     assert (tick, lot) == (0.1, 0.001)
-    roi = ((math.floor(meta.price_min[key] / tick) - 1) * tick,
-           (math.ceil(meta.price_max[key] / tick) + 1) * tick)
+    roi = default_roi(meta, sid)
     events = to_hbt(np.asarray(usdm_events.rows), sid)  # hftbacktest keeps only a pointer
     hbt = hbt_backtest(events, tick, lot, roi, 1_000_000, 1_000_000)
     out = np.zeros((100_000, 6))

@@ -25,7 +25,8 @@ def rows_of(spec: list[tuple]) -> TickData:
     meta = TickMeta(source="test", venue="test", rows=len(rows), symbols={str(SID): ["t", "X"]},
                     tick_size={str(SID): 1.0}, lot_size={str(SID): 1.0},
                     price_min={str(SID): float(prices.min())},
-                    price_max={str(SID): float(prices.max())}, events={str(SID): len(rows)})
+                    price_max={str(SID): float(prices.max())}, events={str(SID): len(rows)},
+                    price_median={str(SID): float(np.median(prices))})
     return TickData.in_memory(merge_rows(rows), meta)
 
 

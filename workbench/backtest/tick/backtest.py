@@ -15,7 +15,6 @@ settings (listed on TickConfig).
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ LOG_ROWS = 1 << 16  # fills / orders / records held before the kernel hands them
 BUS_ROWS = 1 << 14  # in-flight requests and responses
 EXCHANGE_ORDERS = 4096  # resting orders at the simulated exchange
 MAX_ROI_TICKS = 20_000_000
+ROI_SPAN = 0.25  # default ROI: the median price +-25%
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class TickConfig:
     models). partial: partial fills (False: hftbacktest's no-partial exchange). maker_fee_bps /
     taker_fee_bps: fee rates (negative maker = rebate). symbol: name or id (None: the symbol
     with most events). tick_size / lot_size: None = found by the converter. roi: (low, high)
-    price range the books keep (None: every price in the file). record_every_ns: equity and
+    price range the books keep; levels outside it are ignored, as hftbacktest's
+    ROIVectorMarketDepth does (None: `default_roi`). record_every_ns: equity and
     inventory sampled at most this often (local time). progress: a progress bar on stderr.
     """
 
@@ -73,6 +74,18 @@ class TickConfig:
                               f"{names})") from None
 
 
+def default_roi(meta, symbol_id: int) -> tuple[float, float]:
+    """The price range the books keep by default: the symbol's median price x [1 - ROI_SPAN,
+    1 + ROI_SPAN], within the file's price range (stray prices far off, such as a 560 bid
+    under a 61,800 market, would otherwise size the books)."""
+    key = str(symbol_id)
+    if key not in meta.price_median:
+        return meta.price_min.get(key, 0.0), meta.price_max.get(key, 0.0)
+    mid = meta.price_median[key]
+    return (max(meta.price_min.get(key, 0.0), mid * (1 - ROI_SPAN)),
+            min(meta.price_max.get(key, 0.0), mid * (1 + ROI_SPAN)))
+
+
 def open_data(data: TickData | str) -> TickData:
     """`data` as TickData: a TickData, a converted .npy, or a recording (cached conversion)."""
     if isinstance(data, TickData):
@@ -95,8 +108,8 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
     if not tick or not lot or tick <= 0 or lot <= 0:
         raise ConfigError(f"tick_backtest: no tick/lot size for symbol {sid}: pass tick_size= "
                           f"and lot_size=")
-    lo, hi = cfg.roi or (meta.price_min.get(key, 0.0), meta.price_max.get(key, 0.0))
-    lb, ub = math.floor(lo / tick) - 1, math.ceil(hi / tick) + 1
+    lo, hi = cfg.roi or default_roi(meta, sid)
+    lb, ub = round(lo / tick), round(hi / tick)  # hftbacktest's ROI rounding
     if not 0 <= lb < ub or ub - lb > MAX_ROI_TICKS:
         raise ConfigError(f"tick_backtest: ROI {lo}..{hi} is {ub - lb} ticks of {tick} (at most "
                           f"{MAX_ROI_TICKS}): pass roi=(low, high)")
@@ -109,6 +122,7 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
     gw = gateway if gateway is not None else Gateway(tick, lot)
     sim = _Sim(ub - lb + 1)
     sim.st[k.S_TARGET] = k.NO_TARGET
+    sim.st[k.S_LNEXT] = sim.st[k.S_ENEXT] = -1
     out = _Logs()
     bar = _Progress(len(data)) if cfg.progress else None
     t0 = time.perf_counter()

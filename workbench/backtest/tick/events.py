@@ -68,14 +68,15 @@ from workbench.feed.venues import get_venue
 
 TF_EXCH = 0x100
 TF_LOCAL = 0x200
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHUNK_EVENTS = 1 << 20  # rows merged per step (64 MiB of rows)
 
 
 @dataclass
 class TickMeta:
     """The sidecar of a converted file. symbols: symbol_id -> [venue, symbol]; tick_size /
-    lot_size / price_min / price_max / events: per symbol_id (str keys, as JSON has them);
+    lot_size / price_min / price_max / price_median (of the first 200k level and trade prices) /
+    events: per symbol_id (str keys, as JSON has them);
     local_offset_ns: what step 2 added to every local time; max_feed_latency_ns: the largest
     local - exchange after it; rows: rows in the file."""
 
@@ -90,6 +91,7 @@ class TickMeta:
     price_min: dict[str, float] = field(default_factory=dict)
     price_max: dict[str, float] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
+    price_median: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def symbol_id(self, symbol: str | int | None = None) -> int:
@@ -124,9 +126,10 @@ class TickData:
             raise ConfigError(f"{side}: format version {meta.get('format_version')}, expected "
                               f"{FORMAT_VERSION}: convert the recording again")
         self.meta = TickMeta(**meta)
-        self.rows = np.load(self.path, mmap_mode="r")
-        if self.rows.dtype != EVENT_DTYPE:
-            raise ConfigError(f"{self.path}: dtype {self.rows.dtype} is not EVENT_DTYPE")
+        rows = np.load(self.path, mmap_mode="r")
+        if rows.dtype != EVENT_DTYPE:
+            raise ConfigError(f"{self.path}: dtype {rows.dtype} is not EVENT_DTYPE")
+        self.rows = rows.view(EVENT_DTYPE)  # the .npy header drops the aligned flag
 
     @classmethod
     def in_memory(cls, rows: np.ndarray, meta: TickMeta) -> TickData:
@@ -284,6 +287,7 @@ def _normalize_to(rec, raw: Path, meta: TickMeta) -> _PassStats:
     for sid, parts in samples.items():
         meta.tick_size[str(sid)] = _step(np.concatenate([p[0] for p in parts]))
         meta.lot_size[str(sid)] = _step(np.concatenate([p[1] for p in parts]))
+        meta.price_median[str(sid)] = float(np.median(np.concatenate([p[0] for p in parts])))
     stats.rows = writer.total
     return stats
 

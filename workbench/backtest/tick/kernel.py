@@ -69,6 +69,8 @@ MAX_TS = np.iinfo(np.int64).max
 # st (int64 state) slots
 S_LCUR, S_ECUR, S_TARGET, S_BXH, S_BXN, S_BLH, S_BLN, S_REJECTED = range(8)
 S_NX, S_NF, S_NO, S_NR, S_NEXTREC, S_LATE, S_LATR, S_EVENTS, S_FEEDS, S_CUR = range(8, 18)
+# the next local / exchange row (absolute index); -1: not looked for, -2: none in the window
+S_LNEXT, S_ENEXT = 18, 19
 STATE_SIZE = 20
 # sf (float64 state): the strategy side's cash and fees
 F_BALANCE, F_FEES = 0, 1
@@ -457,7 +459,7 @@ def _exch_row(row, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f, fl_i,
 
 
 # ---- the strategy side ----------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit
 def _local_row(row, p_i, p_f, depth, bst, gw):  # pragma: no cover - compiled
     kind = row.kind
     if kind == K_SNAP_BEGIN:
@@ -526,7 +528,7 @@ def _responses(t, p_f, st, sf, bl_i, bl_f, strategy, gw):  # pragma: no cover - 
             strategy.on_fill(gw, bl_i[j, BL_ID], side, price, abs(filled))
 
 
-@nb.njit
+@nb.njit(inline="always")
 def _find(rows, base, start, flag, sid):  # pragma: no cover - compiled
     """Index (absolute) of the next row from `start` with `flag` and symbol sid; -1 if the
     window ends first."""
@@ -544,13 +546,22 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
     last: no rows after it). Returns END, NEED_DATA or LOG_FULL (module docstring); all state
     is in the arrays and the gateway, so the call resumes where it stopped."""
     sid = p_i[P_SID]
+    for slot in (S_LNEXT, S_ENEXT):  # -2: none up to the end of the last window: look again
+        if st[slot] == -2:
+            st[slot] = -1
     room = min(len(fl_i), len(ol_i), len(rc_i)) - 2 * len(gw.r_id) - 2
     cap_x = len(bx_i)
     while True:
         if st[S_NF] >= room or st[S_NO] >= room or st[S_NR] >= room:
             return LOG_FULL
-        li = _find(rows, base, st[S_LCUR], TF_LOCAL, sid)
-        ei = _find(rows, base, st[S_ECUR], TF_EXCH, sid)
+        li = st[S_LNEXT]
+        if li == -1:
+            li = _find(rows, base, st[S_LCUR], TF_LOCAL, sid)
+            st[S_LNEXT] = li if li >= 0 else -2
+        ei = st[S_ENEXT]
+        if ei == -1:
+            ei = _find(rows, base, st[S_ECUR], TF_EXCH, sid)
+            st[S_ENEXT] = ei if ei >= 0 else -2
         if (li < 0 or ei < 0) and not last:
             return NEED_DATA
         t_ld = rows[li - base].ts_recv_ns if li >= 0 else MAX_TS
@@ -578,6 +589,7 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
         if t == t_ld:
             _local_row(rows[li - base], p_i, p_f, depth, bst, gw)
             st[S_LCUR] = li + 1
+            st[S_LNEXT] = -1
             st[S_TARGET] = t
         elif t == t_lo:
             _responses(t, p_f, st, sf, bl_i, bl_f, strategy, gw)
@@ -585,6 +597,7 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
             _exch_row(rows[ei - base], p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f,
                       fl_i, fl_f)
             st[S_ECUR] = ei + 1
+            st[S_ENEXT] = -1
         else:
             while st[S_BXN] > 0 and bx_i[st[S_BXH], BX_TS] == t:
                 j = st[S_BXH]
