@@ -33,6 +33,7 @@ TOPIC_MODULES: dict[str, str] = {
     "spikes": "workbench.bench.spikes",
     "soak": "workbench.bench.soak",
     "native": "workbench.bench.native",
+    "tick": "workbench.bench.tick",
 }
 
 
