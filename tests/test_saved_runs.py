@@ -87,7 +87,7 @@ def test_a_run_without_a_spike_summary_rebuilds_it_from_its_journal(saved: dict,
                                                                     tmp_path: Path) -> None:
     import shutil
 
-    status = saved["callback"].status()
+    status = saved["polling"].status()  # a polling run always has spikes
     copy = tmp_path / status.run_id
     shutil.copytree(status.run_dir, copy)
     summary = orjson.loads((copy / "summary.json").read_bytes())
