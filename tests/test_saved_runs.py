@@ -51,10 +51,11 @@ def test_load_returns_the_run_as_the_engine_reported_it(saved: dict) -> None:
         assert t2t.get_total_count() == status.latency[STAGES[-1]].count
         assert t2t.get_value_at_percentile(99) == status.latency[STAGES[-1]].p99_ns
         assert run.histogram("wire") is None  # sim measures no wire stage
-        t, net = run.pnl_curve()
-        assert len(t) == len(net) == status.fills
+        t, net, position = run.pnl_curve()
+        assert len(t) == len(net) == len(position) == status.fills
         net_fills = float((run.fills["realized_pnl"] - run.fills["fee"]).sum())
         assert net[-1] == pytest.approx(net_fills)
+        assert position[-1] == pytest.approx(status.position_qty)
 
 
 def test_runs_compare_prints_per_stage_p50_p99_and_the_ratio(saved: dict, capsys) -> None:

@@ -177,15 +177,19 @@ class Run:
         encoded = self.histograms.get(stage)
         return decode_histogram(encoded) if encoded else None
 
-    def pnl_curve(self) -> tuple[list[float], list[float]]:
-        """(seconds since the first fill, realized PnL net of fees after each fill): the
-        run's PnL from its fills (quote units)."""
+    def pnl_curve(self) -> tuple[list[float], list[float], list[float]]:
+        """(seconds since the first fill, realized PnL net of fees after each fill, position
+        after each fill): the run's PnL (quote units) and position (base units, every symbol
+        summed; side 1 buys, 2 sells) from its fills."""
         if self.fills.is_empty():
-            return [], []
+            return [], [], []
         f = self.fills.sort("ts_ns")
         t0 = f["ts_ns"][0]
         net = (f["realized_pnl"] - f["fee"]).cum_sum()
-        return [(t - t0) / 1e9 for t in f["ts_ns"].to_list()], net.to_list()
+        signed = pl.when(f["side"] == 1).then(f["qty"]).otherwise(-f["qty"])
+        position = f.select(signed.cum_sum()).to_series()
+        return ([(t - t0) / 1e9 for t in f["ts_ns"].to_list()], net.to_list(),
+                position.to_list())
 
     def describe(self) -> str:
         """One line: id, state, source, dispatch, events, elapsed, fills, net PnL, spikes."""

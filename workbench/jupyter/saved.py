@@ -29,8 +29,7 @@ def _cdfs(run: Run) -> dict[str, tuple[Any, Any]]:
 
 
 def _pnl(run: Run) -> Any:
-    t, net = run.pnl_curve()
-    return plots.pnl_figure(t, net, [0.0] * len(t))
+    return plots.pnl_figure(*run.pnl_curve())
 
 
 def run_layout(run: Run) -> Any:
