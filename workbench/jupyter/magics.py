@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "profile": "py-spy flamegraph of this kernel for --seconds (%%hft profile: of the cell)",
     "bench": "run benchmark phases or topics, print the claimed-vs-measured table",
     "report": "the nightly HTML report (papermill + nbconvert)",
+    "backtest": "the tick backtester on a recording (the flags of `workbench backtest`)",
     "help": "this list",
 }
 PLOTS = ("latency", "spikes", "pnl", "ring")
@@ -108,6 +109,10 @@ def _parser(command: str) -> _Parser:
         add("--seconds", type=float, default=5.0,
             help="sampling duration (line magic only; default 5)")
         add("--rate", type=int, default=200, help="samples per second (default 200)")
+    elif command == "backtest":
+        from workbench.backtest.tick.backtest_cmd import add_arguments
+
+        add_arguments(p)
     elif command == "report":
         add("--quick", action="store_true", help="quick benchmark inputs")
         add("--out", default=None, help="output directory")
@@ -252,6 +257,15 @@ class HftMagics(Magics):
 
         results, _ = run_phases(select(args.names), quick=args.quick)
         Console(width=140).print(results_table(results))
+
+    def _cmd_backtest(self, args: argparse.Namespace) -> Any:
+        """Run the tick backtest, print its stats, return the TickResult (frames, stats())."""
+        from workbench.backtest.tick.backtest_cmd import run
+
+        result = run(args)
+        for name, value in result.stats().items():
+            print(f"{name:>18}  {value}")
+        return result
 
     def _cmd_profile(self, args: argparse.Namespace) -> None:
         from workbench.jupyter.profile import profile_kernel

@@ -44,7 +44,8 @@ def make_strategy(args: argparse.Namespace):
     return Quoter(args.qty, args.max_position)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace):
+    """The TickResult of the backtest the arguments describe (`%hft backtest` returns it)."""
     from workbench.backtest.tick.backtest import TickConfig, open_data, tick_backtest
     from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
 
@@ -57,8 +58,11 @@ def main(args: argparse.Namespace) -> int:
     cfg = TickConfig(latency=latency, queue=args.queue, prob_n=args.prob_n,
                      partial=args.partial, maker_fee_bps=args.maker_bps,
                      taker_fee_bps=args.taker_bps, symbol=args.symbol, progress=args.progress)
-    result = tick_backtest(data, make_strategy(args), cfg)
-    stats = result.stats()
+    return tick_backtest(data, make_strategy(args), cfg)
+
+
+def main(args: argparse.Namespace) -> int:
+    stats = run(args).stats()
     for name, value in stats.items():
         text = f"{value:,.6g}" if isinstance(value, float) and math.isfinite(value) else value
         print(f"{name:>18}  {text}")
