@@ -4,7 +4,9 @@ compiled strategy for backtest and live (issue 16).
     from workbench.backtest.tick import convert, tick_backtest, TickConfig, ConstantLatency
 
 Modules: events.py (conversion, cache, TickData), latency.py, queue.py (models), kernel.py
-(the compiled simulation), backtest.py (the chunked driver), results.py (TickResult).
+(the compiled simulation), backtest.py (the chunked driver), results.py (TickResult),
+sweeps.py (grids x days), peer.py (hftbacktest on the same rows), convert_cmd.py and
+backtest_cmd.py (`workbench convert`, `workbench backtest`, `%hft backtest`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ if TYPE_CHECKING:
     from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
     from workbench.backtest.tick.queue import QueueModel
     from workbench.backtest.tick.results import TickResult
+    from workbench.backtest.tick.sweeps import tick_sweep
 
 __all__ = ["ConstantLatency", "InterpLatency", "QueueModel", "TickConfig", "TickData",
-           "TickResult", "convert", "events_for", "tick_backtest"]
+           "TickResult", "convert", "events_for", "tick_backtest", "tick_sweep"]
 
 _EXPORTS: dict[str, str] = {
     "TickConfig": "workbench.backtest.tick.backtest",
@@ -33,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "InterpLatency": "workbench.backtest.tick.latency",
     "QueueModel": "workbench.backtest.tick.queue",
     "TickResult": "workbench.backtest.tick.results",
+    "tick_sweep": "workbench.backtest.tick.sweeps",
 }
 
 __getattr__, __dir__ = exports(__name__, _EXPORTS)
