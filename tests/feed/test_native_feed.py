@@ -165,7 +165,10 @@ def test_usdm_recording_events_equal_python_and_the_book_heals(shared_data: Path
         assert_same_events(m, by_u[int(m["venue_seq"][0])])
     # stamps: socket read <= ring push, in this process's clock
     assert (got["ts_publish_ns"] >= got["ts_recv_ns"]).all()
-    assert st.read_to_publish_ns["count"] >= c["messages"] - 10
+    # every message published is in the histogram (buffered deltas dropped as stale and the
+    # subscription replies publish nothing)
+    assert st.read_to_publish_ns["count"] >= c["messages"] - c["stale"] - c["buffered"] \
+        - c["connects"]
     assert 0 < st.read_to_publish_ns["p50"] <= st.read_to_publish_ns["p99"]
 
 
