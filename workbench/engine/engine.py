@@ -340,6 +340,8 @@ class Engine:
             if self.risk.on_book(False):
                 log.warning("trading halted: %s", self.risk.halt_reason)
         t_strat = _now()
+        if executor.deferred:  # jittered children whose delay has passed
+            executor.release(market_ns, seq)
         if executor.broker.active.get(sid):
             executor.on_book(sid, book, market_ns, seq)
         if self._flatten_pending:

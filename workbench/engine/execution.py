@@ -5,6 +5,11 @@ Every order a strategy asks for, and every flatten, goes: slice into child order
 `on_book`, are booked in Positions and journaled. Counters: orders sent, rejected by reason,
 fills.
 
+With `jitter` (engine.jitter.JitterSlicing), an order of at least its min_qty is sent as its
+children with random delays (`set_jitter`): the first at once, the others held (`deferred`) until
+`release(now_ns)` finds market time past their due time (the engine calls it on each batch);
+`flatten` drops a symbol's held children.
+
 Memory: every fill goes to the journal (`runs/<run-id>/fills.parquet`); in memory the Executor
 keeps a count of them all (`fill_count`) and only the most recent `RECENT_FILLS` (`fills`, a
 deque, oldest first), so a long run's fills do not grow the process.
@@ -12,10 +17,14 @@ deque, oldest first), so a long run's fills do not grow the process.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
+import random
 from collections import deque
 
 from workbench.engine.broker import Fill, PaperBroker
+from workbench.engine.jitter import JitterSlicing
 from workbench.engine.journal import Journal
 from workbench.engine.positions import Positions
 from workbench.engine.risk import RiskLimits
@@ -48,7 +57,8 @@ class Executor:
 
     def __init__(self, broker: PaperBroker, risk: RiskLimits, positions: Positions,
                  slice_qty: float = 0.0, journal: Journal | None = None,
-                 recent_fills: int = RECENT_FILLS) -> None:
+                 recent_fills: int = RECENT_FILLS, jitter: JitterSlicing | None = None
+                 ) -> None:
         self.broker = broker
         self.risk = risk
         self.positions = positions
@@ -59,6 +69,11 @@ class Executor:
         self.fill_count = 0
         self.fills: deque[Fill] = deque(maxlen=recent_fills)
         self._pending: dict[int, float] = {}  # symbol_id -> signed qty not yet filled
+        self.jitter = jitter
+        self._rng = random.Random(jitter.seed if jitter is not None else 0)
+        # children held by jitter: a heap of (due_ns, n, child), read-only outside
+        self.deferred: list[tuple[int, int, OrderRequest]] = []
+        self._deferred_n = itertools.count()
 
     def pending_qty(self, symbol_id: int) -> float:
         """Signed quantity of this symbol's orders still at the broker."""
@@ -67,10 +82,9 @@ class Executor:
     def submit(self, requests: list[OrderRequest], now_ns: int, seq: int = 0) -> int:
         """Slice, risk-check and send each request; returns the broker acks."""
         acks = 0
-        slice_qty = self.slice_qty
         journal = self.journal
         for parent in requests:
-            for child in slice_order(parent, slice_qty):
+            for child in self._now(parent, now_ns):
                 sid = child.symbol_id
                 pending = self.pending_qty(sid)
                 reason = self.risk.check(child, self.positions.qty(sid), pending, now_ns)
@@ -87,6 +101,39 @@ class Executor:
                 if journal is not None:
                     self._journal_order(order.order_id, child, now_ns, seq, "ack")
         return acks
+
+    def set_jitter(self, jitter: JitterSlicing | None) -> None:
+        """Slice with jitter from now on (None: stop); the delays restart from its seed."""
+        self.jitter = jitter
+        self._rng = random.Random(jitter.seed if jitter is not None else 0)
+
+    def release(self, now_ns: int, seq: int = 0) -> int:
+        """Send the held children due at or before now_ns; returns the broker acks."""
+        due: list[OrderRequest] = []
+        while self.deferred and self.deferred[0][0] <= now_ns:
+            due.append(heapq.heappop(self.deferred)[2])
+        if not due:
+            return 0
+        jitter, self.jitter = self.jitter, None  # released children are not sliced again
+        slice_qty, self.slice_qty = self.slice_qty, 0.0
+        try:
+            return self.submit(due, now_ns, seq)
+        finally:
+            self.jitter, self.slice_qty = jitter, slice_qty
+
+    def _now(self, parent: OrderRequest, now_ns: int) -> list[OrderRequest]:
+        """The children of `parent` to send now (slicing; with jitter, the rest are held)."""
+        children = slice_order(parent, self.slice_qty)
+        if self.jitter is None:
+            return children
+        out = []
+        for child in children:
+            for delay, part in self.jitter.plan(child, self._rng):
+                if delay == 0:
+                    out.append(part)
+                else:
+                    heapq.heappush(self.deferred, (now_ns + delay, next(self._deferred_n), part))
+        return out
 
     def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0) -> list[Fill]:
         """Let the broker match this symbol's orders on the updated book; book the fills."""
@@ -143,6 +190,9 @@ class Executor:
         """Cancel the symbol's active orders and send a market order back to flat."""
         for order in list(self.broker.orders_active(symbol_id)):
             self.broker.cancel(order.order_id)
+        if self.deferred:
+            self.deferred = [d for d in self.deferred if d[2].symbol_id != symbol_id]
+            heapq.heapify(self.deferred)
         self._pending[symbol_id] = 0.0
         qty = self.positions.qty(symbol_id)
         if abs(qty) <= 1e-12:
