@@ -8,7 +8,9 @@
  * place when the caller's buffer has simdjson's 64 padding bytes after it, else copied into a
  * reused padded buffer. Nothing allocates per message once the buffers have grown (symbols are
  * found in an open-addressing table over upper-cased bytes; decoded Coinbase/Bybit lists go
- * to reused vectors).
+ * to reused vectors). Binance stream frames in their usual compact form skip simdjson: a
+ * byte scanner (parse_fast.h, parse_binance_fast) accepts only input whose result it can give
+ * exactly as the general path does, and hands anything else to it.
  *
  * How the Python value rules are mirrored:
  * - Book messages (Binance depthUpdate and REST bodies, Bybit orderbook) follow
@@ -82,6 +84,7 @@ SymbolTable::SymbolTable() : slots_(64) {}
 
 Symbol *SymbolTable::find(const char *s, size_t n) {
     if (n == 0 || n > MAX_SYMBOL) return nullptr;
+    if (n == last_len_ && std::memcmp(s, last_raw_, n) == 0) return last_;
     size_t mask = slots_.size() - 1;
     for (size_t i = symbol_hash(s, n) & mask;; i = (i + 1) & mask) {
         Symbol &e = slots_[i];
@@ -91,13 +94,19 @@ Symbol *SymbolTable::find(const char *s, size_t n) {
             while (j < n && static_cast<unsigned char>(e.key[j]) ==
                                 upper(static_cast<unsigned char>(s[j])))
                 j++;
-            if (j == n) return &e;
+            if (j == n) {
+                std::memcpy(last_raw_, s, n);
+                last_len_ = n;
+                last_ = &e;
+                return &e;
+            }
         }
     }
 }
 
 bool SymbolTable::add(const char *s, size_t n, uint32_t id) {
     if (n == 0 || n > MAX_SYMBOL || id == 0) return false;
+    last_len_ = 0;  // slots move when the table grows
     Symbol *found = find(s, n);
     if (found != nullptr) {
         found->id = id;
@@ -859,8 +868,10 @@ static int64_t run(wb_parser *p, const char *msg, size_t len, size_t capacity, i
                    const char *rest_symbol, wb_event *out, uint64_t cap, wb_msg_info *info) {
     reset_info(info);
     Ctx c{out, cap, 0, recv_ns, info, msg, len};
-    int bad;
-    try {
+    int bad = FAST_FALLBACK;
+    if (rest_symbol == nullptr && p->venue <= WB_VENUE_BINANCE_COINM)
+        bad = parse_binance_fast(p, c);
+    if (bad == FAST_FALLBACK) try {  // the general path
         if (capacity < len + simdjson::SIMDJSON_PADDING) {
             if (p->padded.size() < len + simdjson::SIMDJSON_PADDING) p->padded.resize(len + simdjson::SIMDJSON_PADDING);
             if (len) std::memcpy(p->padded.data(), msg, len);

@@ -5,11 +5,15 @@
  * `data.e` type); any other frame is read like `_HEAD` first (an envelope with its keys in
  * another order is re-encoded compactly, as msgspec would, and parsed again), then as a REST
  * body / depthUpdate, bookTicker, trade or aggTrade, another event type, or a response.
+ * Before all that, `parse_binance_fast` reads a stream frame in its usual compact form (a
+ * bookTicker, trade, aggTrade or depthUpdate) straight from its bytes (parse_fast.h) and falls
+ * back to this path on anything else.
  */
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "parse_fast.h"
 #include "parse_internal.h"
 
 namespace wbp {
@@ -448,7 +452,204 @@ int bare(wb_parser_state *p, Ctx &c, od::document &doc) {
     }
 }
 
+
+/* ---- the fast path: `{"stream":"...","data":{...}}` frames in their usual form ---------------
+ * Each reader returns true only for a message the general path accepts, with the events and
+ * info it writes (see parse_fast.h); false leaves info alone and the events uncounted. */
+using fast::Cur;
+
+/* `,` (more keys) or `}` (the object's end; *done set): anything else is false. */
+inline bool next_key(Cur &r, bool &done) {
+    if (r.eat(',')) return true;
+    if (r.eat('}')) {
+        done = true;
+        return true;
+    }
+    return false;
+}
+
+/* The envelope's `}` ends the message. */
+inline bool closes(Cur &r) { return r.eat('}') && r.p == r.end; }
+
+/* The data object of a bookTicker (decode_ticker's keys, each once). */
+bool fast_ticker(wb_parser_state *p, Ctx &c, Cur &r) {
+    Ticker t;
+    unsigned seen = 0;
+    if (!r.eat('{')) return false;
+    for (bool done = false; !done;) {
+        sv k, str;
+        if (!fast::key(r, k)) return false;
+        unsigned bit = 0;
+        bool ok;
+        switch (k.size() == 1 ? k[0] : 0) {
+            case 'e': bit = 1; ok = fast::str(r, str); break;
+            case 'u': bit = 2; ok = fast::natural(r, t.u); break;
+            case 's': bit = 4; ok = fast::str(r, t.s) && !t.s.empty(); break;
+            case 'b': bit = 8; ok = fast::lax_float(r, t.b); break;
+            case 'B': bit = 16; ok = fast::lax_float(r, t.B); break;
+            case 'a': bit = 32; ok = fast::lax_float(r, t.a); break;
+            case 'A': bit = 64; ok = fast::lax_float(r, t.A); break;
+            case 'T': bit = 128; ok = fast::natural(r, t.T) && t.T >= 1 && t.T <= MAX_TIME_MS; break;
+            case 'E': bit = 256; ok = fast::natural(r, t.E) && t.E >= 1 && t.E <= MAX_TIME_MS; break;
+            default: ok = fast::skip_scalar(r); break;
+        }
+        if (!ok || (seen & bit) || !next_key(r, done)) return false;
+        seen |= bit;
+    }
+    // s, b, B, a, A
+    if ((seen & 0x7c) != 0x7c || !closes(r)) return false;
+    if (!(0.0 < t.b && t.b < INF && 0.0 < t.a && t.a < INF && t.B < INF && t.A < INF))
+        return false;
+    Symbol *s = p->symbol(t.s);
+    if (s == nullptr) return false;
+    int64_t ts = (t.E ? t.E : t.T) * MS;
+    wb_msg_info *info = c.info;
+    info->kind = WB_MSG_BBO;
+    info->symbol_id = s->id;
+    info->last_id = t.u;
+    info->ts_event_ns = ts;
+    uint64_t u = t.u < 0 ? 0 : static_cast<uint64_t>(t.u);
+    c.put(ts, u, s->id, WB_KIND_BBO, WB_SIDE_BUY, 0, t.b, t.B);
+    c.put(ts, u, s->id, WB_KIND_BBO, WB_SIDE_SELL, 0, t.a, t.A);
+    return true;
+}
+
+/* The data object of a trade or aggTrade (decode_trade's keys, each once; others skipped). */
+bool fast_trade(wb_parser_state *p, Ctx &c, Cur &r) {
+    Trade t;
+    unsigned seen = 0;
+    if (!r.eat('{')) return false;
+    for (bool done = false; !done;) {
+        sv k, str;
+        if (!fast::key(r, k)) return false;
+        unsigned bit = 0;
+        bool ok;
+        switch (k.size() == 1 ? k[0] : 0) {
+            case 'e': bit = 1; ok = fast::str(r, str); break;
+            case 'X': bit = 2; ok = fast::str(r, str); break;
+            case 'E': bit = 4; ok = fast::natural(r, t.E) && t.E >= 1 && t.E <= MAX_TIME_MS; break;
+            case 'T': bit = 8; ok = fast::natural(r, t.T) && t.T >= 1 && t.T <= MAX_TIME_MS; break;
+            case 's': bit = 16; ok = fast::str(r, t.s) && !t.s.empty(); break;
+            case 't': bit = 32; ok = fast::natural(r, t.t); break;
+            case 'p': bit = 64; ok = fast::lax_float(r, t.p); break;
+            case 'q': bit = 128; ok = fast::lax_float(r, t.q); break;
+            case 'm': bit = 256; ok = r.lit("true", 4) ? (t.m = true) : r.lit("false", 5); break;
+            case 'a': bit = 512; ok = fast::natural(r, t.a); break;
+            default: ok = fast::skip_scalar(r); break;
+        }
+        if (!ok || (seen & bit) || !next_key(r, done)) return false;
+        seen |= bit;
+    }
+    if ((seen & (16 | 64 | 128 | 256)) != (16 | 64 | 128 | 256) || !closes(r)) return false;
+    if (!(0.0 < t.p && t.p < INF && t.q < INF && (t.t >= 0 || t.a >= 0))) return false;
+    Symbol *s = p->symbol(t.s);
+    if (s == nullptr) return false;
+    int64_t ts = (t.T ? t.T : t.E) * MS;
+    int64_t id = t.t >= 0 ? t.t : t.a;
+    wb_msg_info *info = c.info;
+    info->kind = WB_MSG_TRADE;
+    info->symbol_id = s->id;
+    info->last_id = id;
+    info->ts_event_ns = ts;
+    c.put(ts, static_cast<uint64_t>(id), s->id, WB_KIND_TRADE, t.m ? WB_SIDE_SELL : WB_SIDE_BUY,
+          0, t.p, t.q);
+    return true;
+}
+
+/* `[["price","qty"],...]` -> level events (`_levels._level_array` of quoted numbers). */
+bool fast_levels(Ctx &c, Cur &r, int kind, int side) {
+    if (!r.eat('[')) return false;
+    if (r.eat(']')) return true;
+    for (;;) {
+        double price, qty;
+        if (!r.eat('[') || !fast::level_number(r, price) || !r.eat(',') ||
+            !fast::level_number(r, qty) || !r.eat(']'))
+            return false;
+        if (!(price > 0.0)) return false;
+        c.put(0, 0, 0, kind, side, 0, price, qty);
+        if (r.eat(']')) return true;
+        if (!r.eat(',')) return false;
+    }
+}
+
+/* The data object of a depthUpdate (`_levels` keys, each once). */
+bool fast_depth(wb_parser_state *p, Ctx &c, Cur &r) {
+    BookHead h;
+    unsigned seen = 0;
+    if (!r.eat('{')) return false;
+    for (bool done = false; !done;) {
+        sv k;
+        if (!fast::key(r, k)) return false;
+        unsigned bit;
+        bool ok;
+        if (k.size() == 1) {
+            switch (k[0]) {
+                case 'e': bit = 1; ok = fast::str(r, h.e); break;
+                case 'E': bit = 2; ok = fast::natural(r, h.E); break;
+                case 'T': bit = 4; ok = fast::natural(r, h.T); break;
+                case 's': bit = 8; ok = fast::str(r, h.s); break;
+                case 'U': bit = 16; ok = fast::natural(r, h.U); break;
+                case 'u': bit = 32; ok = fast::natural(r, h.u); break;
+                case 'b': bit = 64; ok = fast_levels(c, r, WB_KIND_BID_LEVEL, WB_SIDE_BUY); break;
+                case 'a': bit = 128; ok = fast_levels(c, r, WB_KIND_ASK_LEVEL, WB_SIDE_SELL); break;
+                default: return false;
+            }
+        } else if (k == "pu") {
+            bit = 256;
+            ok = fast::natural(r, h.pu);
+        } else {
+            return false;
+        }
+        if (!ok || (seen & bit) || !next_key(r, done)) return false;
+        seen |= bit;
+    }
+    // book(): E and T in range, a depthUpdate with a symbol, both sides, U <= u, pu (futures)
+    if (!((seen & (1 | 2 | 8 | 16 | 32 | 64 | 128)) == (1 | 2 | 8 | 16 | 32 | 64 | 128) &&
+          h.e == "depthUpdate" && h.E > 0 && h.E <= MAX_TIME_MS && h.T != 0 &&
+          h.T <= MAX_TIME_MS && !h.s.empty() && h.U <= h.u && (h.pu >= 0 || !futures(p)) &&
+          closes(r)))
+        return false;
+    Symbol *s = p->symbol(h.s);
+    if (s == nullptr) return false;
+    saw_depth_symbol(p, h.s, s->id);
+    int64_t ts = h.E * MS;
+    wb_msg_info *info = c.info;
+    info->kind = WB_MSG_DELTA;
+    info->symbol_id = s->id;
+    info->ts_event_ns = ts;
+    info->first_id = h.U;
+    info->last_id = h.u;
+    info->prev_id = h.pu;
+    book_events(c, 0, false, ts, static_cast<uint64_t>(h.u), s->id);
+    return true;
+}
+
 }  // namespace
+
+int parse_binance_fast(wb_parser_state *p, Ctx &c) {
+    const char *m = c.msg;
+    size_t len = c.len;
+    if (len == 0 || m[len - 1] != '}') return FAST_FALLBACK;  // (parse_fast.h: digit loops)
+    Cur r{m, m + len};
+    if (!r.lit("{\"stream\":", 10)) return FAST_FALLBACK;
+    // the route of compact(): the bytes after the first '@' in bytes 11..63
+    size_t stop = std::min<size_t>(len, 64);
+    const void *found = stop > 11 ? std::memchr(m + 11, '@', stop - 11) : nullptr;
+    if (found == nullptr) return FAST_FALLBACK;
+    size_t at = static_cast<size_t>(static_cast<const char *>(found) - m) + 1;
+    if (at + 1 >= len) return FAST_FALLBACK;
+    char ch = m[at], ch2 = m[at + 1];
+    sv stream;
+    if (!fast::str(r, stream) || !r.lit(",\"data\":", 8)) return FAST_FALLBACK;
+    bool ok;
+    if (ch == 'b') ok = fast_ticker(p, c, r);
+    else if ((ch == 't' && ch2 == 'r') || (ch == 'a' && ch2 == 'g')) ok = fast_trade(p, c, r);
+    else if (ch == 'd') ok = fast_depth(p, c, r);
+    else return FAST_FALLBACK;
+    if (ok) return 0;
+    c.n = 0;
+    return FAST_FALLBACK;
+}
 
 int parse_binance(wb_parser_state *p, Ctx &c, od::document &doc, const char *rest_symbol) {
     if (rest_symbol != nullptr) return book(p, c, doc, false, sv(), rest_symbol);

@@ -51,6 +51,10 @@ class SymbolTable {
    private:
     std::vector<Symbol> slots_;
     size_t used_ = 0;
+    // the last symbol found, by its raw bytes (messages name the same symbol over and over)
+    Symbol *last_ = nullptr;
+    char last_raw_[MAX_SYMBOL];
+    size_t last_len_ = 0;
 };
 
 struct wb_parser_state;
@@ -181,6 +185,11 @@ void book_events(Ctx &c, uint64_t first, bool snapshot, int64_t ts, uint64_t ven
 
 /* ---- venues ------------------------------------------------------------------------------ */
 int parse_binance(wb_parser_state *p, Ctx &c, od::document &doc, const char *rest_symbol);
+/* The fast path of a Binance frame in its usual compact form `{"stream":..,"data":{..}}`
+ * (parse_fast.h), read from its bytes before simdjson: 0 (accepted, events and info written),
+ * or FAST_FALLBACK (c.n reset, info untouched, parser state unchanged): parse as usual. */
+constexpr int FAST_FALLBACK = -1;
+int parse_binance_fast(wb_parser_state *p, Ctx &c);
 int parse_bybit(wb_parser_state *p, Ctx &c, od::document &doc);
 int parse_coinbase(wb_parser_state *p, Ctx &c, od::document &doc);
 

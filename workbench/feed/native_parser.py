@@ -134,10 +134,10 @@ class NativeParser:
         None. recv_ns: int64 (n,)."""
         ffi, lib = self._ffi, self._lib
         n = len(messages)
-        lengths = np.fromiter((len(m) for m in messages), dtype=np.uint64, count=n)
+        lengths = np.fromiter(map(len, messages), dtype=np.uint64, count=n)
         offsets = np.zeros(n + 1, dtype=np.uint64)
         np.cumsum(lengths, out=offsets[1:])
-        buf = b"".join(messages) + bytes(PADDING)
+        buf = b"".join([*messages, bytes(PADDING)])  # one copy (join + pad would make two)
         recv = np.ascontiguousarray(recv_ns, dtype=np.int64)
         if len(recv) != n:
             raise ValueError(f"recv_ns has {len(recv)} entries for {n} messages")
