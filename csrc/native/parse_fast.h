@@ -51,24 +51,6 @@ struct Plain {
 };
 constexpr Plain PLAIN{};
 
-/* A string of printable ASCII without escapes at p (its opening quote): its content. */
-inline bool str(Cur &c, std::string_view &out) {
-    if (!c.eat('"')) return false;
-    const char *s = c.p;
-    const char *q = s;
-    while (q < c.end && PLAIN.ok[static_cast<unsigned char>(*q)]) q++;
-    if (q >= c.end || *q != '"') return false;
-    out = std::string_view(s, static_cast<size_t>(q - s));
-    c.p = q + 1;
-    return true;
-}
-
-/* A key: its string and the ':' after it. */
-inline bool key(Cur &c, std::string_view &out) { return str(c, out) && c.eat(':'); }
-
-/* Digit loops need no bound: the message's last byte, before `end`, is a '}' (the entry
- * point checks it), so a run of digits stops before `end`. */
-
 /* 8 bytes at p (p[0] the low byte: little-endian, as x86-64 and aarch64 Linux). */
 inline uint64_t load8(const char *p) {
     uint64_t w;
@@ -78,6 +60,45 @@ inline uint64_t load8(const char *p) {
 
 constexpr uint64_t ONES = 0x0101010101010101ull;
 constexpr uint64_t HIGHS = 0x8080808080808080ull;
+
+/* High bit of each byte of w that is zero (exact). */
+inline uint64_t zero_bytes(uint64_t w) { return ~((((w & ~HIGHS) + ~HIGHS) | w) | ~HIGHS); }
+
+/* A string of printable ASCII without escapes at p (its opening quote): its content. Eight
+ * bytes at a time while they are all plain. */
+inline bool str(Cur &c, std::string_view &out) {
+    if (!c.eat('"')) return false;
+    const char *s = c.p;
+    const char *q = s;
+    while (c.end - q >= 8) {
+        uint64_t w = load8(q);
+        uint64_t stops = zero_bytes(w ^ ('"' * ONES)) | zero_bytes(w ^ ('\\' * ONES)) |
+                         zero_bytes(w & (0xe0 * ONES)) | zero_bytes(w ^ (0x7f * ONES)) |
+                         (w & HIGHS);  // '"', '\\', < 0x20, DEL, >= 0x80
+        if (stops) break;
+        q += 8;
+    }
+    while (q < c.end && PLAIN.ok[static_cast<unsigned char>(*q)]) q++;
+    if (q >= c.end || *q != '"') return false;
+    out = std::string_view(s, static_cast<size_t>(q - s));
+    c.p = q + 1;
+    return true;
+}
+
+/* A key: its string and the ':' after it (a one-byte key, the usual, read directly). */
+inline bool key(Cur &c, std::string_view &out) {
+    const char *q = c.p;
+    if (c.end - q >= 4 && q[0] == '"' && q[2] == '"' && q[3] == ':' &&
+        PLAIN.ok[static_cast<unsigned char>(q[1])]) {
+        out = std::string_view(q + 1, 1);
+        c.p = q + 4;
+        return true;
+    }
+    return str(c, out) && c.eat(':');
+}
+
+/* Digit loops need no bound: the message's last byte, before `end`, is a '}' (the entry
+ * point checks it), so a run of digits stops before `end`. */
 
 /* High bit of each byte of w that is not an ASCII digit (exact for the first such byte: a
  * carry out of a byte >= 0xfa only reaches the bytes after it). */
