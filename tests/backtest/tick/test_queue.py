@@ -55,3 +55,11 @@ def test_executable_rounds_to_lots():
     assert qm.executable(0.0, 0.001) == 0.0
     assert qm.executable(-0.0004, 0.001) == 0.0
     assert qm.executable(-0.0026, 0.001) == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize("model", list(P))
+def test_an_empty_level_is_not_a_division_error(model):
+    """front = back = 0 and the level drops from 0 to 0 - 1e-9 ... here 0 -> 0 with a trade
+    counted: chg = -cum < 0 is an increase; and 0 -> 0 with cum 0: chg = 0, p = 0/0."""
+    front, cum = qm.on_depth(int(model), 2.0, 0.0, 0.0, 0.0, 0.0)
+    assert (front, cum) == (0.0, 0.0)

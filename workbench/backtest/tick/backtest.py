@@ -24,6 +24,7 @@ import numpy as np
 from workbench.backtest.tick import kernel as k
 from workbench.backtest.tick.events import CHUNK_EVENTS, TickData, events_for
 from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
+from workbench.backtest.tick.pyhost import HostedPython, PythonHost
 from workbench.backtest.tick.queue import QueueModel
 from workbench.backtest.tick.results import TickResult
 from workbench.engine.compiled import Gateway
@@ -96,7 +97,9 @@ def open_data(data: TickData | str) -> TickData:
 
 def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = None,
                   gateway: Gateway | None = None) -> TickResult:
-    """Run `strategy` (a compiled strategy jitclass) over `data`; returns the TickResult.
+    """Run `strategy` over `data`; returns the TickResult. strategy: a compiled strategy
+    (jitclass with on_feed/on_fill, `workbench.engine.compiled`) or an engine Strategy
+    (`on_events(book, batch)`, run through `pyhost.PythonHost`, a Python call per feed).
     gateway: the Gateway to use (default a new one with the data's tick and lot size)."""
     cfg = config or TickConfig()
     data = open_data(data)
@@ -116,13 +119,19 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
     if cfg.record_every_ns <= 0 or cfg.chunk_events < 1024:
         raise ConfigError("tick_backtest: record_every_ns must be > 0 and chunk_events >= 1024")
     mode, const_entry, const_resp, lat_rows = cfg.latency.as_arrays()
+    hosted = not hasattr(strategy, "on_feed")  # an engine Strategy: on_events(book, batch)
+    if hosted and not hasattr(strategy, "on_events"):
+        raise ConfigError(f"tick_backtest: {type(strategy).__name__} is neither a compiled "
+                          f"strategy (on_feed) nor an engine Strategy (on_events)")
     p_i = np.array([cfg.queue_model(), int(cfg.partial), mode, const_entry, const_resp,
-                    cfg.record_every_ns, sid, lb, ub], np.int64)
+                    cfg.record_every_ns, sid, lb, ub, int(hosted)], np.int64)
     p_f = np.array([cfg.maker_fee_bps / 1e4, cfg.taker_fee_bps / 1e4, tick, lot, cfg.prob_n])
     gw = gateway if gateway is not None else Gateway(tick, lot)
     sim = _Sim(ub - lb + 1)
     sim.st[k.S_TARGET] = k.NO_TARGET
     sim.st[k.S_LNEXT] = sim.st[k.S_ENEXT] = -1
+    host = PythonHost(strategy, data.rows, sim, sid, lb, tick) if hosted else None
+    compiled = HostedPython() if hosted else strategy
     out = _Logs()
     bar = _Progress(len(data)) if cfg.progress else None
     t0 = time.perf_counter()
@@ -133,7 +142,10 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
         last = end >= len(data)
         status = k.run(window, start, last, p_i, p_f, lat_rows, sim.depth, sim.bst, sim.xi,
                        sim.xf, sim.bx_i, sim.bx_f, sim.bl_i, sim.bl_f, sim.st, sim.sf,
-                       sim.fl_i, sim.fl_f, sim.ol_i, sim.ol_f, sim.rc_i, sim.rc_f, strategy, gw)
+                       sim.fl_i, sim.fl_f, sim.ol_i, sim.ol_f, sim.rc_i, sim.rc_f, compiled, gw)
+        if status == k.FEED:
+            host.feed(gw)
+            continue
         out.take(sim)
         if bar is not None:
             bar.show(min(sim.st[k.S_LCUR], sim.st[k.S_ECUR]))

@@ -32,8 +32,14 @@ rests, of a market or IOC order is cancelled; a maker fills min(leaves, executab
 at its price and min(leaves, trade qty) on a trade through it, whole when the book crosses it.
 Fees: price * qty * maker or taker rate (hftbacktest's `TradingValueFeeModel`).
 
+Numba's cache (`cache=True`) keys a function on its own file only: after editing queue.py or
+latency.py, whose functions are compiled into these, delete workbench/backtest/tick/
+__pycache__/*.nbi and *.nbc (a stale kernel keeps the old model otherwise).
+
 Statuses returned: END (data done), NEED_DATA (a cursor reached the window's end: the caller
-loads the next window and calls again), LOG_FULL (a log is full: the caller drains it).
+loads the next window and calls again), LOG_FULL (a log is full: the caller drains it), FEED
+(with P_YIELD: a feed is complete and the host runs a Python strategy on the gateway; the next
+call sends what it queued).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ from workbench.engine.compiled import (
 )
 from workbench.events import K_ASK, K_BID, K_SNAP_BEGIN, K_TRADE, S_BUY
 
-END, NEED_DATA, LOG_FULL = 0, 1, 2
+END, NEED_DATA, LOG_FULL, FEED = 0, 1, 2, 3
 TF_EXCH, TF_LOCAL = 0x100, 0x200
 NO_TARGET = np.iinfo(np.int64).max - 1
 MAX_TS = np.iinfo(np.int64).max
@@ -71,11 +77,14 @@ S_LCUR, S_ECUR, S_TARGET, S_BXH, S_BXN, S_BLH, S_BLN, S_REJECTED = range(8)
 S_NX, S_NF, S_NO, S_NR, S_NEXTREC, S_LATE, S_LATR, S_EVENTS, S_FEEDS, S_CUR = range(8, 18)
 # the next local / exchange row (absolute index); -1: not looked for, -2: none in the window
 S_LNEXT, S_ENEXT = 18, 19
-STATE_SIZE = 20
+# a yielded feed's requests still to send (1) / the local row index the feed's rows start at
+S_AFTER_FEED, S_FEED_FROM = 20, 21
+STATE_SIZE = 24
 # sf (float64 state): the strategy side's cash and fees
 F_BALANCE, F_FEES = 0, 1
 # p_i / p_f parameters
 P_QMODEL, P_PARTIAL, P_LATMODE, P_ENTRY, P_RESP, P_REC_EVERY, P_SID, P_LB, P_UB = range(9)
+P_YIELD = 9  # 1: return FEED at each feed instead of calling the compiled strategy
 PF_MAKER, PF_TAKER, PF_TICK, PF_LOT, PF_N = range(5)
 # exchange orders: xi columns, xf columns
 XI_ID, XI_SIDE, XI_TICK, XI_TYPE, XI_TIF, XI_LOCAL, XI_EXCH = range(7)
@@ -528,6 +537,17 @@ def _responses(t, p_f, st, sf, bl_i, bl_f, strategy, gw):  # pragma: no cover - 
             strategy.on_fill(gw, bl_i[j, BL_ID], side, price, abs(filled))
 
 
+@nb.njit
+def _after_feed(p_i, p_f, lat_rows, st, sf, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f, rc_i,
+                rc_f, gw):  # pragma: no cover - compiled
+    """After the strategy's call: send its requests, record the state when due."""
+    if gw.n_req:
+        _send(p_i, lat_rows, st, bx_i, bx_f, bl_i, bl_f, gw)
+    if st[S_CUR] >= st[S_NEXTREC]:
+        _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gw)
+        st[S_NEXTREC] = st[S_CUR] + p_i[P_REC_EVERY]
+
+
 @nb.njit(inline="always")
 def _find(rows, base, start, flag, sid):  # pragma: no cover - compiled
     """Index (absolute) of the next row from `start` with `flag` and symbol sid; -1 if the
@@ -546,6 +566,10 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
     last: no rows after it). Returns END, NEED_DATA or LOG_FULL (module docstring); all state
     is in the arrays and the gateway, so the call resumes where it stopped."""
     sid = p_i[P_SID]
+    if st[S_AFTER_FEED]:  # the host ran the strategy of the feed we returned at
+        st[S_AFTER_FEED] = 0
+        _after_feed(p_i, p_f, lat_rows, st, sf, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f,
+                    rc_i, rc_f, gw)
     for slot in (S_LNEXT, S_ENEXT):  # -2: none up to the end of the last window: look again
         if st[slot] == -2:
             st[slot] = -1
@@ -578,12 +602,12 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
             gw.set_book(st[S_CUR], bst[1, 0], qty_at(depth, 1, 0, bst[1, 0], p_i[P_LB],
                                                      p_i[P_UB]),
                         bst[1, 1], qty_at(depth, 1, 1, bst[1, 1], p_i[P_LB], p_i[P_UB]))
+            if p_i[P_YIELD]:
+                st[S_AFTER_FEED] = 1
+                return FEED
             strategy.on_feed(gw)
-            if gw.n_req:
-                _send(p_i, lat_rows, st, bx_i, bx_f, bl_i, bl_f, gw)
-            if st[S_CUR] >= st[S_NEXTREC]:
-                _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gw)
-                st[S_NEXTREC] = st[S_CUR] + p_i[P_REC_EVERY]
+            _after_feed(p_i, p_f, lat_rows, st, sf, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f,
+                        rc_i, rc_f, gw)
             continue
         st[S_EVENTS] += 1
         if t == t_ld:

@@ -19,7 +19,9 @@ position", 2013, and quant.stackexchange question 3782):
       front = min(front - (1 - p) chg + min(back - p chg, 0), new_qty)
   p: POWER f(back)/(f(back)+f(front)) with f(x)=x**n; LOG the same with f(x)=log(1+x); POWER2
   f(back)/f(back+front) (x**n); LOG2 f(back)/f(back+front) (log(1+x)); POWER3
-  1 - f(front/(front+back)) (x**n). An infinite p counts as 1.
+  1 - f(front/(front+back)) (x**n). An infinite p counts as 1; an undefined one (0/0: nothing
+  ahead nor behind) leaves front = new_qty (hftbacktest computes NaN there and Rust's
+  `f64::min(NaN, new_qty)` is new_qty).
 """
 
 from __future__ import annotations
@@ -42,20 +44,28 @@ class QueueModel(IntEnum):
 
 
 @nb.njit(cache=True, inline="always")
+def _ratio(a, b):  # pragma: no cover - compiled
+    """a / b, NaN for 0 / 0 and +-inf for x / 0 (IEEE, whatever the caller's error model)."""
+    if b == 0.0:
+        return np.nan if a == 0.0 else np.inf * np.sign(a)
+    return a / b
+
+
+@nb.njit(cache=True, inline="always")
 def prob(model, n, front, back):  # pragma: no cover - compiled
     """p = the probability that a decrease is behind the order (module docstring)."""
     if model == 1:
         fb = back ** n
-        p = fb / (fb + front ** n)
+        p = _ratio(fb, fb + front ** n)
     elif model == 2:
         fb = np.log1p(back)
-        p = fb / (fb + np.log1p(front))
+        p = _ratio(fb, fb + np.log1p(front))
     elif model == 3:
-        p = back ** n / (back + front) ** n
+        p = _ratio(back ** n, (back + front) ** n)
     elif model == 4:
-        p = np.log1p(back) / np.log1p(back + front)
+        p = _ratio(np.log1p(back), np.log1p(back + front))
     else:
-        p = 1.0 - (front / (front + back)) ** n
+        p = 1.0 - _ratio(front, front + back) ** n
     if np.isinf(p):
         p = 1.0
     return p
@@ -78,6 +88,8 @@ def on_depth(model, n, front, cum, prev_qty, new_qty):  # pragma: no cover - com
     back = prev_qty - front
     p = prob(model, n, front, back)
     est = front - (1.0 - p) * chg + min(back - p * chg, 0.0)
+    if est != est:  # 0/0 (nothing ahead or behind): Rust's f64::min keeps the number
+        return new_qty, 0.0
     return min(est, new_qty), 0.0
 
 
