@@ -12,7 +12,9 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,12 +39,16 @@ struct ShmHeader {
     alignas(kLine) std::atomic<uint64_t> head;
     std::atomic<uint64_t> next_seq;
     std::atomic<uint64_t> dropped;
-    uint64_t pad1[5];
+    std::atomic<uint32_t> head32;   // the low 32 bits of head: the futex word readers sleep on
+    uint32_t pad1a;
+    uint64_t pad1[4];
     alignas(kLine) std::atomic<uint64_t> tail;
     std::atomic<uint64_t> last_seq;
     std::atomic<uint64_t> gaps;
     std::atomic<uint64_t> high_water;
-    uint64_t pad2[4];
+    std::atomic<uint32_t> sleeping;  // 1 while the consumer sleeps on head32
+    uint32_t pad2a;
+    uint64_t pad2[3];
 };
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "64-bit atomics must be lock-free");
@@ -293,6 +299,23 @@ static wb_ring *make_handle(void *base, size_t map_size, uint64_t capacity, Guar
 }
 
 // The truncation mark of r's mapping (set by the SIGBUS handler, in this thread or another).
+static inline long futex(std::atomic<uint32_t> *word, int op, uint32_t value,
+                         const timespec *timeout) {
+    return syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, value, timeout, nullptr, 0);
+}
+
+// Publishes head (release) and wakes a consumer sleeping in wb_ring_read_block. The seq_cst
+// fence pairs with the consumer's between raising `sleeping` and reading head: of the two,
+// at least one sees the other's store, so no wake-up is lost. head32 changes before head, so
+// a consumer that read the old head32 and then sleeps on it returns at once.
+static inline void store_head(ShmHeader *h, uint64_t head) {
+    h->head32.store(uint32_t(head), std::memory_order_relaxed);
+    h->head.store(head, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (h->sleeping.load(std::memory_order_relaxed))
+        futex(&h->head32, FUTEX_WAKE, INT32_MAX, nullptr);
+}
+
 static inline bool truncated(const wb_ring *r) {
     std::atomic_signal_fence(std::memory_order_seq_cst);  // not hoisted above the slot accesses
     return r->guard->truncated.load(std::memory_order_acquire) != 0;
@@ -323,7 +346,7 @@ uint64_t wb_ring_publish(wb_ring *r, const wb_event *evs, uint64_t n, bool drop_
         }
         if (truncated(r)) return 0;  // the copies went into the zero-filled stand-in
         r->p_head = head + k;
-        r->hdr->head.store(head + k, std::memory_order_release);
+        store_head(r->hdr, head + k);
     }
     const uint64_t used = drop_rest ? n : k;
     r->p_seq = seq0 + used;
@@ -363,7 +386,7 @@ uint64_t wb_ring_commit(wb_ring *r, uint64_t n) {
     r->p_head = head + n;
     r->p_seq = seq0 + n;
     r->hdr->next_seq.store(seq0 + n, std::memory_order_relaxed);
-    r->hdr->head.store(head + n, std::memory_order_release);
+    store_head(r->hdr, head + n);
     return n;
 }
 
@@ -625,6 +648,37 @@ uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *
         while (r->hdr->head.load(std::memory_order_acquire) == r->c_tail) {
             wb_cpu_relax();
             if ((++spins & 63) == 0 && wb_monotonic_ns() >= deadline) break;
+        }
+    }
+    return wb_ring_read(r, max, first);
+}
+
+uint64_t wb_ring_read_block(wb_ring *r, uint64_t max, int64_t spin_ns, int64_t timeout_ns,
+                            uint64_t *first) {
+    load_head(r);
+    release(r);
+    ShmHeader *h = r->hdr;
+    if (h->head.load(std::memory_order_acquire) == r->c_tail && !truncated(r)) {
+        const int64_t start = wb_monotonic_ns();
+        uint32_t spins = 0;
+        while (h->head.load(std::memory_order_acquire) == r->c_tail) {
+            wb_cpu_relax();
+            if ((++spins & 63) == 0 && wb_monotonic_ns() - start >= spin_ns) break;
+        }
+        for (;;) {
+            const int64_t left = start + timeout_ns - wb_monotonic_ns();
+            if (left <= 0 || truncated(r)) break;
+            const uint32_t seen = h->head32.load(std::memory_order_acquire);
+            h->sleeping.store(1, std::memory_order_relaxed);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (h->head.load(std::memory_order_acquire) != r->c_tail) {
+                h->sleeping.store(0, std::memory_order_relaxed);
+                break;
+            }
+            timespec ts{time_t(left / 1000000000), long(left % 1000000000)};
+            futex(&h->head32, FUTEX_WAIT, seen, &ts);
+            h->sleeping.store(0, std::memory_order_relaxed);
+            if (h->head.load(std::memory_order_acquire) != r->c_tail) break;
         }
     }
     return wb_ring_read(r, max, first);

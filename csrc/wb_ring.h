@@ -80,13 +80,17 @@ typedef struct wb_ring_header {
     uint64_t head;            /* records published (atomic) */
     uint64_t next_seq;        /* last sequence number handed out (published + dropped) */
     uint64_t dropped;         /* records dropped because the ring was full */
-    uint64_t _pad1[5];
+    uint32_t head32;          /* low 32 bits of head: the futex word of wb_ring_read_block */
+    uint32_t _pad1a;
+    uint64_t _pad1[4];
     /* cache line 2: consumer */
     uint64_t tail;            /* records handed back by the consumer (atomic) */
     uint64_t last_seq;        /* sequence number of the last record read */
     uint64_t gaps;            /* sequence numbers found missing by the consumer */
     uint64_t high_water;      /* most records ever waiting in the ring */
-    uint64_t _pad2[4];
+    uint32_t sleeping;        /* 1 while the consumer sleeps in wb_ring_read_block */
+    uint32_t _pad2a;
+    uint64_t _pad2[3];
 } wb_ring_header;
 
 typedef struct wb_ring_stats {
@@ -134,6 +138,12 @@ uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first);
 /* wb_ring_read, after spinning (no system call, no lock) up to wait_ns for a record when the
  * ring is empty: the consumer's busy poll without leaving C. */
 uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *first);
+/* wb_ring_read, after waiting when the ring is empty: spinning up to spin_ns, then sleeping
+ * (futex on the header's head32 word, woken by the producer's next publish) until
+ * timeout_ns from the call: the consumer's wait that leaves the CPU to others (a spinning
+ * reader on a machine with few cores takes one from the producer). */
+uint64_t wb_ring_read_block(wb_ring *r, uint64_t max, int64_t spin_ns, int64_t timeout_ns,
+                            uint64_t *first);
 /* hands back the slots of the last wb_ring_read; WB_OK or WB_ETRUNC. */
 int wb_ring_release(wb_ring *r);
 /* WB_OK, or WB_ETRUNC when the ring was truncated (out then holds the zero-filled copy's). */

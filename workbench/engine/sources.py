@@ -185,6 +185,7 @@ class RingSource(Source):
     kind = "ring"
     upstream_stamped = True
     poll_wait_ns = 0  # > 0: an empty ring is busy-polled in C (no GIL) this long per read
+    sleep_ns = 0  # > 0: then the reader sleeps until the producer publishes (at most this long)
     spin = False  # True: an empty ring is polled again at once, in Python (the GIL held)
 
     def open(self, submit: Submit, stop: threading.Event) -> None:
@@ -207,15 +208,15 @@ class RingSource(Source):
 
     def run(self) -> None:
         ring, submit, stop = self._ring, self._submit, self._stop
-        wait_ns = self.poll_wait_ns
-        # empty reads before a message cut short is handed on: a spinning read waited already
-        flush_after = 1 if wait_ns else RING_IDLE_FLUSH
+        wait_ns, sleep_ns = self.poll_wait_ns, self.sleep_ns
+        # empty reads before a message cut short is handed on: a waiting read waited already
+        flush_after = 1 if wait_ns or sleep_ns else RING_IDLE_FLUSH
         idle = 0
         checked_ns = time.perf_counter_ns()
         cutter = MessageCutter()
         try:
             while not stop.is_set():
-                view = ring.read(wait_ns=wait_ns)
+                view = ring.read(wait_ns=wait_ns, sleep_ns=sleep_ns)
                 if not len(view):
                     idle += 1
                     if idle == flush_after:
@@ -227,7 +228,7 @@ class RingSource(Source):
                             checked_ns = now
                             if self.producer_ended():
                                 break
-                    if not wait_ns and not self.spin:
+                    if not wait_ns and not sleep_ns and not self.spin:
                         time.sleep(0 if idle < RING_IDLE_FLUSH else 0.0005)
                     continue
                 idle = 0
@@ -249,11 +250,12 @@ class NativeSource(RingSource):
     creates; the feed thread consumes it as `ring:` does. Without a URL the run starts
     SimExchange on loopback (its simulator, or `recording`) and the handler connects to it,
     so the default needs no network. `tuning.native_cpu` pins the handler thread (and tries
-    SCHED_FIFO). The feed thread busy-polls the ring: in C with the GIL released
-    (`poll_wait_ns` per read), or with `tuning.feed_spin` in Python holding the GIL, as the
-    websocket sources' spinning feed thread does: a read that returns with the GIL released
-    must take it back, which costs up to the interpreter's switch interval (5 ms) when another
-    thread runs Python meanwhile; a spinning thread keeps it (callback dispatch). Events carry
+    SCHED_FIFO). The feed thread waits for the ring in C with the GIL released: it spins
+    `poll_wait_ns`, then sleeps on a futex the handler's next publish wakes (a reader that
+    spins for ever takes a core from the handler and the venue on a small machine). With
+    `tuning.feed_spin` it polls in Python holding the GIL instead, as the websocket sources'
+    spinning feed thread does (a read that returns without the GIL must take it back, which
+    costs up to the interpreter's switch interval when another thread runs Python). Events carry
     the handler's socket-read stamp (`ts_recv_ns`) and ring push (`ts_publish_ns`) in this
     process's clock: parse is read to push, queue push to pick-up.
     The handler failing (unreachable, ring truncated) ends the run: FeedError."""
@@ -261,14 +263,15 @@ class NativeSource(RingSource):
     kind = "native"
     upstream_stamped = False
     native_stamped = True
-    poll_wait_ns = 1_000_000  # the feed thread busy-polls the ring (a core at 100%)
+    poll_wait_ns = 20_000  # an empty ring: spin 20 µs in C, then sleep until the next publish
+    sleep_ns = 50_000_000  # (waking at least every 50 ms to check stop and the handler)
 
     def __init__(self, cfg: SourceConfig, tuning: TuningConfig) -> None:
         super().__init__(cfg)
         self.measures_wire = bool(cfg.arg)  # a live venue's clock; SimExchange replays times
         self.spin = tuning.feed_spin
         if self.spin:
-            self.poll_wait_ns = 0
+            self.poll_wait_ns = self.sleep_ns = 0
         self._cpu = tuning.native_cpu
         self._simex = None
         self._feed = None

@@ -80,12 +80,16 @@ typedef struct wb_ring_header {
     uint64_t head;
     uint64_t next_seq;
     uint64_t dropped;
-    uint64_t _pad1[5];
+    uint32_t head32;
+    uint32_t _pad1a;
+    uint64_t _pad1[4];
     uint64_t tail;
     uint64_t last_seq;
     uint64_t gaps;
     uint64_t high_water;
-    uint64_t _pad2[4];
+    uint32_t sleeping;
+    uint32_t _pad2a;
+    uint64_t _pad2[3];
 } wb_ring_header;
 
 typedef struct wb_ring_stats {
@@ -118,6 +122,8 @@ uint64_t wb_ring_push_batch(wb_ring *r, const wb_event *evs, uint64_t n);
 uint64_t wb_ring_pop_batch(wb_ring *r, wb_event *out, uint64_t max);
 uint64_t wb_ring_read(wb_ring *r, uint64_t max, uint64_t *first);
 uint64_t wb_ring_read_wait(wb_ring *r, uint64_t max, int64_t wait_ns, uint64_t *first);
+uint64_t wb_ring_read_block(wb_ring *r, uint64_t max, int64_t spin_ns, int64_t timeout_ns,
+                            uint64_t *first);
 int wb_ring_release(wb_ring *r);
 int wb_ring_stats_get(wb_ring *r, wb_ring_stats *out);
 int wb_ring_status(wb_ring *r);

@@ -245,5 +245,9 @@ if __name__ == "__main__":
     built = Path(ffi.compile(tmpdir=str(ROOT / "build" / ("asan" if args.sanitize else "native"))))
     dest = Path(args.out or ROOT) / "workbench"
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(built, dest / built.name)
-    print(dest / built.name)
+    # the name `pip install -e .` gives it; a copy under another suffix would shadow it
+    for stale in dest.glob("_native.*.so"):
+        stale.unlink()
+    target = dest / "_native.abi3.so"
+    shutil.copy2(built, target)
+    print(target)

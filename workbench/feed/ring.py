@@ -64,6 +64,7 @@ _NAME_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{lib.WB_RING_NAME_MAX}}}")
 _ERRLEN = 512
 _read = lib.wb_ring_read
 _read_wait = lib.wb_ring_read_wait
+_read_block = lib.wb_ring_read_block
 _TRUNCATED: int = lib.WB_RING_TRUNCATED
 _NULL = ffi.NULL
 _HEAD_WORD = ffi.offsetof("wb_ring_header", "head") // 8
@@ -326,21 +327,25 @@ class ShmRing:
             self._check(h)
         return n
 
-    def read(self, max_n: int = 65536, wait_ns: int = 0) -> np.ndarray:
+    def read(self, max_n: int = 65536, wait_ns: int = 0, sleep_ns: int = 0) -> np.ndarray:
         """Up to `max_n` waiting records as a read-only EVENT_DTYPE view of the slots, shape
         (n,), n = 0 when the ring is empty. Hands back the slots of the previous read first.
         Never spans the wrap (the next read returns the rest).
 
         wait_ns = 0: never waits. wait_ns > 0: when the ring is empty, busy-polls in C (GIL
         released, no system call) up to wait_ns ns for the first record; the lowest-latency
-        way to wait for one event. Raises RingError when the ring's file was truncated."""
+        way to wait for one event. sleep_ns > 0: after that spin, sleeps (a futex the producer's
+        next publish wakes, GIL released) until sleep_ns ns from the call: a wait that leaves
+        the CPU to the producer. Raises RingError when the ring's file was truncated."""
         if max_n < 1:
             raise ValueError(f"max_n must be a count >= 1, got {max_n}")
         h = self._h
         if h is None:
             raise RingClosed(f"ring {self.name!r} is closed")
         taken = self._taken
-        if wait_ns > 0:
+        if sleep_ns > 0:
+            n = _read_block(h, max_n, wait_ns, sleep_ns, _NULL)
+        elif wait_ns > 0:
             n = _read_wait(h, max_n, wait_ns, _NULL)
         elif not self._held and self._words[_HEAD_WORD] == taken:  # type: ignore[index]
             return self._empty
