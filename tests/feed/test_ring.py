@@ -343,6 +343,30 @@ def test_read_with_wait_ns_spins_until_a_record_comes(ring_name: str) -> None:
         assert ring.stats.consumed == 5
 
 
+def test_read_with_sleep_ns_sleeps_until_the_producer_publishes(ring_name: str) -> None:
+    """The futex wait: a reader asleep on an empty ring is woken by the next publish (from
+    another process), not by its timeout; with nothing published it gives up at sleep_ns."""
+    with ShmRing.create(ring_name, 16) as ring:
+        t0 = time.perf_counter_ns()
+        assert ring.read(4, wait_ns=1000, sleep_ns=50_000_000).shape == (0,)
+        assert time.perf_counter_ns() - t0 >= 50_000_000
+        producer = subprocess.Popen([sys.executable, "-c", (
+            "import sys, time\n"
+            "from workbench.feed.ring import ShmRing\n"
+            "from workbench.events import empty_batch\n"
+            "ring = ShmRing.attach(sys.argv[1])\n"
+            "time.sleep(0.3)\n"
+            "ev = empty_batch(2); ev['venue_seq'] = [4, 5]\n"
+            "ring.push_batch(ev)\n"
+            "ring.close()\n"), ring_name])
+        t0 = time.perf_counter_ns()
+        got = ring.read(8, wait_ns=1000, sleep_ns=60 * 10**9)
+        waited_s = (time.perf_counter_ns() - t0) / 1e9
+        assert producer.wait(60) == 0
+        assert got["venue_seq"].tolist() == [4, 5]
+        assert 0.2 < waited_s < 30  # woken by the publish, long before the 60 s timeout
+
+
 def _ring_size(capacity: int) -> int:
     return ffi.sizeof("wb_ring_header") + capacity * EVENT_DTYPE.itemsize
 
