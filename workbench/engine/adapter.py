@@ -33,11 +33,12 @@ from workbench.engine.compiled import (
     NONE,
     PARTIALLY_FILLED,
     REQ_CANCEL,
+    SELL,
     Gateway,
 )
 from workbench.engine.strategy import OrderRequest
 from workbench.errors import ConfigError, EngineError
-from workbench.events import K_TRADE, S_BUY, Side
+from workbench.events import EVENT_DTYPE, K_TRADE, S_BUY, Side
 
 _STATUS = {"pending": NONE, "open": NEW, "filled": FILLED, "cancelled": CANCELED,
            "rejected": EXPIRED}
@@ -45,8 +46,19 @@ TAG = "compiled:"
 
 
 @nb.njit
-def _feed(strategy, gw):  # pragma: no cover - compiled
+def _step(strategy, gw, batch, ts, bid_tick, bid_qty, ask_tick, ask_qty
+          ):  # pragma: no cover - compiled
+    """One batch in one compiled call: the book's top and the last trade into the gateway,
+    then on_feed; returns the requests queued."""
+    for i in range(len(batch)):
+        row = batch[i]
+        if row.kind == K_TRADE:
+            gw.last_trade_price = row.price
+            gw.last_trade_qty = row.qty
+            gw.last_trade_side = BUY if row.side == S_BUY else SELL
+    gw.set_book(ts, bid_tick, bid_qty, ask_tick, ask_qty)
     strategy.on_feed(gw)
+    return gw.n_req
 
 
 class CompiledAdapter:
@@ -65,6 +77,18 @@ class CompiledAdapter:
         self._orders: dict[int, object] = {}  # strategy order id -> broker Order (or None)
         self._ids: dict[int, int] = {}  # broker order id -> strategy order id
         self._fills_seen = 0
+        self._warm(strategy)
+
+    def _warm(self, strategy) -> None:
+        """Compile now what the first batch and the first fill would compile on the trading
+        path: `_step` for these types and the gateway methods the adapter calls."""
+        gw = Gateway(self.tick_size, self.gw.lot_size)
+        _step.compile((nb.typeof(strategy), nb.typeof(gw), nb.typeof(np.zeros(1, EVENT_DTYPE)),
+                       nb.int64, nb.int64, nb.float64, nb.int64, nb.float64))
+        gw.submit(1, BUY, self.tick_size, 1.0, 0, GTX)
+        gw.apply_response(1, FILLED, NONE, 0.0, 1.0, 1, 1, 0.0, False, 0)
+        gw.find(1)
+        gw.n_req = 0
 
     def bind_executor(self, executor) -> None:
         """The engine's Executor: where orders go and fills come from."""
@@ -74,24 +98,18 @@ class CompiledAdapter:
         executor = self._executor
         if executor is None:
             raise EngineError("CompiledAdapter: no Executor bound (the Engine binds it)")
-        gw = self.gw
-        now = int(batch[0]["ts_event_ns"])
-        self._sync(executor)
+        first = batch.item(0)
+        now = first[0]
+        if executor.fill_count != self._fills_seen or self._orders:
+            self._sync(executor)
         tick = self.tick_size
         bid, ask = book.best_bid, book.best_ask
-        gw.set_book(now, round(bid / tick) if bid == bid else INVALID_MIN,
-                    book.best_bid_qty if bid == bid else 0.0,
-                    round(ask / tick) if ask == ask else INVALID_MAX,
-                    book.best_ask_qty if ask == ask else 0.0)
-        trades = batch[batch["kind"] == K_TRADE]
-        if len(trades):
-            last = trades[-1]
-            gw.last_trade_price = float(last["price"])
-            gw.last_trade_qty = float(last["qty"])
-            gw.last_trade_side = BUY if last["side"] == S_BUY else -1
-        _feed(self.strategy, gw)
-        if gw.n_req:
-            self._send(executor, book.symbol_id, now, int(batch[0]["seq"]))
+        if _step(self.strategy, self.gw, batch, now,
+                 round(bid / tick) if bid == bid else INVALID_MIN,
+                 book.best_bid_qty if bid == bid else 0.0,
+                 round(ask / tick) if ask == ask else INVALID_MAX,
+                 book.best_ask_qty if ask == ask else 0.0):
+            self._send(executor, book.symbol_id, now, first[3])
         return []
 
     def _send(self, executor, symbol_id: int, now: int, seq: int) -> None:
