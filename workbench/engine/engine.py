@@ -139,6 +139,9 @@ class Engine:
         self._market_ns = 0  # venue time of the last batch (ns)
         # bursts: a batch received before the previous one was acked waited behind it
         self._prev_ack_ns = self._burst_start_ns = self._burst_pos = 0
+        # the socket read a batch came in (every source stamps the frames of one read with
+        # its time) and the batch's position in it
+        self._read_ns = self._read_pos = 0
         self._state = "new"
         self._stop_requested = threading.Event()
         self._source_done = threading.Event()
@@ -361,6 +364,10 @@ class Engine:
             self._burst_pos += 1
         else:
             self._burst_pos, self._burst_start_ns = 0, t_pick
+        if recv_ns == self._read_ns:
+            self._read_pos += 1
+        else:
+            self._read_ns, self._read_pos = recv_ns, 0
         self._prev_ack_ns = t_ack
         self.events += n
         self.batches += 1
@@ -391,8 +398,11 @@ class Engine:
                   Stage.ORDER: order_ns}
         measured = []
         if self._burst_pos:  # the time the earlier messages of its burst were processed
+            where = (f"message {self._read_pos + 1} of its socket read" if self._read_pos
+                     else "its own socket read")
             measured.append(Cause(SpikeCause.BURST, t_pick - max(recv_ns, self._burst_start_ns),
-                                  t_pick, f"position {self._burst_pos + 1}"))
+                                  t_pick, f"position {self._burst_pos + 1} in its burst, "
+                                  f"{where}"))
         if self.dispatcher.mode == "polling" and self._burst_start_ns > publish_ns:
             measured.append(Cause(SpikeCause.POLL_WAIT, self._burst_start_ns - publish_ns,
                                   self._burst_start_ns))
