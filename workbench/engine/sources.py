@@ -288,7 +288,8 @@ class NativeSource(RingSource):
         if cfg.arg:
             url, rest_url = cfg.arg, cfg.rest_url
         else:
-            url, rest_url = self._start_simex(venue)
+            self._simex = start_simex(cfg, venue)
+            url, rest_url = self._simex.url + venue.ws_path, self._simex.rest_url
         name = f"native-{os.getpid()}-{id(self):x}"
         self._owned = ShmRing.create(name, NATIVE_RING_CAPACITY)
         try:
@@ -301,20 +302,6 @@ class NativeSource(RingSource):
         self._ring = ShmRing.attach(name)
         self._submit, self._stop = submit, stop
         self.tuning["native_cpu"] = self._cpu
-
-    def _start_simex(self, venue: Venue) -> tuple[str, str]:
-        from workbench.feed.simex import SimExchange
-        from workbench.feed.simulator import SimConfig
-
-        cfg = self.config
-        sim = None if cfg.recording else SimConfig(seed=cfg.seed)
-        if sim is not None and set(cfg.symbols) != {sim.symbol}:
-            raise ConfigError(f"symbols: the simulator simulates {sim.symbol} only (its "
-                              f"SimConfig), got {', '.join(cfg.symbols)}; serve a recording "
-                              "of other symbols with `recording`")
-        self._simex = SimExchange(cfg.recording, venue=venue.exchange, speed=cfg.speed or None,
-                                  sim=sim).start()
-        return self._simex.url + venue.ws_path, self._simex.rest_url
 
     def producer_ended(self) -> bool:
         """FeedError when the handler failed; True after `idle_end` seconds without a read
@@ -469,17 +456,7 @@ class SimSource(WebSocketSource):
         self._simex = None
 
     def endpoints(self, venue: Venue) -> tuple[str, str | None]:
-        from workbench.feed.simex import SimExchange
-        from workbench.feed.simulator import SimConfig
-
-        cfg = self.config
-        sim = None if cfg.recording else SimConfig(seed=cfg.seed)
-        if sim is not None and set(cfg.symbols) != {sim.symbol}:
-            raise ConfigError(f"symbols: the simulator simulates {sim.symbol} only (its "
-                              f"SimConfig), got {', '.join(cfg.symbols)}; serve a recording "
-                              "of other symbols with `recording`")
-        self._simex = SimExchange(cfg.recording, venue=venue.exchange, speed=cfg.speed or None,
-                                  sim=sim).start()
+        self._simex = start_simex(self.config, venue)
         return self._simex.url + venue.ws_path, self._simex.rest_url
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -487,6 +464,21 @@ class SimSource(WebSocketSource):
         if self._simex is not None:
             with contextlib.suppress(Exception):
                 self._simex.stop(timeout_s)
+
+
+def start_simex(cfg: SourceConfig, venue: Venue) -> Any:
+    """A started SimExchange for a `sim` or `native` run: serving `cfg.recording`, or the
+    simulator seeded with `cfg.seed` (ConfigError for symbols it does not simulate)."""
+    from workbench.feed.simex import SimExchange
+    from workbench.feed.simulator import SimConfig
+
+    sim = None if cfg.recording else SimConfig(seed=cfg.seed)
+    if sim is not None and set(cfg.symbols) != {sim.symbol}:
+        raise ConfigError(f"symbols: the simulator simulates {sim.symbol} only (its "
+                          f"SimConfig), got {', '.join(cfg.symbols)}; serve a recording "
+                          "of other symbols with `recording`")
+    return SimExchange(cfg.recording, venue=venue.exchange, speed=cfg.speed or None,
+                       sim=sim).start()
 
 
 def make_source(cfg: SourceConfig, tuning: TuningConfig,
