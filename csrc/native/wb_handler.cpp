@@ -185,7 +185,6 @@ public:
     virtual void start() = 0;
     virtual void send(const std::string &frame) = 0;
     virtual void close() = 0;
-    uint64_t gen = 0;
     bool delivered = false;  /* a message arrived on it */
     bool open = false;       /* handshakes done */
 };
@@ -789,7 +788,7 @@ void Handler::connect() {
         conn_ = std::make_shared<WsConn<true>>(*this, url_);
     else
         conn_ = std::make_shared<WsConn<false>>(*this, url_);
-    conn_->gen = ++gen_;
+    ++gen_;  /* the REST snapshots of an older connection are dropped */
     conn_->start();
 }
 
