@@ -10,13 +10,15 @@ Event loop (per L3 row, in file order, at its synthetic time t; `l3_events` docs
    level's FIFO in the `L3Book` (queue ahead = the feed quantity before it); a post-only order
    that would cross the feed's opposite best is expired (hftbacktest's GTX); a crossing order
    that is not post-only takes the feed's opposite levels best first up to its limit price,
-   as taker (the feed's orders are not consumed: no market impact), and its remainder rests;
-   a cancel takes the order out of its level if it still rests;
+   as taker, and its remainder expires (the feed's orders are not consumed, there is no market
+   impact, so a remainder left resting would face the liquidity it already took); a cancel
+   takes the order out of its level if it still rests;
 2. the row is applied to the book (add / modify / delete / clear), then the fill rule runs;
 3. exchange responses (fills, acks, cancels, expiries) made at x reach the strategy at
    x + response_ns; those due by t are applied to the strategy's view (`L3Gateway`);
-4. the strategy callback runs on the gateway at local time t (the recording has no clock, so
-   the feed reaches the strategy with no latency) and may submit or cancel.
+4. after the last row of time t (a snapshot's rows share one time), the strategy callback
+   runs on the gateway at local time t (the recording has no clock, so the feed reaches the
+   strategy with no latency) and may submit or cancel.
 
 Fill rule: the recording has no trades, so which removals were executions, their sizes and
 the aggressor side cannot be known; a removal at the front of the best level may be a fill or
@@ -220,11 +222,11 @@ class _Exchange:
         self.orders[order.order_id] = rec
         opposite = self.book.best_ask() if order.side == BUY else self.book.best_bid()
         crosses = (order.price >= opposite) if order.side == BUY else (order.price <= opposite)
-        left = order.qty
         if crosses and order.post_only:
             self._done(rec, EXPIRED, ts)
             return
         if crosses:
+            left = order.qty
             for price, qty in self.book.depth(-order.side):
                 if left <= 0 or (price > order.price if order.side == BUY
                                  else price < order.price):
@@ -232,11 +234,10 @@ class _Exchange:
                 take = min(qty, left)
                 left -= take
                 self._fill(rec, price, take, ts, False, math.nan, "taker")
-            if left <= 1e-12:
-                self._done(rec, FILLED, ts)
-                return
-        rec["resting_qty"] = left
-        rec["queue_ahead"] = self.book.add_own(order.order_id, order.side, order.price, left)
+            self._done(rec, FILLED if left <= 1e-12 else EXPIRED, ts)
+            return
+        rec["queue_ahead"] = self.book.add_own(order.order_id, order.side, order.price,
+                                               order.qty)
         self._respond(ts, NEW, order.order_id)
 
     def cancel(self, order_id: int, ts: int) -> None:
@@ -264,7 +265,7 @@ class _Exchange:
             rec = self.orders[oid]
             ahead = self.book.queue_ahead(oid)
             self.book.remove_own(oid)
-            self._fill(rec, rec["price"], rec["resting_qty"], ts, True, ahead, rule)
+            self._fill(rec, rec["price"], rec["qty"], ts, True, ahead, rule)
             self._done(rec, FILLED, ts)
 
     def crossed(self) -> list[int]:
@@ -366,6 +367,8 @@ def l3_backtest(data: str | Path | L3Events, strategy: Callable[[L3Gateway], Non
         crossed = ex.crossed()
         if crossed:
             ex.fill_resting(crossed, ts, "cross")
+        if i + 1 < len(rows) and ts_col[i + 1] == ts:
+            continue
         _deliver(gw, ex.responses, ts)
         gw.ts_ns = ts
         strategy(gw)
