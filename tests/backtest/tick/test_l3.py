@@ -305,6 +305,10 @@ def test_inferred_fill_only_when_nothing_ahead_of_the_removed_order():
     assert r.fills.height == 1
     assert (row["rule"], row["ts_exch_ns"], row["queue_ahead_fill"]) == ("inferred", 5 * MS, 0.0)
     assert row["queue_ahead_entry"] == 3.0
+    # below the best bid a removal behind ours is no execution: 100 would trade first
+    below = _feed([12, 99.0, 0.7], [12, 0, 1], [11, 0, 1])
+    r = l3_backtest(parse_messages(below), _Script({0: [(1, 99.0, 0.5)]}), cfg)
+    assert r.fills.height == 0 and r.orders["status"].to_list() == [NEW]
     off = l3_backtest(parse_messages(msgs), _Script({0: [(1, 100.0, 0.5)]}),
                       L3Config(latency=ConstantLatency(MS, MS)))
     assert off.fills.height == 0 and off.orders["status"].to_list() == [NEW]
