@@ -435,3 +435,18 @@ def test_quoter_on_real_file_matches_plain_recomputation(shared_data, raw_messag
         bid, ask = best_at[o["ts_sent_ns"] // MS]
         assert o["price"] == (bid if o["side"] == BID else ask)
     assert len(orders) > 1000
+
+
+def test_l3_backtest_on_the_command_line(shared_data, tmp_path):
+    from workbench.cli import main
+
+    stats_file = tmp_path / "stats.json"
+    assert main(["backtest", str(shared_data / L3_FILE), "--l3", "--qty", "0.01",
+                 "--max-position", "0.03", "--entry-us", "2000", "--response-us", "1000",
+                 "--maker-bps", "-1", "--infer-trades", "--json", str(stats_file)]) == 0
+    stats = orjson.loads(stats_file.read_bytes())
+    expected = l3_backtest(shared_data / L3_FILE, L3Quoter(0.01, 0.03), L3Config(
+        latency=ConstantLatency(2 * MS, MS), maker_fee_bps=-1.0, infer_trades=True))
+    assert stats["fills"] == expected.fills.height > 0
+    assert stats["orders"] == expected.orders.height
+    assert stats["total"] == pytest.approx(expected.pnl()["total"])

@@ -2,7 +2,10 @@
 
 DATA is a recording (converted through the cache) or a converted .npy. Strategies: `quoter`
 (compiled.Quoter: --qty, --max-position) and `ema` (compiled.CompiledEmaCross: --fast, --slow,
---qty, --limit for post-only limits instead of market orders).
+--qty, --limit for post-only limits instead of market orders). `--l3`: DATA is a Bitfinex
+raw-book (R0) recording, run through the L3 FIFO queue backtest (l3_backtest.py) with its
+quoter (--qty, --max-position), the constant latency, the fees, --infer-trades and
+--interval-us (the recording's synthetic clock).
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--taker-bps", type=float, default=0.0)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--json", default=None, help="write the stats to this file")
+    parser.add_argument("--l3", action="store_true",
+                        help="DATA is a Bitfinex raw-book (R0) recording: L3 FIFO queue backtest")
+    parser.add_argument("--infer-trades", action="store_true",
+                        help="l3: also fill on removals at the best behind our order")
+    parser.add_argument("--interval-us", type=float, default=1000.0,
+                        help="l3: synthetic time between the recording's messages")
 
 
 def make_strategy(args: argparse.Namespace):
@@ -49,6 +58,14 @@ def run(args: argparse.Namespace):
     from workbench.backtest.tick.backtest import TickConfig, open_data, tick_backtest
     from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
 
+    if args.l3:
+        from workbench.backtest.tick.l3_backtest import L3Config, L3Quoter, l3_backtest
+
+        cfg = L3Config(latency=ConstantLatency(int(args.entry_us * 1000),
+                                               int(args.response_us * 1000)),
+                       interval_ns=int(args.interval_us * 1000), maker_fee_bps=args.maker_bps,
+                       taker_fee_bps=args.taker_bps, infer_trades=args.infer_trades)
+        return l3_backtest(args.data, L3Quoter(args.qty, args.max_position), cfg)
     data = open_data(args.data)
     if args.from_run:
         first = int(data.rows[0]["ts_recv_ns"]) if len(data) else 0
