@@ -14,6 +14,21 @@ Matching rules (documented because every PnL figure depends on them):
 - a resting buy at P fills when the best ask is at or below P: min(remaining, visible size on
   asks priced <= P) at P (maker fee); sells mirror it. The book is not depleted by our fills.
 - fee = price * qty * bps / 10_000, in quote units (a negative maker bps is a rebate).
+
+With `queue_model="risk_averse"` (opt-in; EngineConfig `queue_model`, `workbench run
+--queue-model`) a resting limit order is filled by the tick backtester's rules instead of the
+last rule above: it keeps a queue position (the quantity ahead of it at its price, starting at
+the level's visible quantity when it rests), which the rows of each later batch move by the
+backtester's risk-averse model (`workbench.backtest.tick.queue`, hftbacktest's
+`RiskAdverseQueueModel`): a trade at its price of q: ahead -= q, and it fills min(remaining,
+what traded through it) once that is half a lot or more; a depth change of its level to q:
+ahead = min(ahead, q); a trade through its price fills min(remaining, trade qty); an opposite
+row at or through its price (the book crossed it) fills it whole; all at its price (maker).
+The rules, and why each is the kernel's, are in `workbench.engine.queue_position`. The rows
+are those of the batch the order was resting through (`on_book(..., batch=)`): an order that
+arrives at a batch joins after that batch's rows. They are the message's rows as the engine got
+them: deltas a snapshot drains from BookSync's buffer are not among them (the tick converter
+writes them at the snapshot's time), and a stale delta's rows are (the converter drops them).
 """
 
 from __future__ import annotations
@@ -23,7 +38,12 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
+from workbench.engine.config import QUEUE_MODELS
+from workbench.engine.queue_position import QueueState, level_qty, row_fill
 from workbench.engine.strategy import OrderRequest
+from workbench.errors import ConfigError
 from workbench.events import Side
 
 TOP_LEVELS = 5
@@ -54,7 +74,8 @@ class Fill(NamedTuple):
 @dataclass(slots=True)
 class Order:
     """An order at the broker. status: pending (in flight), open (resting), filled,
-    cancelled (unfilled rest of a market order), rejected (post-only would cross)."""
+    cancelled (unfilled rest of a market order), rejected (post-only would cross). queue: its
+    queue position while it rests (risk_averse queue model only, else None)."""
 
     order_id: int
     request: OrderRequest
@@ -62,6 +83,7 @@ class Order:
     arrive_ns: int
     filled: float = 0.0
     status: str = "pending"
+    queue: QueueState | None = None
 
     @property
     def remaining(self) -> float:
@@ -72,8 +94,11 @@ class PaperBroker:
     """Paper execution against an L2 book (see the module docstring for the rules).
 
     submit(request, now_ns) -> Order (the ack; matching happens in `on_book`).
-    on_book(symbol_id, book, now_ns, seq) -> fills of that symbol's orders at this update.
+    on_book(symbol_id, book, now_ns, seq, batch) -> fills of that symbol's orders at this update.
     The book must offer `best_bid`, `best_ask` (NaN when empty) and `depth(n)`.
+    queue_model: `none` (the book-crossing rule) or `risk_averse` (module docstring), which
+    needs the instrument's lot_size (> 0, base units). Raises ConfigError for another model or
+    a missing lot size.
     Memory: only live (pending and open) orders are kept, in `orders` by id and in `active`
     by symbol; an order that is done (filled, cancelled, rejected) leaves both, and a symbol
     without live orders leaves `active`, so a long run holds no per-order state (the
@@ -81,7 +106,16 @@ class PaperBroker:
     """
 
     def __init__(self, maker_fee_bps: float = 0.0, taker_fee_bps: float = 0.0,
-                 latency_ns: int = 0) -> None:
+                 latency_ns: int = 0, queue_model: str = "none", lot_size: float = 0.0
+                 ) -> None:
+        if queue_model not in QUEUE_MODELS:
+            raise ConfigError(f"PaperBroker: queue_model must be one of {QUEUE_MODELS}, got "
+                              f"{queue_model!r}")
+        if queue_model != "none" and not lot_size > 0:
+            raise ConfigError(f"PaperBroker: the {queue_model} queue model needs lot_size > 0, "
+                              f"got {lot_size!r}")
+        self.queue_model = queue_model
+        self.lot_size = float(lot_size)
         self.maker_rate = maker_fee_bps / 10_000.0
         self.taker_rate = taker_fee_bps / 10_000.0
         self.latency_ns = int(latency_ns)
@@ -120,19 +154,28 @@ class PaperBroker:
         """The symbol's pending and resting orders (a copy)."""
         return list(self.active.get(symbol_id, ()))
 
-    def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0) -> list[Fill]:
-        """Match the symbol's arrived orders against `book`; returns the fills (maybe none)."""
+    def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0,
+                batch: np.ndarray | None = None) -> list[Fill]:
+        """Match the symbol's arrived orders against `book`; returns the fills (maybe none).
+        batch: the EVENT_DTYPE rows `book` just applied (the risk_averse queue model moves the
+        resting orders' queues by them; None: no rows, as for a second call on one batch)."""
         active = self.active.get(symbol_id)
         if not active:
             return []
         fills: list[Fill] = []
         levels = _Levels(book)
+        queued = self.queue_model != "none"
+        if queued and batch is not None and len(batch):
+            self._queue_rows(active, batch, now_ns, seq, fills)
         for order in list(active):
             if order.arrive_ns > now_ns:
                 continue
             if order.status == "pending":
                 self._arrive(order, levels, now_ns, seq, fills)
-            else:
+                if queued and order.status == "open":
+                    order.queue = QueueState(level_qty(book, order.request.side == Side.BUY,
+                                                       order.request.price))
+            elif not queued:
                 self._rest(order, levels, now_ns, seq, fills)
             if order.status != "open" and order.status != "pending":
                 active.remove(order)
@@ -169,6 +212,29 @@ class PaperBroker:
                 break
             qty = min(order.remaining, size)
             self._fill(order, price, qty, self.taker_rate, "taker", now_ns, seq, fills)
+
+    def _queue_rows(self, active: list[Order], batch: np.ndarray, now_ns: int, seq: int,
+                    fills: list[Fill]) -> None:
+        """The batch's rows, in order, against the orders resting before it (as the kernel:
+        each row against every order, in arrival order)."""
+        resting = [o for o in active if o.status == "open" and o.queue is not None]
+        if not resting:
+            return
+        lot = self.lot_size
+        for kind, side, price, qty in zip(batch["kind"].tolist(), batch["side"].tolist(),
+                                          batch["price"].tolist(), batch["qty"].tolist(),
+                                          strict=True):
+            for order in resting:
+                if order.status != "open":
+                    continue
+                req = order.request
+                q = row_fill(order.queue, req.side == Side.BUY, req.price, order.remaining,
+                             kind, side, price, qty, lot)
+                if q > 0.0:
+                    self._fill(order, req.price, q, self.maker_rate, "maker", now_ns, seq,
+                               fills)
+                    if order.remaining <= 1e-12:
+                        order.status = "filled"
 
     def _rest(self, order: Order, levels, now_ns: int, seq: int, fills: list[Fill]) -> None:
         req = order.request

@@ -30,6 +30,7 @@ ORDER_TYPES = ("market", "limit")
 ON_STRATEGY_ERROR = ("halt", "continue")
 # the normalizer venue keys of live venues (tardis is a file format, not a venue to trade)
 VENUES = tuple(v for v in FEED_VENUES if v != "tardis")
+QUEUE_MODELS = ("none", "risk_averse")  # the PaperBroker's resting-order models
 
 
 def nearest_prime_ms(ms: float) -> int:
@@ -169,12 +170,17 @@ class StrategyConfig:
 class BrokerConfig:
     """The paper broker: maker/taker fees in basis points (negative = rebate),
     broker_latency_us of market time before an order reaches the book, slice_qty: the
-    Executor's child order size (0 = no slicing)."""
+    Executor's child order size (0 = no slicing), queue_model: how resting limit orders fill
+    (`none`: when the opposite best reaches them; `risk_averse`: the tick backtester's queue
+    position model, `workbench.engine.broker`), lot_size: the instrument's lot (base units;
+    > 0 needed by `risk_averse`)."""
 
     maker_fee_bps: float = -0.5
     taker_fee_bps: float = 4.0
     broker_latency_us: float = 0.0
     slice_qty: float = 0.0
+    queue_model: str = "none"
+    lot_size: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("maker_fee_bps", "taker_fee_bps"):
@@ -185,6 +191,11 @@ class BrokerConfig:
                 raise _fail(name, "basis points in [-100, 100]", value)
         _number("broker_latency_us", self.broker_latency_us, 0.0)
         _number("slice_qty", self.slice_qty, 0.0)
+        _choice("queue_model", self.queue_model, QUEUE_MODELS)
+        _number("lot_size", self.lot_size, 0.0)
+        if self.queue_model != "none" and not self.lot_size > 0:
+            raise _fail("lot_size", f"> 0 with queue_model {self.queue_model!r}",
+                        self.lot_size)
 
 
 @dataclass(frozen=True)

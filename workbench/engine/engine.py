@@ -111,7 +111,7 @@ class Engine:
                                cfg.risk.invalid_book_streak)
         b = cfg.broker
         self.broker = PaperBroker(b.maker_fee_bps, b.taker_fee_bps,
-                                  int(b.broker_latency_us * 1000))
+                                  int(b.broker_latency_us * 1000), b.queue_model, b.lot_size)
         self.run_dir = Path(cfg.out_dir) / self.run_id if cfg.out_dir else None
         self.journal: Journal | None = None
         self.executor = Executor(self.broker, self.risk, self.positions, b.slice_qty)
@@ -346,7 +346,7 @@ class Engine:
         if executor.deferred:  # jittered children whose delay has passed
             executor.release(market_ns, seq)
         if executor.broker.active.get(sid):
-            executor.on_book(sid, book, market_ns, seq)
+            executor.on_book(sid, book, market_ns, seq, batch)
         if self._flatten_pending:
             self._flatten_pending = False
             for symbol, symbol_book in list(sync.books.items()):

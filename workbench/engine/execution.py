@@ -23,6 +23,8 @@ import math
 import random
 from collections import deque
 
+import numpy as np
+
 from workbench.engine.broker import Fill, PaperBroker
 from workbench.engine.jitter import JitterSlicing
 from workbench.engine.journal import Journal
@@ -135,11 +137,13 @@ class Executor:
                     heapq.heappush(self.deferred, (now_ns + delay, next(self._deferred_n), part))
         return out
 
-    def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0) -> list[Fill]:
-        """Let the broker match this symbol's orders on the updated book; book the fills."""
+    def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0,
+                batch: np.ndarray | None = None) -> list[Fill]:
+        """Let the broker match this symbol's orders on the updated book (batch: the rows it
+        applied, for the broker's queue model); book the fills."""
         if not self.broker.active.get(symbol_id):
             return []
-        fills = self.broker.on_book(symbol_id, book, now_ns, seq)
+        fills = self.broker.on_book(symbol_id, book, now_ns, seq, batch)
         if fills:
             mid = book.mid
             if mid == mid:

@@ -17,7 +17,7 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from workbench.engine.config import DISPATCH_MODES, VENUES, EngineConfig
+from workbench.engine.config import DISPATCH_MODES, QUEUE_MODELS, VENUES, EngineConfig
 from workbench.engine.status import RunStatus, Snapshot, StageLatency
 from workbench.latency.attribution import attribution_line, attribution_rows
 from workbench.latency.spikes import SpikeSummary
@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the strategy's order type (default %(default)s)")
     add("--broker-latency-us", type=float, default=d.broker.broker_latency_us,
         help="market time before an order reaches the paper book, µs (default %(default)s)")
+    add("--queue-model", default=d.broker.queue_model, choices=QUEUE_MODELS,
+        help="how the paper broker fills resting limit orders: none (when the opposite best "
+             "reaches them) or risk_averse (the tick backtester's queue position; needs "
+             "--lot-size) (default %(default)s)")
+    add("--lot-size", type=float, default=d.broker.lot_size,
+        help="the instrument's lot, base units (the risk_averse queue model's; default "
+             "%(default)s)")
     add("--on-strategy-error", default=st.on_strategy_error, choices=("halt", "continue"),
         help="a strategy exception halts trading and flattens, or is counted and skipped "
              "(default %(default)s)")
@@ -130,6 +137,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         max_position=args.max_position,
         order_type=args.order_type,
         broker_latency_us=args.broker_latency_us,
+        queue_model=args.queue_model,
+        lot_size=args.lot_size,
         on_strategy_error=args.on_strategy_error,
         spike_threshold_us=args.spike_threshold_us,
         stagger=args.stagger,
