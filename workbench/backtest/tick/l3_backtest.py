@@ -45,7 +45,8 @@ queue_ahead_fill (feed qty ahead of it at the fill; NaN for a taker fill) and ru
 "inferred", "taker"). Orders: order_id, side, price, qty, tif (GTX post-only / GTC), ts_sent_ns,
 ts_exch_ns (reached the exchange), ts_cancel_exch_ns (the cancel reached it; -1 none),
 ts_done_exch_ns (stopped resting; -1 still resting at the end), status (compiled NEW, FILLED,
-CANCELED, EXPIRED), queue_ahead (NaN when it never rested). Records: ts_ns, mid, position,
+CANCELED, EXPIRED), queue_ahead (NaN when it never rested); orders still on their way when the
+recording ends are not in it. Records: ts_ns, mid, position,
 balance, fees every `record_every_ns` of feed time and at the end (exchange-side truth).
 Raises ConfigError for a latency that is not ConstantLatency, or a bad record interval.
 """
@@ -254,6 +255,29 @@ class _Exchange:
             self._done(self.orders[oid], EXPIRED, ts)
         self.book.clear_feed()
 
+    def apply(self, action: int, oid: int, side: int, price: float, qty: float, ts: int
+              ) -> None:
+        """One L3 row on the book, then the fill rules (module docstring)."""
+        inferred: list[int] = []
+        if action == A_ADD:
+            self.book.add(oid, side, price, qty)
+        elif action == A_MODIFY:
+            _, old_price, old_qty = self.book.order(oid)
+            if self.cfg.infer_trades and price == old_price and qty < old_qty:
+                inferred = self.inferred_before(oid)
+            self.book.modify(oid, side, price, qty)
+        elif action == A_DELETE:
+            if self.cfg.infer_trades:
+                inferred = self.inferred_before(oid)
+            self.book.delete(oid)
+        elif action == A_CLEAR:
+            self.clear(ts)
+        if inferred:
+            self.fill_resting(inferred, ts, "inferred")
+        crossed = self.crossed()
+        if crossed:
+            self.fill_resting(crossed, ts, "cross")
+
     def inferred_before(self, order_id: int) -> list[int]:
         """Our orders the removal/decrease of feed order `order_id` executes (module rule)."""
         side, price, _ = self.book.order(order_id)
@@ -346,27 +370,8 @@ def l3_backtest(data: str | Path | L3Events, strategy: Callable[[L3Gateway], Non
                 ex.new(gw.orders[oid], arrive)
             else:
                 ex.cancel(oid, arrive)
-        action, oid = int(act_col[i]), int(oid_col[i])
-        inferred: list[int] = []
-        if action == A_ADD:
-            book.add(oid, int(side_col[i]), float(px_col[i]), float(qty_col[i]))
-        elif action == A_MODIFY:
-            _, price, qty = book.order(oid)
-            new_price, new_qty = float(px_col[i]), float(qty_col[i])
-            if cfg.infer_trades and new_price == price and new_qty < qty:
-                inferred = ex.inferred_before(oid)
-            book.modify(oid, int(side_col[i]), new_price, new_qty)
-        elif action == A_DELETE:
-            if cfg.infer_trades:
-                inferred = ex.inferred_before(oid)
-            book.delete(oid)
-        elif action == A_CLEAR:
-            ex.clear(ts)
-        if inferred:
-            ex.fill_resting(inferred, ts, "inferred")
-        crossed = ex.crossed()
-        if crossed:
-            ex.fill_resting(crossed, ts, "cross")
+        ex.apply(int(act_col[i]), int(oid_col[i]), int(side_col[i]), float(px_col[i]),
+                 float(qty_col[i]), ts)
         if i + 1 < len(rows) and ts_col[i + 1] == ts:
             continue
         _deliver(gw, ex.responses, ts)
@@ -380,7 +385,7 @@ def l3_backtest(data: str | Path | L3Events, strategy: Callable[[L3Gateway], Non
             next_record = ts + cfg.record_every_ns
     if len(rows):
         records.rows.append((int(ts_col[-1]), book.mid(), ex.position, ex.balance, ex.fees))
-    ints = {"order_id": np.int64, "side": np.int8, "ts_exch_ns": np.int64,
+    dtypes = {"order_id": np.int64, "side": np.int8, "ts_exch_ns": np.int64,
             "ts_local_ns": np.int64, "ts_sent_ns": np.int64, "ts_ns": np.int64,
             "maker": np.bool_, "rule": np.str_, "tif": np.int8, "status": np.int8,
             "ts_cancel_exch_ns": np.int64, "ts_done_exch_ns": np.int64}
@@ -388,7 +393,7 @@ def l3_backtest(data: str | Path | L3Events, strategy: Callable[[L3Gateway], Non
                    "ts_cancel_exch_ns", "ts_done_exch_ns", "status", "queue_ahead")
     orders = _Columns(order_names)
     orders.rows = [tuple(r[n] for n in order_names) for r in ex.orders.values()]
-    return TickResult(ex.fills.arrays(ints), orders.arrays(ints), records.arrays(ints),
+    return TickResult(ex.fills.arrays(dtypes), orders.arrays(dtypes), records.arrays(dtypes),
                       events=len(rows), feeds=len(rows),
                       seconds=time.perf_counter() - started, position=ex.position,
                       balance=ex.balance, fees=ex.fees, symbol=cfg.symbol,
