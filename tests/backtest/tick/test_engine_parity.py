@@ -47,19 +47,25 @@ cancels (compiled `Quoter`) gets different fills.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tickrows import SID, rows_of, scripted
 
 from workbench.backtest.tick import ConstantLatency, TickConfig, tick_backtest
 from workbench.backtest.tick.events import TF_EXCH, TF_LOCAL, TickData, events_for
+from workbench.book.l2 import L2Book
 from workbench.engine.adapter import CompiledAdapter
+from workbench.engine.broker import PaperBroker
 from workbench.engine.compiled import BUY, CompiledEmaCross
 from workbench.engine.config import EngineConfig
 from workbench.engine.engine import Engine
+from workbench.engine.run import add_arguments, config_from_args
 from workbench.engine.strategy import EmaCross, OrderRequest
+from workbench.errors import ConfigError
 from workbench.events import Side
 
 USDM = "binance/hftbacktest/usdm/btcusdt_20240808.gz"
@@ -189,3 +195,67 @@ def test_compiled_ema_cross_through_the_adapter(recording, converted):
     sid = next(iter(engine_run.sync.books))
     assert adapter.gw.position == pytest.approx(engine_run.positions.qty(sid))
     assert result.position == pytest.approx(adapter.gw.position)
+
+
+# (kind, aggressor side, price, qty, time): tick 1, lot 1 (tickrows.rows_of)
+QUEUE_ROWS = [
+    ("bid", 0, 100, 5, 1), ("bid", 0, 99, 3, 1), ("ask", 0, 102, 4, 1), ("ask", 0, 103, 1, 1),
+    ("trade", 2, 100, 3, 2),    # ahead of the buy at 100: 5 -> 2
+    ("bid", 0, 100, 1, 3),      # its level drops to 1: ahead min(2, 1) = 1
+    ("trade", 2, 100, 1.4, 4),  # ahead -0.4: 0.4 lot traded through it, rounds to 0
+    ("trade", 2, 100, 0.2, 5),  # ahead -0.6: 1 lot executable: fills 1 of 2
+    ("trade", 2, 99, 5, 6),     # a sell through 100: fills the last 1
+    ("ask", 0, 104, 2, 7),      # the sell at 104 (sent at 6, nothing ahead) keeps 0 ahead
+    ("bid", 0, 104, 1, 8),      # the bid side reaches 104: the sell fills whole (3)
+]
+# (feed, order id, side, price, qty, order type, time in force) for tickrows.scripted
+QUEUE_ORDERS = [(1, 1, BUY, 100.0, 2.0, 0, 1), (6, 2, -1, 104.0, 3.0, 0, 1)]
+# (order id, Side, price, qty, time): worked out by hand from the rules above
+QUEUE_FILLS = [(1, Side.BUY, 100.0, 1.0, 5), (1, Side.BUY, 100.0, 1.0, 6),
+               (2, Side.SELL, 104.0, 3.0, 8)]
+
+
+def test_risk_averse_queue_rules_by_hand_in_both():
+    """Each queue rule on hand-written rows: the PaperBroker (driven as the engine drives it:
+    book, then the batch's rows; orders sent at a batch join after it) and the kernel
+    (partial fills, entry latency 0) give the fills worked out by hand."""
+    data = rows_of(QUEUE_ROWS)
+    cfg = TickConfig(latency=ConstantLatency(0, 1), partial=True, queue="risk_averse")
+    f = tick_backtest(data, scripted(QUEUE_ORDERS), cfg).fill_columns
+    kernel = [(int(o), Side.BUY if s == BUY else Side.SELL, float(p), float(q), int(t))
+              for o, s, p, q, t in zip(f["order_id"], f["side"], f["price"], f["qty"],
+                                       f["ts_exch_ns"], strict=True)]
+    assert kernel == QUEUE_FILLS
+    assert f["maker"].all()
+
+    broker = PaperBroker(queue_model="risk_averse", lot_size=1.0)
+    book = L2Book(SID, tick_size=1.0)
+    rows = np.asarray(data.rows)
+    fills = []
+    for feed, t in enumerate(np.unique(rows["ts_event_ns"]).tolist(), start=1):
+        batch = rows[rows["ts_event_ns"] == t]
+        book.apply(batch)
+        fills += broker.on_book(SID, book, t, batch=batch)
+        for at, _, side, price, qty, _, _ in QUEUE_ORDERS:
+            if at == feed:
+                broker.submit(OrderRequest(SID, Side.BUY if side == BUY else Side.SELL, qty,
+                                           "limit", price, True), t)
+                fills += broker.on_book(SID, book, t)
+    assert [(x.order_id, x.side, x.price, x.qty, x.ts_ns) for x in fills] == QUEUE_FILLS
+    assert {x.liquidity for x in fills} == {"maker"} and not broker.orders
+
+
+def test_the_queue_model_is_opt_in_and_needs_a_lot_size():
+    assert PaperBroker().queue_model == EngineConfig().broker.queue_model == "none"
+    with pytest.raises(ConfigError, match="lot_size"):
+        PaperBroker(queue_model="risk_averse")
+    with pytest.raises(ConfigError, match="lot_size"):
+        EngineConfig(queue_model="risk_averse")
+    with pytest.raises(ConfigError, match="queue_model"):
+        EngineConfig(queue_model="power", lot_size=LOT)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--queue-model", "risk_averse", "--lot-size",
+                                              "0.001"]))
+    assert (cfg.broker.queue_model, cfg.broker.lot_size) == ("risk_averse", LOT)
+    assert Engine(cfg).broker.queue_model == "risk_averse"
