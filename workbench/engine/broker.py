@@ -15,20 +15,23 @@ Matching rules (documented because every PnL figure depends on them):
   asks priced <= P) at P (maker fee); sells mirror it. The book is not depleted by our fills.
 - fee = price * qty * bps / 10_000, in quote units (a negative maker bps is a rebate).
 
-With `queue_model="risk_averse"` (opt-in; EngineConfig `queue_model`, `workbench run
---queue-model`) a resting limit order is filled by the tick backtester's rules instead of the
-last rule above: it keeps a queue position (the quantity ahead of it at its price, starting at
-the level's visible quantity when it rests), which the rows of each later batch move by the
-backtester's risk-averse model (`workbench.backtest.tick.queue`, hftbacktest's
-`RiskAdverseQueueModel`): a trade at its price of q: ahead -= q, and it fills min(remaining,
-what traded through it) once that is half a lot or more; a depth change of its level to q:
-ahead = min(ahead, q); a trade through its price fills min(remaining, trade qty); an opposite
-row at or through its price (the book crossed it) fills it whole; all at its price (maker).
-The rules, and why each is the kernel's, are in `workbench.engine.queue_position`. The rows
-are those of the batch the order was resting through (`on_book(..., batch=)`): an order that
-arrives at a batch joins after that batch's rows. They are the message's rows as the engine got
-them: deltas a snapshot drains from BookSync's buffer are not among them (the tick converter
-writes them at the snapshot's time), and a stale delta's rows are (the converter drops them).
+With `queue_model="risk_averse"` (opt-in; EngineConfig `queue_model` and `lot_size`,
+`workbench run --queue-model risk_averse --lot-size L`) a resting limit order fills by the tick
+backtester's rules instead of the last rule above. It keeps a queue position (the quantity
+ahead of it at its price, starting at the level's visible quantity when it rests), which the
+rows of each later batch move by the backtester's risk-averse model (`workbench.backtest.tick.
+queue`, hftbacktest's `RiskAdverseQueueModel`): a trade of q at its price: ahead -= q, and once
+round(-ahead / lot) >= 1 it fills min(remaining, that many lots); a depth change of its level
+to q: ahead = min(ahead, q); a trade through its price fills min(remaining, trade qty); an
+opposite row at or through its price (the book crossed it) fills it whole; all at its price
+(maker). These are the kernel's rules with partial fills (`TickConfig(partial=True)`); why
+each one is the kernel's is in `workbench.engine.queue_position`. One difference: the kernel
+reads the starting queue anywhere in its price range, the broker in the top DEPTH_LEVELS
+levels (beyond them it starts at 0). The rows are those of the batch the order rested through
+(`on_book(..., batch=)`): an order that arrives at a batch joins after that batch's rows. They
+are the message's rows as the engine got them: deltas a snapshot drains from BookSync's buffer
+are not among them (the tick converter writes them at the snapshot's time), and a stale
+delta's rows are (the converter drops them).
 """
 
 from __future__ import annotations
@@ -174,7 +177,7 @@ class PaperBroker:
                 self._arrive(order, levels, now_ns, seq, fills)
                 if queued and order.status == "open":
                     order.queue = QueueState(level_qty(book, order.request.side == Side.BUY,
-                                                       order.request.price))
+                                                       order.request.price, DEPTH_LEVELS))
             elif not queued:
                 self._rest(order, levels, now_ns, seq, fills)
             if order.status != "open" and order.status != "pending":

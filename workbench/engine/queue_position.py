@@ -31,7 +31,6 @@ from workbench.backtest.tick import queue as qm
 from workbench.events import K_ASK, K_BID, K_TRADE, S_BUY
 
 PRICE_RTOL = 1e-9
-LEVELS = 50  # how deep `level_qty` looks for the order's price
 
 
 def same_price(a: float, b: float) -> bool:
@@ -39,10 +38,10 @@ def same_price(a: float, b: float) -> bool:
     return abs(a - b) <= PRICE_RTOL * abs(b)
 
 
-def level_qty(book, buy: bool, price: float) -> float:
+def level_qty(book, buy: bool, price: float, levels: int) -> float:
     """The visible quantity at `price` on the bid (buy=True) or ask side of `book` (an L2 book
-    with `depth(n)`), 0.0 when the price is not among its top LEVELS levels."""
-    bid_px, bid_qty, ask_px, ask_qty = book.depth(LEVELS)
+    with `depth(n)`), 0.0 when the price is not among its top `levels` levels."""
+    bid_px, bid_qty, ask_px, ask_qty = book.depth(levels)
     prices, sizes = (bid_px, bid_qty) if buy else (ask_px, ask_qty)
     for p, q in zip(prices.tolist(), sizes.tolist(), strict=True):
         if same_price(p, price):
