@@ -86,8 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="market time before an order reaches the paper book, µs (default %(default)s)")
     add("--queue-model", default=d.broker.queue_model, choices=QUEUE_MODELS,
         help="how the paper broker fills resting limit orders: none (when the opposite best "
-             "reaches them) or risk_averse (the tick backtester's queue position; needs "
-             "--lot-size) (default %(default)s)")
+             "reaches them) or risk_averse (the tick backtester's queue position; needs a lot "
+             "size) (default %(default)s)")
     add("--lot-size", type=float, default=d.broker.lot_size,
         help="the instrument's lot, base units (the risk_averse queue model's; default "
              "%(default)s)")
