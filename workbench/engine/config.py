@@ -223,9 +223,11 @@ class HousekeepingConfig:
     loses at most the records of the last journal_flush_ms, plus the flush's own delay; see
     `engine.journal`), publish (UI snapshots, >= 100: at most 10 a second), latency_fold,
     book_check (crossed books resync); stagger: each period replaced by the next prime.
-    spike_threshold_us: tick-to-trade above which a batch is a spike. latency_warmup_s:
-    market-time seconds after the first batch whose batches are processed but not measured
-    (e.g. a fast-forwarded start)."""
+    spike_threshold_us: tick-to-trade above which a batch is a spike. hiccup_threshold_us:
+    the machine-hiccup probe (`latency.hiccups.HiccupProbe`, a native thread waking every
+    1 ms) records wake-ups later than this, µs, as the spike cause `machine_hiccup`; 0 runs no
+    probe. latency_warmup_s: market-time seconds after the first batch whose batches are
+    processed but not measured (e.g. a fast-forwarded start)."""
 
     journal_flush_ms: float = 100.0
     publish_ms: float = 100.0
@@ -233,6 +235,7 @@ class HousekeepingConfig:
     book_check_ms: float = 2000.0
     stagger: bool = False
     spike_threshold_us: float = 1000.0
+    hiccup_threshold_us: float = 100.0
     latency_warmup_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -244,6 +247,7 @@ class HousekeepingConfig:
         if not isinstance(self.stagger, bool):
             raise _fail("stagger", "True or False", self.stagger)
         _number("spike_threshold_us", self.spike_threshold_us, 0.0, strict=True)
+        _number("hiccup_threshold_us", self.hiccup_threshold_us, 0.0)
         _number("latency_warmup_s", self.latency_warmup_s, 0.0)
 
     def period_ms(self, job: str) -> float:

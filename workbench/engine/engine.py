@@ -47,6 +47,7 @@ import traceback
 import uuid
 import weakref
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,7 @@ from workbench.engine.strategy import EmaCross, Strategy
 from workbench.engine.warm import PathWarmer, shadow_of
 from workbench.errors import EngineError
 from workbench.events import MessageInfo
+from workbench.latency.hiccups import HiccupProbe
 from workbench.latency.recorder import LatencyRecorder
 from workbench.latency.spikes import Cause, SpikeLog
 from workbench.latency.stages import SpikeCause, Stage
@@ -120,6 +122,8 @@ class Engine:
         self.housekeeper = Housekeeper(self)
         self.latency = LatencyRecorder(on_fold=self.housekeeper.note)
         self.spikes = SpikeLog(hk.spike_threshold_us)
+        if hk.hiccup_threshold_us > 0:
+            self.spikes.hiccups = HiccupProbe(hk.hiccup_threshold_us)
         self.dispatcher = Dispatcher(self.on_events, cfg.dispatch, cfg.poll_interval_ms)
         self.latest = self.housekeeper.latest
         self.venue = resolve_venue(cfg.source)
@@ -202,6 +206,8 @@ class Engine:
                     self.run_dir.rmdir()  # only when nothing else is in it
             raise
         self.spikes.install_gc_hook()
+        if self.spikes.hiccups is not None:
+            self.spikes.hiccups.start()
         self._clock_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._t_start = time.perf_counter_ns()
         self.spikes.origin_ns = self._t_start
@@ -282,9 +288,12 @@ class Engine:
         return self.reporter.status()
 
     def summary(self) -> dict[str, object]:
-        """What summary.json holds: the status, config and tuning, per-stage latency."""
+        """What summary.json holds: the status, config and tuning, per-stage latency, and the
+        machine-hiccup probe's counters (`hiccup_probe`, None without a probe)."""
+        probe = self.spikes.hiccups
         return {**self.status().to_dict(), "config": self.config.to_dict(),
-                "tuning": dict(self._tuning)}
+                "tuning": dict(self._tuning),
+                "hiccup_probe": None if probe is None else asdict(probe.stats())}
 
     # -- the trading path ---------------------------------------------------------------
     def on_events(self, batch: np.ndarray, info: MessageInfo, publish_ns: int = 0,
@@ -498,6 +507,8 @@ class Engine:
                 self._measured_cpu_s = time.process_time() - self._measured_since[1]
         self.latency.close()
         self.spikes.remove_gc_hook()
+        if self.spikes.hiccups is not None:
+            self.spikes.hiccups.stop()
         tuning.restore_gc(self.config.tuning.gc_mode)
         tuning.apply_switch_interval(self._tuning["gil_switch_interval_before_us"])
         journal = self.journal

@@ -96,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(default %(default)s)")
     add("--spike-threshold-us", type=float, default=d.housekeeping.spike_threshold_us,
         help="tick-to-trade above which a batch is a spike, µs (default %(default)s)")
+    add("--hiccup-threshold-us", type=float, default=d.housekeeping.hiccup_threshold_us,
+        help="the machine-hiccup probe (a native thread waking every 1 ms) blames a spike on "
+             "wake-ups later than this, µs; 0: no probe (default %(default)s)")
     add("--stagger", action="store_true",
         help="prime-staggered housekeeping periods (jobs rarely share a loop turn)")
     add("--gc-mode", default=t.gc_mode, choices=GC_MODES,
@@ -141,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         lot_size=args.lot_size,
         on_strategy_error=args.on_strategy_error,
         spike_threshold_us=args.spike_threshold_us,
+        hiccup_threshold_us=args.hiccup_threshold_us,
         stagger=args.stagger,
         gc_mode=args.gc_mode,
         gil_switch_interval_us=args.gil_switch_interval_us,

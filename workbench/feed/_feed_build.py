@@ -1,10 +1,12 @@
-"""cffi build script of `workbench._feed`: the ring and feed handler of `csrc/` (C++17, -O3).
+"""cffi build script of `workbench._feed`: the ring, the replay feed handler and the machine-hiccup
+probe of `csrc/` (C++17, -O3).
 
 Used by setup.py (`cffi_modules=["workbench/feed/_feed_build.py:ffibuilder"]`), so
 `pip install -e .` compiles it. API mode: every call releases the GIL. The declarations below
-mirror csrc/wb_event.h and csrc/wb_ring.h without `__attribute__` (which cdef cannot parse).
-`wb_event` ends in `...;` so cffi takes its 64-byte alignment, size and field offsets from the
-C++ compiler; the other structs are checked against it; `...` constants come from the headers.
+mirror csrc/wb_event.h, csrc/wb_ring.h and csrc/wb_hiccup.h without `__attribute__` (which
+cdef cannot parse). `wb_event` ends in `...;` so cffi takes its 64-byte alignment, size and
+field offsets from the C++ compiler; the other structs are checked against it; `...` constants
+come from the headers.
 """
 
 from __future__ import annotations
@@ -148,15 +150,36 @@ void wb_feed_stop(wb_feed *f);
 int wb_feed_wait(wb_feed *f, int64_t timeout_ns);
 void wb_feed_status_get(wb_feed *f, wb_feed_status *out);
 void wb_feed_free(wb_feed *f);
+
+#define WB_HICCUP_SLOTS ...
+
+typedef struct wb_hiccup_stats {
+    uint64_t recorded;
+    uint64_t wakeups;
+    uint64_t late;
+    int64_t max_late_ns;
+    int64_t total_late_ns;
+    int64_t interval_ns;
+    int64_t threshold_ns;
+    int32_t running;
+    int32_t users;
+} wb_hiccup_stats;
+
+int wb_hiccup_start(int64_t interval_ns, int64_t threshold_ns);
+int wb_hiccup_stop(void);
+void wb_hiccup_stats_get(wb_hiccup_stats *out);
+uint64_t wb_hiccup_read(uint64_t from, int64_t *end_ns, int64_t *late_ns, uint64_t max,
+                        uint64_t *next, uint64_t *lost);
+int64_t wb_hiccup_pending(int64_t now);
 """
 
-SOURCES = ["wb_ring.cpp", "wb_feed.cpp"]
+SOURCES = ["wb_ring.cpp", "wb_feed.cpp", "wb_hiccup.cpp"]
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "workbench._feed",
-    '#include "wb_ring.h"\n',
+    '#include "wb_ring.h"\n#include "wb_hiccup.h"\n',
     sources=[str((CSRC / name).relative_to(ROOT)) for name in SOURCES],
     include_dirs=[str(CSRC.relative_to(ROOT))],
     depends=[str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.h"))],

@@ -43,6 +43,7 @@ CAUSE_NOTES: dict[str, str] = {
     "queue_depth": "queue backed up",
     "burst": "earlier messages first",
     "poll_wait": "waited for the next poll",
+    "machine_hiccup": "no core free (hiccup probe)",
     "other": "unlisted cause",
     UNEXPLAINED: "nothing seen ran meanwhile",
 }

@@ -6,11 +6,13 @@ breakdown) is always recorded. Then the *causes*: things that ran and took time 
 spike's message was in flight, recorded as they happen by whoever runs them (`note_cause`, with
 their end time): a gc collection (generation and duration, from `gc.callbacks`), a
 housekeeping job (journal flush and write, latency fold, snapshot publish, display refresh,
-book check), a backed-up queue, a burst of messages processed ahead of it. A spike claims every
-cause whose run ended inside its own window, from `begin_iteration` (the batch's receive stamp)
-to `end_iteration`; nothing is guessed afterwards. Its *primary cause* is the one that ran
-longest (`unexplained` when none was seen), so the primary causes add up to the spikes; how
-many spikes saw each cause at all is counted apart (`seen`: a spike may see several).
+book check), a backed-up queue, a burst of messages processed ahead of it, a machine hiccup
+(the native probe thread woke late: `hiccups`, a `latency.hiccups.HiccupProbe`, asked at each
+spike). A spike claims every cause whose run ended inside its own window, from
+`begin_iteration` (the batch's receive stamp) to `end_iteration`; nothing is guessed
+afterwards. Its *primary cause* is the one that ran longest (`unexplained` when none was seen),
+so the primary causes add up to the spikes; how many spikes saw each cause at all is counted
+apart (`seen`: a spike may see several).
 
 Storage is fixed-size whatever the run length (`SpikeSummary`): exact whole-run counts by
 dominant stage, by primary cause and by both; tick-to-trade histograms (log bins, 4 per
@@ -23,6 +25,7 @@ Usage (the engine, and the bench "spikes" topic):
 
     log = SpikeLog(threshold_us=1000)
     log.install_gc_hook()                      # gc collections become causes
+    log.hiccups = HiccupProbe(); log.hiccups.start()  # late probe wake-ups become causes
     log.begin_iteration(start_ns=recv_ns, queue_depth=len(queue))
     ... work ...
     log.note_cause("journal_flush", duration_ns)   # from any thread
@@ -42,6 +45,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from workbench.latency.hiccups import HiccupProbe
 from workbench.latency.stages import (
     HOUSEKEEPING_CAUSES,
     SPIKE_CAUSES,
@@ -224,6 +228,7 @@ class SpikeLog:
         self._queue_depth = 0
         self._gc_start: dict[int, int] = {}
         self._gc_hooked = False
+        self.hiccups: HiccupProbe | None = None  # its late wake-ups become causes
         self.spike_count = 0
         self._max_ns = 0
         self._total_ns = 0
@@ -303,6 +308,9 @@ class SpikeLog:
             i -= 1
         seen.reverse()
         seen.extend(extra)
+        if self.hiccups is not None:
+            seen.extend(Cause(SpikeCause.MACHINE_HICCUP, late, end, f"probe woke {late / 1e3:,.0f}"
+                              " µs late") for end, late in self.hiccups.late_between(start, now))
         if self._queue_depth >= self.queue_depth_cause:
             seen.append(Cause(SpikeCause.QUEUE_DEPTH, 0, now, str(self._queue_depth)))
         t2t = int(tick_to_trade_ns)

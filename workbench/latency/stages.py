@@ -46,7 +46,8 @@ WIRE_EMPTY_REASON = ("no exchange clock offset fitted: wire latency is measured 
 class SpikeCause(StrEnum):
     """What ran while a spike's message was in flight (`SpikeLog.note_cause` names): the
     engine's housekeeping jobs, a gc collection, a backed-up dispatch queue, a burst of
-    messages processed ahead of it, or the wait for the next poll."""
+    messages processed ahead of it, the wait for the next poll, or a machine hiccup (the
+    native probe thread, `latency.hiccups.HiccupProbe`, woke late: no core was free for it)."""
 
     GC = "gc"  # a gc collection (detail: generation, objects collected)
     JOURNAL_FLUSH = "journal_flush"  # the journal handed its buffered rows to its writer
@@ -59,12 +60,14 @@ class SpikeCause(StrEnum):
     QUEUE_DEPTH = "queue_depth"  # the dispatch queue was backed up when the batch was picked
     BURST = "burst"  # it arrived while earlier messages were processed (detail: position)
     POLL_WAIT = "poll_wait"  # polling dispatch: it waited in the queue for the next poll
+    MACHINE_HICCUP = "machine_hiccup"  # the hiccup probe's thread got no core (detail: how long)
 
 
 SPIKE_CAUSES: tuple[SpikeCause, ...] = tuple(SpikeCause)
 HOUSEKEEPING_CAUSES: frozenset[SpikeCause] = frozenset(SPIKE_CAUSES) - {
-    SpikeCause.GC, SpikeCause.QUEUE_DEPTH, SpikeCause.BURST, SpikeCause.POLL_WAIT}
+    SpikeCause.GC, SpikeCause.QUEUE_DEPTH, SpikeCause.BURST, SpikeCause.POLL_WAIT,
+    SpikeCause.MACHINE_HICCUP}
 """The causes that are the engine's own housekeeping jobs (not gc, not the queue's: backed up,
-a burst, the poll wait)."""
+a burst, the poll wait; not the machine's hiccups)."""
 UI_CAUSES: frozenset[SpikeCause] = frozenset({SpikeCause.DISPLAY_REFRESH})
 """The causes that are a UI's own work (the notebook perturbing the measurement)."""
