@@ -174,17 +174,33 @@ int64_t wb_hiccup_pending(int64_t now);
 """
 
 SOURCES = ["wb_ring.cpp", "wb_feed.cpp", "wb_hiccup.cpp"]
+COMPILE_ARGS = ["-O3", "-std=c++17", "-Wall", "-Wextra"]
 
-ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
-ffibuilder.set_source(
-    "workbench._feed",
-    '#include "wb_ring.h"\n#include "wb_hiccup.h"\n',
-    sources=[str((CSRC / name).relative_to(ROOT)) for name in SOURCES],
-    include_dirs=[str(CSRC.relative_to(ROOT))],
-    depends=[str(p.relative_to(ROOT)) for p in sorted(CSRC.glob("*.h"))],
-    source_extension=".cpp",
-    extra_compile_args=["-O3", "-std=c++17", "-Wall", "-Wextra"],
-    extra_link_args=["-pthread"],
-    libraries=["rt"],
-)
+
+def builder(compile_args: list[str] | None = None, link_args: list[str] | None = None,
+            absolute: bool = False) -> FFI:
+    """The FFI builder of `workbench._feed`: COMPILE_ARGS unless `compile_args` (the ASan +
+    UBSan build of `python -m workbench.feed._native_build --sanitize --feed` passes its own),
+    `link_args` after -pthread; absolute: absolute paths, for `FFI.compile` in a build
+    directory (setuptools wants them relative to the project)."""
+
+    def rel(p: Path) -> str:
+        return str(p if absolute else p.relative_to(ROOT))
+
+    ffi = FFI()
+    ffi.cdef(CDEF)
+    ffi.set_source(
+        "workbench._feed",
+        '#include "wb_ring.h"\n#include "wb_hiccup.h"\n',
+        sources=[rel(CSRC / name) for name in SOURCES],
+        include_dirs=[rel(CSRC)],
+        depends=[rel(p) for p in sorted(CSRC.glob("*.h"))],
+        source_extension=".cpp",
+        extra_compile_args=COMPILE_ARGS if compile_args is None else compile_args,
+        extra_link_args=["-pthread", *(link_args or [])],
+        libraries=["rt"],
+    )
+    return ffi
+
+
+ffibuilder = builder()

@@ -6,9 +6,10 @@ into rings itself) and links simdjson, OpenSSL (ssl, crypto) and Boost.Beast/Asi
 Portable flags: -O3, no -march=native.
 
 Used by setup.py (`cffi_modules`), so `pip install -e .` compiles it. Run directly,
-`python -m workbench.feed._native_build [--sanitize] [--out DIR]` builds the extension in place
-(or into DIR): `--sanitize` makes the AddressSanitizer + UndefinedBehaviorSanitizer debug build
-that `tests/feed/native_sanitized.py` runs in CI.
+`python -m workbench.feed._native_build [--sanitize] [--feed] [--out DIR]` builds the extension
+in place (or into DIR): `--sanitize` makes the AddressSanitizer + UndefinedBehaviorSanitizer
+debug build that `tests/feed/test_sanitized.py` runs in CI; `--feed` builds `workbench._feed`
+(the ring, the replay handler, the hiccup probe: `_feed_build.builder`) instead.
 
 A missing header fails the build with one line naming the packages to install (`check_headers`).
 """
@@ -185,6 +186,7 @@ void wb_nf_free(wb_nf *h);
 OPTIMIZED = ["-O3", "-std=c++17", "-Wall", "-Wextra", "-DNDEBUG"]
 SANITIZED = ["-O1", "-g", "-std=c++17", "-Wall", "-Wextra", "-fno-omit-frame-pointer",
              "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+SANITIZED_LINK = ["-fsanitize=address,undefined"]
 
 
 def check_headers(compiler: str | None = None) -> None:
@@ -223,7 +225,7 @@ def builder(sanitize: bool = False, absolute: bool = False) -> FFI:
         depends=[rel(p) for p in sorted([*CSRC.glob("*.h"), *NATIVE.glob("*.h")])],
         source_extension=".cpp",
         extra_compile_args=flags,
-        extra_link_args=["-pthread", *(["-fsanitize=address,undefined"] if sanitize else [])],
+        extra_link_args=["-pthread", *(SANITIZED_LINK if sanitize else [])],
         libraries=["simdjson", "ssl", "crypto", "rt"],
     )
     return ffi
@@ -237,17 +239,29 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="build workbench._native in place")
     parser.add_argument("--sanitize", action="store_true", help="ASan + UBSan debug build")
+    parser.add_argument("--feed", action="store_true",
+                        help="build workbench._feed (the ring's module) instead")
     parser.add_argument("--out", default=None, help="directory of the built module "
                         "(default: the source tree, beside workbench/)")
     args = parser.parse_args()
-    ffi = builder(args.sanitize, absolute=True)
+    if args.feed:
+        from workbench.feed._feed_build import builder as feed_builder
+
+        name = "_feed"
+        ffi = feed_builder(SANITIZED if args.sanitize else None,
+                           SANITIZED_LINK if args.sanitize else None,
+                           absolute=True)
+    else:
+        name = "_native"
+        ffi = builder(args.sanitize, absolute=True)
     os.chdir(ROOT)
-    built = Path(ffi.compile(tmpdir=str(ROOT / "build" / ("asan" if args.sanitize else "native"))))
+    kind = ("asan" if args.sanitize else "native") + ("-feed" if args.feed else "")
+    built = Path(ffi.compile(tmpdir=str(ROOT / "build" / kind)))
     dest = Path(args.out or ROOT) / "workbench"
     dest.mkdir(parents=True, exist_ok=True)
     # the name `pip install -e .` gives it; a copy under another suffix would shadow it
-    for stale in dest.glob("_native.*.so"):
+    for stale in dest.glob(f"{name}.*.so"):
         stale.unlink()
-    target = dest / "_native.abi3.so"
+    target = dest / f"{name}.abi3.so"
     shutil.copy2(built, target)
     print(target)
