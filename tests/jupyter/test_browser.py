@@ -198,6 +198,19 @@ def _wait_notebook_kernel(lab: dict, notebook: str, timeout_s: float = 60.0) -> 
     raise TimeoutError(f"no connected idle kernel for {notebook} after {timeout_s} s")
 
 
+def _wait_page_kernel_idle(page: object, timeout_ms: int = 60_000) -> None:
+    """Until the active notebook's own kernel indicator says idle (this page is connected; the
+    server's connection count may still include a page that was just reloaded)."""
+    page.locator(f"{ACTIVE} .jp-Notebook-ExecutionIndicator[data-status='idle']").first \
+        .wait_for(timeout=timeout_ms)
+
+
+def _wait_saved(page: object, timeout_ms: int = 30_000) -> None:
+    """Until the active notebook has no unsaved changes (its tab loses the dirty mark)."""
+    page.wait_for_function("() => !document.querySelector("
+                           "'.lm-TabBar-tab.jp-mod-current.jp-mod-dirty')", timeout=timeout_ms)
+
+
 def _run_all_cells(page: object) -> None:
     page.locator(".lm-MenuBar-itemLabel").get_by_text("Run", exact=True).click()
     page.locator(".lm-Menu-content").get_by_text("Run All Cells", exact=True).click()
@@ -348,18 +361,39 @@ def test_help_spikes_flamegraph_and_a_plot_after_reload(browser: object, lab: di
         page.wait_for_function(f"() => ({FIGURES_JS})().some(f => f[0].startsWith('P50'))",
                                timeout=60_000)
 
+        # Saved first, so the reopened page always holds the outputs (trusted: this session
+        # ran them) whatever JupyterLab's 120 s autosave did meanwhile: the saved plot's
+        # BokehJS and the panel come back, and a new plot must render beside them.
+        page.keyboard.press("Control+s")
+        _wait_saved(page)
         page.reload()  # a new view of the same kernel, whose engine still runs
         page.locator(f"{ACTIVE} .jp-Notebook").first.wait_for(timeout=60_000)
         _wait_notebook_kernel(lab, "analyst.ipynb")
+        _wait_page_kernel_idle(page)
         plotted = f"({FIGURES_JS})().filter(f => f[0].startsWith('P50') && f[3] > 0).length"
-        before = page.evaluate(f"() => window.Bokeh ? {plotted} : 0")
-        page.locator(f"{ACTIVE} .jp-Cell").last.click()
+        # the saved plot and the panel's live chart render again before the count is taken
+        page.wait_for_function(f"() => window.Bokeh && {plotted} >= 2", timeout=60_000)
+        before = page.evaluate(f"() => {plotted}")
+        cells = page.locator(f"{ACTIVE} .jp-Cell")
+        index = cells.count() - 1  # the plot cell (Shift+Enter then adds a cell below it)
+        prompt_js = (f"() => document.querySelectorAll('{ACTIVE} .jp-Cell')[{index}]"
+                     ".querySelector('.jp-InputPrompt').textContent")
+        ran = page.evaluate(prompt_js)
+        cells.nth(index).locator(".jp-InputArea-editor").first.click()
         page.keyboard.press("Shift+Enter")
-        page.wait_for_function(f"() => window.Bokeh && {plotted} > {before}", timeout=60_000)
+        # it ran (a new execution count), then its plot renders
+        page.wait_for_function(f"ran => {{ const p = ({prompt_js})(); "
+                               "return /\\[\\d+\\]/.test(p) && p !== ran; }", arg=ran,
+                               timeout=60_000)
+        page.wait_for_function(f"() => {plotted} > {before}", timeout=60_000)
         assert "Javascript Error" not in page.locator(f"{ACTIVE} .jp-Notebook").first.inner_text()
         page.screenshot(path=str(ARTIFACTS / "analyst-after-reload.png"))
     except Exception:
         page.screenshot(path=str(ARTIFACTS / "analyst-failure.png"), full_page=True)
+        outputs = page.evaluate("() => [...document.querySelectorAll('.jp-Cell')].map(c => "
+                                "[c.querySelector('.jp-InputPrompt')?.textContent, "
+                                "c.querySelector('.jp-OutputArea')?.innerText.slice(0, 300)])")
+        print(f"\ncells: {outputs}\nfigures: {page.evaluate(FIGURES_JS)}")
         raise
     finally:
         context.close()
