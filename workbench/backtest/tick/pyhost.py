@@ -5,8 +5,11 @@ unchanged: at each feed the kernel returns (`kernel.FEED`), and `PythonHost.feed
 strategy with `BookView`, the local book as the kernel keeps it (best bid / ask and their
 quantities, mid, `depth(n)`, the symbol id), and the feed's rows (EVENT_DTYPE, the local rows
 of that local time); its OrderRequests go into the gateway: market orders as MARKET/IOC,
-limits as LIMIT/GTC or GTX when post_only, ids counting up from 1. The engine gives a strategy
-no fills, so neither does this host. The cost is a Python call per feed (the `tick.events_per_s`
+limits as LIMIT/GTC or GTX when post_only, ids counting up from 1. Before each call the host
+drops the gateway's finished orders (`Gateway.clear_inactive`, as the compiled strategies do
+at the top of `on_feed`): the gateway holds at most MAX_ORDERS live orders, so without it a
+run could send no more than that many orders in all. The engine gives a strategy no fills, so
+neither does this host. The cost is a Python call per feed (the `tick.events_per_s`
 benchmark prints the figure beside the compiled one).
 """
 
@@ -126,6 +129,7 @@ class PythonHost:
         rows = np.asarray(self.rows[start:stop])
         batch = rows[((rows["flags"] & TF_LOCAL) != 0) & (rows["symbol_id"] == self.sid)]
         self.calls += 1
+        gw.clear_inactive()
         for req in self.strategy.on_events(self.book, batch) or ():
             market = req.order_type == "market"
             tif = IOC if market else (GTX if req.post_only else GTC)
