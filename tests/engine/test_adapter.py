@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.engine.adapter import CompiledAdapter
+from workbench.engine.adapter import CompiledAdapter, _fill, _step
 from workbench.engine.compiled import CompiledEmaCross, Quoter
 from workbench.engine.config import EngineConfig
 from workbench.engine.engine import Engine
@@ -34,7 +34,11 @@ def test_compiled_ema_cross_trades_as_the_python_one(shared_data):
               "max_orders_per_s": 1e6}
     py = _replay(rec, EmaCross(5, 40, 0.01), **fields)
     adapter = CompiledAdapter(CompiledEmaCross(5, 40, 0.01, 1), 0.1, 0.001)
+    compiled = (len(_step.signatures), len(_fill.signatures))
     comp = _replay(rec, adapter, **fields)
+    # nothing compiled on the trading path: the batch step and the fill step (with the
+    # strategy's on_fill) were compiled when the adapter was built
+    assert compiled[1] >= 1 and (len(_step.signatures), len(_fill.signatures)) == compiled
 
     def fills(engine):
         return [(f.seq, f.side, f.price, f.qty, f.liquidity) for f in engine.executor.fills]

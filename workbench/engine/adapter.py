@@ -61,6 +61,14 @@ def _step(strategy, gw, batch, ts, bid_tick, bid_qty, ask_tick, ask_qty
     return gw.n_req
 
 
+@nb.njit
+def _fill(strategy, gw, oid, status, leaves, qty, tick, ts, fee, side, price
+          ):  # pragma: no cover - compiled
+    """One fill in one compiled call: the gateway's order updated, then on_fill."""
+    gw.apply_response(oid, status, NONE, leaves, qty, tick, ts, fee, False, 0)
+    strategy.on_fill(gw, oid, side, price, qty)
+
+
 class CompiledAdapter:
     """An engine Strategy running a compiled strategy (module docstring). tick_size, lot_size:
     the instrument's (> 0). Raises ConfigError for bad sizes, EngineError when used before
@@ -81,10 +89,15 @@ class CompiledAdapter:
 
     def _warm(self, strategy) -> None:
         """Compile now what the first batch and the first fill would compile on the trading
-        path: `_step` for these types and the gateway methods the adapter calls."""
+        path (a strategy's on_fill compiled there took 174 ms of one batch): `_step` and
+        `_fill` for these types (compiled, not run) and the gateway methods the adapter
+        calls (run on a spare gateway)."""
         gw = Gateway(self.tick_size, self.gw.lot_size)
+        i64, f64 = nb.int64, nb.float64
         _step.compile((nb.typeof(strategy), nb.typeof(gw), nb.typeof(np.zeros(1, EVENT_DTYPE)),
-                       nb.int64, nb.int64, nb.float64, nb.int64, nb.float64))
+                       i64, i64, f64, i64, f64))
+        _fill.compile((nb.typeof(strategy), nb.typeof(gw), i64, i64, f64, f64, i64, i64, f64,
+                       i64, f64))
         gw.submit(1, BUY, self.tick_size, 1.0, 0, GTX)
         gw.apply_response(1, FILLED, NONE, 0.0, 1.0, 1, 1, 0.0, False, 0)
         gw.find(1)
@@ -152,12 +165,9 @@ class CompiledAdapter:
                     continue
                 order = self._orders[oid]
                 done = order.remaining <= 1e-12
-                gw.apply_response(oid, FILLED if done else PARTIALLY_FILLED, NONE,
-                                  max(order.remaining, 0.0), fill.qty,
-                                  round(fill.price / self.tick_size), fill.ts_ns, fill.fee,
-                                  False, 0)
-                self.strategy.on_fill(gw, oid, BUY if fill.side == Side.BUY else -1,
-                                      fill.price, fill.qty)
+                _fill(self.strategy, gw, oid, FILLED if done else PARTIALLY_FILLED,
+                      max(order.remaining, 0.0), fill.qty, round(fill.price / self.tick_size),
+                      fill.ts_ns, fill.fee, BUY if fill.side == Side.BUY else SELL, fill.price)
         for oid, order in list(self._orders.items()):
             if order is None:  # refused before the broker (risk limits)
                 gw.apply_response(oid, EXPIRED, NONE, 0.0, 0.0, 0, 0, 0.0, False, 0)
