@@ -134,9 +134,12 @@ def test_broker_keeps_only_live_orders() -> None:
     assert set(broker.orders) == {o.order_id for o in resting}  # 50 filled market orders gone
     assert broker.active == {sid: resting}
     filled_id = min(set(range(1, 56)) - set(broker.orders))
-    assert not broker.cancel(filled_id)
+    assert not broker.cancel(filled_id, now_ns=50)
     for order in resting:
-        assert broker.cancel(order.order_id)
+        assert broker.cancel(order.order_id, now_ns=50)
+    # a cancel travels like an order (the broker's rules): it takes effect when it arrives,
+    # at the next matching at or after now + latency (0 here)
+    broker.on_book(sid, book, now_ns=50)
     assert broker.orders == {} and broker.active == {}  # no per-symbol leftovers
     assert {o.status for o in resting} == {"cancelled"}
 

@@ -6,13 +6,17 @@
 
 Per batch (`on_events(book, batch)`, called by the engine after the book applied it): the
 broker's news since the last batch reaches the gateway (fills from the Executor's fills, each
-order's status from its broker `Order`: pending -> NONE with a NEW request, open -> NEW,
-filled -> FILLED, cancelled -> CANCELED, rejected (post-only would cross) or refused by the
-risk limits -> EXPIRED), `on_fill` runs for each fill; then the book's top and the batch's
-last trade are written into the gateway, `on_feed` runs (one compiled call), and the queued
-requests go out: new orders through `Executor.submit` (tag `compiled:<order id>`), cancels
-through `Executor.cancel`. The engine binds its Executor with `bind_executor` when it is
-built. Times in the gateway are the batch's venue time (the engine's market time).
+order's status from its broker `Order`: pending -> NONE with a NEW request, open -> NEW
+(PARTIALLY_FILLED once partly filled), filled -> FILLED, cancelled -> CANCELED, rejected
+(post-only would cross) or refused by the risk limits -> EXPIRED), `on_fill` runs for each
+fill; then the book's top and the batch's last trade are written into the gateway, `on_feed`
+runs (one compiled call), and the queued requests go out: new orders through
+`Executor.submit` (tag `compiled:<order id>`), cancels through `Executor.cancel` (they take
+effect when they reach the broker's exchange, after its latency). The broker's news is what
+happened at exchange times before the batch's time: the tick backtester's strategy with a
+response latency of 1 ns (`workbench.engine.broker`). The engine binds its Executor with
+`bind_executor` when it is built. Times in the gateway are the batch's venue time (the
+engine's market time).
 """
 
 from __future__ import annotations
@@ -174,6 +178,8 @@ class CompiledAdapter:
                 del self._orders[oid]
                 continue
             status = _STATUS[order.status]
+            if status == NEW and order.filled > 0.0:
+                status = PARTIALLY_FILLED  # as the last fill's response left it
             if status != NONE:
                 i = gw.find(oid)
                 if i >= 0 and (gw.o_status[i] != status or gw.o_req[i] == NEW):

@@ -1,10 +1,26 @@
 """PaperBroker: market and limit (optionally post-only) orders filled against the current book.
 
 Matching rules (documented because every PnL figure depends on them):
-- An order reaches the "exchange" `latency_ns` of market time after it was submitted (market
-  time = the `ts_event_ns` of the batch being processed, so fills are deterministic for a
-  recording whatever the dispatch mode); it is matched at the first book update at or after
-  that time (immediately when the latency is 0).
+- Time is market time (the `ts_event_ns` of the batch being processed, so fills are
+  deterministic for a recording whatever the dispatch mode), the tick backtester's exchange
+  time. A request (a new order or a cancel) reaches the "exchange" `latency_ns` after it was
+  sent, and no earlier than the request of that symbol sent before it (one FIFO per symbol,
+  as the kernel's order bus: `workbench.backtest.tick.kernel._push_bx`).
+- The kernel's order of events at one time T (`kernel.run`: exchange rows before requests at
+  a tie), as the engine drives the broker for the batch at market time T: first the requests
+  that arrived before T, in arrival order, on the book as it was before the batch
+  (`on_arrivals`; their fills are stamped with their arrival time); then the batch's rows
+  against the resting orders, and the requests arriving at T, on the book after the batch
+  (`on_book`, stamped T). So an order that arrives at T is matched after T's rows, one that
+  arrives at T - 1 ns before them. With latency 0 a request sent on the batch at T arrives at
+  T: after T's rows, on the book the strategy saw.
+- cancel: travels like an order; until it arrives the order stays live and can fill. On
+  arrival it cancels the order if it is still resting, else it is rejected (`cancels_rejected`;
+  the order was filled meanwhile): the kernel's `_cancel_order`.
+- What the strategy learns: the broker's state when it is called on the batch at T, i.e. all
+  that happened at exchange times before T and nothing at T (the engine calls the strategy
+  before `on_book`). That is the kernel with a response latency of 1 ns (its strategy at T
+  sees the responses due at or before T); a longer response latency is not modelled.
 - market: walks the opposite side of the book, level by level, filling min(remaining, level
   size) at each level's price (taker fee). What the visible depth cannot fill is cancelled:
   a partial fill.
@@ -28,7 +44,8 @@ opposite row at or through its price (the book crossed it) fills it whole; all a
 each one is the kernel's is in `workbench.engine.queue_position`. One difference: the kernel
 reads the starting queue anywhere in its price range, the broker in the top DEPTH_LEVELS
 levels (beyond them it starts at 0). The rows are those of the batch the order rested through
-(`on_book(..., batch=)`): an order that arrives at a batch joins after that batch's rows. They
+(`on_book(..., batch=)`): an order that arrives at a batch's time joins after that batch's
+rows, one that arrives before it (`on_arrivals`) joins before them. They
 are the message's rows as the engine got them: deltas a snapshot drains from BookSync's buffer
 are not among them (the tick converter writes them at the snapshot's time), and a stale
 delta's rows are (the converter drops them).
@@ -38,6 +55,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -51,6 +69,7 @@ from workbench.events import Side
 
 TOP_LEVELS = 5
 DEPTH_LEVELS = 50
+NEW_ORDER, CANCEL = 0, 1  # the kinds of request in flight
 
 
 class Fill(NamedTuple):
@@ -77,8 +96,10 @@ class Fill(NamedTuple):
 @dataclass(slots=True)
 class Order:
     """An order at the broker. status: pending (in flight), open (resting), filled,
-    cancelled (unfilled rest of a market order), rejected (post-only would cross). queue: its
-    queue position while it rests (risk_averse queue model only, else None)."""
+    cancelled (by a cancel, or the unfilled rest of a market order), rejected (post-only would
+    cross). arrive_ns: when it reaches the exchange (market time, ns); cancel_ns: when its
+    cancel does (None: none sent). queue: its queue position while it rests (risk_averse
+    queue model only, else None)."""
 
     order_id: int
     request: OrderRequest
@@ -87,6 +108,7 @@ class Order:
     filled: float = 0.0
     status: str = "pending"
     queue: QueueState | None = None
+    cancel_ns: int | None = None
 
     @property
     def remaining(self) -> float:
@@ -96,8 +118,12 @@ class Order:
 class PaperBroker:
     """Paper execution against an L2 book (see the module docstring for the rules).
 
-    submit(request, now_ns) -> Order (the ack; matching happens in `on_book`).
-    on_book(symbol_id, book, now_ns, seq, batch) -> fills of that symbol's orders at this update.
+    submit(request, now_ns) -> Order (the ack; matching happens when it arrives).
+    cancel(order_id, now_ns) -> whether a cancel was sent (it takes effect when it arrives).
+    on_arrivals(symbol_id, book, before_ns, seq) -> fills of the requests arriving before
+    before_ns, on `book` as it is (the engine calls it before applying a batch to the book).
+    on_book(symbol_id, book, now_ns, seq, batch) -> fills of that symbol's orders at this update
+    (the batch's rows against resting orders, then the requests arriving at or before now_ns).
     The book must offer `best_bid`, `best_ask` (NaN when empty) and `depth(n)`.
     queue_model: `none` (the book-crossing rule) or `risk_averse` (module docstring), which
     needs the instrument's lot_size (> 0, base units). Raises ConfigError for another model or
@@ -126,28 +152,41 @@ class PaperBroker:
         self.active: dict[int, list[Order]] = {}  # symbol_id -> pending and open orders
         # order_id -> pending and open order (read-only outside the broker)
         self.orders: dict[int, Order] = {}
+        # symbol_id -> requests in flight, (arrive_ns, NEW_ORDER | CANCEL, order), FIFO
+        self._inflight: dict[int, deque[tuple[int, int, Order]]] = {}
         self.rejected = 0
+        self.cancels_rejected = 0
 
     def submit(self, request: OrderRequest, now_ns: int) -> Order:
-        """Accept an order (the ack). It is matched at the next `on_book` of its symbol at or
-        after now_ns + latency_ns."""
-        order = Order(next(self._ids), request, now_ns, now_ns + self.latency_ns)
+        """Accept an order (the ack); it reaches the exchange at `arrive_ns` (module
+        docstring)."""
+        sid = request.symbol_id
+        order = Order(next(self._ids), request, now_ns, self._arrival(sid, now_ns))
         self.orders[order.order_id] = order
-        self.active.setdefault(request.symbol_id, []).append(order)
+        self.active.setdefault(sid, []).append(order)
+        self._inflight.setdefault(sid, deque()).append((order.arrive_ns, NEW_ORDER, order))
         return order
 
-    def cancel(self, order_id: int) -> bool:
-        """Cancel a pending or open order; False if it is already done (or unknown)."""
-        order = self.orders.pop(order_id, None)
-        if order is None:
+    def cancel(self, order_id: int, now_ns: int) -> bool:
+        """Send a cancel of a pending or open order, sent at market time now_ns; it takes effect
+        when it arrives (module docstring). False if the order is done (or unknown) or a
+        cancel of it is already in flight."""
+        order = self.orders.get(order_id)
+        if order is None or order.cancel_ns is not None:
             return False
-        order.status = "cancelled"
         sid = order.request.symbol_id
-        active = self.active[sid]
-        active.remove(order)
-        if not active:
-            del self.active[sid]
+        order.cancel_ns = self._arrival(sid, now_ns)
+        self._inflight.setdefault(sid, deque()).append((order.cancel_ns, CANCEL, order))
         return True
+
+    def _arrival(self, symbol_id: int, now_ns: int) -> int:
+        """When a request sent at now_ns arrives: after the latency, and not before the
+        symbol's previous request in flight (FIFO)."""
+        arrive = now_ns + self.latency_ns
+        inflight = self._inflight.get(symbol_id)
+        if inflight:
+            arrive = max(arrive, inflight[-1][0])
+        return arrive
 
     def has_active(self, symbol_id: int) -> bool:
         """Whether `symbol_id` has pending or resting orders."""
@@ -157,35 +196,78 @@ class PaperBroker:
         """The symbol's pending and resting orders (a copy)."""
         return list(self.active.get(symbol_id, ()))
 
+    def on_arrivals(self, symbol_id: int, book, before_ns: int, seq: int = 0) -> list[Fill]:
+        """The symbol's requests arriving strictly before before_ns, in arrival order, matched
+        on `book` as it is (the book before the batch at before_ns); their fills are stamped
+        with their arrival time. Returns the fills (maybe none)."""
+        inflight = self._inflight.get(symbol_id)
+        if not inflight or inflight[0][0] >= before_ns:
+            return []
+        fills: list[Fill] = []
+        self._requests(symbol_id, book, _Levels(book), before_ns - 1, None, seq, fills)
+        self._prune(symbol_id)
+        return fills
+
     def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0,
                 batch: np.ndarray | None = None) -> list[Fill]:
-        """Match the symbol's arrived orders against `book`; returns the fills (maybe none).
-        batch: the EVENT_DTYPE rows `book` just applied (the risk_averse queue model moves the
-        resting orders' queues by them; None: no rows, as for a second call on one batch)."""
+        """Match the symbol's orders against `book` at now_ns: the resting ones by the batch's
+        rows (queue model) or the book (none), then the requests arriving at or before now_ns;
+        returns the fills (maybe none), stamped now_ns. batch: the EVENT_DTYPE rows `book`
+        just applied (the risk_averse queue model moves the resting orders' queues by them;
+        None: no rows, as for a second call on one batch)."""
         active = self.active.get(symbol_id)
         if not active:
             return []
         fills: list[Fill] = []
         levels = _Levels(book)
-        queued = self.queue_model != "none"
-        if queued and batch is not None and len(batch):
-            self._queue_rows(active, batch, now_ns, seq, fills)
-        for order in list(active):
-            if order.arrive_ns > now_ns:
-                continue
-            if order.status == "pending":
-                self._arrive(order, levels, now_ns, seq, fills)
-                if queued and order.status == "open":
-                    order.queue = QueueState(level_qty(book, order.request.side == Side.BUY,
-                                                       order.request.price, DEPTH_LEVELS))
-            elif not queued:
-                self._rest(order, levels, now_ns, seq, fills)
-            if order.status != "open" and order.status != "pending":
-                active.remove(order)
-                del self.orders[order.order_id]
-        if not active:
-            del self.active[symbol_id]
+        if self.queue_model != "none":
+            if batch is not None and len(batch):
+                self._queue_rows(active, batch, now_ns, seq, fills)
+        else:
+            for order in active:
+                if order.status == "open":
+                    self._rest(order, levels, now_ns, seq, fills)
+        self._requests(symbol_id, book, levels, now_ns, now_ns, seq, fills)
+        self._prune(symbol_id)
         return fills
+
+    def _requests(self, symbol_id: int, book, levels, until_ns: int, stamp_ns: int | None,
+                  seq: int, fills: list[Fill]) -> None:
+        """Process the symbol's requests arriving at or before until_ns, in arrival order;
+        fills stamped stamp_ns (None: each request's arrival time)."""
+        inflight = self._inflight.get(symbol_id)
+        queued = self.queue_model != "none"
+        while inflight and inflight[0][0] <= until_ns:
+            arrive, kind, order = inflight.popleft()
+            if kind == CANCEL:
+                if order.status == "open":
+                    order.status = "cancelled"
+                else:
+                    self.cancels_rejected += 1
+                continue
+            self._arrive(order, levels, arrive if stamp_ns is None else stamp_ns, seq, fills)
+            if queued and order.status == "open":
+                order.queue = QueueState(level_qty(book, order.request.side == Side.BUY,
+                                                   order.request.price, DEPTH_LEVELS))
+        if inflight is not None and not inflight:
+            del self._inflight[symbol_id]
+
+    def _prune(self, symbol_id: int) -> None:
+        """Done orders leave `orders` and `active`; a symbol without live orders leaves
+        `active`, and its cancels still in flight (all of done orders) are rejected."""
+        active = self.active.get(symbol_id)
+        if active is None:
+            return
+        live = [o for o in active if o.status == "open" or o.status == "pending"]
+        if len(live) != len(active):
+            for order in active:
+                if order.status != "open" and order.status != "pending":
+                    del self.orders[order.order_id]
+            active[:] = live
+        if not live:
+            del self.active[symbol_id]
+            stale = self._inflight.pop(symbol_id, ())
+            self.cancels_rejected += len(stale)
 
     # -- matching ---------------------------------------------------------------------
     def _arrive(self, order: Order, levels, now_ns: int, seq: int, fills: list[Fill]) -> None:

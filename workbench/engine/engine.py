@@ -330,10 +330,12 @@ class Engine:
             self._trade_from_ns = market_ns + self._warmup_ns
             self._measure_from_ns = market_ns + self._latency_warmup_ns
         sync = self.sync
+        executor = self.executor
+        if executor.broker.active.get(sid):  # requests arriving before this batch's time
+            executor.on_arrivals(sid, sync.book(sid), market_ns, seq)
         book = sync.process(batch, info) or sync.book(sid)
         valid = book.valid and book.best_bid < book.best_ask  # NaN compares False
         t_book = _now()
-        executor = self.executor
         orders = None
         if valid:
             if sid not in self._ever_valid:

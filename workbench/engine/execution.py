@@ -54,7 +54,8 @@ def slice_order(request: OrderRequest, slice_qty: float) -> list[OrderRequest]:
 
 class Executor:
     """Routes orders: submit(requests, now_ns, seq) -> number of acks;
-    on_book(symbol_id, book, now_ns, seq) -> fills booked; flatten(symbol_id, book, now_ns).
+    on_arrivals(symbol_id, book, before_ns, seq) and on_book(symbol_id, book, now_ns, seq) ->
+    fills booked; cancel(order_id, now_ns, seq); flatten(symbol_id, now_ns, seq).
     fill_count: fills booked since construction; fills: the newest `recent_fills` of them."""
 
     def __init__(self, broker: PaperBroker, risk: RiskLimits, positions: Positions,
@@ -137,6 +138,17 @@ class Executor:
                     heapq.heappush(self.deferred, (now_ns + delay, next(self._deferred_n), part))
         return out
 
+    def on_arrivals(self, symbol_id: int, book, before_ns: int, seq: int = 0) -> list[Fill]:
+        """Let the broker match this symbol's requests arriving before before_ns on `book` as
+        it is (before the batch at before_ns is applied: `PaperBroker.on_arrivals`); book the
+        fills."""
+        if not self.broker.active.get(symbol_id):
+            return []
+        fills = self.broker.on_arrivals(symbol_id, book, before_ns, seq)
+        if fills:
+            self._booked(symbol_id, book, fills)
+        return fills
+
     def on_book(self, symbol_id: int, book, now_ns: int, seq: int = 0,
                 batch: np.ndarray | None = None) -> list[Fill]:
         """Let the broker match this symbol's orders on the updated book (batch: the rows it
@@ -145,13 +157,19 @@ class Executor:
             return []
         fills = self.broker.on_book(symbol_id, book, now_ns, seq, batch)
         if fills:
-            mid = book.mid
-            if mid == mid:
-                self.positions.mark(symbol_id, mid)
+            self._booked(symbol_id, book, fills)
+        else:
+            self._sync_pending(symbol_id)
+        return fills
+
+    def _booked(self, symbol_id: int, book, fills: list[Fill]) -> None:
+        """Mark the symbol at the book's mid, book each fill, recount what is pending."""
+        mid = book.mid
+        if mid == mid:
+            self.positions.mark(symbol_id, mid)
         for fill in fills:
             self._book_fill(fill)
         self._sync_pending(symbol_id)
-        return fills
 
     def _book_fill(self, fill: Fill) -> None:
         realized = self.positions.apply_fill(fill.symbol_id, fill.signed_qty, fill.price,
@@ -180,20 +198,21 @@ class Executor:
         self._pending[symbol_id] = total
 
     def cancel(self, order_id: int, now_ns: int, seq: int = 0) -> bool:
-        """Cancel a pending or resting order at the broker (journaled `cancelled`); False when
-        it is already done or unknown."""
+        """Send a cancel of a pending or resting order to the broker (journaled `cancel_sent`;
+        it takes effect when it arrives, `PaperBroker.cancel`); False when the order is done,
+        unknown, or a cancel of it is already in flight."""
         order = self.broker.orders.get(order_id)
-        if order is None or not self.broker.cancel(order_id):
+        if order is None or not self.broker.cancel(order_id, now_ns):
             return False
-        self._sync_pending(order.request.symbol_id)
         if self.journal is not None:
-            self._journal_order(order_id, order.request, now_ns, seq, "cancelled")
+            self._journal_order(order_id, order.request, now_ns, seq, "cancel_sent")
         return True
 
     def flatten(self, symbol_id: int, now_ns: int, seq: int = 0) -> int:
-        """Cancel the symbol's active orders and send a market order back to flat."""
+        """Send cancels of the symbol's active orders (they can still fill until the cancels
+        arrive: `PaperBroker.cancel`) and a market order back to flat."""
         for order in list(self.broker.orders_active(symbol_id)):
-            self.broker.cancel(order.order_id)
+            self.broker.cancel(order.order_id, now_ns)
         if self.deferred:
             self.deferred = [d for d in self.deferred if d[2].symbol_id != symbol_id]
             heapq.heapify(self.deferred)
