@@ -1,8 +1,8 @@
 """Parity: the engine replaying a recording flat out and the tick backtester on the same
 recording, configured alike, give identical fills (order id, side, price, qty, liquidity, fee,
 time), for EmaCross (Python, market orders), a quoting strategy resting post-only limits (the
-risk-averse queue model on in both), and CompiledEmaCross (the adapter in the engine, the
-kernel in the backtester).
+risk-averse queue model on in both), CompiledEmaCross (the adapter in the engine, the kernel
+in the backtester), and the compiled `Quoter`, which cancels; with entry latency 0 and 1 ms.
 
 The recording: the first SLICE_LINES messages of the Binance USD-M BTCUSDT capture (its REST
 snapshot is message 55), replayed by a real Engine (`replay:` source, speed 0, callback
@@ -16,18 +16,24 @@ The parity setting, and why each part is needed:
   time, so their books and order of events differ from the engine's unless the timelines are
   one. `one_timeline` gives it the converted local rows (receive order, one receive time per
   message, so one feed per engine batch) with exchange time = local time. This is the input
-  changed, not the kernel: with a real feed latency the backtester is the more faithful model.
-- Order-entry latency 0 in both. The engine's broker latency is counted on `ts_event_ns`
-  (milliseconds for Binance: many messages share one), and an order that has arrived is
-  matched on the book after the first batch at or after its arrival time; the kernel matches
-  it at its arrival time on the book as it is then. With 0 both match on the book the strategy
-  just saw (the engine: `Executor.on_book` right after the submit; the kernel: the request is
-  due at the feed's own time, after every row of it).
-- Response latency 1 ns in the backtester. The engine matches resting orders after the
-  strategy ran on the batch (the adapter hands a fill to a compiled strategy at the next
-  batch); the kernel fills at the exchange row, before that feed's call, and a 1 ns response
-  reaches the strategy before the next feed (receive times are distinct integers), as in the
-  engine. (None of the strategies here acts on its fills, so 0 gives the same fills for them.)
+  changed, not the kernel: with a real feed latency the backtester is the more faithful model
+  (the two-timeline difference remains: measured below).
+- The same order-entry latency in both. Both follow the kernel's exchange-time rules (the
+  engine's `workbench.engine.broker` docstring): a request (order or cancel) sent on the
+  batch at T arrives at T + latency; one arriving before a batch's time is matched on the
+  book before that batch, one arriving at it after its rows. With latency 0 the engine's
+  clock (`ts_event_ns`) and the backtester's one timeline (receive times) are never compared,
+  so the recording is used as it is. With a latency they are: the engine's clock is the
+  message's event time, in milliseconds for Binance, which many messages share, while the
+  backtester's one timeline needs one time per message (a feed per local timestamp). The
+  latency tests therefore use `distinct_times`: the same messages with their event times
+  made distinct (t_i = max(E_i, t_(i-1) + 1) ms) and received at them, so both clocks are
+  t_i. Gaps between messages are 1 ms or more, so with 1 ms an order arrives either at a
+  later message's time or between two: both rules are exercised.
+- Response latency 1 ns in the backtester. The engine's strategy (through the adapter) learns
+  at its call at T what happened at exchange times before T and nothing at T; the kernel's
+  strategy at T sees the responses due at or before T, i.e. of what happened before T with a
+  1 ns response (receive times are distinct integers).
 - Partial fills on (`TickConfig(partial=True)`): the engine's market orders walk the visible
   levels and cancel the rest, which is the kernel's partial-fill taker.
 - The same fees; for resting orders the risk-averse queue model in both (the engine's
@@ -37,29 +43,23 @@ The parity setting, and why each part is needed:
 
 Compared as they are defined: prices in ticks (the kernel's price is tick * tick_size,
 61800.100000000006 for 61800.1, so fees agree to 1e-12 relative, not bit for bit); times as
-the engine's market time, the backtester's fill (at the message's receive time here) mapped to
-the `ts_event_ns` of that message's first row.
+the engine's market time: with the recording as it is, the backtester's fill (at the
+message's receive time) mapped to the `ts_event_ns` of that message's first row; with
+`distinct_times` the two clocks are one.
 
-Not at parity (so not tested here), measured on this slice:
-- two timelines (the converted file as it is) or a 1 ms entry latency in both: EmaCross gets
-  the same 32 fills in side, price and qty, at other times (the engine's is the market time of
-  the batch it matched at, the kernel's the exchange time the order arrived); TouchQuoter gets
-  180 fills in the engine and 178 in the backtester with two timelines (order 4 filled at
-  market time ...258650 ms in the engine, exchange time ...258668 ms in the kernel), 177 and
-  180 with 1 ms (the 13th fill differs);
-- cancels: the engine cancels at once, before the batch's resting-order matching, the kernel
-  after the entry latency and after that feed's exchange rows. The compiled `Quoter` (which
-  cancels a quote off the touch) through the adapter: 198 fills in the engine, 217 in the
-  backtester. The first difference: its buy 1 at 61800.2, which the kernel fills at the rows
-  of the batch at market time 1723161256719000000, where the engine's strategy, seeing the
-  touch move, cancels it before the broker matches those rows (the kernel then rejects the
-  cancel).
+Not at parity (so not tested here): two timelines (the converted file as it is, latency 0,
+measured on this slice with the broker's exchange-time rules): EmaCross gets the same 32
+fills in order id, side, price and qty, none at the same time; TouchQuoter 180 fills in the
+engine and 178 in the backtester (the 13th differs); the compiled Quoter 323 and 220 (the 5th
+differs). The engine's clock is the venue's event time; the backtester's exchange matches on
+event time but its strategy sees the book on receive time, later.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ from workbench.backtest.tick.events import TF_EXCH, TF_LOCAL, TickData, events_f
 from workbench.book.l2 import L2Book
 from workbench.engine.adapter import CompiledAdapter
 from workbench.engine.broker import PaperBroker
-from workbench.engine.compiled import BUY, CompiledEmaCross
+from workbench.engine.compiled import BUY, CompiledEmaCross, Quoter
 from workbench.engine.config import EngineConfig
 from workbench.engine.engine import Engine
 from workbench.engine.run import add_arguments, config_from_args
@@ -84,6 +84,8 @@ SLICE_LINES = 20_000  # messages of the recording (~70 s of market time)
 TICK, LOT = 0.1, 0.001
 FEES = {"maker_fee_bps": -0.5, "taker_fee_bps": 4.0}
 PARITY = TickConfig(latency=ConstantLatency(0, 1), partial=True, **FEES)
+MS = 1_000_000
+EVENT_TIME = re.compile(rb'"([ET])":\d+')  # a Binance message's event / transaction time (ms)
 
 
 class TouchQuoter:
@@ -124,6 +126,27 @@ def converted(recording, tmp_path_factory) -> TickData:
     return events_for(recording, directory=tmp_path_factory.mktemp("tick"))
 
 
+@pytest.fixture(scope="module")
+def distinct_times(recording, tmp_path_factory) -> Path:
+    """The slice with one event time per message (module docstring, latency): message i's
+    `E` and `T` become t_i = max(its E, t_(i-1) + 1) ms, and its receive time t_i too."""
+    out = tmp_path_factory.mktemp("distinct") / "usdm" / "btcusdt_slice.gz"
+    out.parent.mkdir()
+    t_ms = 0
+    with gzip.open(recording, "rb") as src, gzip.open(out, "wb") as dst:
+        for line in src:
+            body = line.split(b" ", 1)[1]
+            t_ms = max(int(re.search(rb'"E":(\d+)', body).group(1)), t_ms + 1)
+            body = EVENT_TIME.sub(rb'"\1":%d' % t_ms, body)
+            dst.write(b"%d %s" % (t_ms * MS, body))
+    return out
+
+
+@pytest.fixture(scope="module")
+def distinct_converted(distinct_times, tmp_path_factory) -> TickData:
+    return events_for(distinct_times, directory=tmp_path_factory.mktemp("tick"))
+
+
 def one_timeline(data: TickData) -> tuple[TickData, dict[int, int]]:
     """The parity input (module docstring): the local rows with exchange time = local time,
     and receive time -> ts_event_ns of that message's first row (the engine's market time)."""
@@ -151,11 +174,13 @@ def engine_fills(recording: Path, strategy, **fields) -> tuple[Engine, list[tupl
                      f.ts_ns) for f in engine.executor.fills]
 
 
-def backtest_fills(result, market: dict[int, int]) -> list[tuple]:
-    """The backtester's fills in the engine's terms (Side codes, liquidity, market time)."""
+def backtest_fills(result, market: dict[int, int] | None) -> list[tuple]:
+    """The backtester's fills in the engine's terms (Side codes, liquidity, market time; market
+    None: the times are the engine's already)."""
     f = result.fill_columns
     return [(int(oid), int(Side.BUY if side == BUY else Side.SELL), round(price / TICK),
-             float(qty), "maker" if maker else "taker", float(fee), market[int(ts)])
+             float(qty), "maker" if maker else "taker", float(fee),
+             int(ts) if market is None else market[int(ts)])
             for oid, side, price, qty, maker, fee, ts in zip(
                 f["order_id"], f["side"], f["price"], f["qty"], f["maker"], f["fee"],
                 f["ts_exch_ns"], strict=True)]
@@ -289,3 +314,56 @@ def test_the_queue_model_is_opt_in_and_needs_a_lot_size():
                                               "0.001"]))
     assert (cfg.broker.queue_model, cfg.broker.lot_size) == ("risk_averse", LOT)
     assert Engine(cfg).broker.queue_model == "risk_averse"
+
+
+def _message_times(data: TickData) -> set[int]:
+    return set(np.asarray(data.rows)["ts_event_ns"].tolist())
+
+
+def test_ema_cross_with_an_entry_latency(distinct_times, distinct_converted):
+    """1 ms entry latency in both (response 1 ns in the backtester): the same fills. Each
+    market order reaches the exchange 1 ms after the batch it was sent on, which is either the
+    time of a later message (matched after that message's rows) or between two (matched on
+    the book before the next one, stamped with its arrival time): both occur."""
+    data, _ = one_timeline(distinct_converted)
+    cfg = TickConfig(latency=ConstantLatency(MS, 1), partial=True, **FEES)
+    _, engine = engine_fills(distinct_times, WatchedEmaCross(), broker_latency_us=1000.0)
+    backtest = backtest_fills(tick_backtest(data, WatchedEmaCross(), cfg), None)
+    assert len(engine) >= 30
+    at_message = [f[6] in _message_times(data) for f in engine]
+    assert any(at_message) and not all(at_message)
+    assert_same(engine, backtest)
+
+
+def test_quoting_with_an_entry_latency(distinct_times, distinct_converted):
+    data, _ = one_timeline(distinct_converted)
+    cfg = TickConfig(latency=ConstantLatency(MS, 1), partial=True, queue="risk_averse", **FEES)
+    backtest = backtest_fills(tick_backtest(data, TouchQuoter(200, LOT), cfg), None)
+    _, engine = engine_fills(distinct_times, TouchQuoter(200, LOT), queue_model="risk_averse",
+                             lot_size=LOT, broker_latency_us=1000.0)
+    assert len(engine) >= 150 and {f[4] for f in engine} == {"maker"}
+    assert_same(engine, backtest)
+
+
+@pytest.mark.parametrize("latency_ns", [0, MS])
+def test_the_cancelling_quoter_through_the_adapter(recording, converted, distinct_times,
+                                                   distinct_converted, latency_ns):
+    """The compiled Quoter (cancels a quote off the touch, re-quotes once the cancel is
+    acknowledged) through the adapter and in the kernel, risk-averse queue model in both: the
+    same fills. A cancel travels with the entry latency and lands after the batch's rows
+    (with latency 0 too), so some quotes fill before their cancel arrives, which the
+    exchange then rejects: in both."""
+    source, tick = (recording, converted) if latency_ns == 0 else (distinct_times,
+                                                                   distinct_converted)
+    data, market = one_timeline(tick)
+    cfg = TickConfig(latency=ConstantLatency(latency_ns, 1), partial=True, queue="risk_averse",
+                     **FEES)
+    result = tick_backtest(data, Quoter(LOT, 0.01), cfg)
+    backtest = backtest_fills(result, market if latency_ns == 0 else None)
+    adapter = CompiledAdapter(Quoter(LOT, 0.01), TICK, LOT)
+    run, engine = engine_fills(source, adapter, queue_model="risk_averse", lot_size=LOT,
+                               broker_latency_us=latency_ns / 1000)
+    assert len(engine) >= 200 and {f[4] for f in engine} == {"maker"}
+    assert run.broker.cancels_rejected > 0
+    assert_same(engine, backtest)
+    assert adapter.gw.position == pytest.approx(result.position)
