@@ -71,7 +71,7 @@ from workbench.backtest.tick.events import TF_EXCH, TF_LOCAL, TickData, events_f
 from workbench.book.l2 import L2Book
 from workbench.engine.adapter import CompiledAdapter
 from workbench.engine.broker import PaperBroker
-from workbench.engine.compiled import BUY, CompiledEmaCross, Quoter
+from workbench.engine.compiled import BUY, GTX, IOC, LIMIT, MARKET, CompiledEmaCross, Quoter
 from workbench.engine.config import EngineConfig
 from workbench.engine.engine import Engine
 from workbench.engine.run import add_arguments, config_from_args
@@ -367,3 +367,62 @@ def test_the_cancelling_quoter_through_the_adapter(recording, converted, distinc
     assert run.broker.cancels_rejected > 0
     assert_same(engine, backtest)
     assert adapter.gw.position == pytest.approx(result.position)
+
+
+# (kind, aggressor side, price, qty, time): tick 1, lot 1; entry latency 2, response 1
+LATENCY_ROWS = [
+    ("bid", 0, 100, 5, 1), ("bid", 0, 99, 5, 1), ("ask", 0, 102, 5, 1), ("ask", 0, 103, 5, 1),
+    ("ask", 0, 101, 2, 2),   # the market buy sent at 1 arrives at 3, before the next batch
+    ("ask", 0, 101, 0, 4),   # the one sent at 2 arrives at 4, with this batch: after its rows
+    ("trade", 2, 99, 3, 5),  # through the buy at 100, whose cancel (sent at 4) is in flight
+    ("bid", 0, 100, 4, 6),   # both cancels arrive: the buy at 100 is filled (rejected), the
+    ("trade", 2, 98, 9, 7),  # one at 99 cancelled, so this trade through it fills nothing
+    ("bid", 0, 100, 3, 8),
+]
+# (feed, order id, side, price, qty, order type, time in force); side 0: cancel. Feeds are at
+# times 1, 2, 4, 5, ... (no rows at 3); a cancel can go once the ack came back (3 + 1 = 4)
+LATENCY_ORDERS = [(1, 1, BUY, 0.0, 1.0, MARKET, IOC), (1, 2, BUY, 100.0, 1.0, LIMIT, GTX),
+                  (1, 3, BUY, 99.0, 1.0, LIMIT, GTX), (2, 4, BUY, 0.0, 1.0, MARKET, IOC),
+                  (3, 2, 0, 0.0, 0.0, 0, 0), (3, 3, 0, 0.0, 0.0, 0, 0)]
+# (order id, Side, price, qty, time, liquidity): worked out by hand from the broker's rules
+LATENCY_FILLS = [(1, Side.BUY, 101.0, 1.0, 3, "taker"), (4, Side.BUY, 102.0, 1.0, 4, "taker"),
+                 (2, Side.BUY, 100.0, 1.0, 5, "maker")]
+
+
+def test_arrivals_and_cancels_by_hand_in_both():
+    """The exchange-time rules on hand-written rows, in the kernel and in the PaperBroker
+    driven as the engine drives it (per batch at T: `on_arrivals` before the book applies it,
+    the strategy's requests, `on_book` with the batch): an order arriving between two batches
+    meets the book before the later one, one arriving at a batch's time meets the book after
+    it; a cancel takes effect when it arrives, so an order can fill while it travels."""
+    data = rows_of(LATENCY_ROWS)
+    cfg = TickConfig(latency=ConstantLatency(2, 1), partial=True, queue="risk_averse")
+    f = tick_backtest(data, scripted(LATENCY_ORDERS), cfg).fill_columns
+    kernel = [(int(o), Side.BUY if s == BUY else Side.SELL, float(p), float(q), int(t),
+               "maker" if m else "taker")
+              for o, s, p, q, t, m in zip(f["order_id"], f["side"], f["price"], f["qty"],
+                                          f["ts_exch_ns"], f["maker"], strict=True)]
+    assert kernel == LATENCY_FILLS
+
+    broker = PaperBroker(latency_ns=2, queue_model="risk_averse", lot_size=1.0)
+    book = L2Book(SID, tick_size=1.0)
+    rows = np.asarray(data.rows)
+    fills, ids = [], {}
+    for feed, t in enumerate(np.unique(rows["ts_event_ns"]).tolist(), start=1):
+        batch = rows[rows["ts_event_ns"] == t]
+        fills += broker.on_arrivals(SID, book, t)
+        book.apply(batch)
+        for at, oid, side, price, qty, otype, tif in LATENCY_ORDERS:
+            if at != feed:
+                continue
+            if side == 0:
+                assert broker.cancel(ids[oid].order_id, t)
+                continue
+            ids[oid] = broker.submit(OrderRequest(
+                SID, Side.BUY if side == BUY else Side.SELL, qty,
+                "market" if otype == MARKET else "limit", price, tif == GTX), t)
+        fills += broker.on_book(SID, book, t, batch=batch)
+    broker_ids = {o.order_id: oid for oid, o in ids.items()}
+    assert [(broker_ids[x.order_id], x.side, x.price, x.qty, x.ts_ns, x.liquidity)
+            for x in fills] == LATENCY_FILLS
+    assert ids[3].status == "cancelled" and broker.cancels_rejected == 1 and not broker.orders
