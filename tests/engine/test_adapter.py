@@ -52,9 +52,9 @@ def test_compiled_ema_cross_trades_as_the_python_one(shared_data):
 def test_quoter_quotes_and_cancels_through_the_engine(shared_data):
     """The Quoter's post-only quotes and cancels go through the Executor; every order but the
     (at most two) live ones ends cancelled, and the gateway's fills and position are the
-    engine's. (The engine's PaperBroker cancels at once and fills a resting order only when
-    the opposite best reaches it, so a quote that chases the touch is cancelled before that:
-    no fills here, unlike the tick backtester with its cancel latency and queue model.)"""
+    engine's. (The PaperBroker's cancels travel with its latency, 1 ms here, and without a queue
+    model it fills a resting order when the opposite best reaches it: the quotes that fill are
+    those the book crossed while their cancel was in flight, which then arrives too late.)"""
     adapter = CompiledAdapter(Quoter(0.001, 0.005), 0.1, 0.001)
     engine = _replay(shared_data / USDM, adapter, max_position=0.05, max_orders_per_s=1e6,
                      broker_latency_us=1000.0)
@@ -67,6 +67,7 @@ def test_quoter_quotes_and_cancels_through_the_engine(shared_data):
     assert adapter.gw.n_orders == len(live)
     assert adapter.gw.n_fills == engine.executor.fill_count
     assert adapter.gw.position == pytest.approx(engine.positions.qty(sid))
+    assert engine.broker.cancels_rejected > 0
 
 
 def test_runs_live_on_the_simulator():
