@@ -169,8 +169,8 @@ class StrategyConfig:
 @dataclass(frozen=True)
 class BrokerConfig:
     """The paper broker: maker/taker fees in basis points (negative = rebate),
-    broker_latency_us of market time before an order reaches the book, slice_qty: the
-    Executor's child order size (0 = no slicing), queue_model: how resting limit orders fill
+    broker_latency_us of market time before an order or a cancel reaches the book, slice_qty:
+    the Executor's child order size (0 = no slicing), queue_model: how resting limit orders fill
     (`none`: when the opposite best reaches them; `risk_averse`: the tick backtester's queue
     position model, `workbench.engine.broker`), lot_size: the instrument's lot (base units;
     > 0 needed by `risk_averse`)."""

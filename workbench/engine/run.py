@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--order-type", default=st.order_type, choices=("market", "limit"),
         help="the strategy's order type (default %(default)s)")
     add("--broker-latency-us", type=float, default=d.broker.broker_latency_us,
-        help="market time before an order reaches the paper book, µs (default %(default)s)")
+        help="market time before an order or a cancel reaches the paper book, µs (default "
+             "%(default)s)")
     add("--queue-model", default=d.broker.queue_model, choices=QUEUE_MODELS,
         help="how the paper broker fills resting limit orders: none (when the opposite best "
              "reaches them) or risk_averse (the tick backtester's queue position; needs a lot "
