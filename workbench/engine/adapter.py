@@ -12,18 +12,26 @@ order's status from its broker `Order`: pending -> NONE with a NEW request, open
 fill; then the book's top and the batch's last trade are written into the gateway, `on_feed`
 runs (one compiled call), and the queued requests go out: new orders through
 `Executor.submit` (tag `compiled:<order id>`), cancels through `Executor.cancel` (they take
-effect when they reach the broker's exchange, after its latency). The broker's news is what
-happened at exchange times before the batch's time: the tick backtester's strategy with a
-response latency of 1 ns (`workbench.engine.broker`). The engine binds its Executor with
+effect when they reach the broker's exchange, after its latency). The broker's news reaches
+the gateway as the tick backtester's responses do: what happened at exchange time t is known
+at the first batch at or after t + response_ns (fills in order, and each order's status as
+of that horizon: NONE until it arrived, then NEW or PARTIALLY_FILLED, then FILLED when its
+last fill is known, CANCELED or EXPIRED when that happened). With response_ns 0 (the
+default) that is all the broker did before the call, which is the kernel's 1 ns response
+when batch times are distinct (nothing at T is done before the call at T: the engine
+matches after it; `workbench.engine.broker`). The engine binds its Executor with
 `bind_executor` when it is built. Times in the gateway are the batch's venue time (the
 engine's market time).
 """
 
 from __future__ import annotations
 
+from collections import deque
+
 import numba as nb
 import numpy as np
 
+from workbench.engine.broker import Fill
 from workbench.engine.compiled import (
     BUY,
     CANCELED,
@@ -44,8 +52,6 @@ from workbench.engine.strategy import OrderRequest
 from workbench.errors import ConfigError, EngineError
 from workbench.events import EVENT_DTYPE, K_TRADE, S_BUY, Side
 
-_STATUS = {"pending": NONE, "open": NEW, "filled": FILLED, "cancelled": CANCELED,
-           "rejected": EXPIRED}
 TAG = "compiled:"
 
 
@@ -75,13 +81,18 @@ def _fill(strategy, gw, oid, status, leaves, qty, tick, ts, fee, side, price
 
 class CompiledAdapter:
     """An engine Strategy running a compiled strategy (module docstring). tick_size, lot_size:
-    the instrument's (> 0). Raises ConfigError for bad sizes, EngineError when used before
-    an Executor was bound."""
+    the instrument's (> 0). response_ns (>= 0, market time): the broker's news reaches the
+    strategy that long after its exchange time (module docstring). Raises ConfigError for bad
+    sizes or a negative response_ns, EngineError when used before an Executor was bound."""
 
-    def __init__(self, strategy, tick_size: float, lot_size: float) -> None:
+    def __init__(self, strategy, tick_size: float, lot_size: float, response_ns: int = 0
+                 ) -> None:
         if not tick_size > 0 or not lot_size > 0:
             raise ConfigError(f"CompiledAdapter: tick_size and lot_size must be > 0, got "
                               f"{tick_size}, {lot_size}")
+        if response_ns < 0:
+            raise ConfigError(f"CompiledAdapter: response_ns must be >= 0, got {response_ns}")
+        self.response_ns = int(response_ns)
         self.strategy = strategy
         self.gw = Gateway(tick_size, lot_size)
         self.tick_size = tick_size
@@ -89,6 +100,8 @@ class CompiledAdapter:
         self._orders: dict[int, object] = {}  # strategy order id -> broker Order (or None)
         self._ids: dict[int, int] = {}  # broker order id -> strategy order id
         self._fills_seen = 0
+        self._held: deque[Fill] = deque()  # our fills not yet due at the strategy, oldest first
+        self._filled: dict[int, float] = {}  # strategy order id -> qty of its fills delivered
         self._warm(strategy)
 
     def _warm(self, strategy) -> None:
@@ -117,8 +130,8 @@ class CompiledAdapter:
             raise EngineError("CompiledAdapter: no Executor bound (the Engine binds it)")
         first = batch.item(0)
         now = first[0]
-        if executor.fill_count != self._fills_seen or self._orders:
-            self._sync(executor)
+        if executor.fill_count != self._fills_seen or self._orders or self._held:
+            self._sync(executor, now)
         tick = self.tick_size
         bid, ask = book.best_bid, book.best_ask
         if _step(self.strategy, self.gw, batch, now,
@@ -156,35 +169,61 @@ class CompiledAdapter:
                 self._orders[oid] = order
                 self._ids[order.order_id] = oid
 
-    def _sync(self, executor) -> None:
-        """Fills and order states since the last batch into the gateway."""
+    def _sync(self, executor, now: int) -> None:
+        """The broker's news due by now into the gateway: what happened at exchange times up to
+        now - response_ns (fills in order, then each order's status as of then; module
+        docstring)."""
         gw = self.gw
+        horizon = now - self.response_ns
         count = executor.fill_count
         if count != self._fills_seen:
             new = list(executor.fills)[-(count - self._fills_seen):]
             self._fills_seen = count
-            for fill in new:
-                oid = self._ids.get(fill.order_id)
-                if oid is None:
-                    continue
-                order = self._orders[oid]
-                done = order.remaining <= 1e-12
-                _fill(self.strategy, gw, oid, FILLED if done else PARTIALLY_FILLED,
-                      max(order.remaining, 0.0), fill.qty, round(fill.price / self.tick_size),
-                      fill.ts_ns, fill.fee, BUY if fill.side == Side.BUY else SELL, fill.price)
+            self._held.extend(f for f in new if f.order_id in self._ids)
+        held = self._held
+        while held and held[0].ts_ns <= horizon:
+            fill = held.popleft()
+            oid = self._ids[fill.order_id]
+            filled = self._filled.get(oid, 0.0) + fill.qty
+            self._filled[oid] = filled
+            leaves = max(self._orders[oid].request.qty - filled, 0.0)
+            gw.apply_response(oid, FILLED if leaves <= 1e-12 else PARTIALLY_FILLED, NONE,
+                              leaves, fill.qty, round(fill.price / self.tick_size), fill.ts_ns,
+                              fill.fee, False, 0)
+            self.strategy.on_fill(gw, oid, BUY if fill.side == Side.BUY else -1, fill.price,
+                                  fill.qty)
         for oid, order in list(self._orders.items()):
             if order is None:  # refused before the broker (risk limits)
                 gw.apply_response(oid, EXPIRED, NONE, 0.0, 0.0, 0, 0, 0.0, False, 0)
                 del self._orders[oid]
                 continue
-            status = _STATUS[order.status]
-            if status == NEW and order.filled > 0.0:
-                status = PARTIALLY_FILLED  # as the last fill's response left it
-            if status != NONE:
-                i = gw.find(oid)
-                if i >= 0 and (gw.o_status[i] != status or gw.o_req[i] == NEW):
-                    gw.apply_response(oid, status, NONE, max(order.remaining, 0.0), 0.0, 0, 0,
-                                      0.0, False, 0)
+            status = self._status(oid, order, horizon)
+            if status == NONE:
+                continue
+            filled = self._filled.get(oid, 0.0)
+            i = gw.find(oid)
+            if i >= 0 and (gw.o_status[i] != status or gw.o_req[i] == NEW):
+                gw.apply_response(oid, status, NONE, max(order.request.qty - filled, 0.0), 0.0,
+                                  0, 0, 0.0, False, 0)
             if status in (FILLED, CANCELED, EXPIRED):
                 del self._orders[oid]
                 self._ids.pop(order.order_id, None)
+                self._filled.pop(oid, None)
+
+    def _status(self, oid: int, order, horizon: int) -> int:
+        """Order `oid`'s status as the strategy knows it at `horizon` (exchange time): NONE
+        before it arrived; then CANCELED / EXPIRED once that happened (a cancel at its
+        arrival, a market order's unfilled rest or a post-only reject at the order's),
+        FILLED once its fills are all delivered, else NEW or PARTIALLY_FILLED."""
+        if order.arrive_ns > horizon:
+            return NONE
+        if order.status == "rejected":
+            return EXPIRED
+        if order.status == "cancelled":
+            at = order.cancel_ns if order.cancel_ns is not None else order.arrive_ns
+            if at <= horizon:
+                return CANCELED
+        filled = self._filled.get(oid, 0.0)
+        if filled >= order.request.qty - 1e-12:
+            return FILLED
+        return PARTIALLY_FILLED if filled > 0.0 else NEW

@@ -17,10 +17,11 @@ Matching rules (documented because every PnL figure depends on them):
 - cancel: travels like an order; until it arrives the order stays live and can fill. On
   arrival it cancels the order if it is still resting, else it is rejected (`cancels_rejected`;
   the order was filled meanwhile): the kernel's `_cancel_order`.
-- What the strategy learns: the broker's state when it is called on the batch at T, i.e. all
-  that happened at exchange times before T and nothing at T (the engine calls the strategy
-  before `on_book`). That is the kernel with a response latency of 1 ns (its strategy at T
-  sees the responses due at or before T); a longer response latency is not modelled.
+- What a strategy can learn when it is called on the batch at T: what happened at exchange
+  times before T, nothing at T (the engine calls the strategy before `on_book`): the kernel
+  with a response latency of 1 ns when batch times are distinct. A compiled strategy learns
+  it through `CompiledAdapter`, which can delay it by a response latency as the kernel does
+  (`response_ns`); Python strategies are given no fills.
 - market: walks the opposite side of the book, level by level, filling min(remaining, level
   size) at each level's price (taker fee). What the visible depth cannot fill is cancelled:
   a partial fill.

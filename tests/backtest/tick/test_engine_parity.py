@@ -30,10 +30,16 @@ The parity setting, and why each part is needed:
   made distinct (t_i = max(E_i, t_(i-1) + 1) ms) and received at them, so both clocks are
   t_i. Gaps between messages are 1 ms or more, so with 1 ms an order arrives either at a
   later message's time or between two: both rules are exercised.
-- Response latency 1 ns in the backtester. The engine's strategy (through the adapter) learns
-  at its call at T what happened at exchange times before T and nothing at T; the kernel's
-  strategy at T sees the responses due at or before T, i.e. of what happened before T with a
-  1 ns response (receive times are distinct integers).
+- Response latency. The engine's compiled strategy (through the adapter) learns at its call
+  at T what happened at exchange times up to T - response_ns (`CompiledAdapter`); with 0,
+  all the broker did before the call, i.e. before T, which is the kernel's 1 ns response
+  (its strategy at T sees the responses due at or before T; receive times are distinct
+  integers). The engine's market times are not distinct on the recording as it is (many
+  messages share a millisecond), so a response latency above 0 in the adapter needs
+  `distinct_times`; there the cancelling Quoter is also tested with entry 1 ms and response
+  5 ms (1 ms would not tell: gaps between messages are 1 ms or more). It matters: with the
+  kernel's response at 5 ms, the adapter at 5 ms gives the kernel's 236 fills, at 0 or 1 ms
+  288. (The strategies without fills, EmaCross and TouchQuoter, are unaffected by it.)
 - Partial fills on (`TickConfig(partial=True)`): the engine's market orders walk the visible
   levels and cancel the rest, which is the kernel's partial-fill taker.
 - The same fees; for resting orders the risk-averse queue model in both (the engine's
@@ -345,22 +351,25 @@ def test_quoting_with_an_entry_latency(distinct_times, distinct_converted):
     assert_same(engine, backtest)
 
 
-@pytest.mark.parametrize("latency_ns", [0, MS])
+@pytest.mark.parametrize(("latency_ns", "response_ns", "adapter_ns"),
+                         [(0, 1, 0), (MS, 1, 1), (MS, 5 * MS, 5 * MS)])
 def test_the_cancelling_quoter_through_the_adapter(recording, converted, distinct_times,
-                                                   distinct_converted, latency_ns):
+                                                   distinct_converted, latency_ns, response_ns,
+                                                   adapter_ns):
     """The compiled Quoter (cancels a quote off the touch, re-quotes once the cancel is
-    acknowledged) through the adapter and in the kernel, risk-averse queue model in both: the
-    same fills. A cancel travels with the entry latency and lands after the batch's rows
-    (with latency 0 too), so some quotes fill before their cancel arrives, which the
-    exchange then rejects: in both."""
+    acknowledged, so when it learns of it matters) through the adapter and in the kernel,
+    risk-averse queue model in both, entry and response latency alike: the same fills. A
+    cancel travels with the entry latency and lands after the batch's rows (with latency 0
+    too), so some quotes fill before their cancel arrives, which the exchange then rejects:
+    in both."""
     source, tick = (recording, converted) if latency_ns == 0 else (distinct_times,
                                                                    distinct_converted)
     data, market = one_timeline(tick)
-    cfg = TickConfig(latency=ConstantLatency(latency_ns, 1), partial=True, queue="risk_averse",
-                     **FEES)
+    cfg = TickConfig(latency=ConstantLatency(latency_ns, response_ns), partial=True,
+                     queue="risk_averse", **FEES)
     result = tick_backtest(data, Quoter(LOT, 0.01), cfg)
     backtest = backtest_fills(result, market if latency_ns == 0 else None)
-    adapter = CompiledAdapter(Quoter(LOT, 0.01), TICK, LOT)
+    adapter = CompiledAdapter(Quoter(LOT, 0.01), TICK, LOT, adapter_ns)
     run, engine = engine_fills(source, adapter, queue_model="risk_averse", lot_size=LOT,
                                broker_latency_us=latency_ns / 1000)
     assert len(engine) >= 200 and {f[4] for f in engine} == {"maker"}
@@ -426,3 +435,8 @@ def test_arrivals_and_cancels_by_hand_in_both():
     assert [(broker_ids[x.order_id], x.side, x.price, x.qty, x.ts_ns, x.liquidity)
             for x in fills] == LATENCY_FILLS
     assert ids[3].status == "cancelled" and broker.cancels_rejected == 1 and not broker.orders
+
+
+def test_the_adapter_refuses_a_negative_response_latency():
+    with pytest.raises(ConfigError, match="response_ns"):
+        CompiledAdapter(Quoter(LOT, 0.01), TICK, LOT, -1)
