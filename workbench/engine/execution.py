@@ -2,8 +2,9 @@
 
 Every order a strategy asks for, and every flatten, goes: slice into child orders of at most
 `slice_qty` -> RiskLimits.check -> PaperBroker.submit (the ack). Fills come back through
-`on_book`, are booked in Positions and journaled. Counters: orders sent, rejected by reason,
-fills.
+`on_arrivals` (requests arriving before a batch, matched on the book before it) and `on_book`
+(after it), are booked in Positions and journaled. Cancels travel like orders (`cancel`).
+Counters: orders sent, rejected by reason, fills.
 
 With `jitter` (engine.jitter.JitterSlicing), an order of at least its min_qty is sent as its
 children with random delays (`set_jitter`): the first at once, the others held (`deferred`) until
