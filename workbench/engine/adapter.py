@@ -187,11 +187,9 @@ class CompiledAdapter:
             filled = self._filled.get(oid, 0.0) + fill.qty
             self._filled[oid] = filled
             leaves = max(self._orders[oid].request.qty - filled, 0.0)
-            gw.apply_response(oid, FILLED if leaves <= 1e-12 else PARTIALLY_FILLED, NONE,
-                              leaves, fill.qty, round(fill.price / self.tick_size), fill.ts_ns,
-                              fill.fee, False, 0)
-            self.strategy.on_fill(gw, oid, BUY if fill.side == Side.BUY else -1, fill.price,
-                                  fill.qty)
+            _fill(self.strategy, gw, oid, FILLED if leaves <= 1e-12 else PARTIALLY_FILLED,
+                  leaves, fill.qty, round(fill.price / self.tick_size), fill.ts_ns, fill.fee,
+                  BUY if fill.side == Side.BUY else SELL, fill.price)
         for oid, order in list(self._orders.items()):
             if order is None:  # refused before the broker (risk limits)
                 gw.apply_response(oid, EXPIRED, NONE, 0.0, 0.0, 0, 0, 0.0, False, 0)
