@@ -37,7 +37,7 @@ the touch moves, keeps |position| <= max_position): `Quoter` below; usage:
 from __future__ import annotations
 
 import numpy as np
-from numba import float64, int8, int64
+from numba import float64, int64, njit
 from numba.experimental import jitclass
 
 BUY = 1
@@ -61,198 +61,290 @@ INVALID_MAX = 2**62  # best ask tick of an empty ask side
 MAX_ORDERS = 256  # live orders a strategy may hold in the gateway
 MAX_REQUESTS = 256  # requests one call may queue
 
-_GATEWAY_SPEC = [
-    ("ts_ns", int64), ("tick_size", float64), ("lot_size", float64),
-    ("best_bid_tick", int64), ("best_ask_tick", int64),
-    ("best_bid", float64), ("best_ask", float64), ("bid_qty", float64), ("ask_qty", float64),
-    ("last_trade_price", float64), ("last_trade_qty", float64), ("last_trade_side", int64),
-    ("position", float64), ("fees", float64), ("n_fills", int64),
-    ("n_orders", int64), ("o_id", int64[:]), ("o_side", int8[:]), ("o_tick", int64[:]),
-    ("o_qty", float64[:]), ("o_leaves", float64[:]), ("o_exec_qty", float64[:]),
-    ("o_exec_tick", int64[:]), ("o_status", int8[:]), ("o_req", int8[:]), ("o_type", int8[:]),
-    ("o_tif", int8[:]), ("o_local_ts", int64[:]), ("o_exch_ts", int64[:]),
-    ("n_req", int64), ("r_kind", int8[:]), ("r_id", int64[:]), ("r_side", int8[:]),
-    ("r_tick", int64[:]), ("r_qty", float64[:]), ("r_type", int8[:]), ("r_tif", int8[:]),
-    ("rejected_requests", int64),
-]
+# The gateway's state is six arrays, so the tick kernel (a cached, array-only compiled function)
+# reads and writes it directly: gi int64 scalars, gf float64 scalars (GI_* / GF_* slots), oi / of
+# the order table's int64 / float64 columns (rows = slots, OI_* / OF_* columns), ri / rf the
+# queued requests (RI_* columns; rf: their quantities). The attributes strategies read (ts_ns,
+# best_bid_tick, position, o_status, ...) are properties over these slots.
+GI_TS, GI_BID_TICK, GI_ASK_TICK, GI_LAST_SIDE, GI_N_FILLS, GI_N_ORDERS, GI_N_REQ = range(7)
+GI_REJECTED, GI_SIZE = 7, 8
+GF_TICK, GF_LOT, GF_BID, GF_ASK, GF_BID_QTY, GF_ASK_QTY, GF_LAST_PRICE, GF_LAST_QTY = range(8)
+GF_POSITION, GF_FEES, GF_SIZE = 8, 9, 10
+OI_ID, OI_SIDE, OI_TICK, OI_EXEC_TICK, OI_STATUS, OI_REQ, OI_TYPE, OI_TIF = range(8)
+OI_LOCAL_TS, OI_EXCH_TS, OI_SIZE = 8, 9, 10
+OF_QTY, OF_LEAVES, OF_EXEC_QTY, OF_SIZE = range(4)
+RI_KIND, RI_ID, RI_SIDE, RI_TICK, RI_TYPE, RI_TIF, RI_SIZE = range(7)
 
 
-@jitclass(_GATEWAY_SPEC)
+@njit(cache=True)
+def gateway_arrays(tick_size, lot_size):  # pragma: no cover - compiled
+    """A new gateway's state (gi, gf, oi, of, ri, rf): no orders, no requests, empty book
+    sides; tick_size, lot_size: the instrument's steps (> 0)."""
+    gi = np.zeros(GI_SIZE, np.int64)
+    gf = np.zeros(GF_SIZE, np.float64)
+    gi[GI_BID_TICK] = INVALID_MIN
+    gi[GI_ASK_TICK] = INVALID_MAX
+    gf[GF_TICK] = tick_size
+    gf[GF_LOT] = lot_size
+    gf[GF_BID] = np.nan
+    gf[GF_ASK] = np.nan
+    gf[GF_LAST_PRICE] = np.nan
+    return (gi, gf, np.zeros((MAX_ORDERS, OI_SIZE), np.int64),
+            np.zeros((MAX_ORDERS, OF_SIZE), np.float64),
+            np.zeros((MAX_REQUESTS, RI_SIZE), np.int64), np.zeros(MAX_REQUESTS, np.float64))
+
+
+# -- the gateway's operations on its arrays (called by the Gateway's methods and the kernel) --
+@njit(cache=True, _nrt=False)
+def gw_find(gi, oi, order_id):  # pragma: no cover - compiled
+    """The slot of order `order_id` in the order table, -1 when it is not there."""
+    for i in range(gi[GI_N_ORDERS]):
+        if oi[i, OI_ID] == order_id:
+            return i
+    return -1
+
+
+@njit(cache=True, _nrt=False)
+def _gw_request(gi, oi, of, ri, rf, kind, i):  # pragma: no cover - compiled
+    j = gi[GI_N_REQ]
+    ri[j, RI_KIND] = kind
+    ri[j, RI_ID] = oi[i, OI_ID]
+    ri[j, RI_SIDE] = oi[i, OI_SIDE]
+    ri[j, RI_TICK] = oi[i, OI_TICK]
+    ri[j, RI_TYPE] = oi[i, OI_TYPE]
+    ri[j, RI_TIF] = oi[i, OI_TIF]
+    rf[j] = of[i, OF_QTY]
+    gi[GI_N_REQ] = j + 1
+
+
+@njit(cache=True, _nrt=False)
+def gw_submit(gi, gf, oi, of, ri, rf, order_id, side, price, qty, order_type, tif
+              ):  # pragma: no cover - compiled
+    """Gateway.submit on the arrays."""
+    if (qty <= 0.0 or gw_find(gi, oi, order_id) >= 0 or gi[GI_N_ORDERS] >= len(oi)
+            or gi[GI_N_REQ] >= len(ri)):
+        gi[GI_REJECTED] += 1
+        return False
+    i = gi[GI_N_ORDERS]
+    oi[i, OI_ID] = order_id
+    oi[i, OI_SIDE] = side
+    oi[i, OI_TICK] = np.int64(np.round(price / gf[GF_TICK])) if order_type == LIMIT else 0
+    oi[i, OI_EXEC_TICK] = 0
+    oi[i, OI_STATUS] = NONE
+    oi[i, OI_REQ] = NEW
+    oi[i, OI_TYPE] = order_type
+    oi[i, OI_TIF] = tif
+    oi[i, OI_LOCAL_TS] = gi[GI_TS]
+    oi[i, OI_EXCH_TS] = 0
+    of[i, OF_QTY] = qty
+    of[i, OF_LEAVES] = qty
+    of[i, OF_EXEC_QTY] = 0.0
+    gi[GI_N_ORDERS] = i + 1
+    _gw_request(gi, oi, of, ri, rf, REQ_NEW, i)
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def gw_cancel(gi, oi, of, ri, rf, order_id):  # pragma: no cover - compiled
+    """Gateway.cancel on the arrays."""
+    i = gw_find(gi, oi, order_id)
+    if i < 0 or oi[i, OI_REQ] != NONE or oi[i, OI_STATUS] != NEW or gi[GI_N_REQ] >= len(ri):
+        return False
+    oi[i, OI_REQ] = CANCELED
+    oi[i, OI_LOCAL_TS] = gi[GI_TS]
+    _gw_request(gi, oi, of, ri, rf, REQ_CANCEL, i)
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def gw_clear_inactive(gi, oi, of):  # pragma: no cover - compiled
+    """Gateway.clear_inactive on the arrays."""
+    k = 0
+    for i in range(gi[GI_N_ORDERS]):
+        s = oi[i, OI_STATUS]
+        if s in (FILLED, CANCELED, EXPIRED):
+            continue
+        if k != i:
+            for c in range(OI_SIZE):
+                oi[k, c] = oi[i, c]
+            for c in range(OF_SIZE):
+                of[k, c] = of[i, c]
+        k += 1
+    gi[GI_N_ORDERS] = k
+
+
+@njit(cache=True, _nrt=False)
+def gw_set_book(gi, gf, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty
+                ):  # pragma: no cover - compiled
+    """Gateway.set_book on the arrays."""
+    gi[GI_TS] = ts_ns
+    gi[GI_BID_TICK] = bid_tick
+    gi[GI_ASK_TICK] = ask_tick
+    gf[GF_BID_QTY] = bid_qty
+    gf[GF_ASK_QTY] = ask_qty
+    gf[GF_BID] = bid_tick * gf[GF_TICK] if bid_tick != INVALID_MIN else np.nan
+    gf[GF_ASK] = ask_tick * gf[GF_TICK] if ask_tick != INVALID_MAX else np.nan
+
+
+@njit(cache=True, _nrt=False)
+def gw_apply_response(gi, gf, oi, of, order_id, status, req, leaves, exec_qty, exec_tick,
+                      exch_ts, fee, rejected_request, local_ts):  # pragma: no cover - compiled
+    """Gateway.apply_response on the arrays."""
+    i = gw_find(gi, oi, order_id)
+    filled = 0.0
+    if status in (FILLED, PARTIALLY_FILLED) and i >= 0 and exec_qty > 0.0:
+        filled = exec_qty * oi[i, OI_SIDE]
+        gf[GF_POSITION] += filled
+        gf[GF_FEES] += fee
+        gi[GI_N_FILLS] += 1
+    if i < 0:
+        return filled
+    if rejected_request:
+        if local_ts == oi[i, OI_LOCAL_TS]:
+            if oi[i, OI_REQ] == NEW:
+                oi[i, OI_REQ] = NONE
+                oi[i, OI_STATUS] = EXPIRED
+            else:
+                oi[i, OI_REQ] = NONE
+        return filled
+    of[i, OF_LEAVES] = leaves
+    if exch_ts > 0:
+        oi[i, OI_EXCH_TS] = exch_ts
+    oi[i, OI_STATUS] = status
+    oi[i, OI_REQ] = req
+    of[i, OF_EXEC_QTY] = exec_qty
+    oi[i, OI_EXEC_TICK] = exec_tick
+    return filled
+
+
+# -- Gateway attributes as properties over the arrays ------------------------------------------
+def _gi(slot: int, doc: str) -> property:
+    def get(self):
+        return self.gi[slot]
+
+    def put(self, value):
+        self.gi[slot] = value
+
+    return property(get, put, doc=doc)
+
+
+def _gf(slot: int, doc: str) -> property:
+    def get(self):
+        return self.gf[slot]
+
+    def put(self, value):
+        self.gf[slot] = value
+
+    return property(get, put, doc=doc)
+
+
+def _oi(column: int) -> property:
+    def get(self):
+        return self.oi[:, column]
+
+    return property(get, doc="int64[MAX_ORDERS] column of the order table")
+
+
+def _of(column: int) -> property:
+    def get(self):
+        return self.of[:, column]
+
+    return property(get, doc="float64[MAX_ORDERS] column of the order table")
+
+
+def _ri(column: int) -> property:
+    def get(self):
+        return self.ri[:, column]
+
+    return property(get, doc="int64[MAX_REQUESTS] column of the queued requests")
+
+
+@jitclass([("gi", int64[:]), ("gf", float64[:]), ("oi", int64[:, :]), ("of", float64[:, :]),
+           ("ri", int64[:, :]), ("rf", float64[:])])
 class Gateway:
     """The strategy's view of the market and its orders, and its order outbox (module
     docstring). tick_size, lot_size: the instrument's steps (> 0). Best prices are NaN and
-    ticks INVALID_MIN / INVALID_MAX for an empty side."""
+    ticks INVALID_MIN / INVALID_MAX for an empty side. State: the arrays gi, gf, oi, of, ri,
+    rf (slot constants GI_*, GF_*, OI_*, OF_*, RI_*); the attributes below read and write
+    them (o_* / r_* are int64 or float64 column views, one row per order / request slot)."""
+
+    ts_ns = _gi(GI_TS, "local time of the current message (ns)")
+    best_bid_tick = _gi(GI_BID_TICK, "best bid in ticks (INVALID_MIN: none)")
+    best_ask_tick = _gi(GI_ASK_TICK, "best ask in ticks (INVALID_MAX: none)")
+    last_trade_side = _gi(GI_LAST_SIDE, "aggressor side of the last trade (BUY/SELL, 0: none)")
+    n_fills = _gi(GI_N_FILLS, "fills booked")
+    n_orders = _gi(GI_N_ORDERS, "live slots of the order table")
+    n_req = _gi(GI_N_REQ, "requests queued since the host last drained them")
+    rejected_requests = _gi(GI_REJECTED, "submits refused by the gateway")
+    tick_size = _gf(GF_TICK, "price step")
+    lot_size = _gf(GF_LOT, "quantity step")
+    best_bid = _gf(GF_BID, "best bid price (NaN: none)")
+    best_ask = _gf(GF_ASK, "best ask price (NaN: none)")
+    bid_qty = _gf(GF_BID_QTY, "quantity at the best bid")
+    ask_qty = _gf(GF_ASK_QTY, "quantity at the best ask")
+    last_trade_price = _gf(GF_LAST_PRICE, "price of the last trade (NaN: none)")
+    last_trade_qty = _gf(GF_LAST_QTY, "quantity of the last trade")
+    position = _gf(GF_POSITION, "signed position (base units)")
+    fees = _gf(GF_FEES, "fees paid")
+    o_id, o_side, o_tick = _oi(OI_ID), _oi(OI_SIDE), _oi(OI_TICK)
+    o_exec_tick, o_status, o_req = _oi(OI_EXEC_TICK), _oi(OI_STATUS), _oi(OI_REQ)
+    o_type, o_tif = _oi(OI_TYPE), _oi(OI_TIF)
+    o_local_ts, o_exch_ts = _oi(OI_LOCAL_TS), _oi(OI_EXCH_TS)
+    o_qty, o_leaves, o_exec_qty = _of(OF_QTY), _of(OF_LEAVES), _of(OF_EXEC_QTY)
+    r_kind, r_id, r_side = _ri(RI_KIND), _ri(RI_ID), _ri(RI_SIDE)
+    r_tick, r_type, r_tif = _ri(RI_TICK), _ri(RI_TYPE), _ri(RI_TIF)
 
     def __init__(self, tick_size, lot_size):
-        self.ts_ns = 0
-        self.tick_size = tick_size
-        self.lot_size = lot_size
-        self.best_bid_tick = INVALID_MIN
-        self.best_ask_tick = INVALID_MAX
-        self.best_bid = np.nan
-        self.best_ask = np.nan
-        self.bid_qty = 0.0
-        self.ask_qty = 0.0
-        self.last_trade_price = np.nan
-        self.last_trade_qty = 0.0
-        self.last_trade_side = 0
-        self.position = 0.0
-        self.fees = 0.0
-        self.n_fills = 0
-        self.n_orders = 0
-        self.o_id = np.zeros(MAX_ORDERS, np.int64)
-        self.o_side = np.zeros(MAX_ORDERS, np.int8)
-        self.o_tick = np.zeros(MAX_ORDERS, np.int64)
-        self.o_qty = np.zeros(MAX_ORDERS, np.float64)
-        self.o_leaves = np.zeros(MAX_ORDERS, np.float64)
-        self.o_exec_qty = np.zeros(MAX_ORDERS, np.float64)
-        self.o_exec_tick = np.zeros(MAX_ORDERS, np.int64)
-        self.o_status = np.zeros(MAX_ORDERS, np.int8)
-        self.o_req = np.zeros(MAX_ORDERS, np.int8)
-        self.o_type = np.zeros(MAX_ORDERS, np.int8)
-        self.o_tif = np.zeros(MAX_ORDERS, np.int8)
-        self.o_local_ts = np.zeros(MAX_ORDERS, np.int64)
-        self.o_exch_ts = np.zeros(MAX_ORDERS, np.int64)
-        self.n_req = 0
-        self.r_kind = np.zeros(MAX_REQUESTS, np.int8)
-        self.r_id = np.zeros(MAX_REQUESTS, np.int64)
-        self.r_side = np.zeros(MAX_REQUESTS, np.int8)
-        self.r_tick = np.zeros(MAX_REQUESTS, np.int64)
-        self.r_qty = np.zeros(MAX_REQUESTS, np.float64)
-        self.r_type = np.zeros(MAX_REQUESTS, np.int8)
-        self.r_tif = np.zeros(MAX_REQUESTS, np.int8)
-        self.rejected_requests = 0
+        self.gi, self.gf, self.oi, self.of, self.ri, self.rf = gateway_arrays(tick_size,
+                                                                              lot_size)
+
+    def use(self, gi, gf, oi, of, ri, rf):
+        """Host: work on these state arrays (`gateway_arrays`' shapes) from now on; the tick
+        backtester keeps a run's gateway state in arrays and wraps them in compiled code."""
+        self.gi, self.gf, self.oi, self.of, self.ri, self.rf = gi, gf, oi, of, ri, rf
+
+    @property
+    def r_qty(self):
+        """float64[MAX_REQUESTS]: the queued requests' quantities."""
+        return self.rf
 
     # -- what strategies call ---------------------------------------------------------------
     def find(self, order_id):
         """The slot of order `order_id` in the o_* arrays, -1 when it is not there."""
-        for i in range(self.n_orders):
-            if self.o_id[i] == order_id:
-                return i
-        return -1
+        return gw_find(self.gi, self.oi, order_id)
 
     def submit(self, order_id, side, price, qty, order_type, tif):
         """Queue a new order (side BUY/SELL, price in price units, qty base units); False (and
         rejected_requests + 1) when the id is live, a table is full or qty <= 0."""
-        if (qty <= 0.0 or self.find(order_id) >= 0 or self.n_orders >= MAX_ORDERS
-                or self.n_req >= MAX_REQUESTS):
-            self.rejected_requests += 1
-            return False
-        tick = int64(np.round(price / self.tick_size)) if order_type == LIMIT else 0
-        i = self.n_orders
-        self.o_id[i] = order_id
-        self.o_side[i] = side
-        self.o_tick[i] = tick
-        self.o_qty[i] = qty
-        self.o_leaves[i] = qty
-        self.o_exec_qty[i] = 0.0
-        self.o_exec_tick[i] = 0
-        self.o_status[i] = NONE
-        self.o_req[i] = NEW
-        self.o_type[i] = order_type
-        self.o_tif[i] = tif
-        self.o_local_ts[i] = self.ts_ns
-        self.o_exch_ts[i] = 0
-        self.n_orders = i + 1
-        self._request(REQ_NEW, i)
-        return True
+        return gw_submit(self.gi, self.gf, self.oi, self.of, self.ri, self.rf, order_id, side,
+                         price, qty, order_type, tif)
 
     def cancel(self, order_id):
         """Queue a cancel; False when the order is unknown, not open or has a request in
         flight (hftbacktest's rule: one request at a time per order)."""
-        i = self.find(order_id)
-        if i < 0 or self.o_req[i] != NONE or self.o_status[i] != NEW \
-                or self.n_req >= MAX_REQUESTS:
-            return False
-        self.o_req[i] = CANCELED
-        self.o_local_ts[i] = self.ts_ns
-        self._request(REQ_CANCEL, i)
-        return True
+        return gw_cancel(self.gi, self.oi, self.of, self.ri, self.rf, order_id)
 
     def clear_inactive(self):
         """Drop filled, cancelled and expired orders from the table (keeps the order of the
         others)."""
-        k = 0
-        for i in range(self.n_orders):
-            s = self.o_status[i]
-            if s in (FILLED, CANCELED, EXPIRED):
-                continue
-            if k != i:
-                self._move(i, k)
-            k += 1
-        self.n_orders = k
+        gw_clear_inactive(self.gi, self.oi, self.of)
 
     def mid(self):
         """(best bid + best ask) / 2, NaN when a side is empty."""
-        return (self.best_bid + self.best_ask) * 0.5
+        return (self.gf[GF_BID] + self.gf[GF_ASK]) * 0.5
 
     # -- what hosts call --------------------------------------------------------------------
     def set_book(self, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty):
         """Host: the local book's top (ticks; INVALID_MIN / INVALID_MAX for an empty side)."""
-        self.ts_ns = ts_ns
-        self.best_bid_tick = bid_tick
-        self.best_ask_tick = ask_tick
-        self.bid_qty = bid_qty
-        self.ask_qty = ask_qty
-        self.best_bid = bid_tick * self.tick_size if bid_tick != INVALID_MIN else np.nan
-        self.best_ask = ask_tick * self.tick_size if ask_tick != INVALID_MAX else np.nan
+        gw_set_book(self.gi, self.gf, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty)
 
     def apply_response(self, order_id, status, req, leaves, exec_qty, exec_tick, exch_ts,
                        fee, rejected_request, local_ts):
         """Host: an order response arrived (hftbacktest's local `process_recv_order_`,
         py-hftbacktest's proc/local.rs). Returns the signed fill qty it booked (0 if none)."""
-        i = self.find(order_id)
-        filled = 0.0
-        if status in (FILLED, PARTIALLY_FILLED) and i >= 0 and exec_qty > 0.0:
-            side = self.o_side[i]
-            filled = exec_qty * side
-            self.position += filled
-            self.fees += fee
-            self.n_fills += 1
-        if i < 0:
-            return filled
-        if rejected_request:
-            if local_ts == self.o_local_ts[i]:
-                if self.o_req[i] == NEW:
-                    self.o_req[i] = NONE
-                    self.o_status[i] = EXPIRED
-                else:
-                    self.o_req[i] = NONE
-            return filled
-        self.o_leaves[i] = leaves
-        if exch_ts > 0:
-            self.o_exch_ts[i] = exch_ts
-        self.o_status[i] = status
-        self.o_req[i] = req
-        self.o_exec_qty[i] = exec_qty
-        self.o_exec_tick[i] = exec_tick
-        return filled
-
-    def _request(self, kind, i):
-        j = self.n_req
-        self.r_kind[j] = kind
-        self.r_id[j] = self.o_id[i]
-        self.r_side[j] = self.o_side[i]
-        self.r_tick[j] = self.o_tick[i]
-        self.r_qty[j] = self.o_qty[i]
-        self.r_type[j] = self.o_type[i]
-        self.r_tif[j] = self.o_tif[i]
-        self.n_req = j + 1
-
-    def _move(self, i, k):
-        self.o_id[k] = self.o_id[i]
-        self.o_side[k] = self.o_side[i]
-        self.o_tick[k] = self.o_tick[i]
-        self.o_qty[k] = self.o_qty[i]
-        self.o_leaves[k] = self.o_leaves[i]
-        self.o_exec_qty[k] = self.o_exec_qty[i]
-        self.o_exec_tick[k] = self.o_exec_tick[i]
-        self.o_status[k] = self.o_status[i]
-        self.o_req[k] = self.o_req[i]
-        self.o_type[k] = self.o_type[i]
-        self.o_tif[k] = self.o_tif[i]
-        self.o_local_ts[k] = self.o_local_ts[i]
-        self.o_exch_ts[k] = self.o_exch_ts[i]
+        return gw_apply_response(self.gi, self.gf, self.oi, self.of, order_id, status, req,
+                                 leaves, exec_qty, exec_tick, exch_ts, fee, rejected_request,
+                                 local_ts)
 
 
 @jitclass([("qty", float64), ("max_position", float64), ("next_id", int64),

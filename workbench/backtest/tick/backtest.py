@@ -24,10 +24,10 @@ import numpy as np
 from workbench.backtest.tick import kernel as k
 from workbench.backtest.tick.events import CHUNK_EVENTS, TickData, events_for
 from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
-from workbench.backtest.tick.pyhost import HostedPython, PythonHost
+from workbench.backtest.tick.pyhost import PythonHost
 from workbench.backtest.tick.queue import QueueModel
 from workbench.backtest.tick.results import TickResult
-from workbench.engine.compiled import Gateway
+from workbench.engine.compiled import GF_POSITION, Gateway, gateway_arrays
 from workbench.errors import ConfigError
 
 LOG_ROWS = 1 << 16  # fills / orders / records held before the kernel hands them over
@@ -124,14 +124,14 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
         raise ConfigError(f"tick_backtest: {type(strategy).__name__} is neither a compiled "
                           f"strategy (on_feed) nor an engine Strategy (on_events)")
     p_i = np.array([cfg.queue_model(), int(cfg.partial), mode, const_entry, const_resp,
-                    cfg.record_every_ns, sid, lb, ub, int(hosted)], np.int64)
+                    cfg.record_every_ns, sid, lb, ub], np.int64)
     p_f = np.array([cfg.maker_fee_bps / 1e4, cfg.taker_fee_bps / 1e4, tick, lot, cfg.prob_n])
-    gw = gateway if gateway is not None else Gateway(tick, lot)
+    gw_arrays = (gateway_arrays(tick, lot) if gateway is None else
+                 (gateway.gi, gateway.gf, gateway.oi, gateway.of, gateway.ri, gateway.rf))
     sim = _Sim(ub - lb + 1)
     sim.st[k.S_TARGET] = k.NO_TARGET
     sim.st[k.S_LNEXT] = sim.st[k.S_ENEXT] = -1
     host = PythonHost(strategy, data.rows, sim, sid, lb, tick) if hosted else None
-    compiled = HostedPython() if hosted else strategy
     out = _Logs()
     bar = _Progress(len(data)) if cfg.progress else None
     t0 = time.perf_counter()
@@ -140,12 +140,17 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
         end = min(len(data), max(sim.st[k.S_LCUR], sim.st[k.S_ECUR]) + cfg.chunk_events)
         window = np.asarray(data.rows[start:end])
         last = end >= len(data)
-        status = k.run(window, start, last, p_i, p_f, lat_rows, sim.depth, sim.bst, sim.xi,
-                       sim.xf, sim.bx_i, sim.bx_f, sim.bl_i, sim.bl_f, sim.st, sim.sf,
-                       sim.fl_i, sim.fl_f, sim.ol_i, sim.ol_f, sim.rc_i, sim.rc_f, compiled, gw)
-        if status == k.FEED:
-            host.feed(gw)
-            continue
+        arrays = (window, start, last, p_i, p_f, lat_rows, sim.depth, sim.bst, sim.xi, sim.xf,
+                  sim.bx_i, sim.bx_f, sim.bl_i, sim.bl_f, sim.st, sim.sf, sim.fl_i, sim.fl_f,
+                  sim.ol_i, sim.ol_f, sim.rc_i, sim.rc_f)
+        if host is None:
+            status = k.drive(strategy, *arrays, *gw_arrays)
+        else:
+            status = k.run(*arrays, *gw_arrays)
+            if status == k.FEED:
+                host.feed(*gw_arrays)
+            if status in (k.FEED, k.FILL):  # an engine Strategy gets no fills (pyhost)
+                continue
         out.take(sim)
         if bar is not None:
             bar.show(min(sim.st[k.S_LCUR], sim.st[k.S_ECUR]))
@@ -159,7 +164,7 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
         bar.done()
     return TickResult(out.fills(tick), out.orders(tick), out.records(),
                       events=int(sim.st[k.S_EVENTS]), feeds=int(sim.st[k.S_FEEDS]),
-                      seconds=time.perf_counter() - t0, position=gw.position,
+                      seconds=time.perf_counter() - t0, position=float(gw_arrays[1][GF_POSITION]),
                       balance=float(sim.sf[k.F_BALANCE]), fees=float(sim.sf[k.F_FEES]),
                       symbol=meta.symbols.get(key, ["", key])[1], tick_size=tick, lot_size=lot)
 
@@ -178,7 +183,7 @@ class _Sim:
         self.bl_i = np.zeros((BUS_ROWS, 8), np.int64)
         self.bl_f = np.zeros((BUS_ROWS, 3))
         self.st = np.zeros(k.STATE_SIZE, np.int64)
-        self.sf = np.zeros(2)
+        self.sf = np.zeros(k.SF_SIZE)
         self.fl_i = np.zeros((LOG_ROWS, 7), np.int64)
         self.fl_f = np.zeros((LOG_ROWS, 3))
         self.ol_i = np.zeros((LOG_ROWS, 8), np.int64)

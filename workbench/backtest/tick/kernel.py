@@ -54,6 +54,13 @@ from workbench.engine.compiled import (
     CANCELED,
     EXPIRED,
     FILLED,
+    GF_LAST_PRICE,
+    GF_LAST_QTY,
+    GF_LOT,
+    GF_POSITION,
+    GF_TICK,
+    GI_LAST_SIDE,
+    GI_N_REQ,
     GTX,
     INVALID_MAX,
     INVALID_MIN,
@@ -63,11 +70,20 @@ from workbench.engine.compiled import (
     NONE,
     PARTIALLY_FILLED,
     REQ_CANCEL,
+    RI_ID,
+    RI_KIND,
+    RI_SIDE,
+    RI_TICK,
+    RI_TIF,
+    RI_TYPE,
     SELL,
+    Gateway,
+    gw_apply_response,
+    gw_set_book,
 )
 from workbench.events import K_ASK, K_BID, K_SNAP_BEGIN, K_TRADE, S_BUY
 
-END, NEED_DATA, LOG_FULL, FEED = 0, 1, 2, 3
+END, NEED_DATA, LOG_FULL, FEED, FILL = 0, 1, 2, 3, 4
 TF_EXCH, TF_LOCAL = 0x100, 0x200
 NO_TARGET = np.iinfo(np.int64).max - 1
 MAX_TS = np.iinfo(np.int64).max
@@ -79,12 +95,14 @@ S_NX, S_NF, S_NO, S_NR, S_NEXTREC, S_LATE, S_LATR, S_EVENTS, S_FEEDS, S_CUR = ra
 S_LNEXT, S_ENEXT = 18, 19
 # a yielded feed's requests still to send (1) / the local row index the feed's rows start at
 S_AFTER_FEED, S_FEED_FROM = 20, 21
-STATE_SIZE = 24
-# sf (float64 state): the strategy side's cash and fees
-F_BALANCE, F_FEES = 0, 1
+# a fill for the host's on_fill (order id, side); responses of time S_RESP_T still to apply (1)
+S_FILL_ID, S_FILL_SIDE, S_RESP_PENDING, S_RESP_T = 22, 23, 24, 25
+STATE_SIZE = 26
+# sf (float64 state): the strategy side's cash and fees; the host's fill (price, qty)
+F_BALANCE, F_FEES, F_FILL_PRICE, F_FILL_QTY = range(4)
+SF_SIZE = 4
 # p_i / p_f parameters
 P_QMODEL, P_PARTIAL, P_LATMODE, P_ENTRY, P_RESP, P_REC_EVERY, P_SID, P_LB, P_UB = range(9)
-P_YIELD = 9  # 1: return FEED at each feed instead of calling the compiled strategy
 PF_MAKER, PF_TAKER, PF_TICK, PF_LOT, PF_N = range(5)
 # exchange orders: xi columns, xf columns
 XI_ID, XI_SIDE, XI_TICK, XI_TYPE, XI_TIF, XI_LOCAL, XI_EXCH = range(7)
@@ -103,7 +121,7 @@ RCF_MID, RCF_POS, RCF_BAL, RCF_FEES, RCF_BID_FRONT, RCF_ASK_FRONT = range(6)
 
 
 # ---- depth ----------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _below(d, start, end, lb, ub):  # pragma: no cover - compiled
     s = min(start, ub) - lb
     e = max(end, lb) - lb
@@ -113,7 +131,7 @@ def _below(d, start, end, lb, ub):  # pragma: no cover - compiled
     return INVALID_MIN
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _above(d, start, end, lb, ub):  # pragma: no cover - compiled
     s = max(start, lb) - lb
     e = min(end, ub) - lb
@@ -123,7 +141,7 @@ def _above(d, start, end, lb, ub):  # pragma: no cover - compiled
     return INVALID_MAX
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def update_level(depth, bst, b, bid, tick, qty, lot, lb, ub):  # pragma: no cover - compiled
     """Set the level `tick` of book b's bid (bid=True) or ask side to `qty`. Returns
     (prev best tick of that side, new best tick, prev qty at tick)."""
@@ -164,24 +182,24 @@ def update_level(depth, bst, b, bid, tick, qty, lot, lb, ub):  # pragma: no cove
     return prev_best, bst[b, s], prev_qty
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def clear_book(depth, bst, b):  # pragma: no cover - compiled
     """Empty both sides of book b."""
-    depth[b, :, :] = 0.0
+    depth[b].fill(0.0)
     bst[b, 0] = INVALID_MIN
     bst[b, 1] = INVALID_MAX
     bst[b, 2] = INVALID_MAX
     bst[b, 3] = INVALID_MIN
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def qty_at(depth, b, s, tick, lb, ub):  # pragma: no cover - compiled
     if tick < lb or tick > ub:
         return 0.0
     return depth[b, s, tick - lb]
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _mid(bst, b, tick):  # pragma: no cover - compiled
     if bst[b, 0] == INVALID_MIN or bst[b, 1] == INVALID_MAX:
         return np.nan
@@ -189,7 +207,7 @@ def _mid(bst, b, tick):  # pragma: no cover - compiled
 
 
 # ---- buses ----------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _push_bx(bx_i, bx_f, st, ts, kind, oid, side, tick, otype, tif, local, qty
              ):  # pragma: no cover - compiled
     cap = len(bx_i)
@@ -208,7 +226,7 @@ def _push_bx(bx_i, bx_f, st, ts, kind, oid, side, tick, otype, tif, local, qty
     st[S_BXN] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _push_bl(bl_i, bl_f, st, ts, oid, status, req, exec_tick, exch, rejected, local, leaves,
              exec_qty, fee):  # pragma: no cover - compiled
     cap = len(bl_i)
@@ -231,7 +249,7 @@ def _push_bl(bl_i, bl_f, st, ts, oid, status, req, exec_tick, exch, rejected, lo
 
 
 # ---- the exchange ---------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _fill(x, qty, tick, maker, ts, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f,
           fl_i, fl_f):  # pragma: no cover - compiled
     """Execute qty of exchange order x at `tick`, log it and respond."""
@@ -261,20 +279,22 @@ def _fill(x, qty, tick, maker, ts, p_i, p_f, lat_rows, st, depth, bst, xi, xf, b
     return status
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _remove_done(st, xi, xf):  # pragma: no cover - compiled
     """Drop exchange orders with nothing left (keeps the order of the others)."""
     k = 0
     for x in range(st[S_NX]):
         if xf[x, XF_LEAVES] > 0.0:
             if k != x:
-                xi[k, :] = xi[x, :]
-                xf[k, :] = xf[x, :]
+                for c in range(xi.shape[1]):
+                    xi[k, c] = xi[x, c]
+                for c in range(xf.shape[1]):
+                    xf[k, c] = xf[x, c]
             k += 1
     st[S_NX] = k
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _take(x, buy, limit_tick, ts, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f, fl_i,
           fl_f):  # pragma: no cover - compiled
     """The marketable part of order x: whole at the best (partial=0) or walking the levels."""
@@ -297,7 +317,7 @@ def _take(x, buy, limit_tick, ts, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl
     return status
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _new_order(j, ts, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f, fl_i,
                fl_f, ol_i, ol_f):  # pragma: no cover - compiled
     """A new-order request reaches the exchange at ts (ack_new)."""
@@ -373,7 +393,7 @@ def _new_order(j, ts, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bx_i, bx_f, bl
              xf[x, XF_LEAVES], 0.0, 0.0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _cancel_order(j, ts, p_i, lat_rows, st, xi, xf, bx_i, bl_i, bl_f
                   ):  # pragma: no cover - compiled
     """A cancel request reaches the exchange at ts (ack_cancel)."""
@@ -395,7 +415,7 @@ def _cancel_order(j, ts, p_i, lat_rows, st, xi, xf, bx_i, bl_i, bl_f
     _remove_done(st, xi, xf)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, _nrt=False)
 def _exch_row(row, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f, fl_i, fl_f
               ):  # pragma: no cover - compiled
     """The exchange processes one row at its exchange time."""
@@ -468,8 +488,8 @@ def _exch_row(row, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f, fl_i,
 
 
 # ---- the strategy side ----------------------------------------------------------------------
-@nb.njit
-def _local_row(row, p_i, p_f, depth, bst, gw):  # pragma: no cover - compiled
+@nb.njit(cache=True, _nrt=False)
+def _local_row(row, p_i, p_f, depth, bst, gi, gf):  # pragma: no cover - compiled
     kind = row.kind
     if kind == K_SNAP_BEGIN:
         clear_book(depth, bst, 1)
@@ -478,33 +498,33 @@ def _local_row(row, p_i, p_f, depth, bst, gw):  # pragma: no cover - compiled
         update_level(depth, bst, 1, kind == K_BID, tick, row.qty, p_f[PF_LOT], p_i[P_LB],
                      p_i[P_UB])
     elif kind == K_TRADE:
-        gw.last_trade_price = row.price
-        gw.last_trade_qty = row.qty
-        gw.last_trade_side = BUY if row.side == S_BUY else SELL
+        gf[GF_LAST_PRICE] = row.price
+        gf[GF_LAST_QTY] = row.qty
+        gi[GI_LAST_SIDE] = BUY if row.side == S_BUY else SELL
 
 
-@nb.njit
-def _send(p_i, lat_rows, st, bx_i, bx_f, bl_i, bl_f, gw):  # pragma: no cover - compiled
+@nb.njit(cache=True, _nrt=False)
+def _send(p_i, lat_rows, st, bx_i, bx_f, bl_i, bl_f, gi, ri, rf):  # pragma: no cover - compiled
     """Drain the gateway's requests into the exchange bus (or reject them: negative entry)."""
     now = st[S_CUR]
-    for k in range(gw.n_req):
+    for k in range(gi[GI_N_REQ]):
         cur = st[S_LATE:S_LATE + 1]
         e = lat.entry(p_i[P_LATMODE], p_i[P_ENTRY], lat_rows, cur, now)
         if e < 0:
-            _push_bl(bl_i, bl_f, st, now - e, gw.r_id[k], NEW, NONE, 0, 0, 1, now, 0.0, 0.0,
+            _push_bl(bl_i, bl_f, st, now - e, ri[k, RI_ID], NEW, NONE, 0, 0, 1, now, 0.0, 0.0,
                      0.0)
             continue
-        _push_bx(bx_i, bx_f, st, now + e, gw.r_kind[k], gw.r_id[k], gw.r_side[k],
-                 gw.r_tick[k], gw.r_type[k], gw.r_tif[k], now, gw.r_qty[k])
-    gw.n_req = 0
+        _push_bx(bx_i, bx_f, st, now + e, ri[k, RI_KIND], ri[k, RI_ID], ri[k, RI_SIDE],
+                 ri[k, RI_TICK], ri[k, RI_TYPE], ri[k, RI_TIF], now, rf[k])
+    gi[GI_N_REQ] = 0
 
 
-@nb.njit
-def _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gw):  # pragma: no cover - compiled
+@nb.njit(cache=True, _nrt=False)
+def _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gf):  # pragma: no cover - compiled
     r = st[S_NR]
     rc_i[r] = st[S_CUR]
     rc_f[r, RCF_MID] = _mid(bst, 1, p_f[PF_TICK])
-    rc_f[r, RCF_POS] = gw.position
+    rc_f[r, RCF_POS] = gf[GF_POSITION]
     rc_f[r, RCF_BAL] = sf[F_BALANCE]
     rc_f[r, RCF_FEES] = sf[F_FEES]
     rc_f[r, RCF_BID_FRONT] = np.nan
@@ -516,39 +536,48 @@ def _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gw):  # pragma: no cove
     st[S_NR] = r + 1
 
 
-@nb.njit
-def _responses(t, p_f, st, sf, bl_i, bl_f, strategy, gw):  # pragma: no cover - compiled
-    """Every response due at t reaches the strategy (hftbacktest's process_recv_order)."""
+@nb.njit(cache=True, _nrt=False)
+def _responses(t, p_f, st, sf, bl_i, bl_f, gi, gf, oi, of):  # pragma: no cover - compiled
+    """Every response due at t reaches the strategy (hftbacktest's process_recv_order).
+    Returns True when one booked a fill: the fill is in S_FILL_* / F_FILL_* for the host's
+    on_fill, and the next call goes on with the rest due at t (S_RESP_PENDING)."""
     cap = len(bl_i)
+    st[S_RESP_PENDING] = 0
     while st[S_BLN] > 0 and bl_i[st[S_BLH], BL_TS] == t:
         j = st[S_BLH]
         st[S_BLH] = (j + 1) % cap
         st[S_BLN] -= 1
         status = bl_i[j, BL_STATUS]
-        filled = gw.apply_response(bl_i[j, BL_ID], status, bl_i[j, BL_REQ], bl_f[j, BLF_LEAVES],
-                                   bl_f[j, BLF_EXEC], bl_i[j, BL_EXEC_TICK], bl_i[j, BL_EXCH],
-                                   bl_f[j, BLF_FEE], bl_i[j, BL_REJECTED] == 1,
-                                   bl_i[j, BL_LOCAL])
+        filled = gw_apply_response(gi, gf, oi, of, bl_i[j, BL_ID], status, bl_i[j, BL_REQ],
+                                   bl_f[j, BLF_LEAVES], bl_f[j, BLF_EXEC],
+                                   bl_i[j, BL_EXEC_TICK], bl_i[j, BL_EXCH], bl_f[j, BLF_FEE],
+                                   bl_i[j, BL_REJECTED] == 1, bl_i[j, BL_LOCAL])
         if filled != 0.0:
             price = bl_i[j, BL_EXEC_TICK] * p_f[PF_TICK]
             sf[F_BALANCE] -= filled * price
             sf[F_FEES] += bl_f[j, BLF_FEE]
-            side = BUY if filled > 0 else SELL
-            strategy.on_fill(gw, bl_i[j, BL_ID], side, price, abs(filled))
+            st[S_FILL_ID] = bl_i[j, BL_ID]
+            st[S_FILL_SIDE] = BUY if filled > 0 else SELL
+            sf[F_FILL_PRICE] = price
+            sf[F_FILL_QTY] = abs(filled)
+            st[S_RESP_PENDING] = 1
+            st[S_RESP_T] = t
+            return True
+    return False
 
 
-@nb.njit
+@nb.njit(cache=True, _nrt=False)
 def _after_feed(p_i, p_f, lat_rows, st, sf, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f, rc_i,
-                rc_f, gw):  # pragma: no cover - compiled
+                rc_f, gi, gf, ri, rf):  # pragma: no cover - compiled
     """After the strategy's call: send its requests, record the state when due."""
-    if gw.n_req:
-        _send(p_i, lat_rows, st, bx_i, bx_f, bl_i, bl_f, gw)
+    if gi[GI_N_REQ]:
+        _send(p_i, lat_rows, st, bx_i, bx_f, bl_i, bl_f, gi, ri, rf)
     if st[S_CUR] >= st[S_NEXTREC]:
-        _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gw)
+        _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gf)
         st[S_NEXTREC] = st[S_CUR] + p_i[P_REC_EVERY]
 
 
-@nb.njit(inline="always")
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _find(rows, base, start, flag, sid):  # pragma: no cover - compiled
     """Index (absolute) of the next row from `start` with `flag` and symbol sid; -1 if the
     window ends first."""
@@ -559,21 +588,25 @@ def _find(rows, base, start, flag, sid):  # pragma: no cover - compiled
     return -1
 
 
-@nb.njit
+@nb.njit(cache=True, _nrt=False)
 def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f, st,
-        sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, strategy, gw):  # pragma: no cover - compiled
+        sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf
+        ):  # pragma: no cover - compiled
     """Advance the simulation over the window rows[...] (absolute index of rows[0]: base;
-    last: no rows after it). Returns END, NEED_DATA or LOG_FULL (module docstring); all state
-    is in the arrays and the gateway, so the call resumes where it stopped."""
+    last: no rows after it) with the gateway's arrays gi, gf, oi, of, ri, rf
+    (`workbench.engine.compiled.Gateway`). Returns END, NEED_DATA, LOG_FULL, FEED or FILL
+    (module docstring); all state is in the arrays, so the call resumes where it stopped."""
     sid = p_i[P_SID]
     if st[S_AFTER_FEED]:  # the host ran the strategy of the feed we returned at
         st[S_AFTER_FEED] = 0
         _after_feed(p_i, p_f, lat_rows, st, sf, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f,
-                    rc_i, rc_f, gw)
+                    rc_i, rc_f, gi, gf, ri, rf)
+    if st[S_RESP_PENDING] and _responses(st[S_RESP_T], p_f, st, sf, bl_i, bl_f, gi, gf, oi, of):
+        return FILL  # the host ran on_fill; more responses of that time booked fills
     for slot in (S_LNEXT, S_ENEXT):  # -2: none up to the end of the last window: look again
         if st[slot] == -2:
             st[slot] = -1
-    room = min(len(fl_i), len(ol_i), len(rc_i)) - 2 * len(gw.r_id) - 2
+    room = min(len(fl_i), len(ol_i), len(rc_i)) - 2 * len(ri) - 2
     cap_x = len(bx_i)
     while True:
         if st[S_NF] >= room or st[S_NO] >= room or st[S_NR] >= room:
@@ -599,24 +632,20 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
             st[S_CUR] = st[S_TARGET]
             st[S_TARGET] = NO_TARGET
             st[S_FEEDS] += 1
-            gw.set_book(st[S_CUR], bst[1, 0], qty_at(depth, 1, 0, bst[1, 0], p_i[P_LB],
-                                                     p_i[P_UB]),
-                        bst[1, 1], qty_at(depth, 1, 1, bst[1, 1], p_i[P_LB], p_i[P_UB]))
-            if p_i[P_YIELD]:
-                st[S_AFTER_FEED] = 1
-                return FEED
-            strategy.on_feed(gw)
-            _after_feed(p_i, p_f, lat_rows, st, sf, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f,
-                        rc_i, rc_f, gw)
-            continue
+            gw_set_book(gi, gf, st[S_CUR], bst[1, 0],
+                        qty_at(depth, 1, 0, bst[1, 0], p_i[P_LB], p_i[P_UB]), bst[1, 1],
+                        qty_at(depth, 1, 1, bst[1, 1], p_i[P_LB], p_i[P_UB]))
+            st[S_AFTER_FEED] = 1
+            return FEED
         st[S_EVENTS] += 1
         if t == t_ld:
-            _local_row(rows[li - base], p_i, p_f, depth, bst, gw)
+            _local_row(rows[li - base], p_i, p_f, depth, bst, gi, gf)
             st[S_LCUR] = li + 1
             st[S_LNEXT] = -1
             st[S_TARGET] = t
         elif t == t_lo:
-            _responses(t, p_f, st, sf, bl_i, bl_f, strategy, gw)
+            if _responses(t, p_f, st, sf, bl_i, bl_f, gi, gf, oi, of):
+                return FILL
         elif t == t_ed:
             _exch_row(rows[ei - base], p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f,
                       fl_i, fl_f)
@@ -632,3 +661,26 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
                 else:
                     _new_order(j, t, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bx_i, bx_f,
                                bl_i, bl_f, fl_i, fl_f, ol_i, ol_f)
+
+
+@nb.njit
+def drive(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
+          bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf
+          ):  # pragma: no cover - compiled
+    """`run` with a compiled strategy and a Gateway over the arrays gi..rf: calls the
+    strategy's on_feed(gw) at each FEED and on_fill(gw, order_id, side, price, qty) at each
+    FILL, and returns the other statuses. The only part compiled per strategy class
+    (jitclasses cannot be cached); `run` comes from the cache. The Gateway is made here, not
+    passed in: boxing a Gateway into Python compiles all its attribute getters (seconds)."""
+    gw = Gateway(gf[GF_TICK], gf[GF_LOT])
+    gw.use(gi, gf, oi, of, ri, rf)
+    while True:
+        status = run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
+                     bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf)
+        if status == FEED:
+            strategy.on_feed(gw)
+        elif status == FILL:
+            strategy.on_fill(gw, st[S_FILL_ID], st[S_FILL_SIDE], sf[F_FILL_PRICE],
+                             sf[F_FILL_QTY])
+        else:
+            return status

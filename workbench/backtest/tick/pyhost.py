@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import int64
-from numba.experimental import jitclass
 
 from workbench.backtest.tick import kernel as k
 from workbench.backtest.tick.events import TF_LOCAL
@@ -33,23 +31,10 @@ from workbench.engine.compiled import (
     LIMIT,
     MARKET,
     SELL,
+    gw_clear_inactive,
+    gw_submit,
 )
 from workbench.events import Side
-
-
-@jitclass([("calls", int64)])
-class HostedPython:
-    """The compiled stand-in the kernel is given while a Python strategy runs (never called:
-    the kernel yields at each feed)."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def on_feed(self, gw):
-        self.calls += 1
-
-    def on_fill(self, gw, order_id, side, price, qty):
-        pass
 
 
 class BookView:
@@ -122,18 +107,20 @@ class PythonHost:
         self.next_id = 1
         self.calls = 0
 
-    def feed(self, gw) -> None:
+    def feed(self, gi, gf, oi, of, ri, rf) -> None:
+        """One feed: the strategy's call, its requests into the gateway arrays (`Gateway`'s
+        state, `workbench.engine.compiled.gateway_arrays`)."""
         st = self.sim.st
         start, stop = int(st[k.S_FEED_FROM]), int(st[k.S_LCUR])
         st[k.S_FEED_FROM] = stop
         rows = np.asarray(self.rows[start:stop])
         batch = rows[((rows["flags"] & TF_LOCAL) != 0) & (rows["symbol_id"] == self.sid)]
         self.calls += 1
-        gw.clear_inactive()
+        gw_clear_inactive(gi, oi, of)
         for req in self.strategy.on_events(self.book, batch) or ():
             market = req.order_type == "market"
             tif = IOC if market else (GTX if req.post_only else GTC)
-            gw.submit(self.next_id, BUY if req.side == Side.BUY else SELL,
+            gw_submit(gi, gf, oi, of, ri, rf, self.next_id, BUY if req.side == Side.BUY else SELL,
                       0.0 if market else float(req.price), float(req.qty),
                       MARKET if market else LIMIT, tif)
             self.next_id += 1
