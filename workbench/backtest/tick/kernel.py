@@ -49,6 +49,7 @@ import numpy as np
 
 from workbench.backtest.tick import latency as lat
 from workbench.backtest.tick import queue as qm
+from workbench.backtest.tick.unlinked import unlinked
 from workbench.engine.compiled import (
     BUY,
     CANCELED,
@@ -663,6 +664,9 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
                                bl_i, bl_f, fl_i, fl_f, ol_i, ol_f)
 
 
+_run_by_address = unlinked(run)  # drive calls the cached run without re-generating its code
+
+
 @nb.njit
 def drive(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
           bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf
@@ -670,13 +674,15 @@ def drive(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx
     """`run` with a compiled strategy and a Gateway over the arrays gi..rf: calls the
     strategy's on_feed(gw) at each FEED and on_fill(gw, order_id, side, price, qty) at each
     FILL, and returns the other statuses. The only part compiled per strategy class
-    (jitclasses cannot be cached); `run` comes from the cache. The Gateway is made here, not
+    (jitclasses cannot be cached); `run` comes from the cache and is called by address
+    (`unlinked`: linking it would re-generate its code here). The Gateway is made here, not
     passed in: boxing a Gateway into Python compiles all its attribute getters (seconds)."""
     gw = Gateway(gf[GF_TICK], gf[GF_LOT])
     gw.use(gi, gf, oi, of, ri, rf)
     while True:
-        status = run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
-                     bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf)
+        status = _run_by_address((rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i,
+                                  bx_f, bl_i, bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f,
+                                  gi, gf, oi, of, ri, rf))
         if status == FEED:
             strategy.on_feed(gw)
         elif status == FILL:
