@@ -37,6 +37,9 @@ from workbench.engine.compiled import (
     CANCELED,
     EXPIRED,
     FILLED,
+    GF_LAST_PRICE,
+    GF_LAST_QTY,
+    GI_LAST_SIDE,
     GTX,
     INVALID_MAX,
     INVALID_MIN,
@@ -63,9 +66,9 @@ def _step(strategy, gw, batch, ts, bid_tick, bid_qty, ask_tick, ask_qty
     for i in range(len(batch)):
         row = batch[i]
         if row.kind == K_TRADE:
-            gw.last_trade_price = row.price
-            gw.last_trade_qty = row.qty
-            gw.last_trade_side = BUY if row.side == S_BUY else SELL
+            gw.gf[GF_LAST_PRICE] = row.price
+            gw.gf[GF_LAST_QTY] = row.qty
+            gw.gi[GI_LAST_SIDE] = BUY if row.side == S_BUY else SELL
     gw.set_book(ts, bid_tick, bid_qty, ask_tick, ask_qty)
     strategy.on_feed(gw)
     return gw.n_req

@@ -1,12 +1,41 @@
 """The compiled strategy API: one numba strategy for the tick backtester and the live engine.
 
-A compiled strategy is a numba `jitclass` with two entry points, both compiled (no Python call
-per message on either host):
+A compiled strategy is a class decorated with `compiled_class(spec)` (`workbench.engine.
+structs`: the field spec and class body a numba `jitclass` takes; the class becomes a numba
+StructRef, so the code running it is cached across processes) with two entry points, both
+compiled (no Python call per message on either host):
 
     on_feed(self, gw)                                  after each feed message (book or trade)
     on_fill(self, gw, order_id, side, price, qty)      when a fill reaches the strategy
 
-`gw` is a `Gateway` (below), the same jitclass in both worlds: the host writes the market view
+For example, a strategy that buys `qty` at the market whenever the spread is one tick and it is
+flat:
+
+    from numba import float64, int64
+    from workbench.engine.compiled import BUY, IOC, MARKET, compiled_class
+
+    @compiled_class([("qty", float64), ("next_id", int64)])
+    class TightBuyer:
+        def __init__(self, qty):
+            self.qty = qty
+            self.next_id = 1
+
+        def on_feed(self, gw):
+            gw.clear_inactive()
+            if gw.best_ask_tick - gw.best_bid_tick == 1 and gw.position == 0.0 \
+                    and gw.n_orders == 0:
+                gw.submit(self.next_id, BUY, 0.0, self.qty, MARKET, IOC)
+                self.next_id += 1
+
+        def on_fill(self, gw, order_id, side, price, qty):
+            pass
+
+    tick_backtest("rec.gz", TightBuyer(0.001))      # or CompiledAdapter(TightBuyer(0.001), ...)
+
+A numba `jitclass` with the same methods still works in both hosts, but is compiled again in
+every process (numba cannot cache code taking a jitclass: seconds per backtest process).
+
+`gw` is a `Gateway` (below), the same object in both worlds: the host writes the market view
 into it (local time `ts_ns`, best bid/ask in ticks and prices, their quantities, the last
 trade, the position) and the strategy reads it, and sends orders by calling `gw.submit(...)`
 and `gw.cancel(...)`, which queue requests the host drains after the call. The strategy's own
@@ -27,8 +56,9 @@ the request in flight, NONE when none); time in force GTC=0, GTX=1 (post-only), 
 order type LIMIT=0, MARKET=1. Prices are in ticks on the order path (`price_tick = round(price /
 tick_size)`), quantities in base units.
 
-Example (a one-level quoter: joins the best bid and ask with `qty`, post-only, re-quotes when
-the touch moves, keeps |position| <= max_position): `Quoter` below; usage:
+Examples: `Quoter` (a one-level quoter: joins the best bid and ask with `qty`, post-only,
+re-quotes when the touch moves, keeps |position| <= max_position) and `CompiledEmaCross`
+below; usage:
 
     from workbench.engine.compiled import Quoter
     strategy = Quoter(0.001, 0.01)          # the same object for the backtester and the engine
@@ -38,7 +68,11 @@ from __future__ import annotations
 
 import numpy as np
 from numba import float64, int64, njit
-from numba.experimental import jitclass
+from numba.core import types
+from numba.experimental import structref
+from numba.extending import overload_attribute, overload_method
+
+from workbench.engine.structs import compiled_class
 
 BUY = 1
 SELL = -1
@@ -217,137 +251,219 @@ def gw_apply_response(gi, gf, oi, of, order_id, status, req, leaves, exec_qty, e
     return filled
 
 
-# -- Gateway attributes as properties over the arrays ------------------------------------------
-def _gi(slot: int, doc: str) -> property:
+# -- Gateway: a StructRef over the six arrays -------------------------------------------------
+class GatewayType(types.StructRef):
+    """The numba type of a Gateway (fields gi, gf, oi, of, ri, rf)."""
+
+
+structref.register(GatewayType)
+GATEWAY_TYPE = GatewayType([("gi", types.int64[::1]), ("gf", types.float64[::1]),
+                            ("oi", types.int64[:, ::1]), ("of", types.float64[:, ::1]),
+                            ("ri", types.int64[:, ::1]), ("rf", types.float64[::1])])
+
+
+@njit(cache=True)
+def gateway_from(gi, gf, oi, of, ri, rf):  # pragma: no cover - compiled
+    """A Gateway over the state arrays (`gateway_arrays`' shapes and dtypes, C-contiguous)."""
+    gw = structref.new(GATEWAY_TYPE)
+    gw.gi = gi
+    gw.gf = gf
+    gw.oi = oi
+    gw.of = of
+    gw.ri = ri
+    gw.rf = rf
+    return gw
+
+
+@njit(cache=True)
+def _gateway_state(gw):  # pragma: no cover - compiled
+    return gw.gi, gw.gf, gw.oi, gw.of, gw.ri, gw.rf
+
+
+_SCALARS = {  # attribute: (gi (0) or gf (1), slot, description)
+    "ts_ns": (0, GI_TS, "local time of the current message (ns)"),
+    "best_bid_tick": (0, GI_BID_TICK, "best bid in ticks (INVALID_MIN: none)"),
+    "best_ask_tick": (0, GI_ASK_TICK, "best ask in ticks (INVALID_MAX: none)"),
+    "last_trade_side": (0, GI_LAST_SIDE, "aggressor side of the last trade (BUY/SELL; 0: none)"),
+    "n_fills": (0, GI_N_FILLS, "fills booked"),
+    "n_orders": (0, GI_N_ORDERS, "live slots of the order table"),
+    "n_req": (0, GI_N_REQ, "requests queued since the host last drained them"),
+    "rejected_requests": (0, GI_REJECTED, "submits refused by the gateway"),
+    "tick_size": (1, GF_TICK, "price step"),
+    "lot_size": (1, GF_LOT, "quantity step"),
+    "best_bid": (1, GF_BID, "best bid price (NaN: none)"),
+    "best_ask": (1, GF_ASK, "best ask price (NaN: none)"),
+    "bid_qty": (1, GF_BID_QTY, "quantity at the best bid"),
+    "ask_qty": (1, GF_ASK_QTY, "quantity at the best ask"),
+    "last_trade_price": (1, GF_LAST_PRICE, "price of the last trade (NaN: none)"),
+    "last_trade_qty": (1, GF_LAST_QTY, "quantity of the last trade"),
+    "position": (1, GF_POSITION, "signed position (base units)"),
+    "fees": (1, GF_FEES, "fees paid"),
+}
+_COLUMNS = {  # attribute: (oi (0), of (1) or ri (2), column)
+    "o_id": (0, OI_ID), "o_side": (0, OI_SIDE), "o_tick": (0, OI_TICK),
+    "o_exec_tick": (0, OI_EXEC_TICK), "o_status": (0, OI_STATUS), "o_req": (0, OI_REQ),
+    "o_type": (0, OI_TYPE), "o_tif": (0, OI_TIF), "o_local_ts": (0, OI_LOCAL_TS),
+    "o_exch_ts": (0, OI_EXCH_TS), "o_qty": (1, OF_QTY), "o_leaves": (1, OF_LEAVES),
+    "o_exec_qty": (1, OF_EXEC_QTY), "r_kind": (2, RI_KIND), "r_id": (2, RI_ID),
+    "r_side": (2, RI_SIDE), "r_tick": (2, RI_TICK), "r_type": (2, RI_TYPE), "r_tif": (2, RI_TIF),
+}
+
+
+def _scalar_overload(table: int, slot: int):
+    if table == 0:
+        return lambda gw: lambda gw: gw.gi[slot]
+    return lambda gw: lambda gw: gw.gf[slot]
+
+
+def _column_overload(table: int, column: int):
+    if table == 0:
+        return lambda gw: lambda gw: gw.oi[:, column]
+    if table == 1:
+        return lambda gw: lambda gw: gw.of[:, column]
+    return lambda gw: lambda gw: gw.ri[:, column]
+
+
+for _name, (_table, _slot, _doc) in _SCALARS.items():
+    overload_attribute(GatewayType, _name)(_scalar_overload(_table, _slot))
+for _name, (_table, _column) in _COLUMNS.items():
+    overload_attribute(GatewayType, _name)(_column_overload(_table, _column))
+overload_attribute(GatewayType, "r_qty")(lambda gw: lambda gw: gw.rf)
+
+
+@overload_method(GatewayType, "find")
+def _ol_find(gw, order_id):
+    return lambda gw, order_id: gw_find(gw.gi, gw.oi, order_id)
+
+
+@overload_method(GatewayType, "submit")
+def _ol_submit(gw, order_id, side, price, qty, order_type, tif):
+    def impl(gw, order_id, side, price, qty, order_type, tif):  # pragma: no cover - compiled
+        return gw_submit(gw.gi, gw.gf, gw.oi, gw.of, gw.ri, gw.rf, order_id, side, price, qty,
+                         order_type, tif)
+    return impl
+
+
+@overload_method(GatewayType, "cancel")
+def _ol_cancel(gw, order_id):
+    return lambda gw, order_id: gw_cancel(gw.gi, gw.oi, gw.of, gw.ri, gw.rf, order_id)
+
+
+@overload_method(GatewayType, "clear_inactive")
+def _ol_clear_inactive(gw):
+    return lambda gw: gw_clear_inactive(gw.gi, gw.oi, gw.of)
+
+
+@overload_method(GatewayType, "mid")
+def _ol_mid(gw):
+    return lambda gw: (gw.gf[GF_BID] + gw.gf[GF_ASK]) * 0.5
+
+
+@overload_method(GatewayType, "set_book")
+def _ol_set_book(gw, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty):
+    def impl(gw, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty):  # pragma: no cover - compiled
+        gw_set_book(gw.gi, gw.gf, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty)
+    return impl
+
+
+@overload_method(GatewayType, "apply_response")
+def _ol_apply_response(gw, order_id, status, req, leaves, exec_qty, exec_tick, exch_ts, fee,
+                       rejected_request, local_ts):
+    def impl(gw, order_id, status, req, leaves, exec_qty, exec_tick, exch_ts, fee,
+             rejected_request, local_ts):  # pragma: no cover - compiled
+        return gw_apply_response(gw.gi, gw.gf, gw.oi, gw.of, order_id, status, req, leaves,
+                                 exec_qty, exec_tick, exch_ts, fee, rejected_request, local_ts)
+    return impl
+
+
+def _py_scalar(table: int, slot: int, doc: str) -> property:
     def get(self):
-        return self.gi[slot]
+        return self.state[1 if table else 0][slot]
 
     def put(self, value):
-        self.gi[slot] = value
+        self.state[1 if table else 0][slot] = value
 
     return property(get, put, doc=doc)
 
 
-def _gf(slot: int, doc: str) -> property:
-    def get(self):
-        return self.gf[slot]
-
-    def put(self, value):
-        self.gf[slot] = value
-
-    return property(get, put, doc=doc)
+def _py_column(table: int, column: int) -> property:
+    return property(lambda self: self.state[2 + table][:, column])
 
 
-def _oi(column: int) -> property:
-    def get(self):
-        return self.oi[:, column]
-
-    return property(get, doc="int64[MAX_ORDERS] column of the order table")
-
-
-def _of(column: int) -> property:
-    def get(self):
-        return self.of[:, column]
-
-    return property(get, doc="float64[MAX_ORDERS] column of the order table")
-
-
-def _ri(column: int) -> property:
-    def get(self):
-        return self.ri[:, column]
-
-    return property(get, doc="int64[MAX_REQUESTS] column of the queued requests")
-
-
-@jitclass([("gi", int64[:]), ("gf", float64[:]), ("oi", int64[:, :]), ("of", float64[:, :]),
-           ("ri", int64[:, :]), ("rf", float64[:])])
-class Gateway:
+class Gateway(structref.StructRefProxy):
     """The strategy's view of the market and its orders, and its order outbox (module
-    docstring). tick_size, lot_size: the instrument's steps (> 0). Best prices are NaN and
-    ticks INVALID_MIN / INVALID_MAX for an empty side. State: the arrays gi, gf, oi, of, ri,
-    rf (slot constants GI_*, GF_*, OI_*, OF_*, RI_*); the attributes below read and write
-    them (o_* / r_* are int64 or float64 column views, one row per order / request slot)."""
+    docstring): `Gateway(tick_size, lot_size)` (both > 0). Best prices are NaN and ticks
+    INVALID_MIN / INVALID_MAX for an empty side. State: the arrays gi, gf, oi, of, ri, rf
+    (`state`; slot constants GI_*, GF_*, OI_*, OF_*, RI_*); the attributes read and write
+    them, in compiled code and in Python alike (o_* / r_* are int64 or float64 column views,
+    one row per order / request slot; scalars are read-only in compiled code)."""
 
-    ts_ns = _gi(GI_TS, "local time of the current message (ns)")
-    best_bid_tick = _gi(GI_BID_TICK, "best bid in ticks (INVALID_MIN: none)")
-    best_ask_tick = _gi(GI_ASK_TICK, "best ask in ticks (INVALID_MAX: none)")
-    last_trade_side = _gi(GI_LAST_SIDE, "aggressor side of the last trade (BUY/SELL, 0: none)")
-    n_fills = _gi(GI_N_FILLS, "fills booked")
-    n_orders = _gi(GI_N_ORDERS, "live slots of the order table")
-    n_req = _gi(GI_N_REQ, "requests queued since the host last drained them")
-    rejected_requests = _gi(GI_REJECTED, "submits refused by the gateway")
-    tick_size = _gf(GF_TICK, "price step")
-    lot_size = _gf(GF_LOT, "quantity step")
-    best_bid = _gf(GF_BID, "best bid price (NaN: none)")
-    best_ask = _gf(GF_ASK, "best ask price (NaN: none)")
-    bid_qty = _gf(GF_BID_QTY, "quantity at the best bid")
-    ask_qty = _gf(GF_ASK_QTY, "quantity at the best ask")
-    last_trade_price = _gf(GF_LAST_PRICE, "price of the last trade (NaN: none)")
-    last_trade_qty = _gf(GF_LAST_QTY, "quantity of the last trade")
-    position = _gf(GF_POSITION, "signed position (base units)")
-    fees = _gf(GF_FEES, "fees paid")
-    o_id, o_side, o_tick = _oi(OI_ID), _oi(OI_SIDE), _oi(OI_TICK)
-    o_exec_tick, o_status, o_req = _oi(OI_EXEC_TICK), _oi(OI_STATUS), _oi(OI_REQ)
-    o_type, o_tif = _oi(OI_TYPE), _oi(OI_TIF)
-    o_local_ts, o_exch_ts = _oi(OI_LOCAL_TS), _oi(OI_EXCH_TS)
-    o_qty, o_leaves, o_exec_qty = _of(OF_QTY), _of(OF_LEAVES), _of(OF_EXEC_QTY)
-    r_kind, r_id, r_side = _ri(RI_KIND), _ri(RI_ID), _ri(RI_SIDE)
-    r_tick, r_type, r_tif = _ri(RI_TICK), _ri(RI_TYPE), _ri(RI_TIF)
-
-    def __init__(self, tick_size, lot_size):
-        self.gi, self.gf, self.oi, self.of, self.ri, self.rf = gateway_arrays(tick_size,
-                                                                              lot_size)
-
-    def use(self, gi, gf, oi, of, ri, rf):
-        """Host: work on these state arrays (`gateway_arrays`' shapes) from now on; the tick
-        backtester keeps a run's gateway state in arrays and wraps them in compiled code."""
-        self.gi, self.gf, self.oi, self.of, self.ri, self.rf = gi, gf, oi, of, ri, rf
+    def __new__(cls, tick_size, lot_size):
+        return gateway_from(*gateway_arrays(tick_size, lot_size))
 
     @property
-    def r_qty(self):
+    def state(self) -> tuple[np.ndarray, ...]:
+        """(gi, gf, oi, of, ri, rf): the arrays the gateway works on."""
+        arrays = self.__dict__.get("_state")
+        if arrays is None:
+            arrays = self.__dict__["_state"] = _gateway_state(self)
+        return arrays
+
+    @property
+    def r_qty(self) -> np.ndarray:
         """float64[MAX_REQUESTS]: the queued requests' quantities."""
-        return self.rf
+        return self.state[5]
 
-    # -- what strategies call ---------------------------------------------------------------
-    def find(self, order_id):
+    def find(self, order_id: int) -> int:
         """The slot of order `order_id` in the o_* arrays, -1 when it is not there."""
-        return gw_find(self.gi, self.oi, order_id)
+        gi, _, oi, _, _, _ = self.state
+        return int(gw_find(gi, oi, order_id))
 
-    def submit(self, order_id, side, price, qty, order_type, tif):
+    def submit(self, order_id: int, side: int, price: float, qty: float, order_type: int,
+               tif: int) -> bool:
         """Queue a new order (side BUY/SELL, price in price units, qty base units); False (and
         rejected_requests + 1) when the id is live, a table is full or qty <= 0."""
-        return gw_submit(self.gi, self.gf, self.oi, self.of, self.ri, self.rf, order_id, side,
-                         price, qty, order_type, tif)
+        return bool(gw_submit(*self.state, order_id, side, price, qty, order_type, tif))
 
-    def cancel(self, order_id):
+    def cancel(self, order_id: int) -> bool:
         """Queue a cancel; False when the order is unknown, not open or has a request in
         flight (hftbacktest's rule: one request at a time per order)."""
-        return gw_cancel(self.gi, self.oi, self.of, self.ri, self.rf, order_id)
+        gi, _, oi, of, ri, rf = self.state
+        return bool(gw_cancel(gi, oi, of, ri, rf, order_id))
 
-    def clear_inactive(self):
+    def clear_inactive(self) -> None:
         """Drop filled, cancelled and expired orders from the table (keeps the order of the
         others)."""
-        gw_clear_inactive(self.gi, self.oi, self.of)
+        gi, _, oi, of, _, _ = self.state
+        gw_clear_inactive(gi, oi, of)
 
-    def mid(self):
+    def mid(self) -> float:
         """(best bid + best ask) / 2, NaN when a side is empty."""
-        return (self.gf[GF_BID] + self.gf[GF_ASK]) * 0.5
+        return (self.best_bid + self.best_ask) * 0.5
 
-    # -- what hosts call --------------------------------------------------------------------
-    def set_book(self, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty):
+    def set_book(self, ts_ns: int, bid_tick: int, bid_qty: float, ask_tick: int,
+                 ask_qty: float) -> None:
         """Host: the local book's top (ticks; INVALID_MIN / INVALID_MAX for an empty side)."""
-        gw_set_book(self.gi, self.gf, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty)
+        gi, gf = self.state[:2]
+        gw_set_book(gi, gf, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty)
 
-    def apply_response(self, order_id, status, req, leaves, exec_qty, exec_tick, exch_ts,
-                       fee, rejected_request, local_ts):
+    def apply_response(self, order_id, status, req, leaves, exec_qty, exec_tick, exch_ts, fee,
+                       rejected_request, local_ts) -> float:
         """Host: an order response arrived (hftbacktest's local `process_recv_order_`,
         py-hftbacktest's proc/local.rs). Returns the signed fill qty it booked (0 if none)."""
-        return gw_apply_response(self.gi, self.gf, self.oi, self.of, order_id, status, req,
-                                 leaves, exec_qty, exec_tick, exch_ts, fee, rejected_request,
-                                 local_ts)
+        gi, gf, oi, of = self.state[:4]
+        return float(gw_apply_response(gi, gf, oi, of, order_id, status, req, leaves, exec_qty,
+                                       exec_tick, exch_ts, fee, rejected_request, local_ts))
 
 
-@jitclass([("qty", float64), ("max_position", float64), ("next_id", int64),
+for _name, (_table, _slot, _doc) in _SCALARS.items():
+    setattr(Gateway, _name, _py_scalar(_table, _slot, _doc))
+for _name, (_table, _column) in _COLUMNS.items():
+    setattr(Gateway, _name, _py_column(_table, _column))
+structref.define_boxing(GatewayType, Gateway)
+
+
+@compiled_class([("qty", float64), ("max_position", float64), ("next_id", int64),
            ("bid_id", int64), ("ask_id", int64)])
 class Quoter:
     """A one-level market maker: a post-only (GTX) buy of `qty` at the best bid and a sell at
@@ -388,7 +504,7 @@ class Quoter:
         return oid
 
 
-@jitclass([("alpha_fast", float64), ("alpha_slow", float64), ("slow", int64),
+@compiled_class([("alpha_fast", float64), ("alpha_slow", float64), ("slow", int64),
            ("target_qty", float64), ("market", int64), ("fast_ema", float64),
            ("slow_ema", float64), ("updates", int64), ("target", float64), ("next_id", int64)])
 class CompiledEmaCross:

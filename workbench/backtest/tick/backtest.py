@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba.experimental.structref import StructRefProxy
 
 from workbench.backtest.tick import kernel as k
 from workbench.backtest.tick.events import CHUNK_EVENTS, TickData, events_for
@@ -98,8 +99,9 @@ def open_data(data: TickData | str) -> TickData:
 def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = None,
                   gateway: Gateway | None = None) -> TickResult:
     """Run `strategy` over `data`; returns the TickResult. strategy: a compiled strategy
-    (jitclass with on_feed/on_fill, `workbench.engine.compiled`) or an engine Strategy
-    (`on_events(book, batch)`, run through `pyhost.PythonHost`, a Python call per feed).
+    (`compiled_class` or jitclass with on_feed/on_fill, `workbench.engine.compiled`) or an
+    engine Strategy (`on_events(book, batch)`, run through `pyhost.PythonHost`, a Python call
+    per feed).
     gateway: the Gateway to use (default a new one with the data's tick and lot size)."""
     cfg = config or TickConfig()
     data = open_data(data)
@@ -126,12 +128,12 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
     p_i = np.array([cfg.queue_model(), int(cfg.partial), mode, const_entry, const_resp,
                     cfg.record_every_ns, sid, lb, ub], np.int64)
     p_f = np.array([cfg.maker_fee_bps / 1e4, cfg.taker_fee_bps / 1e4, tick, lot, cfg.prob_n])
-    gw_arrays = (gateway_arrays(tick, lot) if gateway is None else
-                 (gateway.gi, gateway.gf, gateway.oi, gateway.of, gateway.ri, gateway.rf))
+    gw_arrays = gateway_arrays(tick, lot) if gateway is None else gateway.state
     sim = _Sim(ub - lb + 1)
     sim.st[k.S_TARGET] = k.NO_TARGET
     sim.st[k.S_LNEXT] = sim.st[k.S_ENEXT] = -1
     host = PythonHost(strategy, data.rows, sim, sid, lb, tick) if hosted else None
+    drive = k.drive if isinstance(strategy, StructRefProxy) else k.drive_jitclass
     out = _Logs()
     bar = _Progress(len(data)) if cfg.progress else None
     t0 = time.perf_counter()
@@ -144,7 +146,7 @@ def tick_backtest(data: TickData | str, strategy, config: TickConfig | None = No
                   sim.bx_i, sim.bx_f, sim.bl_i, sim.bl_f, sim.st, sim.sf, sim.fl_i, sim.fl_f,
                   sim.ol_i, sim.ol_f, sim.rc_i, sim.rc_f)
         if host is None:
-            status = k.drive(strategy, *arrays, *gw_arrays)
+            status = drive(strategy, *arrays, *gw_arrays)
         else:
             status = k.run(*arrays, *gw_arrays)
             if status == k.FEED:

@@ -36,10 +36,18 @@ Numba's cache (`cache=True`) keys a function on its own file only: after editing
 latency.py, whose functions are compiled into these, delete workbench/backtest/tick/
 __pycache__/*.nbi and *.nbc (a stale kernel keeps the old model otherwise).
 
+`run` works on arrays and scalars only (the strategy's `Gateway` too is six arrays), so it is
+cached and compiled without reference counting (`_nrt=False`: no allocation inside). It never
+calls the strategy: it returns at each feed and fill, and the host calls the strategy and
+calls `run` again, which resumes where it stopped (`drive`: a compiled loop that does this for
+a compiled strategy, cached per strategy class; `drive_jitclass` for a jitclass strategy;
+`pyhost.PythonHost` for a Python one).
+
 Statuses returned: END (data done), NEED_DATA (a cursor reached the window's end: the caller
 loads the next window and calls again), LOG_FULL (a log is full: the caller drains it), FEED
-(with P_YIELD: a feed is complete and the host runs a Python strategy on the gateway; the next
-call sends what it queued).
+(a feed is complete: the host runs the strategy's on_feed on the gateway; the next call sends
+what it queued), FILL (a response booked a fill, in S_FILL_ID / S_FILL_SIDE / F_FILL_PRICE /
+F_FILL_QTY: the host runs on_fill; the next call applies the rest of that time's responses).
 """
 
 from __future__ import annotations
@@ -57,9 +65,7 @@ from workbench.engine.compiled import (
     FILLED,
     GF_LAST_PRICE,
     GF_LAST_QTY,
-    GF_LOT,
     GF_POSITION,
-    GF_TICK,
     GI_LAST_SIDE,
     GI_N_REQ,
     GTX,
@@ -78,7 +84,7 @@ from workbench.engine.compiled import (
     RI_TIF,
     RI_TYPE,
     SELL,
-    Gateway,
+    gateway_from,
     gw_apply_response,
     gw_set_book,
 )
@@ -664,25 +670,42 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
                                bl_i, bl_f, fl_i, fl_f, ol_i, ol_f)
 
 
-_run_by_address = unlinked(run)  # drive calls the cached run without re-generating its code
-
-
-@nb.njit
+@nb.njit(cache=True)
 def drive(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
           bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf
           ):  # pragma: no cover - compiled
-    """`run` with a compiled strategy and a Gateway over the arrays gi..rf: calls the
-    strategy's on_feed(gw) at each FEED and on_fill(gw, order_id, side, price, qty) at each
-    FILL, and returns the other statuses. The only part compiled per strategy class
-    (jitclasses cannot be cached); `run` comes from the cache and is called by address
-    (`unlinked`: linking it would re-generate its code here). The Gateway is made here, not
-    passed in: boxing a Gateway into Python compiles all its attribute getters (seconds)."""
-    gw = Gateway(gf[GF_TICK], gf[GF_LOT])
-    gw.use(gi, gf, oi, of, ri, rf)
+    """`run` with a compiled strategy (`workbench.engine.structs.compiled_class`) and a Gateway
+    over the arrays gi..rf: calls the strategy's on_feed(gw) at each FEED and on_fill(gw,
+    order_id, side, price, qty) at each FILL, and returns the other statuses. Cached per
+    strategy class (its type names a digest of the class's source)."""
+    gw = gateway_from(gi, gf, oi, of, ri, rf)
     while True:
-        status = _run_by_address((rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i,
-                                  bx_f, bl_i, bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f,
-                                  gi, gf, oi, of, ri, rf))
+        status = run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
+                     bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf)
+        if status == FEED:
+            strategy.on_feed(gw)
+        elif status == FILL:
+            strategy.on_fill(gw, st[S_FILL_ID], st[S_FILL_SIDE], sf[F_FILL_PRICE],
+                             sf[F_FILL_QTY])
+        else:
+            return status
+
+
+_run_by_address = unlinked(run)  # drive_jitclass calls run without re-generating its code
+
+
+@nb.njit
+def drive_jitclass(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i,
+                   bx_f, bl_i, bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of,
+                   ri, rf):  # pragma: no cover - compiled
+    """`drive` for a strategy written as a numba jitclass, which numba cannot cache: compiled
+    in every process, it calls the cached `run` by address (`unlinked`: linking it would
+    re-generate its code here, about a second)."""
+    gw = gateway_from(gi, gf, oi, of, ri, rf)
+    args = (rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f, st,
+            sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf)  # built once: no
+    while True:  # reference counting of 28 arrays per call
+        status = _run_by_address(args)
         if status == FEED:
             strategy.on_feed(gw)
         elif status == FILL:

@@ -2,13 +2,14 @@
 
 Numba links the code of every compiled function a compiled function calls into the caller and
 optimizes and generates machine code for the whole again when the caller compiles: a small
-uncacheable caller of the big cached tick kernel (`kernel.drive`, specialized per strategy
-class) would spend about a second re-generating the kernel in every process. `unlinked(f)`
-returns an intrinsic that calls `f`'s compiled overload for the argument types through its
-machine-code address instead (numba's native calling convention: return slot, exception
-slot, the flattened arguments; `numba.core.callconv.CPUCallConv.call_function` builds the
-same call for a linked callee). The address is only valid in this process, so a caller of it
-must not be cached (`drive` is not: it takes jitclass arguments).
+uncacheable caller of the big cached tick kernel (`kernel.drive_jitclass`, compiled per
+jitclass strategy in every process) would spend about a second re-generating the kernel each
+time. `unlinked(f)` returns an intrinsic that calls `f`'s compiled overload for the argument
+types through its machine-code address instead (numba's native calling convention: return
+slot, exception slot, the flattened arguments; `numba.core.callconv.CPUCallConv.
+call_function` builds the same call for a linked callee). The address is only valid in this
+process, so a caller of it must not be cached (`drive_jitclass` is not: it takes jitclass
+arguments).
 """
 
 from __future__ import annotations
