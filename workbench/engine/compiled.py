@@ -207,7 +207,7 @@ def gw_clear_inactive(gi, oi, of):  # pragma: no cover - compiled
     gi[GI_N_ORDERS] = k
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always", _nrt=False)
 def gw_set_book(gi, gf, ts_ns, bid_tick, bid_qty, ask_tick, ask_qty
                 ):  # pragma: no cover - compiled
     """Gateway.set_book on the arrays."""

@@ -37,7 +37,9 @@ latency.py, whose functions are compiled into these, delete workbench/backtest/t
 __pycache__/*.nbi and *.nbc (a stale kernel keeps the old model otherwise).
 
 `run` works on arrays and scalars only (the strategy's `Gateway` too is six arrays), so it is
-cached and compiled without reference counting (`_nrt=False`: no allocation inside). It never
+cached and compiled without reference counting (`_nrt=False`: no allocation inside); what runs
+per row or per feed is inlined into it (`inline="always"`: a call passing a dozen arrays, each
+a 7-word struct, cost about as much as the row's own work). It never
 calls the strategy: it returns at each feed and fill, and the host calls the strategy and
 calls `run` again, which resumes where it stopped (`drive`: a compiled loop that does this for
 a compiled strategy, cached per strategy class; `drive_jitclass` for a jitclass strategy;
@@ -148,7 +150,7 @@ def _above(d, start, end, lb, ub):  # pragma: no cover - compiled
     return INVALID_MAX
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, inline="always", _nrt=False)
 def update_level(depth, bst, b, bid, tick, qty, lot, lb, ub):  # pragma: no cover - compiled
     """Set the level `tick` of book b's bid (bid=True) or ask side to `qty`. Returns
     (prev best tick of that side, new best tick, prev qty at tick)."""
@@ -422,7 +424,7 @@ def _cancel_order(j, ts, p_i, lat_rows, st, xi, xf, bx_i, bl_i, bl_f
     _remove_done(st, xi, xf)
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _exch_row(row, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f, fl_i, fl_f
               ):  # pragma: no cover - compiled
     """The exchange processes one row at its exchange time."""
@@ -495,7 +497,7 @@ def _exch_row(row, p_i, p_f, lat_rows, st, depth, bst, xi, xf, bl_i, bl_f, fl_i,
 
 
 # ---- the strategy side ----------------------------------------------------------------------
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _local_row(row, p_i, p_f, depth, bst, gi, gf):  # pragma: no cover - compiled
     kind = row.kind
     if kind == K_SNAP_BEGIN:
@@ -543,7 +545,7 @@ def _record(p_f, st, sf, depth, bst, xi, xf, rc_i, rc_f, gf):  # pragma: no cove
     st[S_NR] = r + 1
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _responses(t, p_f, st, sf, bl_i, bl_f, gi, gf, oi, of):  # pragma: no cover - compiled
     """Every response due at t reaches the strategy (hftbacktest's process_recv_order).
     Returns True when one booked a fill: the fill is in S_FILL_* / F_FILL_* for the host's
@@ -573,7 +575,7 @@ def _responses(t, p_f, st, sf, bl_i, bl_f, gi, gf, oi, of):  # pragma: no cover 
     return False
 
 
-@nb.njit(cache=True, _nrt=False)
+@nb.njit(cache=True, inline="always", _nrt=False)
 def _after_feed(p_i, p_f, lat_rows, st, sf, depth, bst, xi, xf, bx_i, bx_f, bl_i, bl_f, rc_i,
                 rc_f, gi, gf, ri, rf):  # pragma: no cover - compiled
     """After the strategy's call: send its requests, record the state when due."""
