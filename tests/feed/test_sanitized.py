@@ -27,7 +27,7 @@ BUILDS = {
     # the ring (in-process and across processes), the replay handler, the hiccup probe (the
     # engine run under SIGSTOP is another process: the regular build)
     "_feed": (["--feed"], ["tests/feed/test_ring.py", "tests/feed/test_handler.py",
-                           "tests/latency/test_hiccup_probe.py"], "not engine_run"),
+                           "tests/feed/test_hiccup_probe.py"], "not engine_run"),
 }
 RUN = """
 import importlib.util, sys

@@ -224,7 +224,7 @@ class HousekeepingConfig:
     `engine.journal`), publish (UI snapshots, >= 100: at most 10 a second), latency_fold,
     book_check (crossed books resync); stagger: each period replaced by the next prime.
     spike_threshold_us: tick-to-trade above which a batch is a spike. hiccup_threshold_us:
-    the machine-hiccup probe (`latency.hiccups.HiccupProbe`, a native thread waking every
+    the machine-hiccup probe (`feed.hiccup_probe.HiccupProbe`, a native thread waking every
     1 ms) records wake-ups later than this, µs, as the spike cause `machine_hiccup`; 0 runs no
     probe. latency_warmup_s: market-time seconds after the first batch whose batches are
     processed but not measured (e.g. a fast-forwarded start)."""

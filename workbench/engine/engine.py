@@ -69,7 +69,7 @@ from workbench.engine.strategy import EmaCross, Strategy
 from workbench.engine.warm import PathWarmer, shadow_of
 from workbench.errors import EngineError
 from workbench.events import MessageInfo
-from workbench.latency.hiccups import HiccupProbe
+from workbench.feed.hiccup_probe import HiccupProbe
 from workbench.latency.recorder import LatencyRecorder
 from workbench.latency.spikes import Cause, SpikeLog
 from workbench.latency.stages import SpikeCause, Stage

@@ -1,7 +1,7 @@
 """Queue position of the PaperBroker's resting limit orders: the tick backtester's risk-averse
 model, applied to the rows of each batch.
 
-The formulas are the tick backtester's own compiled functions (`workbench.backtest.tick.queue`:
+The formulas are the tick backtester's own compiled functions (`workbench.engine.queue_models`:
 `on_depth`, `on_trade`, `executable`, from hftbacktest's `RiskAdverseQueueModel`,
 nkaz001/hftbacktest, hftbacktest/src/backtest/models/queue.rs), called here; the rules around
 them are the tick kernel's partial-fill exchange (`workbench.backtest.tick.kernel._exch_row`
@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from workbench.backtest.tick import queue as qm
+from workbench.engine import queue_models as qm
 from workbench.events import K_ASK, K_BID, K_TRADE, S_BUY
 
 PRICE_RTOL = 1e-9

@@ -7,7 +7,7 @@ spike's message was in flight, recorded as they happen by whoever runs them (`no
 their end time): a gc collection (generation and duration, from `gc.callbacks`), a
 housekeeping job (journal flush and write, latency fold, snapshot publish, display refresh,
 book check), a backed-up queue, a burst of messages processed ahead of it, a machine hiccup
-(the native probe thread woke late: `hiccups`, a `latency.hiccups.HiccupProbe`, asked at each
+(the native probe thread woke late: `hiccups`, a `feed.hiccup_probe.HiccupProbe`, asked at each
 spike). A spike claims every cause whose run ended inside its own window, from
 `begin_iteration` (the batch's receive stamp) to `end_iteration`; nothing is guessed
 afterwards. Its *primary cause* is the one that ran longest (`unexplained` when none was seen),
@@ -43,9 +43,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-from workbench.latency.hiccups import HiccupProbe
 from workbench.latency.stages import (
     HOUSEKEEPING_CAUSES,
     SPIKE_CAUSES,
@@ -70,6 +69,13 @@ DETAIL = 1000  # spikes kept in full: the worst ones
 
 _STAGE_INDEX = {k: i for i, k in enumerate(STAGE_KEYS)}
 _CAUSE_INDEX = {k: i for i, k in enumerate(CAUSE_KEYS)}
+
+
+class LateWakeups(Protocol):
+    """What the spike log asks a machine-hiccup probe (`workbench.feed.hiccup_probe.
+    HiccupProbe`): (end_ns, late_ns) of its late wake-ups inside [start_ns, end_ns]."""
+
+    def late_between(self, start_ns: int, end_ns: int) -> list[tuple[int, int]]: ...
 
 
 class Cause(NamedTuple):
@@ -228,7 +234,7 @@ class SpikeLog:
         self._queue_depth = 0
         self._gc_start: dict[int, int] = {}
         self._gc_hooked = False
-        self.hiccups: HiccupProbe | None = None  # its late wake-ups become causes
+        self.hiccups: LateWakeups | None = None  # its late wake-ups become causes
         self.spike_count = 0
         self._max_ns = 0
         self._total_ns = 0

@@ -47,7 +47,7 @@ class SpikeCause(StrEnum):
     """What ran while a spike's message was in flight (`SpikeLog.note_cause` names): the
     engine's housekeeping jobs, a gc collection, a backed-up dispatch queue, a burst of
     messages processed ahead of it, the wait for the next poll, or a machine hiccup (the
-    native probe thread, `latency.hiccups.HiccupProbe`, woke late: no core was free for it)."""
+    native probe thread, `feed.hiccup_probe.HiccupProbe`, woke late: no core was free for it)."""
 
     GC = "gc"  # a gc collection (detail: generation, objects collected)
     JOURNAL_FLUSH = "journal_flush"  # the journal handed its buffered rows to its writer

@@ -1,6 +1,6 @@
 """Queue models, hand-computed: a resting order with 5 ahead and 4 behind (level 9) sees the
 level fall to 7 with no trade (chg = 2); each model moves it to front = 3 + 2p (the formula in
-workbench.backtest.tick.queue: 5 - (1 - p) * 2 + min(4 - 2p, 0)), p per model with n = 2."""
+workbench.engine.queue_models: 5 - (1 - p) * 2 + min(4 - 2p, 0)), p per model with n = 2."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from workbench.backtest.tick import queue as qm
-from workbench.backtest.tick.queue import QueueModel
+from workbench.engine import queue_models as qm
+from workbench.engine.queue_models import QueueModel
 
 P = {
     QueueModel.POWER: 16 / (16 + 25),

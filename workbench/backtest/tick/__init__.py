@@ -3,7 +3,8 @@ compiled strategy for backtest and live (issue 16).
 
     from workbench.backtest.tick import convert, tick_backtest, TickConfig, ConstantLatency
 
-Modules: events.py (conversion, cache, TickData), latency.py, queue.py (models), kernel.py
+Modules: events.py (conversion, cache, TickData), latency.py, the queue models
+(engine/queue_models.py, shared with the paper broker), kernel.py
 (the compiled simulation), backtest.py (the chunked driver), results.py (TickResult),
 sweeps.py (grids x days), peer.py (hftbacktest on the same rows), convert_cmd.py and
 backtest_cmd.py (`workbench convert`, `workbench backtest`, `%hft backtest`).
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
     from workbench.backtest.tick.backtest import TickConfig, tick_backtest
     from workbench.backtest.tick.events import TickData, convert, events_for
     from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
-    from workbench.backtest.tick.queue import QueueModel
     from workbench.backtest.tick.results import TickResult
     from workbench.backtest.tick.sweeps import tick_sweep
+    from workbench.engine.queue_models import QueueModel
 
 __all__ = ["ConstantLatency", "InterpLatency", "QueueModel", "TickConfig", "TickData",
            "TickResult", "convert", "events_for", "tick_backtest", "tick_sweep"]
@@ -34,7 +35,7 @@ _EXPORTS: dict[str, str] = {
     "events_for": "workbench.backtest.tick.events",
     "ConstantLatency": "workbench.backtest.tick.latency",
     "InterpLatency": "workbench.backtest.tick.latency",
-    "QueueModel": "workbench.backtest.tick.queue",
+    "QueueModel": "workbench.engine.queue_models",
     "TickResult": "workbench.backtest.tick.results",
     "tick_sweep": "workbench.backtest.tick.sweeps",
 }

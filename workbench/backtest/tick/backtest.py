@@ -26,9 +26,9 @@ from workbench.backtest.tick import kernel as k
 from workbench.backtest.tick.events import CHUNK_EVENTS, TickData, events_for
 from workbench.backtest.tick.latency import ConstantLatency, InterpLatency
 from workbench.backtest.tick.pyhost import PythonHost
-from workbench.backtest.tick.queue import QueueModel
 from workbench.backtest.tick.results import TickResult
 from workbench.engine.compiled import GF_POSITION, Gateway, gateway_arrays
+from workbench.engine.queue_models import QueueModel
 from workbench.errors import ConfigError
 
 LOG_ROWS = 1 << 16  # fills / orders / records held before the kernel hands them over

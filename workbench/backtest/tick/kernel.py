@@ -32,9 +32,9 @@ rests, of a market or IOC order is cancelled; a maker fills min(leaves, executab
 at its price and min(leaves, trade qty) on a trade through it, whole when the book crosses it.
 Fees: price * qty * maker or taker rate (hftbacktest's `TradingValueFeeModel`).
 
-Numba's cache (`cache=True`) keys a function on its own file only: after editing queue.py or
-latency.py, whose functions are compiled into these, delete workbench/backtest/tick/
-__pycache__/*.nbi and *.nbc (a stale kernel keeps the old model otherwise).
+Numba's cache (`cache=True`) keys a function on its own file only: after editing
+engine/queue_models.py or latency.py, whose functions are compiled into these, delete
+workbench/backtest/tick/__pycache__/*.nbi and *.nbc (a stale kernel keeps the old model otherwise).
 
 `run` works on arrays and scalars only (the strategy's `Gateway` too is six arrays), so it is
 cached and compiled without reference counting (`_nrt=False`: no allocation inside); what runs
@@ -58,8 +58,8 @@ import numba as nb
 import numpy as np
 
 from workbench.backtest.tick import latency as lat
-from workbench.backtest.tick import queue as qm
 from workbench.backtest.tick.unlinked import unlinked
+from workbench.engine import queue_models as qm
 from workbench.engine.compiled import (
     BUY,
     CANCELED,

@@ -13,25 +13,35 @@ import time
 import orjson
 import pytest
 
-from workbench.latency.hiccups import HiccupProbe
+from workbench.feed.hiccup_probe import HiccupProbe
 
 STOP_S = 0.3
 
 
-def _stop_child_once(proc: subprocess.Popen, ready: str = "ready") -> None:
-    """Wait for the child's `ready` line, stop it for STOP_S, continue it."""
-    line = proc.stdout.readline()
-    assert line.strip() == ready, (line, proc.stderr.read() if proc.poll() is not None else "")
-    time.sleep(0.2)  # the probe sleeps and wakes a few hundred times first
-    proc.send_signal(signal.SIGSTOP)
-    time.sleep(STOP_S)
-    proc.send_signal(signal.SIGCONT)
+def _run_stopped_once(script: str, timeout_s: float) -> str:
+    """Run `script` in a child Python; when it prints "ready", stop it for STOP_S and continue
+    it; its stdout once it exited 0."""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None
+                                         else "")
+        time.sleep(0.2)  # the probe sleeps and wakes a few hundred times first
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(STOP_S)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    return out
 
 
 def test_a_stopped_process_is_a_late_wake_up_and_its_spike_blames_the_machine():
     script = textwrap.dedent("""
         import json, time
-        from workbench.latency.hiccups import HiccupProbe
+        from workbench.feed.hiccup_probe import HiccupProbe
         from workbench.latency.spikes import SpikeLog
         log = SpikeLog(threshold_us=1000)
         log.hiccups = HiccupProbe(threshold_us=5000)
@@ -49,14 +59,7 @@ def test_a_stopped_process_is_a_late_wake_up_and_its_spike_blames_the_machine():
                           "max_late_us": stats.max_late_us, "wakeups": stats.wakeups,
                           "t2t": spike.tick_to_trade_ns}))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        _stop_child_once(proc)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    out = _run_stopped_once(script, 60)
     got = json.loads(out.strip().splitlines()[-1])
     hiccups = [c for c in got["causes"] if c[0] == "machine_hiccup"]
     # the stop: one wake-up late by about STOP_S (less the part of a 1 ms sleep already slept,
@@ -106,14 +109,7 @@ def test_an_engine_run_stopped_from_outside_attributes_spikes_to_the_machine(tmp
         time.sleep(1.5)  # stopped from outside meanwhile
         engine.stop()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        _stop_child_once(proc)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, err
+    _run_stopped_once(script, 120)
     (run_dir,) = tmp_path.iterdir()
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
     probe = summary["hiccup_probe"]
