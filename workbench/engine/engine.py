@@ -77,6 +77,7 @@ from workbench.latency.stages import SpikeCause, Stage
 log = logging.getLogger("workbench.engine")
 
 MAX_WAIT_S = 0.05  # the engine thread re-checks stop/duration at least this often
+FEED_JOIN_S = 30.0  # at most this long for the feed thread to end when a run finishes
 SECOND_NS = 1_000_000_000
 _now = time.perf_counter_ns
 
@@ -499,7 +500,9 @@ class Engine:
         self._stop_requested.set()
         self.source.close(self._time_left(5.0))
         if self._feed_thread is not None:
-            self._feed_thread.join(self._time_left(5.0))
+            # what it submits after the drain below is lost: give a feed thread that is
+            # slow to finish (a flat-out feed on a loaded machine) time, within stop()'s
+            self._feed_thread.join(self._time_left(FEED_JOIN_S))
         with self.dispatcher.lock:
             if not self._error and self.dispatcher.depth:
                 self.dispatcher.drain_locked()
