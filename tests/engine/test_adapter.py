@@ -67,7 +67,8 @@ def test_quoter_quotes_and_cancels_through_the_engine(shared_data):
     assert adapter.gw.n_orders == len(live)
     assert adapter.gw.n_fills == engine.executor.fill_count
     assert adapter.gw.position == pytest.approx(engine.positions.qty(sid))
-    assert engine.broker.cancels_rejected > 0
+    assert engine.status().cancels_rejected == engine.broker.cancels_rejected > 0
+    assert engine.summary()["cancels_rejected"] == engine.broker.cancels_rejected
 
 
 def test_runs_live_on_the_simulator():

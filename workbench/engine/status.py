@@ -120,6 +120,8 @@ class RunStatus:
     error: why the run failed (None when it did not). measured: see `Measured`. submitted /
     handled: batches through the Dispatcher; dispatch_gaps / dispatch_dups: out-of-order
     dispatch sequence numbers (0 in a correct run). risk_rejects: reason -> count.
+    cancels_rejected: cancels the paper broker rejected on arrival (the order had filled or
+    ended while the cancel travelled its latency; `engine.broker`).
     book_sync: `SyncStats` counts; feed: the source's counters (`Source.stats()`);
     spike_causes: cause -> spikes that saw it (`unexplained`: spikes that saw none);
     spike_summary: the whole run's spike attribution (`SpikeSummary`: by dominant stage and
@@ -147,6 +149,7 @@ class RunStatus:
     dispatch_dups: int
     orders: int
     orders_rejected: int
+    cancels_rejected: int
     risk_rejects: dict[str, int]
     fills: int
     positions: tuple[PositionStatus, ...]
