@@ -334,12 +334,7 @@ int skip(od::value v, int depth, int limit, bool book) {
             if (depth >= limit) return WB_BAD_DEPTH;
             od::array a;
             if (v.get_array().get(a)) return WB_BAD_JSON;
-            for (auto er : a) {
-                od::value e;
-                if (std::move(er).get(e)) return WB_BAD_JSON;
-                WBP_TRY(skip(e, depth + 1, limit, book));
-            }
-            return 0;
+            return each_element(a, [&](od::value &e) { return skip(e, depth + 1, limit, book); });
         }
         case od::json_type::string: {
             if (book) {
@@ -386,6 +381,17 @@ int get_array(od::value &v, od::array &out) {
     if (v.type().get(t)) return WB_BAD_JSON;
     if (t != od::json_type::array) return WB_BAD_SCHEMA;
     return v.get_array().get(out) ? WB_BAD_JSON : 0;
+}
+
+int bbo_field(sv key, od::value &x, const char *const names[4], double v[4], bool has[4],
+              int depth) {
+    int i = 0;
+    while (i < 4 && key != names[i]) i++;
+    if (i == 4) return skip(x, depth, LAX_MAX_DEPTH, false);
+    bool null;
+    WBP_TRY(lax_float(x, v[i], true, &null));
+    has[i] = !null;
+    return 0;
 }
 
 static bool ieq(sv a, const char *b) {
@@ -804,11 +810,7 @@ int read_book(wb_parser_state *p, Ctx &c, od::document &doc, bool in_data, bool 
     if (t == od::json_type::array) {  // no keys: validated only
         od::array a;
         if (doc.get_array().get(a)) return WB_BAD_JSON;
-        for (auto er : a) {
-            od::value e;
-            if (std::move(er).get(e)) return WB_BAD_JSON;
-            WBP_TRY(skip(e, 1, BOOK_MAX_DEPTH, true));
-        }
+        WBP_TRY(each_element(a, [](od::value &e) { return skip(e, 1, BOOK_MAX_DEPTH, true); }));
     } else if (t == od::json_type::object) {
         od::object o;
         if (doc.get_object().get(o)) return WB_BAD_JSON;

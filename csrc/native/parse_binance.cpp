@@ -40,15 +40,21 @@ struct Ticker {
     unsigned have = 0;  // bits: s, b, B, a, A
 };
 
+/* A bookTicker's info and its two BBO events (exchange time: E, else T). */
+void emit_ticker(Ctx &c, const Ticker &t, uint32_t sid) {
+    int64_t ts = (t.E ? t.E : t.T) * MS;
+    wb_msg_info *info = c.info;
+    info->kind = WB_MSG_BBO;
+    info->symbol_id = sid;
+    info->last_id = t.u;
+    info->ts_event_ns = ts;
+    uint64_t u = t.u < 0 ? 0 : static_cast<uint64_t>(t.u);
+    c.put(ts, u, sid, WB_KIND_BBO, WB_SIDE_BUY, 0, t.b, t.B);
+    c.put(ts, u, sid, WB_KIND_BBO, WB_SIDE_SELL, 0, t.a, t.A);
+}
+
 int decode_ticker(od::value &v, Ticker &t) {
-    od::object o;
-    WBP_TRY(get_object(v, o));
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_field(v, [&](sv k, od::value &x) -> int {
         sv str;
         if (k == "e") {
             WBP_TRY(get_str(x, str));
@@ -77,7 +83,8 @@ int decode_ticker(od::value &v, Ticker &t) {
         } else {
             WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     return t.have == 31 ? 0 : WB_BAD_SCHEMA;
 }
 
@@ -90,15 +97,22 @@ struct Trade {
     unsigned have = 0;  // bits: s, p, q, m
 };
 
+/* A trade's info and its TRADE event (exchange time: T, else E; id: t, else the aggTrade's
+ * a; side: the aggressor's, SELL when the buyer is the maker). */
+void emit_trade(Ctx &c, const Trade &t, uint32_t sid) {
+    int64_t ts = (t.T ? t.T : t.E) * MS;
+    int64_t id = t.t >= 0 ? t.t : t.a;
+    wb_msg_info *info = c.info;
+    info->kind = WB_MSG_TRADE;
+    info->symbol_id = sid;
+    info->last_id = id;
+    info->ts_event_ns = ts;
+    c.put(ts, static_cast<uint64_t>(id), sid, WB_KIND_TRADE, t.m ? WB_SIDE_SELL : WB_SIDE_BUY, 0,
+          t.p, t.q);
+}
+
 int decode_trade(od::value &v, Trade &t) {
-    od::object o;
-    WBP_TRY(get_object(v, o));
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_field(v, [&](sv k, od::value &x) -> int {
         sv str;
         if (k == "e" || k == "X") {
             WBP_TRY(get_str(x, str));
@@ -126,27 +140,16 @@ int decode_trade(od::value &v, Trade &t) {
         } else {
             WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     return t.have == 15 ? 0 : WB_BAD_SCHEMA;
 }
 
 /* `_Event`: only `e` (a string) is read. */
 int decode_event(od::value &v, sv &e) {
-    od::object o;
-    WBP_TRY(get_object(v, o));
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
-        if (k == "e") {
-            WBP_TRY(get_str(x, e));
-        } else {
-            WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
-        }
-    }
-    return 0;
+    return each_field(v, [&](sv k, od::value &x) {
+        return k == "e" ? get_str(x, e) : skip(x, 1, LAX_MAX_DEPTH, false);
+    });
 }
 
 enum Kind { TICKER, TRADE, EVENT };
@@ -163,22 +166,12 @@ int decode_doc(od::document &doc, bool enveloped, F &&decode) {
         WBP_TRY(decode(v));
         return doc_at_end(doc) ? 0 : WB_BAD_JSON;
     }
-    od::object o;
-    if (doc.get_object().get(o)) return WB_BAD_JSON;
     bool data = false;
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
-        if (k == "data") {
-            WBP_TRY(decode(x));
-            data = true;
-        } else {
-            WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
-        }
-    }
+    WBP_TRY(each_doc_field(doc, [&](sv k, od::value &x) -> int {
+        if (k != "data") return skip(x, 1, LAX_MAX_DEPTH, false);
+        data = true;
+        return decode(x);
+    }));
     if (!data) return WB_BAD_SCHEMA;
     return doc_at_end(doc) ? 0 : WB_BAD_JSON;
 }
@@ -196,15 +189,7 @@ int ticker(wb_parser_state *p, Ctx &c, od::document &doc, bool enveloped) {
     }
     Symbol *s = p->symbol(t.s);
     if (s == nullptr) return WB_BAD_UNKNOWN_SYMBOL;
-    int64_t ts = (t.E ? t.E : t.T) * MS;
-    wb_msg_info *info = c.info;
-    info->kind = WB_MSG_BBO;
-    info->symbol_id = s->id;
-    info->last_id = t.u;
-    info->ts_event_ns = ts;
-    uint64_t u = t.u < 0 ? 0 : static_cast<uint64_t>(t.u);
-    c.put(ts, u, s->id, WB_KIND_BBO, WB_SIDE_BUY, 0, t.b, t.B);
-    c.put(ts, u, s->id, WB_KIND_BBO, WB_SIDE_SELL, 0, t.a, t.A);
+    emit_ticker(c, t, s->id);
     return 0;
 }
 
@@ -220,15 +205,7 @@ int trade(wb_parser_state *p, Ctx &c, od::document &doc, bool enveloped) {
     }
     Symbol *s = p->symbol(t.s);
     if (s == nullptr) return WB_BAD_UNKNOWN_SYMBOL;
-    int64_t ts = (t.T ? t.T : t.E) * MS;
-    int64_t id = t.t >= 0 ? t.t : t.a;
-    wb_msg_info *info = c.info;
-    info->kind = WB_MSG_TRADE;
-    info->symbol_id = s->id;
-    info->last_id = id;
-    info->ts_event_ns = ts;
-    c.put(ts, static_cast<uint64_t>(id), s->id, WB_KIND_TRADE, t.m ? WB_SIDE_SELL : WB_SIDE_BUY,
-          0, t.p, t.q);
+    emit_trade(c, t, s->id);
     return 0;
 }
 
@@ -244,6 +221,27 @@ void saw_depth_symbol(wb_parser_state *p, sv raw, uint32_t sid) {
     } else if (p->depth_syms == 1 && sv(p->depth_sym, p->depth_sym_len) != raw) {
         p->depth_syms = 2;
     }
+}
+
+/* A book message's info and events (`_book_events`; exchange time: E, else T): a REST snapshot
+ * (lastUpdateId) or a depthUpdate (U, u, pu). */
+void emit_book(Ctx &c, const BookHead &h, bool snapshot, uint32_t sid) {
+    int64_t ts = (h.E > 0 ? h.E : std::max<int64_t>(h.T, 0)) * MS;
+    wb_msg_info *info = c.info;
+    info->symbol_id = sid;
+    info->ts_event_ns = ts;
+    int64_t last = h.u;
+    if (snapshot) {
+        last = h.last_update_id;
+        info->kind = WB_MSG_SNAPSHOT;
+        info->last_id = last;
+    } else {
+        info->kind = WB_MSG_DELTA;
+        info->first_id = h.U;
+        info->last_id = h.u;
+        info->prev_id = h.pu;
+    }
+    book_events(c, 0, snapshot, ts, static_cast<uint64_t>(last), sid);
 }
 
 /* `_book`: depthUpdate or REST snapshot. */
@@ -287,22 +285,7 @@ int book(wb_parser_state *p, Ctx &c, od::document &doc, bool enveloped, sv strea
     } else {
         return WB_BAD_UNKNOWN_SYMBOL;
     }
-    int64_t ts = (h.E > 0 ? h.E : std::max<int64_t>(h.T, 0)) * MS;
-    wb_msg_info *info = c.info;
-    info->symbol_id = sid;
-    info->ts_event_ns = ts;
-    int64_t last = h.u;
-    if (snapshot) {
-        last = h.last_update_id;
-        info->kind = WB_MSG_SNAPSHOT;
-        info->last_id = last;
-    } else {
-        info->kind = WB_MSG_DELTA;
-        info->first_id = h.U;
-        info->last_id = h.u;
-        info->prev_id = h.pu;
-    }
-    book_events(c, 0, snapshot, ts, static_cast<uint64_t>(last), sid);
+    emit_book(c, h, snapshot, sid);
     return 0;
 }
 
@@ -361,33 +344,19 @@ enum Route { R_NONE, R_BOOK, R_TICKER, R_TRADE, R_OTHER, R_RESPONSE, R_UNKNOWN }
 
 /* Any other frame: `_HEAD` then `_bare`. */
 int bare(wb_parser_state *p, Ctx &c, od::document &doc) {
-    od::json_type t;
-    if (doc.type().get(t)) return WB_BAD_JSON;
-    if (t != od::json_type::object) return WB_BAD_SCHEMA;  // msgspec: "Expected `object`"
-    od::object o;
-    if (doc.get_object().get(o)) return WB_BAD_JSON;
     sv stream, e;
     bool data = false, last_update = false, A = false, response = false;
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
-        if (k == "stream") {
-            WBP_TRY(get_str(x, stream));
-            continue;
-        }
-        if (k == "e") {
-            WBP_TRY(get_str(x, e));
-            continue;
-        }
+    // not an object: SCHEMA (msgspec: "Expected `object`")
+    WBP_TRY(each_doc_field(doc, [&](sv k, od::value &x) -> int {
+        if (k == "stream") return get_str(x, stream);
+        if (k == "e") return get_str(x, e);
         WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
         if (k == "data") data = true;
         else if (k == "lastUpdateId") last_update = true;
         else if (k == "A") A = true;
         else if (k == "result" || k == "error") response = true;
-    }
+        return 0;
+    }));
     if (!doc_at_end(doc)) return WB_BAD_JSON;
     if (!stream.empty()) {
         if (!data) return WB_BAD_SCHEMA;
@@ -398,25 +367,16 @@ int bare(wb_parser_state *p, Ctx &c, od::document &doc) {
         buf.insert(buf.end(), head, head + sizeof(head) - 1);
         encode_string(buf, stream);
         doc.rewind();
-        od::object o2;
-        if (doc.get_object().get(o2)) return WB_BAD_JSON;
         sv raw;
-        for (auto fr : o2) {
-            od::field f;
-            if (std::move(fr).get(f)) return WB_BAD_JSON;
-            sv k;
-            WBP_TRY(key_of(f, k));
-            od::value x = f.value();
-            if (k != "data") {
-                WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
-                continue;
-            }
+        WBP_TRY(each_doc_field(doc, [&](sv k, od::value &x) -> int {
+            if (k != "data") return skip(x, 1, LAX_MAX_DEPTH, false);
             const char *start = x.raw_json_token().data();  // the data value's bytes
             WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
             const char *end;
             if (doc.current_location().get(end)) return WB_BAD_JSON;
             raw = sv(start, static_cast<size_t>(end - start));
-        }
+            return 0;
+        }));
         while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\n' || raw.back() == '\r' ||
                                 raw.back() == '\t'))
             raw.remove_suffix(1);
@@ -502,15 +462,7 @@ bool fast_ticker(wb_parser_state *p, Ctx &c, Cur &r) {
         return false;
     Symbol *s = p->symbol(t.s);
     if (s == nullptr) return false;
-    int64_t ts = (t.E ? t.E : t.T) * MS;
-    wb_msg_info *info = c.info;
-    info->kind = WB_MSG_BBO;
-    info->symbol_id = s->id;
-    info->last_id = t.u;
-    info->ts_event_ns = ts;
-    uint64_t u = t.u < 0 ? 0 : static_cast<uint64_t>(t.u);
-    c.put(ts, u, s->id, WB_KIND_BBO, WB_SIDE_BUY, 0, t.b, t.B);
-    c.put(ts, u, s->id, WB_KIND_BBO, WB_SIDE_SELL, 0, t.a, t.A);
+    emit_ticker(c, t, s->id);
     return true;
 }
 
@@ -544,15 +496,7 @@ bool fast_trade(wb_parser_state *p, Ctx &c, Cur &r) {
     if (!(0.0 < t.p && t.p < INF && t.q < INF && (t.t >= 0 || t.a >= 0))) return false;
     Symbol *s = p->symbol(t.s);
     if (s == nullptr) return false;
-    int64_t ts = (t.T ? t.T : t.E) * MS;
-    int64_t id = t.t >= 0 ? t.t : t.a;
-    wb_msg_info *info = c.info;
-    info->kind = WB_MSG_TRADE;
-    info->symbol_id = s->id;
-    info->last_id = id;
-    info->ts_event_ns = ts;
-    c.put(ts, static_cast<uint64_t>(id), s->id, WB_KIND_TRADE, t.m ? WB_SIDE_SELL : WB_SIDE_BUY,
-          0, t.p, t.q);
+    emit_trade(c, t, s->id);
     return true;
 }
 
@@ -612,15 +556,7 @@ bool fast_depth(wb_parser_state *p, Ctx &c, Cur &r) {
     Symbol *s = p->symbol(h.s);
     if (s == nullptr) return false;
     saw_depth_symbol(p, h.s, s->id);
-    int64_t ts = h.E * MS;
-    wb_msg_info *info = c.info;
-    info->kind = WB_MSG_DELTA;
-    info->symbol_id = s->id;
-    info->ts_event_ns = ts;
-    info->first_id = h.U;
-    info->last_id = h.u;
-    info->prev_id = h.pu;
-    book_events(c, 0, false, ts, static_cast<uint64_t>(h.u), s->id);
+    emit_book(c, h, false, s->id);  // E > 0 here: the exchange time is E
     return true;
 }
 

@@ -53,15 +53,8 @@ int book(wb_parser_state *p, Ctx &c, od::document &doc) {
 
 /* `_Trade` of `_Trades.data`. */
 int decode_trade(od::value &v, wb_parser_state::Trade &t) {
-    od::object o;
-    WBP_TRY(get_object(v, o));
     unsigned have = 0;
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_field(v, [&](sv k, od::value &x) -> int {
         if (k == "T") {
             WBP_TRY(lax_int(x, t.ts, 1, MAX_TIME_MS));
             have |= 1;
@@ -81,25 +74,16 @@ int decode_trade(od::value &v, wb_parser_state::Trade &t) {
         } else {
             WBP_TRY(skip(x, 2, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     return have == 31 ? 0 : WB_BAD_SCHEMA;
 }
 
 /* `_Trades` / `_Ticker`: topic, data (decoded by `data`), ts. */
 template <typename F>
 int decode_message(od::document &doc, sv &topic, int64_t &ts, F &&data) {
-    od::json_type t;
-    if (doc.type().get(t)) return WB_BAD_JSON;
-    if (t != od::json_type::object) return WB_BAD_SCHEMA;
-    od::object o;
-    if (doc.get_object().get(o)) return WB_BAD_JSON;
     unsigned have = 0;
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_doc_field(doc, [&](sv k, od::value &x) -> int {
         if (k == "topic") {
             WBP_TRY(get_str(x, topic));
             have |= 1;
@@ -111,7 +95,8 @@ int decode_message(od::document &doc, sv &topic, int64_t &ts, F &&data) {
         } else {
             WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     if (have != 3) return WB_BAD_SCHEMA;
     return doc_at_end(doc) ? 0 : WB_BAD_JSON;
 }
@@ -124,13 +109,10 @@ int trades(wb_parser_state *p, Ctx &c, od::document &doc) {
         list.clear();
         od::array a;
         WBP_TRY(get_array(x, a));
-        for (auto er : a) {
-            od::value e;
-            if (std::move(er).get(e)) return WB_BAD_JSON;
+        return each_element(a, [&](od::value &e) {
             list.emplace_back();
-            WBP_TRY(decode_trade(e, list.back()));
-        }
-        return 0;
+            return decode_trade(e, list.back());
+        });
     }));
     if (!starts_with(topic, "publicTrade.")) return WB_BAD_SCHEMA;
     for (const auto &t : list) {
@@ -165,28 +147,15 @@ int ticker(wb_parser_state *p, Ctx &c, od::document &doc) {
         WBP_TRY(get_object(x, o));
         bool have_symbol = false;
         for (int i = 0; i < 4; i++) has[i] = false;
-        for (auto fr : o) {
-            od::field f;
-            if (std::move(fr).get(f)) return WB_BAD_JSON;
-            sv k;
-            WBP_TRY(key_of(f, k));
-            od::value y = f.value();
+        WBP_TRY(each_field(o, [&](sv k, od::value &y) -> int {
             if (k == "symbol") {
                 WBP_TRY(get_str(y, symbol));
                 if (symbol.empty()) return WB_BAD_SCHEMA;
                 have_symbol = true;
-                continue;
+                return 0;
             }
-            int i = 0;
-            while (i < 4 && k != names[i]) i++;
-            if (i == 4) {
-                WBP_TRY(skip(y, 2, LAX_MAX_DEPTH, false));
-                continue;
-            }
-            bool null;
-            WBP_TRY(lax_float(y, v[i], true, &null));
-            has[i] = !null;
-        }
+            return bbo_field(k, y, names, v, has, 2);
+        }));
         return have_symbol ? 0 : WB_BAD_SCHEMA;
     }));
     if (!starts_with(topic, "tickers.")) return WB_BAD_SCHEMA;
@@ -216,19 +185,9 @@ int ticker(wb_parser_state *p, Ctx &c, od::document &doc) {
 
 /* `_Topic` (strict): topic, op, success. */
 int other(od::document &doc) {
-    od::json_type t;
-    if (doc.type().get(t)) return WB_BAD_JSON;
-    if (t != od::json_type::object) return WB_BAD_SCHEMA;
-    od::object o;
-    if (doc.get_object().get(o)) return WB_BAD_JSON;
     sv topic, op;
     bool success = false;
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_doc_field(doc, [&](sv k, od::value &x) -> int {
         if (k == "topic") {
             WBP_TRY(get_str(x, topic));
         } else if (k == "op") {
@@ -250,7 +209,8 @@ int other(od::document &doc) {
         } else {
             WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     if (!doc_at_end(doc)) return WB_BAD_JSON;
     sv channel = topic.substr(0, topic.find('.'));
     if (channel == "orderbook") return 1000;

@@ -21,15 +21,8 @@ using State = wb_parser_state;
 enum { HAS_UPDATES = 1, HAS_TRADES = 2, HAS_TICKERS = 4 };
 
 int decode_update(od::value &v, State::Level &u) {
-    od::object o;
-    WBP_TRY(get_object(v, o));
     unsigned have = 0;
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_field(v, [&](sv k, od::value &x) -> int {
         if (k == "side") {
             WBP_TRY(get_str(x, u.side));
             have |= 1;
@@ -42,21 +35,15 @@ int decode_update(od::value &v, State::Level &u) {
         } else {
             WBP_TRY(skip(x, 4, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     return have == 7 ? 0 : WB_BAD_SCHEMA;
 }
 
 int decode_trade(od::value &v, State::Trade &t) {
-    od::object o;
-    WBP_TRY(get_object(v, o));
     unsigned have = 0;
     t.id = sv("");
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_field(v, [&](sv k, od::value &x) -> int {
         if (k == "product_id") {
             WBP_TRY(get_str(x, t.symbol));
             if (t.symbol.empty()) return WB_BAD_SCHEMA;
@@ -75,7 +62,8 @@ int decode_trade(od::value &v, State::Trade &t) {
         } else {
             WBP_TRY(skip(x, 4, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     return have == 15 ? 0 : WB_BAD_SCHEMA;
 }
 
@@ -86,28 +74,15 @@ int decode_tick(od::value &v, State::Tick &t) {
     WBP_TRY(get_object(v, o));
     bool symbol = false;
     for (int i = 0; i < 4; i++) t.has[i] = false;
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_field(o, [&](sv k, od::value &x) -> int {
         if (k == "product_id") {
             WBP_TRY(get_str(x, t.symbol));
             if (t.symbol.empty()) return WB_BAD_SCHEMA;
             symbol = true;
-            continue;
+            return 0;
         }
-        int i = 0;
-        while (i < 4 && k != names[i]) i++;
-        if (i == 4) {
-            WBP_TRY(skip(x, 4, LAX_MAX_DEPTH, false));
-            continue;
-        }
-        bool null;
-        WBP_TRY(lax_float(x, t.v[i], true, &null));
-        t.has[i] = !null;
-    }
+        return bbo_field(k, x, names, t.v, t.has, 4);
+    }));
     return symbol ? 0 : WB_BAD_SCHEMA;
 }
 
@@ -117,25 +92,16 @@ int decode_list(od::value &v, std::vector<T> &list, size_t *first, size_t *last,
     od::array a;
     WBP_TRY(get_array(v, a));
     *first = list.size();
-    for (auto er : a) {
-        od::value e;
-        if (std::move(er).get(e)) return WB_BAD_JSON;
+    WBP_TRY(each_element(a, [&](od::value &e) {
         list.emplace_back();
-        WBP_TRY(decode(e, list.back()));
-    }
+        return decode(e, list.back());
+    }));
     *last = list.size();
     return 0;
 }
 
 int decode_event(State *p, od::value &v, State::Event &ev) {
-    od::object o;
-    WBP_TRY(get_object(v, o));
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    return each_field(v, [&](sv k, od::value &x) -> int {
         if (k == "type") {
             WBP_TRY(get_str(x, ev.type));
         } else if (k == "product_id") {
@@ -152,8 +118,8 @@ int decode_event(State *p, od::value &v, State::Event &ev) {
         } else {
             WBP_TRY(skip(x, 2, LAX_MAX_DEPTH, false));
         }
-    }
-    return 0;
+        return 0;
+    });
 }
 
 struct Message {
@@ -163,22 +129,12 @@ struct Message {
 };
 
 int decode_message(State *p, od::document &doc, Message &m) {
-    od::json_type t;
-    if (doc.type().get(t)) return WB_BAD_JSON;
-    if (t != od::json_type::object) return WB_BAD_SCHEMA;
-    od::object o;
-    if (doc.get_object().get(o)) return WB_BAD_JSON;
     unsigned have = 0;
     p->levels.clear();
     p->trades.clear();
     p->ticks.clear();
     p->cb_events.clear();
-    for (auto fr : o) {
-        od::field f;
-        if (std::move(fr).get(f)) return WB_BAD_JSON;
-        sv k;
-        WBP_TRY(key_of(f, k));
-        od::value x = f.value();
+    WBP_TRY(each_doc_field(doc, [&](sv k, od::value &x) -> int {
         if (k == "channel") {
             WBP_TRY(get_str(x, m.channel));
             have |= 1;
@@ -191,17 +147,16 @@ int decode_message(State *p, od::document &doc, Message &m) {
             od::array a;
             WBP_TRY(get_array(x, a));
             p->cb_events.clear();  // a repeated key: the last list wins
-            for (auto er : a) {
-                od::value e;
-                if (std::move(er).get(e)) return WB_BAD_JSON;
+            WBP_TRY(each_element(a, [&](od::value &e) {
                 p->cb_events.emplace_back();
-                WBP_TRY(decode_event(p, e, p->cb_events.back()));
-            }
+                return decode_event(p, e, p->cb_events.back());
+            }));
             m.events = true;
         } else {
             WBP_TRY(skip(x, 1, LAX_MAX_DEPTH, false));
         }
-    }
+        return 0;
+    }));
     if (have != 3) return WB_BAD_SCHEMA;
     return doc_at_end(doc) ? 0 : WB_BAD_JSON;
 }

@@ -175,6 +175,11 @@ int lax_bool(od::value &v, bool &out);
 /* The value must be an object (else SCHEMA, JSON for a bad token). */
 int get_object(od::value &v, od::object &out);
 int get_array(od::value &v, od::array &out);
+/* A best bid/offer field (Bybit `tickers`, Coinbase `ticker`): the key names[i] (bid price,
+ * bid qty, ask price, ask qty) reads a nullable lax float into v[i] and sets has[i] when it is
+ * not null; another key's value is skipped (depth: containers around it). */
+int bbo_field(sv key, od::value &x, const char *const names[4], double v[4], bool has[4],
+              int depth);
 
 /* `_levels.parse_book` over the document: levels to ctx (from row ctx.n), ids to head. */
 int read_book(wb_parser_state *p, Ctx &c, od::document &doc, bool in_data, bool bybit,
@@ -212,5 +217,55 @@ inline bool starts_with(sv s, sv prefix) {
         int wbp_bad_ = (expr);     \
         if (wbp_bad_) return wbp_bad_; \
     } while (0)
+
+namespace wbp {
+
+/* ---- walks (fn returns 0 to go on, or a WB_BAD_* kind that ends the walk and is returned) - */
+/* Each field of `o` in order: fn(sv key, od::value &value); keys as key_of reads them; a field
+ * that does not read is WB_BAD_JSON. */
+template <typename F>
+inline int each_field(od::object &o, F &&fn) {
+    for (auto fr : o) {
+        od::field f;
+        if (std::move(fr).get(f)) return WB_BAD_JSON;
+        sv k;
+        WBP_TRY(key_of(f, k));
+        od::value x = f.value();
+        WBP_TRY(fn(k, x));
+    }
+    return 0;
+}
+
+/* Each field of the object `v` (not an object: SCHEMA). */
+template <typename F>
+inline int each_field(od::value &v, F &&fn) {
+    od::object o;
+    WBP_TRY(get_object(v, o));
+    return each_field(o, fn);
+}
+
+/* Each field of the document's top-level object (not an object: SCHEMA). */
+template <typename F>
+inline int each_doc_field(od::document &doc, F &&fn) {
+    od::json_type t;
+    if (doc.type().get(t)) return WB_BAD_JSON;
+    if (t != od::json_type::object) return WB_BAD_SCHEMA;
+    od::object o;
+    if (doc.get_object().get(o)) return WB_BAD_JSON;
+    return each_field(o, fn);
+}
+
+/* Each element of `a` in order: fn(od::value &element); one that does not read is JSON. */
+template <typename F>
+inline int each_element(od::array &a, F &&fn) {
+    for (auto er : a) {
+        od::value e;
+        if (std::move(er).get(e)) return WB_BAD_JSON;
+        WBP_TRY(fn(e));
+    }
+    return 0;
+}
+
+}  // namespace wbp
 
 #endif /* WB_PARSE_INTERNAL_H */
