@@ -150,8 +150,14 @@ def assert_same_top(book, ref: RefBook, n: int, where: object) -> None:
 
 
 def assert_same_book(book, ref: RefBook, where: object) -> None:
-    """Every level of both sides equals the reference."""
+    """Every level of both sides equals the reference, read in order (`depth`) and one at a
+    time (`level_qty`: each reference level, and 0 on a side for the other side's prices)."""
     n = max(book.n_bids, book.n_asks, len(ref.bids), len(ref.asks))
     assert (book.n_bids, book.n_asks) == (len(ref.bids), len(ref.asks)), where
     assert_same_top(book, ref, n, where)
     assert not np.isnan(book.best_bid) or not ref.bids
+    for bid, side, other in ((True, ref.bids, ref.asks), (False, ref.asks, ref.bids)):
+        for price, qty in side.items():
+            assert book.level_qty(bid, price) == qty, (where, bid, price)
+        for price in other.keys() - side.keys():
+            assert book.level_qty(bid, price) == 0.0, (where, bid, price)

@@ -73,7 +73,7 @@ def test_snapshot_replaces_everything_and_ignores_other_symbols() -> None:
 def test_random_updates_match_reference_through_growth_and_refills() -> None:
     """Inserts and deletes anywhere in a 600-level-per-side range (deep and near the top):
     the table grows, the top cache evicts and refills; best levels and depth(5/128/200/all)
-    match a dict reference after every batch."""
+    match a dict reference after every batch, and so does each level's `level_qty`."""
     rng = np.random.default_rng(3)
     book = L2Book(1, capacity=8, window=256)  # deep levels spill into the overflow table
     ref_b: dict[float, float] = {}
@@ -103,6 +103,10 @@ def test_random_updates_match_reference_through_growth_and_refills() -> None:
                 bp, bq, ap, aq = book.depth(n)
                 assert list(zip(bp.tolist(), bq.tolist(), strict=True)) == want_b[:n]
                 assert list(zip(ap.tolist(), aq.tolist(), strict=True)) == want_a[:n]
+            for ticks in range(1, 600):  # one level at a time, present or not
+                bid, ask = 1000.0 - ticks * 0.25, 1000.25 + ticks * 0.25
+                assert book.level_qty(True, bid) == ref_b.get(bid, 0.0)
+                assert book.level_qty(False, ask) == ref_a.get(ask, 0.0)
     assert book.capacity > L2Book(1, capacity=8).capacity  # the overflow table grew
 
 

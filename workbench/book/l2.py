@@ -14,7 +14,8 @@ float64 keys: +price for bids, -price for asks; tombstones on delete; the table 
 load). Invariants: each side's levels at or above its base are in its ladder, those below in
 the table, and a side's ladder is empty only when the side is. So the best level is always the
 ladder's best: O(1) reads, exact `depth(n)` (the ladder walked from the best, then the table's
-levels sorted). `n_bids`/`n_asks` count the ladder on demand (O(window)).
+levels sorted), and one level's quantity at any depth in O(1) (`level_qty`: its tick's slot,
+or one table probe). `n_bids`/`n_asks` count the ladder on demand (O(window)).
 Re-centring (a rebuild of both sides from all their levels, O(window + levels), rare): when a
 level arrives above a side's window (the market moved up past it), when a level goes to the
 table while the best sits in the lowest eighth of the window (the market moved down), when a
@@ -620,6 +621,31 @@ def _depth(ladder, table, state, side, n):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
+def _level_qty(ladder, table, state, side, price, rtol):
+    """The quantity of one side's level at `price` (the grid price within rtol of it once the
+    grid is known), 0.0 when that side has no level there: the ladder slot of its tick, or the
+    table (below the window, and during a snapshot)."""
+    f = state.view(np.float64)
+    if state[S_HAS_GRID] and not state[S_IN_SNAPSHOT]:
+        t = np.floor(price * f[S_INV] + 0.5)
+        if not abs(t) * f[S_UNITS_F] < MAX_UNITS:  # also NaN
+            return 0.0
+        grid = t * f[S_UNITS_F] / f[S_SCALE]
+        if not abs(grid - price) <= rtol * abs(grid):
+            return 0.0
+        j = np.int64(t if side == 0 else -t) - state[S_BASE + side]
+        if j >= ladder.shape[1]:
+            return 0.0
+        if j >= 0:
+            return ladder[side, j]
+        price = grid
+    key = np.empty(1, dtype=np.float64)
+    key[0] = price if side == 0 else -price
+    found, _ = _slot(table[0].view(np.int64), key.view(np.int64)[0])
+    return table[1, found] if found >= 0 else 0.0
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _count(ladder, state, side):
     """Levels of one side: the ladder's occupied slots plus the table's."""
     n = state[S_NOVER + side]
@@ -857,6 +883,14 @@ class L2Book:
         ap, aq = _depth(self._ladder, self._table, self._state, 1, n)
         return bp, bq, ap, aq
 
+    def level_qty(self, bid: bool, price: float, rtol: float = 0.0) -> float:
+        """The quantity (venue units) of the bid (bid=True) or ask level at `price`, anywhere
+        in the book (ladder or overflow table, O(1)); 0.0 when that side has no level there.
+        rtol (>= 0): once the tick size is known, a price within rtol (relative) of a grid
+        price reads that level (an order price computed in floating point, 0.1 + 0.2)."""
+        return float(_level_qty(self._ladder, self._table, self._state, 0 if bid else 1,
+                                float(price), float(rtol)))
+
     def __repr__(self) -> str:
         return (f"L2Book(symbol_id={self.symbol_id}, bids={self.n_bids}, asks={self.n_asks}, "
                 f"best={self.best_bid}/{self.best_ask}, tick={self.tick_size}, "
@@ -865,7 +899,8 @@ class L2Book:
 
 def _warm() -> None:
     """Compile (or load from the numba cache) the kernels on import: snapshot, deltas in and
-    below the window, a re-centre, a finer tick, a table growth, depth past the ladder."""
+    below the window, a re-centre, a finer tick, a table growth, depth past the ladder, a
+    level's quantity."""
     ev = np.zeros(10, dtype=EVENT_DTYPE)
     ev["symbol_id"] = 1
     ev["kind"] = [K_SNAP_BEGIN, K_BID, K_ASK, K_SNAP_END, K_BID, K_ASK, K_BID, K_ASK, K_BID, K_ASK]
@@ -876,6 +911,7 @@ def _warm() -> None:
     book.apply(ev)
     book._grow(64)
     book.depth(200)
+    book.level_qty(True, 9.0, 1e-9)
     L2Book(1, tick_size=0.5).apply_messages(ev, np.array([4, 10], dtype=np.int64))
 
 

@@ -42,11 +42,11 @@ round(-ahead / lot) >= 1 it fills min(remaining, that many lots); a depth change
 to q: ahead = min(ahead, q); a trade through its price fills min(remaining, trade qty); an
 opposite row at or through its price (the book crossed it) fills it whole; all at its price
 (maker). These are the kernel's rules with partial fills (`TickConfig(partial=True)`); why
-each one is the kernel's is in `workbench.engine.queue_position`. One difference: the kernel
-reads the starting queue anywhere in its price range, the broker in the top DEPTH_LEVELS
-levels (beyond them it starts at 0). The rows are those of the batch the order rested through
-(`on_book(..., batch=)`): an order that arrives at a batch's time joins after that batch's
-rows, one that arrives before it (`on_arrivals`) joins before them. They
+each one is the kernel's is in `workbench.engine.queue_position`. The starting queue is read
+at any depth (`L2Book.level_qty`; the kernel reads it anywhere in its price range). The rows
+are those of the batch the order rested through (`on_book(..., batch=)`): an order that
+arrives at a batch's time joins after that batch's rows, one that arrives before it
+(`on_arrivals`) joins before them. They
 are the message's rows as the engine got them: deltas a snapshot drains from BookSync's buffer
 are not among them (the tick converter writes them at the snapshot's time), and a stale
 delta's rows are (the converter drops them).
@@ -63,7 +63,7 @@ from typing import NamedTuple
 import numpy as np
 
 from workbench.engine.config import QUEUE_MODELS
-from workbench.engine.queue_position import QueueState, level_qty, row_fill
+from workbench.engine.queue_position import PRICE_RTOL, QueueState, row_fill
 from workbench.engine.strategy import OrderRequest
 from workbench.errors import ConfigError
 from workbench.events import Side
@@ -248,8 +248,8 @@ class PaperBroker:
                 continue
             self._arrive(order, levels, arrive if stamp_ns is None else stamp_ns, seq, fills)
             if queued and order.status == "open":
-                order.queue = QueueState(level_qty(book, order.request.side == Side.BUY,
-                                                   order.request.price, DEPTH_LEVELS))
+                order.queue = QueueState(book.level_qty(order.request.side == Side.BUY,
+                                                         order.request.price, PRICE_RTOL))
         if inflight is not None and not inflight:
             del self._inflight[symbol_id]
 

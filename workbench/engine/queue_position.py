@@ -8,7 +8,7 @@ them are the tick kernel's partial-fill exchange (`workbench.backtest.tick.kerne
 with `partial=1`), for one resting order at price P (a buy; a sell mirrors it):
 
 - it joins the back of its level: front = the visible quantity at P on its own side when it
-  starts resting (`level_qty`), cum = 0;
+  starts resting (`L2Book.level_qty`, anywhere in the book), cum = 0;
 - a bid row at P (a depth change of its level) to qty: front = min(front, qty);
 - an ask row priced at or below P with a non-empty quantity (round(qty / lot) != 0): the ask
   side crossed it, it fills whole (maker, at P). In the kernel this is "the best ask fell to or
@@ -36,17 +36,6 @@ PRICE_RTOL = 1e-9
 def same_price(a: float, b: float) -> bool:
     """Whether two prices are the same level (relative difference below PRICE_RTOL)."""
     return abs(a - b) <= PRICE_RTOL * abs(b)
-
-
-def level_qty(book, buy: bool, price: float, levels: int) -> float:
-    """The visible quantity at `price` on the bid (buy=True) or ask side of `book` (an L2 book
-    with `depth(n)`), 0.0 when the price is not among its top `levels` levels."""
-    bid_px, bid_qty, ask_px, ask_qty = book.depth(levels)
-    prices, sizes = (bid_px, bid_qty) if buy else (ask_px, ask_qty)
-    for p, q in zip(prices.tolist(), sizes.tolist(), strict=True):
-        if same_price(p, price):
-            return q
-    return 0.0
 
 
 class QueueState:

@@ -276,19 +276,19 @@ QUEUE_FILLS = [(1, Side.BUY, 100.0, 1.0, 5), (1, Side.BUY, 100.0, 1.0, 6),
                (2, Side.SELL, 104.0, 3.0, 8)]
 
 
-def test_risk_averse_queue_rules_by_hand_in_both():
-    """Each queue rule on hand-written rows: the PaperBroker (driven as the engine drives it:
-    book, then the batch's rows; orders sent at a batch join after it) and the kernel
-    (partial fills, entry latency 0) give the fills worked out by hand."""
-    data = rows_of(QUEUE_ROWS)
+def queue_fills_in_both(spec: list[tuple], orders: list[tuple]) -> tuple[list, list]:
+    """(kernel fills, broker fills) as (order id, Side, price, qty, time), every fill a maker's,
+    of hand-written rows (tickrows.rows_of) and orders (tickrows.scripted, limit GTX): the
+    kernel with partial fills and entry latency 0; the PaperBroker driven as the engine drives
+    it (book, then the batch's rows; orders sent at a batch join after it); risk-averse queue,
+    lot 1."""
+    data = rows_of(spec)
     cfg = TickConfig(latency=ConstantLatency(0, 1), partial=True, queue="risk_averse")
-    f = tick_backtest(data, scripted(QUEUE_ORDERS), cfg).fill_columns
+    f = tick_backtest(data, scripted(orders), cfg).fill_columns
+    assert f["maker"].all()
     kernel = [(int(o), Side.BUY if s == BUY else Side.SELL, float(p), float(q), int(t))
               for o, s, p, q, t in zip(f["order_id"], f["side"], f["price"], f["qty"],
                                        f["ts_exch_ns"], strict=True)]
-    assert kernel == QUEUE_FILLS
-    assert f["maker"].all()
-
     broker = PaperBroker(queue_model="risk_averse", lot_size=1.0)
     book = L2Book(SID, tick_size=1.0)
     rows = np.asarray(data.rows)
@@ -297,13 +297,39 @@ def test_risk_averse_queue_rules_by_hand_in_both():
         batch = rows[rows["ts_event_ns"] == t]
         book.apply(batch)
         fills += broker.on_book(SID, book, t, batch=batch)
-        for at, _, side, price, qty, _, _ in QUEUE_ORDERS:
+        for at, _, side, price, qty, _, _ in orders:
             if at == feed:
                 broker.submit(OrderRequest(SID, Side.BUY if side == BUY else Side.SELL, qty,
                                            "limit", price, True), t)
                 fills += broker.on_book(SID, book, t)
-    assert [(x.order_id, x.side, x.price, x.qty, x.ts_ns) for x in fills] == QUEUE_FILLS
-    assert {x.liquidity for x in fills} == {"maker"} and not broker.orders
+    assert {x.liquidity for x in fills} <= {"maker"} and not broker.orders
+    return kernel, [(x.order_id, x.side, x.price, x.qty, x.ts_ns) for x in fills]
+
+
+def test_risk_averse_queue_rules_by_hand_in_both():
+    """Each queue rule on hand-written rows: the PaperBroker and the kernel give the fills
+    worked out by hand."""
+    assert queue_fills_in_both(QUEUE_ROWS, QUEUE_ORDERS) == (QUEUE_FILLS, QUEUE_FILLS)
+
+
+# 60 bid levels of 2 (1000 down to 941) and an ask: the buy at 945 rests 56 levels deep (within
+# the kernel's default price range, the median price +-25%)
+DEEP_ROWS = [*(("bid", 0, 1000 - i, 2, 1) for i in range(60)), ("ask", 0, 1001, 1, 1),
+             ("trade", 2, 945, 2, 2),  # the 2 ahead of it trade: ahead 0, nothing executable
+             ("trade", 2, 945, 1, 3)]  # 1 past it: fills its 1
+DEEP_ORDERS = [(1, 1, BUY, 945.0, 1.0, 0, 1)]
+
+
+def test_the_starting_queue_is_read_deep_in_the_book_in_both():
+    """An order resting far below the top (56 levels; in the L2 book's overflow table past a
+    small window) starts behind the whole visible quantity of its level in both (the broker
+    used to read the top 50 levels only, and put it at the front)."""
+    want = [(1, Side.BUY, 945.0, 1.0, 3)]
+    assert queue_fills_in_both(DEEP_ROWS, DEEP_ORDERS) == (want, want)
+    book = L2Book(SID, tick_size=1.0, window=16)
+    book.apply(np.asarray(rows_of(DEEP_ROWS[:61]).rows))
+    assert book.level_qty(True, 945.0) == 2.0 and book.level_qty(True, 945 + 1e-10, 1e-9) == 2.0
+    assert book.level_qty(True, 945 + 1e-10) == 0.0 and book.level_qty(False, 945.0) == 0.0
 
 
 def test_the_queue_model_is_opt_in_and_needs_a_lot_size():
