@@ -672,6 +672,20 @@ def run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl
                                bl_i, bl_f, fl_i, fl_f, ol_i, ol_f)
 
 
+@nb.njit(inline="always")
+def _deliver(strategy, gw, status, st, sf):  # pragma: no cover - compiled
+    """Hand a kernel status to the strategy: on_feed(gw) at FEED, on_fill(gw, order_id, side,
+    price, qty) at FILL; False for any other status (the run stops there). Inlined into each
+    driver, so it is cached with `drive` and works with jitclass strategies too."""
+    if status == FEED:
+        strategy.on_feed(gw)
+    elif status == FILL:
+        strategy.on_fill(gw, st[S_FILL_ID], st[S_FILL_SIDE], sf[F_FILL_PRICE], sf[F_FILL_QTY])
+    else:
+        return False
+    return True
+
+
 @nb.njit(cache=True)
 def drive(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
           bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf
@@ -684,12 +698,7 @@ def drive(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx
     while True:
         status = run(rows, base, last, p_i, p_f, lat_rows, depth, bst, xi, xf, bx_i, bx_f, bl_i,
                      bl_f, st, sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf)
-        if status == FEED:
-            strategy.on_feed(gw)
-        elif status == FILL:
-            strategy.on_fill(gw, st[S_FILL_ID], st[S_FILL_SIDE], sf[F_FILL_PRICE],
-                             sf[F_FILL_QTY])
-        else:
+        if not _deliver(strategy, gw, status, st, sf):
             return status
 
 
@@ -708,10 +717,5 @@ def drive_jitclass(strategy, rows, base, last, p_i, p_f, lat_rows, depth, bst, x
             sf, fl_i, fl_f, ol_i, ol_f, rc_i, rc_f, gi, gf, oi, of, ri, rf)  # built once: no
     while True:  # reference counting of 28 arrays per call
         status = _run_by_address(args)
-        if status == FEED:
-            strategy.on_feed(gw)
-        elif status == FILL:
-            strategy.on_fill(gw, st[S_FILL_ID], st[S_FILL_SIDE], sf[F_FILL_PRICE],
-                             sf[F_FILL_QTY])
-        else:
+        if not _deliver(strategy, gw, status, st, sf):
             return status
